@@ -1,0 +1,79 @@
+"""`reaper check`: can reaper reach what it works with? One line each, OK or FAIL."""
+
+from dataclasses import dataclass
+
+from .config import Config, mask_url
+from .errors import RedisUnavailable, StepError
+from .services import AuthService, GuestStore, UserService
+from .store import REDIS_DOWN, connect, ping
+
+OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    status: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.name + ':':<14} {self.status:<8} {self.detail}".rstrip()
+
+
+def check(config: Config, mongo_client=None) -> tuple[list[Line], int]:
+    """The lines to print and the exit code: 3 when Redis fails, 1 when another does."""
+    lines = check_redis(config)
+    redis_failed = lines[0].status == FAIL
+    lines += [
+        _check_http(AuthService(config.auth_service, 1)),
+        _check_http(UserService(config.user_service, 1)),
+        _check_mongo(config, mongo_client),
+    ]
+    if redis_failed:
+        return lines, 3
+    return lines, 1 if any(line.status == FAIL for line in lines) else 0
+
+
+def check_redis(config: Config) -> list[Line]:
+    client = connect(config)
+    where = mask_url(config.redis.url)
+    try:
+        ping(client)
+        info = client.info()
+    except (RedisUnavailable, *REDIS_DOWN) as exc:
+        return [Line("redis", FAIL, f"{where}: {exc}")]
+    finally:
+        client.close()
+    policy = info.get("maxmemory_policy", "noeviction")
+    lines = [Line("redis", OK, f"{where} (Redis {info.get('redis_version', '?')}, "
+                               f"maxmemory-policy {policy})")]
+    if str(policy).startswith("allkeys-"):
+        lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
+                          "records; reaper skips orphans in sweeps after an eviction"))
+    return lines
+
+
+def _check_http(service) -> Line:
+    if not service.enabled:
+        return Line(service.name, OFF, "(base_url is empty)")
+    try:
+        service.health()
+        return Line(service.name, OK, f"{service._client.base_url}health")
+    except StepError as exc:
+        return Line(service.name, FAIL, str(exc))
+    finally:
+        service.close()
+
+
+def _check_mongo(config: Config, mongo_client) -> Line:
+    if not config.mongo.uri and mongo_client is None:
+        return Line("mongo", OFF, "(uri is empty)")
+    store = GuestStore(config.mongo, mongo_client)
+    try:
+        store.ping()
+        return Line("mongo", OK, f"{mask_url(config.mongo.uri)} {config.mongo.database}."
+                                 f"{config.mongo.collection}")
+    except StepError as exc:
+        return Line("mongo", FAIL, str(exc))
+    finally:
+        store.close()

@@ -1,0 +1,51 @@
+"""The periodic cleanup (SPEC §4): retention in both services and MongoDB, and the stats line."""
+
+from loguru import logger
+
+from . import reasons
+from .cascade import utc
+from .context import Context
+from .errors import StepError
+from .services import iso
+
+
+def periodic_cleanup(ctx: Context) -> bool:
+    """Retention calls and the stats line; False when a retention call failed (tried again
+    at the next cleanup, since retention is a moving window)."""
+    ok = _retention(ctx)
+    logger.info(stats_line(ctx))
+    return ok
+
+
+def _retention(ctx: Context) -> bool:
+    cutoff = utc(ctx.now() - ctx.config.timing.retention_s)
+    targets = ctx.targets
+    jobs = [(t.name, t.cleanup_before) for t in (targets.auth, targets.users) if t.enabled]
+    if targets.mongo.enabled:
+        jobs.append(("mongo", targets.mongo.delete_created_before))
+    if ctx.config.safety.dry_run:
+        for name, _ in jobs:
+            logger.info("Retention: would delete {} guests created before {} [dry run]", name, iso(cutoff))
+        return True
+    ok = True
+    for name, delete_before in jobs:
+        try:
+            count = delete_before(cutoff)
+            logger.info("Retention: {} deleted {} guests created before {}", name,
+                        "some" if count is None else count, iso(cutoff))
+        except StepError as exc:
+            ok = False
+            ctx.counters.add(f"retention_failed.{name}")
+            logger.warning("Retention: {} failed, next try at the next cleanup: {}", name, exc)
+    return ok
+
+
+def stats_line(ctx: Context) -> str:
+    """`Connection Stats - Total: N, Responsive: R, Unresponsive: U` and reaper's own counters."""
+    last = ctx.last_sweep
+    total, responsive = (last.total, last.responsive) if last else (0, 0)
+    by_reason = ctx.counters.reaped_by_reason()
+    reaped = ", ".join(f"{r}={by_reason.get(r, 0)}" for r in reasons.ALL)
+    return (f"Connection Stats - Total: {total}, Responsive: {responsive}, "
+            f"Unresponsive: {total - responsive} | reaped since start: {reaped}; "
+            f"pending cascades: {ctx.pending()}, dead letters: {ctx.dead()}")

@@ -1,0 +1,435 @@
+"""Typed, frozen configuration, loaded once at the edge (SPEC §10).
+
+Order: defaults, then the TOML file, then ``REAPER_<SECTION>_<KEY>`` variables (and the
+signaling service's ``REDIS_HOST`` / ``REDIS_PORT`` / ``REDIS_PASSWORD`` when no
+``redis.url`` is given), then command-line overrides; later wins. Every value is checked
+before anything else runs; a bad one raises ConfigError naming the key.
+
+Durations are stored in seconds, in attributes ending in ``_s`` (key ``connection_timeout``
+is attribute ``connection_timeout_s``).
+"""
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
+
+from .durations import format_duration, parse_duration
+from .errors import ConfigError
+
+DEFAULT_PATHS = (Path("reaper.toml"), Path("/etc/reaper/reaper.toml"))
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def _duration(default: str, minimum: float = 0.0):
+    return field(default=parse_duration(default), metadata={"kind": "duration", "min": minimum})
+
+
+def _choice(default: str, *choices: str):
+    return field(default=default, metadata={"kind": "choice", "choices": choices})
+
+
+def _int(default: int, minimum: int = 1):
+    return field(default=default, metadata={"kind": "int", "min": minimum})
+
+
+def _secret(default: str = ""):
+    return field(default=default, metadata={"secret": True})
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = field(default="", metadata={"kind": "redis_url", "secret": True})
+    connection_prefix: str = "guest_connection:"
+    session_prefix: str = "guest_session:"
+    online_key: str = "users:online"
+    guest_id_prefix: str = "guest_"
+    record_format: str = _choice("json", "json", "hash")
+    reaper_prefix: str = "reaper:"
+    scan_count: int = _int(1000)
+    socket_timeout_s: float = _duration("5s", 0.001)
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    heartbeat_interval_s: float = _duration("30s", 0.001)
+    cleanup_interval_s: float = _duration("5m", 0.001)
+    cascade_interval_s: float = _duration("5s", 0.001)
+    connection_timeout_s: float = _duration("3m", 0.001)
+    ping_interval_s: float = _duration("1m", 0.001)
+    max_missed_pings: int = _int(3)
+    retention_s: float = _duration("24h", 0.001)
+    clock_skew_s: float = _duration("5s")
+
+
+@dataclass(frozen=True)
+class StartupConfig:
+    purge: str = _choice("cold", "cold", "all", "stale", "off")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    base_url: str = field(default="", metadata={"kind": "http_url"})
+    token: str = _secret()
+    timeout_s: float = _duration("5s", 0.001)
+
+
+@dataclass(frozen=True)
+class MongoConfig:
+    uri: str = field(default="", metadata={"kind": "mongo_uri", "secret": True})
+    database: str = "voip"
+    collection: str = "users"
+    id_field: str = "userId"
+    created_field: str = "createdAt"
+    guest_filter: dict = field(default_factory=lambda: {"isGuest": True}, metadata={"kind": "table"})
+    timeout_s: float = _duration("5s", 0.001)
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    dry_run: bool = False
+    max_reap_fraction: float = field(default=0.5, metadata={"kind": "fraction"})
+    mass_expiry_min: int = _int(50)
+    mass_reap_per_sweep: int = _int(100)
+    cascade_max_age_s: float = _duration("24h", 0.001)
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    concurrency: int = _int(16)
+    batch_size: int = _int(500)
+    retry_initial_s: float = _duration("5s", 0.001)
+    retry_max_s: float = _duration("10m", 0.001)
+    claim_timeout_s: float = _duration("2m", 0.001)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = _choice("INFO", *LOG_LEVELS)
+    format: str = _choice("text", "text", "json")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = field(default="", metadata={"kind": "listen"})
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    enabled: bool = False
+    channel_prefix: str = "socket.io"
+    namespace: str = "/"
+    event: str = "guestLeft"
+    fence: bool = True
+    ask_before_reap: bool = False
+    ask_timeout_s: float = _duration("2s", 0.001)
+
+
+@dataclass(frozen=True)
+class Config:
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    startup: StartupConfig = field(default_factory=StartupConfig)
+    auth_service: ServiceConfig = field(
+        default_factory=lambda: ServiceConfig(base_url="http://auth-service:3001")
+    )
+    user_service: ServiceConfig = field(
+        default_factory=lambda: ServiceConfig(base_url="http://user-service:3002")
+    )
+    mongo: MongoConfig = field(default_factory=MongoConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    source: str = "defaults"  # where the file came from, for `reaper config`
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "source")
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """The effective configuration; raises ConfigError on the first bad key."""
+    environ = os.environ if environ is None else environ
+    file_path = _find_file(path, environ)
+    values = _read_toml(file_path) if file_path else {}
+    _merge(values, _from_environ(environ))
+    _merge(values, _nest(overrides or {}))
+    config = _build(values, source=str(file_path) if file_path else "defaults")
+    return _with_signaling_redis_env(config, environ)
+
+
+def _find_file(path, environ) -> Path | None:
+    explicit = path or environ.get("REAPER_CONFIG")
+    if explicit:
+        if not Path(explicit).is_file():
+            key = "--config" if path else "REAPER_CONFIG"
+            raise ConfigError(key, str(explicit), "a readable TOML file")
+        return Path(explicit)
+    return next((p for p in DEFAULT_PATHS if p.is_file()), None)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(str(path), "…", f"valid TOML ({exc})") from None
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict:
+    """``REAPER_<SECTION>_<KEY>`` variables; an unknown one is an error like an unknown key."""
+    names = {_env_name(s, k): (s, k) for s in SECTIONS for k in _keys(s)}
+    found: dict = {}
+    for name, raw in environ.items():
+        if not name.startswith("REAPER_") or name == "REAPER_CONFIG":
+            continue
+        if name not in names:
+            raise ConfigError(name, raw, "a known REAPER_<SECTION>_<KEY> variable")
+        section, key = names[name]
+        found.setdefault(section, {})[key] = _EnvValue(raw)
+    return found
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"REAPER_{section}_{key}".upper()
+
+
+class _EnvValue(str):
+    """A value from the environment: still text, converted by the key's kind."""
+
+
+def _nest(flat: Mapping[str, Any]) -> dict:
+    nested: dict = {}
+    for dotted, value in flat.items():
+        section, key = dotted.split(".", 1)
+        nested.setdefault(section, {})[key] = value
+    return nested
+
+
+def _merge(into: dict, new: dict) -> None:
+    for section, table in new.items():
+        if isinstance(into.get(section), dict) and isinstance(table, dict):
+            into[section].update(table)
+        else:
+            into[section] = table
+
+
+def _section_class(section: str):
+    return type(getattr(Config(), section))
+
+
+def _keys(section: str) -> list[str]:
+    return [_key_of(f) for f in dataclasses.fields(_section_class(section))]
+
+
+def _key_of(f: dataclasses.Field) -> str:
+    return f.name[:-2] if f.metadata.get("kind") == "duration" else f.name
+
+
+def _build(values: dict, source: str) -> Config:
+    defaults = Config()
+    sections = {}
+    for section, table in values.items():
+        if section not in SECTIONS:
+            raise ConfigError(section, table, f"one of the sections {', '.join(SECTIONS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(section, table, "a table of keys")
+        sections[section] = _build_section(section, getattr(defaults, section), table)
+    return dataclasses.replace(defaults, source=source, **sections)
+
+
+def _build_section(section: str, default, table: dict):
+    by_key = {_key_of(f): f for f in dataclasses.fields(default)}
+    changes = {}
+    for key, raw in table.items():
+        if key not in by_key:
+            raise ConfigError(f"{section}.{key}", raw, f"one of the keys {', '.join(by_key)}")
+        f = by_key[key]
+        changes[f.name] = _convert(f"{section}.{key}", raw, f)
+    return dataclasses.replace(default, **changes)
+
+
+def _convert(key: str, raw: Any, f: dataclasses.Field) -> Any:
+    kind = f.metadata.get("kind") or {bool: "bool", int: "int", float: "float"}.get(f.type, "str")
+    return _CONVERTERS[kind](key, raw, f.metadata)
+
+
+def _to_bool(key, raw, meta):
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, _EnvValue) and raw.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(raw, _EnvValue) and raw.strip().lower() in ("false", "0", "no", "off", ""):
+        return False
+    raise ConfigError(key, raw, "true or false")
+
+
+def _to_int(key, raw, meta):
+    minimum = meta.get("min", 0)
+    try:
+        value = int(raw) if isinstance(raw, (_EnvValue, int)) and not isinstance(raw, bool) else None
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(key, raw, f"a whole number >= {minimum}")
+    return value
+
+
+def _to_str(key, raw, meta):
+    if not isinstance(raw, str):
+        raise ConfigError(key, raw, "a string")
+    return str(raw)
+
+
+def _to_choice(key, raw, meta):
+    value = _to_str(key, raw, meta)
+    choices = meta["choices"]
+    if value not in choices and value.upper() not in choices:
+        raise ConfigError(key, raw, f"one of {', '.join(choices)}")
+    return value if value in choices else value.upper()
+
+
+def _to_duration(key, raw, meta):
+    try:
+        value = parse_duration(float(raw) if _is_number_text(raw) else raw)
+    except ValueError:
+        value = None
+    if value is None or value < meta.get("min", 0) or (meta.get("min", 0) > 0 and value == 0):
+        raise ConfigError(key, raw, 'a duration like "500ms", "30s", "5m", "24h" or seconds' + (
+            ", greater than zero" if meta.get("min", 0) > 0 else ""))
+    return value
+
+
+def _is_number_text(raw) -> bool:
+    if not isinstance(raw, _EnvValue):
+        return False
+    try:
+        float(raw)
+        return True
+    except ValueError:
+        return False
+
+
+def _to_fraction(key, raw, meta):
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0 < value <= 1:
+        raise ConfigError(key, raw, "a number greater than 0 and at most 1")
+    return value
+
+
+def _to_table(key, raw, meta):
+    if isinstance(raw, _EnvValue):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ConfigError(key, raw, 'a JSON object such as {"isGuest": true}') from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(key, raw, "a non-empty table such as { isGuest = true }")
+    return dict(raw)
+
+
+def _to_url(schemes: tuple[str, ...], allow_empty: bool):
+    def convert(key, raw, meta):
+        value = _to_str(key, raw, meta).strip()
+        if allow_empty and value == "":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            shown = mask_url(value)
+            raise ConfigError(key, shown, f"a URL starting with {' or '.join(s + '://' for s in schemes)}"
+                              + (' or "" to disable' if allow_empty and "http" in schemes[0] else ""))
+        return value.rstrip("/") if parts.scheme.startswith("http") else value
+
+    return convert
+
+
+def _to_listen(key, raw, meta):
+    value = _to_str(key, raw, meta).strip()
+    if value == "":
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, raw, 'host:port such as "127.0.0.1:9108", or "" to disable')
+    return value
+
+
+_CONVERTERS = {
+    "bool": _to_bool,
+    "int": _to_int,
+    "float": _to_fraction,
+    "str": _to_str,
+    "choice": _to_choice,
+    "duration": _to_duration,
+    "fraction": _to_fraction,
+    "table": _to_table,
+    "redis_url": _to_url(("redis", "rediss", "unix"), allow_empty=True),
+    "http_url": _to_url(("http", "https"), allow_empty=True),
+    "mongo_uri": _to_url(("mongodb", "mongodb+srv"), allow_empty=True),
+    "listen": _to_listen,
+}
+
+
+def _with_signaling_redis_env(config: Config, environ: Mapping[str, str]) -> Config:
+    """Fill ``redis.url`` from REDIS_HOST / REDIS_PORT / REDIS_PASSWORD when it is not set."""
+    password = environ.get("REDIS_PASSWORD", "")
+    url = config.redis.url
+    if not url:
+        host = environ.get("REDIS_HOST", "localhost")
+        port = environ.get("REDIS_PORT", "6379")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("REDIS_PORT", port, "a TCP port number")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        url = f"redis://{auth}{host}:{port}/0"
+    elif password and not urlsplit(url).password and urlsplit(url).scheme != "unix":
+        parts = urlsplit(url)
+        url = parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}").geturl()
+    return dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    userinfo = f"{parts.username or ''}:***"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{userinfo}@{host}").geturl()
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret value in the configuration, for the log redactor."""
+    found = [config.auth_service.token, config.user_service.token]
+    for url in (config.redis.url, config.mongo.uri):
+        password = urlsplit(url).password
+        if password:
+            found += [password, quote(password, safe="")]
+    return [s for s in found if s]
+
+
+def as_masked_dict(config: Config) -> dict:
+    """The effective configuration as TOML-shaped data, secrets masked."""
+    out: dict = {}
+    for section in SECTIONS:
+        obj = getattr(config, section)
+        table = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("secret"):
+                value = mask_url(value) if "://" in value else ("***" if value else "")
+            elif f.metadata.get("kind") == "duration":
+                value = format_duration(value)
+            table[_key_of(f)] = value
+        out[section] = table
+    return out

@@ -1,0 +1,97 @@
+"""Everything one reaper process works with, built once from the configuration."""
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+
+import redis
+
+from .cascade import CascadeRunner, DrainReport, Targets
+from .config import Config
+from .counters import Counters
+from .keys import Keys
+from .liveness import Liveness
+from .retry import RetryPolicy
+from .services import AuthService, GuestStore, UserService
+from .staleness import Policy
+from .store import connect, redis_now
+from .sweep import SweepReport, sweep
+
+
+@dataclass
+class Context:
+    config: Config
+    client: redis.Redis
+    keys: Keys
+    targets: Targets
+    runner: CascadeRunner
+    counters: Counters
+    stopping: threading.Event
+    last_sweep: SweepReport | None = None
+
+    @classmethod
+    def open(cls, config: Config, mongo_client=None, client: redis.Redis | None = None) -> "Context":
+        client = client or connect(config)
+        keys = Keys.from_config(config.redis)
+        dry_run = config.safety.dry_run
+        targets = Targets(
+            AuthService(config.auth_service, config.cascade.concurrency, dry_run),
+            UserService(config.user_service, dry_run=dry_run),
+            GuestStore(config.mongo, mongo_client) if config.mongo.uri or mongo_client else
+            GuestStore(dataclasses.replace(config.mongo, uri="")),
+        )
+        counters = Counters()
+        liveness = Liveness(client, keys, Policy.from_config(config.timing),
+                            config.redis.record_format, config.redis.guest_id_prefix)
+        runner = CascadeRunner(
+            client, keys, targets, liveness, RetryPolicy.from_config(config.cascade), counters,
+            concurrency=config.cascade.concurrency, batch_size=config.cascade.batch_size,
+            claim_timeout_s=config.cascade.claim_timeout_s,
+            max_age_s=config.safety.cascade_max_age_s, guest_id_prefix=config.redis.guest_id_prefix,
+        )
+        return cls(config, client, keys, targets, runner, counters, threading.Event())
+
+    def now(self) -> float:
+        return redis_now(self.client)
+
+    def sweep(self, force: bool = False) -> SweepReport:
+        report = sweep(self.client, self.config, self.keys, self.targets.enabled_steps(),
+                       force=force, stopping=self.stopping)
+        for reason, count in report.reaped.items():
+            self.counters.add(f"reaped.{reason}", 0 if report.dry_run else count)
+        self.counters.add("malformed", report.malformed)
+        self.counters.add("skipped_live", report.skipped_live)
+        self.last_sweep = report
+        if not report.dry_run:
+            self._remember(report)
+        return report
+
+    def _remember(self, report: SweepReport) -> None:
+        self.client.hset(self.keys.state, mapping={
+            "last_sweep_at": report.now, "total": report.total, "responsive": report.responsive,
+            "unresponsive": report.unresponsive, "mass_expiry": int(report.mass_expiry),
+        })
+
+    def drain(self) -> DrainReport:
+        if self.config.safety.dry_run:
+            return self._describe_due()
+        return self.runner.drain(self.now, self.stopping)
+
+    def _describe_due(self) -> DrainReport:
+        due = self.client.zcount(self.keys.due, "-inf", self.now())
+        if due:
+            from loguru import logger
+            logger.info("Cascades: {} due; would run them [dry run]", due)
+        return DrainReport()
+
+    def pending(self) -> int:
+        return self.client.zcard(self.keys.due)
+
+    def dead(self) -> int:
+        return self.client.llen(self.keys.dead)
+
+    def close(self) -> None:
+        self.runner.close()
+        for target in (self.targets.auth, self.targets.users, self.targets.mongo):
+            target.close()
+        self.client.close()

@@ -1,0 +1,48 @@
+"""The APScheduler wiring: three interval jobs on one scheduler, errors never swallowed."""
+
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.events import (EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED,
+                                JobExecutionEvent)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from loguru import logger
+
+from .counters import Counters
+
+SWEEP, CLEANUP, CASCADE = "sweep", "cleanup", "cascade"
+
+
+def build_scheduler(counters: Counters, jobs: dict, intervals: dict, start_now: set) -> BackgroundScheduler:
+    """One job per id in ``jobs``; those in ``start_now`` run at once, the others after one
+    interval. A job never runs twice at once; missed runs collapse into one."""
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(len(jobs))},
+                                    timezone=timezone.utc)
+    now = datetime.now(timezone.utc)
+    for job_id, func in jobs.items():
+        interval = intervals[job_id]
+        scheduler.add_job(
+            func, "interval", seconds=interval, id=job_id, name=job_id,
+            coalesce=True, max_instances=1, misfire_grace_time=max(1, int(interval)),
+            next_run_time=now if job_id in start_now else now + timedelta(seconds=interval),
+        )
+    scheduler.add_listener(_surface(counters), EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+    return scheduler
+
+
+def _surface(counters: Counters):
+    """APScheduler only logs a failed job; count it and log it in our words too."""
+
+    def listener(event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_ERROR:
+            counters.add(f"job_failed.{event.job_id}")
+            logger.error("Job {} failed: {}: {}", event.job_id, type(event.exception).__name__,
+                         event.exception)
+        elif event.code == EVENT_JOB_MISSED:
+            counters.add(f"job_missed.{event.job_id}")
+            logger.warning("Job {} missed its run time (the previous run took too long)", event.job_id)
+        else:
+            counters.add(f"job_overlapped.{event.job_id}")
+            logger.warning("Job {} is still running; this run is skipped", event.job_id)
+
+    return listener

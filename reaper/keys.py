@@ -1,0 +1,69 @@
+"""Every Redis key name reaper reads or writes (SPEC §1, §9). No I/O here."""
+
+from dataclasses import dataclass
+
+from .config import RedisConfig
+
+QUARANTINE_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one configuration; reaper-owned keys all start with ``reaper_prefix``."""
+
+    connection_prefix: str
+    session_prefix: str
+    online: str
+    reaper_prefix: str
+
+    @classmethod
+    def from_config(cls, redis: RedisConfig) -> "Keys":
+        return cls(redis.connection_prefix, redis.session_prefix, redis.online_key, redis.reaper_prefix)
+
+    # -- the signaling service's keys
+    def connection(self, socket_id: str) -> str:
+        return self.connection_prefix + socket_id
+
+    def socket_id_of(self, connection_key: str) -> str:
+        return connection_key[len(self.connection_prefix):]
+
+    @property
+    def connection_pattern(self) -> str:
+        return _glob_escape(self.connection_prefix) + "*"
+
+    @property
+    def session_pattern(self) -> str:
+        return _glob_escape(self.session_prefix) + "*"
+
+    # -- reaper's own keys
+    @property
+    def intents(self) -> str:
+        """Hash: cascade id -> JSON intent (what is left to do for a reaped guest)."""
+        return self.reaper_prefix + "cascade:intents"
+
+    @property
+    def due(self) -> str:
+        """Sorted set: cascade id -> Redis time (s) at which it is next tried."""
+        return self.reaper_prefix + "cascade:due"
+
+    @property
+    def dead(self) -> str:
+        """List of JSON intents that failed for good (newest first)."""
+        return self.reaper_prefix + "cascade:dead"
+
+    @property
+    def state(self) -> str:
+        """Hash of small facts carried from one run to the next (evicted_keys, last sweep)."""
+        return self.reaper_prefix + "state"
+
+    def quarantine(self, original_key: str) -> str:
+        return self.reaper_prefix + "quarantine:" + original_key
+
+    @property
+    def quarantine_pattern(self) -> str:
+        return _glob_escape(self.reaper_prefix + "quarantine:") + "*"
+
+
+def _glob_escape(text: str) -> str:
+    """Escape SCAN MATCH metacharacters so a prefix matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

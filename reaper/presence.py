@@ -1,0 +1,29 @@
+"""Removing a reaped guest's ``users:online`` entry, and only a guest's naming that socket."""
+
+import redis
+
+from . import scripts
+from .keys import Keys
+from .records import entry_belongs_to, parse_online_entry
+
+
+class OnlineList:
+    def __init__(self, client: redis.Redis, keys: Keys, guest_id_prefix: str):
+        self.client, self.keys, self.guest_id_prefix = client, keys, guest_id_prefix
+        self._remove_entry = client.register_script(scripts.REMOVE_ENTRY)
+
+    def remove(self, guests: list[tuple[str, str | None]]) -> int:
+        """Remove each (userId, socketId)'s entry if it is still that guest's; returns how many.
+
+        Decided here on the value read, removed in Redis only if that value is unchanged: a
+        guest that reconnected on a new socket, or a registered user, keeps its entry.
+        """
+        if not guests:
+            return 0
+        raws = self.client.hmget(self.keys.online, [user_id for user_id, _ in guests])
+        pipe = self.client.pipeline(transaction=False)
+        for (user_id, socket_id), raw in zip(guests, raws):
+            if raw is not None and entry_belongs_to(
+                    parse_online_entry(user_id, raw, self.guest_id_prefix), socket_id):
+                self._remove_entry(keys=[self.keys.online], args=[user_id, raw], client=pipe)
+        return sum(result == 1 for result in pipe.execute())

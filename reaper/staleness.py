@@ -1,0 +1,54 @@
+"""Is a guest stale? Responsive? (SPEC §2.) Pure: timestamps, ``now`` and a policy in."""
+
+import math
+from dataclasses import dataclass
+
+from . import reasons
+from .config import TimingConfig
+
+RESPONSIVE_BELOW_MISSED = 2  # the signaling service's definition of "responsive"
+
+
+@dataclass(frozen=True)
+class Policy:
+    connection_timeout_s: float
+    ping_interval_s: float
+    max_missed_pings: int
+    clock_skew_s: float
+
+    @classmethod
+    def from_config(cls, timing: TimingConfig) -> "Policy":
+        return cls(timing.connection_timeout_s, timing.ping_interval_s,
+                   timing.max_missed_pings, timing.clock_skew_s)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str | None  # None while the guest is live
+    heartbeat_age_s: float
+    missed_pings: int
+
+    @property
+    def stale(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def responsive(self) -> bool:
+        return self.missed_pings < RESPONSIVE_BELOW_MISSED
+
+
+def missed_pings(last_pong: float, now: float, policy: Policy) -> int:
+    """Pings missed since the last pong, after giving slow writer clocks ``clock_skew``."""
+    return max(0, math.floor((now - last_pong - policy.clock_skew_s) / policy.ping_interval_s))
+
+
+def judge(last_heartbeat: float, last_pong: float, now: float, policy: Policy) -> Verdict:
+    age = now - last_heartbeat
+    missed = missed_pings(last_pong, now, policy)
+    if age > policy.connection_timeout_s + policy.clock_skew_s:
+        reason = reasons.HEARTBEAT_TIMEOUT
+    elif missed >= policy.max_missed_pings:
+        reason = reasons.PING_TIMEOUT
+    else:
+        reason = None
+    return Verdict(reason, age, missed)

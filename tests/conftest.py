@@ -1,0 +1,99 @@
+"""Shared fixtures: a private redis-server and HTTP stand-ins for the two services."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.redis_proc import FORBIDDEN_PORT, RedisProcess
+from support.standin import StandIn
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the whole session, on a free port."""
+    server = RedisProcess(tmpdir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def r(redis_server):
+    """A client to the session redis, flushed before each test."""
+    if not redis_server.is_running:
+        redis_server.restart()  # an earlier test stopped or killed it
+    assert redis_server.port != FORBIDDEN_PORT
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def auth_service():
+    """Stand-in for the auth-service."""
+    with StandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def user_service():
+    """Stand-in for the user-service."""
+    with StandIn() as standin:
+        yield standin
+
+
+# -- reaper under test ------------------------------------------------------------------
+
+import mongomock  # noqa: E402
+
+from reaper import services  # noqa: E402
+from reaper.config import load_config  # noqa: E402
+from reaper.context import Context  # noqa: E402
+from support.guests import World  # noqa: E402
+
+
+@pytest.fixture
+def mongo(monkeypatch):
+    """A mongomock client that reaper's own code gets when it asks for MongoDB."""
+    client = mongomock.MongoClient()
+    monkeypatch.setattr(services, "mongo_client_factory", lambda *a, **kw: client)
+    return client
+
+
+@pytest.fixture
+def make_config(redis_server, auth_service, user_service):
+    """Config for the test Redis and stand-ins; ``overrides`` as {"section.key": value}."""
+
+    def make(environ: dict | None = None, **overrides):
+        env = {
+            "REAPER_REDIS_URL": redis_server.url,
+            "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
+            "REAPER_USER_SERVICE_BASE_URL": user_service.url,
+            "REAPER_MONGO_URI": "mongodb://mongo.test:27017",
+            **(environ or {}),
+        }
+        flat = {k.replace("__", "."): v for k, v in overrides.items()}
+        return load_config(None, env, flat)
+
+    return make
+
+
+@pytest.fixture
+def ctx_factory(r, make_config, mongo):
+    """Builds a Context (closed afterwards) from ``make_config`` arguments."""
+    opened = []
+
+    def make(environ: dict | None = None, **overrides) -> Context:
+        ctx = Context.open(make_config(environ, **overrides))
+        opened.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in opened:
+        ctx.close()
+
+
+@pytest.fixture
+def world(r):
+    return World(r)

@@ -26,7 +26,7 @@ def format_duration(seconds: float) -> str:
     """The shortest exact spelling of a duration, for logs and `reaper config`."""
     if seconds == 0:
         return "0s"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     if seconds * 1000 == int(seconds * 1000):

@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass
 
+import redis
+
 from .config import Config, mask_url
 from .errors import RedisUnavailable, StepError
 from .services import AuthService, GuestStore, UserService
-from .store import REDIS_DOWN, connect, ping
+from .store import connect, ping
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
 
@@ -40,7 +42,7 @@ def check_redis(config: Config) -> list[Line]:
     try:
         ping(client)
         info = client.info()
-    except (RedisUnavailable, *REDIS_DOWN) as exc:
+    except (RedisUnavailable, redis.RedisError) as exc:  # also ACL and protocol errors
         return [Line("redis", FAIL, f"{where}: {exc}")]
     finally:
         client.close()

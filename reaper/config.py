@@ -12,11 +12,12 @@ is attribute ``connection_timeout_s``).
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
@@ -160,9 +161,11 @@ def load_config(
     """The effective configuration; raises ConfigError on the first bad key."""
     environ = os.environ if environ is None else environ
     file_path = _find_file(path, environ)
-    values = _read_toml(file_path) if file_path else {}
-    _merge(values, _from_environ(environ))
-    _merge(values, _nest(overrides or {}))
+    layers = [_read_toml(file_path) if file_path else {}, _from_environ(environ), _nest(overrides or {})]
+    values: dict = {}
+    for layer in layers:
+        _build(layer, source="")  # a bad value is an error even where a later layer overrides it
+        _merge(values, layer)
     config = _build(values, source=str(file_path) if file_path else "defaults")
     return _with_signaling_redis_env(config, environ)
 
@@ -193,10 +196,14 @@ def _from_environ(environ: Mapping[str, str]) -> dict:
         if not name.startswith("REAPER_") or name == "REAPER_CONFIG":
             continue
         if name not in names:
-            raise ConfigError(name, raw, "a known REAPER_<SECTION>_<KEY> variable")
+            shown = "***" if any(w in name for w in _SECRET_WORDS) else mask_url(raw)
+            raise ConfigError(name, shown, "a known REAPER_<SECTION>_<KEY> variable")
         section, key = names[name]
         found.setdefault(section, {})[key] = _EnvValue(raw)
     return found
+
+
+_SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")  # an unknown variable may still hold one
 
 
 def _env_name(section: str, key: str) -> str:
@@ -291,11 +298,10 @@ def _to_str(key, raw, meta):
 
 
 def _to_choice(key, raw, meta):
-    value = _to_str(key, raw, meta)
     choices = meta["choices"]
-    if value not in choices and value.upper() not in choices:
+    if not isinstance(raw, str) or (raw not in choices and raw.upper() not in choices):
         raise ConfigError(key, raw, f"one of {', '.join(choices)}")
-    return value if value in choices else value.upper()
+    return str(raw) if raw in choices else raw.upper()
 
 
 def _to_duration(key, raw, meta):
@@ -332,27 +338,40 @@ def _to_fraction(key, raw, meta):
 def _to_table(key, raw, meta):
     if isinstance(raw, _EnvValue):
         try:
-            raw = json.loads(raw)
+            value = json.loads(raw)
         except ValueError:
-            raise ConfigError(key, raw, 'a JSON object such as {"isGuest": true}') from None
+            value = None
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(key, raw, 'a non-empty JSON object such as {"isGuest": true}')
+        return value
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(key, raw, "a non-empty table such as { isGuest = true }")
     return dict(raw)
 
 
-def _to_url(schemes: tuple[str, ...], allow_empty: bool):
+def _to_url(schemes: tuple[str, ...], empty_means: str):
     def convert(key, raw, meta):
         value = _to_str(key, raw, meta).strip()
-        if allow_empty and value == "":
+        if value == "":
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not (parts.netloc or parts.path):
-            shown = mask_url(value)
-            raise ConfigError(key, shown, f"a URL starting with {' or '.join(s + '://' for s in schemes)}"
-                              + (' or "" to disable' if allow_empty and "http" in schemes[0] else ""))
-        return value.rstrip("/") if parts.scheme.startswith("http") else value
+        if not _is_url(value, schemes):
+            expected = f"a URL starting with {' or '.join(s + '://' for s in schemes)}, or \"\" {empty_means}"
+            raise ConfigError(key, mask_url(value), expected)
+        return value.rstrip("/") if value.startswith("http") else value
 
     return convert
+
+
+def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    """Scheme known, and a host (a path for unix sockets) with a numeric port if any."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return False
+    if parts.scheme not in schemes or not value.startswith(parts.scheme + "://"):
+        return False
+    return bool(parts.path) if parts.scheme == "unix" else bool(parts.hostname)
 
 
 def _to_listen(key, raw, meta):
@@ -374,9 +393,9 @@ _CONVERTERS = {
     "duration": _to_duration,
     "fraction": _to_fraction,
     "table": _to_table,
-    "redis_url": _to_url(("redis", "rediss", "unix"), allow_empty=True),
-    "http_url": _to_url(("http", "https"), allow_empty=True),
-    "mongo_uri": _to_url(("mongodb", "mongodb+srv"), allow_empty=True),
+    "redis_url": _to_url(("redis", "rediss", "unix"), "to use REDIS_HOST / REDIS_PORT"),
+    "http_url": _to_url(("http", "https"), "to disable"),
+    "mongo_uri": _to_url(("mongodb", "mongodb+srv"), "to disable"),
     "listen": _to_listen,
 }
 
@@ -384,38 +403,69 @@ _CONVERTERS = {
 def _with_signaling_redis_env(config: Config, environ: Mapping[str, str]) -> Config:
     """Fill ``redis.url`` from REDIS_HOST / REDIS_PORT / REDIS_PASSWORD when it is not set."""
     password = environ.get("REDIS_PASSWORD", "")
-    url = config.redis.url
-    if not url:
-        host = environ.get("REDIS_HOST", "localhost")
-        port = environ.get("REDIS_PORT", "6379")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError("REDIS_PORT", port, "a TCP port number")
-        auth = f":{quote(password, safe='')}@" if password else ""
-        url = f"redis://{auth}{host}:{port}/0"
-    elif password and not urlsplit(url).password and urlsplit(url).scheme != "unix":
-        parts = urlsplit(url)
-        url = parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}").geturl()
+    url = config.redis.url or _url_from_signaling_env(environ)
+    parts = urlsplit(url)
+    if password and not _passwords_in(url):
+        host = parts.netloc.rpartition("@")[2]
+        url = parts._replace(netloc=f"{parts.username or ''}:{quote(password, safe='')}@{host}").geturl()
     return dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))
+
+
+def _url_from_signaling_env(environ: Mapping[str, str]) -> str:
+    # An empty variable is how compose files and unit files say "unset".
+    host = environ.get("REDIS_HOST") or "localhost"
+    port = (environ.get("REDIS_PORT") or "6379").strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("REDIS_PORT", port, "a TCP port number (1-65535)")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    url = f"redis://{host}:{port}/0"
+    if not _is_url(url, ("redis",)) or urlsplit(url).hostname != host.strip("[]").lower():
+        raise ConfigError("REDIS_HOST", host, "a host name or IP address")
+    return url
 
 
 def mask_url(url: str) -> str:
     """The URL with its password (if any) replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
+    url = _QUERY_PASSWORD.sub(r"\1***", url)  # redis-py also reads ?password=
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # e.g. an unclosed "[": mask whatever sits between "://user:" and "@"
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    if not password:
         return url
     userinfo = f"{parts.username or ''}:***"
     host = parts.netloc.rsplit("@", 1)[1]
     return parts._replace(netloc=f"{userinfo}@{host}").geturl()
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def _passwords_in(url: str) -> list[str]:
+    """Each password a URL carries, as written (percent-encoded) and decoded."""
+    parts = urlsplit(url)
+    written = [parts.password] if parts.password else []
+    written += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)]
+    return [form for w in written if w for form in (w, unquote(w), quote(unquote(w), safe=""))]
+
+
 def secrets_of(config: Config) -> list[str]:
     """Every secret value in the configuration, for the log redactor."""
     found = [config.auth_service.token, config.user_service.token]
     for url in (config.redis.url, config.mongo.uri):
-        password = urlsplit(url).password
-        if password:
-            found += [password, quote(password, safe="")]
-    return [s for s in found if s]
+        found += _passwords_in(url)
+    return list(dict.fromkeys(s for s in found if s))
+
+
+_URL_KINDS = ("redis_url", "http_url", "mongo_uri")
+
+
+def _masked(value: str, is_url: bool) -> str:
+    if is_url:
+        return mask_url(value)
+    return "***" if value else ""
 
 
 def as_masked_dict(config: Config) -> dict:
@@ -427,7 +477,7 @@ def as_masked_dict(config: Config) -> dict:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if f.metadata.get("secret"):
-                value = mask_url(value) if "://" in value else ("***" if value else "")
+                value = _masked(value, is_url=f.metadata.get("kind") in _URL_KINDS)
             elif f.metadata.get("kind") == "duration":
                 value = format_duration(value)
             table[_key_of(f)] = value

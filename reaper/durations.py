@@ -1,5 +1,6 @@
 """Durations as operators write them: "500ms", "30s", "5m", "24h", "1d" or plain seconds."""
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -11,15 +12,23 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(value)
-        return float(value)
+        return _seconds(value)
     if not isinstance(value, str):
         raise ValueError(value)
     match = _PATTERN.match(value)
     if not match:
         raise ValueError(value)
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _seconds(number: int | float) -> float:
+    try:
+        seconds = float(number)
+    except OverflowError:
+        raise ValueError(number) from None
+    if not math.isfinite(seconds) or seconds < 0:  # TOML and env text can both spell nan and inf
+        raise ValueError(number)
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -12,6 +12,9 @@ from datetime import datetime, timezone
 
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 1e11
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+_MAX_EPOCH_S = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,23 @@ def parse_timestamp(value: object) -> float:
     if isinstance(value, str):
         value = value.strip()
         number = _number_or_none(value)
-        return _from_iso(value) if number is None else _from_epoch(number)
-    if isinstance(value, (int, float)):
-        return _from_epoch(float(value))
-    raise ValueError(f"not a timestamp: {value!r}")
+        seconds = _from_iso(value) if number is None else _from_epoch(number)
+    elif isinstance(value, (int, float)):
+        seconds = _from_epoch(_float(value))
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    # Outside datetime's years 1970..9999 a "timestamp" is garbage; a far-future one would
+    # otherwise keep its record live for ever.
+    if not 0 <= seconds <= _MAX_EPOCH_S:
+        raise ValueError(f"timestamp out of range: {value!r}")
+    return seconds
+
+
+def _float(number: int | float) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        raise ValueError(f"not a timestamp: {number!r}") from None
 
 
 def _number_or_none(text: str) -> float | None:
@@ -89,7 +105,7 @@ def parse_json_record(key: str, socket_id: str, raw: bytes | None) -> GuestRecor
     except (ValueError, UnicodeDecodeError):
         return Malformed(key, socket_id, "not JSON", "string", witness=witness)
     if not isinstance(data, dict):
-        problem = f"JSON {type(data).__name__}, not an object"
+        problem = f"JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, not an object"
         return Malformed(key, socket_id, problem, "string", witness=witness)
     return replace(_from_fields(key, socket_id, data, "string"), witness=witness)
 
@@ -115,17 +131,25 @@ def _text(value: object) -> object:
 
 
 def _from_fields(key: str, socket_id: str, data: dict, redis_type: str) -> GuestRecord | Malformed:
-    user_id = data.get("userId")
-    user_id = user_id if isinstance(user_id, str) and user_id else None
+    user_id, user_problem = _user_id_field(data)
     heartbeat, heartbeat_problem = _timestamp_field(data, "lastHeartbeat")
     # A record that has not been ponged yet is judged by its heartbeat alone.
     pong, pong_problem = _timestamp_field(data, "lastPongReceived", absent_ok=True)
     if pong is None and not pong_problem:
         pong = heartbeat
-    problem = ("missing userId" if user_id is None else None) or heartbeat_problem or pong_problem
+    problem = user_problem or heartbeat_problem or pong_problem
     if problem:
         return Malformed(key, socket_id, problem, redis_type, user_id, heartbeat, pong)
     return GuestRecord(key, socket_id, user_id, heartbeat, pong)
+
+
+def _user_id_field(data: dict) -> tuple[str | None, str | None]:
+    user_id = data.get("userId")
+    if user_id is None:
+        return None, "missing userId"
+    if not isinstance(user_id, str):
+        return None, f"userId is {type(user_id).__name__}, not a string"
+    return (user_id, None) if user_id else (None, "empty userId")
 
 
 def _timestamp_field(data: dict, name: str, absent_ok: bool = False) -> tuple[float | None, str | None]:
@@ -134,7 +158,7 @@ def _timestamp_field(data: dict, name: str, absent_ok: bool = False) -> tuple[fl
         return None, None if absent_ok else f"missing {name}"
     try:
         return parse_timestamp(value), None
-    except (ValueError, OverflowError, OSError):
+    except (ValueError, OverflowError):  # a sweep never crashes on a record
         return None, f"unreadable {name}: {str(value)[:40]!r}"
 
 

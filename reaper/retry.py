@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from .config import CascadeConfig
 
+MAX_DOUBLINGS = 64  # far past any useful ceiling, far below float overflow
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -18,7 +20,8 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random = random) -> float:
         """Seconds to wait after the ``attempt``-th failure (1-based): half fixed, half random,
         so replicas and restarts do not retry a recovering service in lockstep."""
-        ceiling = min(self.max_s, self.initial_s * 2 ** max(0, attempt - 1))
+        doublings = min(max(0, attempt - 1), MAX_DOUBLINGS)  # 2.0 ** 1100 overflows a float
+        ceiling = min(self.max_s, self.initial_s * 2.0 ** doublings)
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
     def __repr__(self) -> str:

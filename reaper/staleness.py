@@ -1,6 +1,5 @@
 """Is a guest stale? Responsive? (SPEC §2.) Pure: timestamps, ``now`` and a policy in."""
 
-import math
 from dataclasses import dataclass
 
 from . import reasons
@@ -39,13 +38,19 @@ class Verdict:
 
 def missed_pings(last_pong: float, now: float, policy: Policy) -> int:
     """Pings missed since the last pong, after giving slow writer clocks ``clock_skew``."""
-    return max(0, math.floor((now - last_pong - policy.clock_skew_s) / policy.ping_interval_s))
+    silent = _micros(now - last_pong - policy.clock_skew_s)
+    return max(0, silent // max(1, _micros(policy.ping_interval_s)))
+
+
+def _micros(seconds: float) -> int:
+    # Whole microseconds (Redis TIME's resolution), so 0.3 s / 0.1 s is 3 pings, not 2.999.
+    return round(seconds * 1_000_000)
 
 
 def judge(last_heartbeat: float, last_pong: float, now: float, policy: Policy) -> Verdict:
     age = now - last_heartbeat
     missed = missed_pings(last_pong, now, policy)
-    if age > policy.connection_timeout_s + policy.clock_skew_s:
+    if _micros(age) > _micros(policy.connection_timeout_s + policy.clock_skew_s):
         reason = reasons.HEARTBEAT_TIMEOUT
     elif missed >= policy.max_missed_pings:
         reason = reasons.PING_TIMEOUT

@@ -1,0 +1,417 @@
+"""The `reaper` command line (SPEC §11): exit codes, messages, and what each command touches."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import pymongo.errors
+import pytest
+from click.testing import CliRunner
+from loguru import logger
+
+from reaper.cli import cli
+from reaper.config import SECTIONS, as_masked_dict, load_config
+from support.redis_proc import find_free_port
+
+DUE, INTENTS = "reaper:cascade:due", "reaper:cascade:intents"
+STATUS_LINE = re.compile(r"^(?P<name>[a-z -]+):\s+(?P<status>OK|FAIL|WARN|disabled)\b(?P<detail>.*)$")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No ./reaper.toml and no REAPER_* / REDIS_* from the machine; loguru back to stderr after."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("REAPER_") or name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
+            monkeypatch.delenv(name)
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+@pytest.fixture
+def env(r, redis_server, auth_service, user_service):
+    return {
+        "REAPER_REDIS_URL": redis_server.url,
+        "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
+        "REAPER_USER_SERVICE_BASE_URL": user_service.url,
+        "REAPER_MONGO_URI": "",
+    }
+
+
+@pytest.fixture
+def unreachable_redis():
+    return f"redis://127.0.0.1:{find_free_port()}/0"
+
+
+def invoke(args, env):
+    result = CliRunner().invoke(cli, args, env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"reaper {' '.join(args)} crashed:\n{result.output}") from result.exception
+    return result
+
+
+def statuses(stdout: str) -> dict[str, tuple[str, str]]:
+    found = {}
+    for line in stdout.splitlines():
+        match = STATUS_LINE.match(line)
+        assert match, f"unexpected check line {line!r}"
+        found[match["name"]] = (match["status"], match["detail"])
+    return found
+
+
+def snapshot(r) -> dict:
+    """Every key with its serialized value: equal snapshots mean nothing was written."""
+    return {key: (r.type(key), r.dump(key)) for key in r.scan_iter(count=1000)}
+
+
+# -- configuration errors: exit 2 before anything is touched --------------------------------
+
+COMMANDS = [["run", "--once"], ["purge", "--yes"], ["stats"], ["check"], ["config"]]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: a[0])
+def test_a_bad_environment_value_exits_2_naming_the_key(args, env, world):
+    stale = world.guest(1, age=400)
+
+    result = invoke(args, {**env, "REAPER_TIMING_PING_INTERVAL": "soon"})
+
+    assert result.exit_code == 2
+    assert "timing.ping_interval" in result.stderr and "'soon'" in result.stderr
+    assert "duration" in result.stderr
+    assert world.records() == {stale[1]}  # nothing touched
+    assert "guest_1" in world.online()
+
+
+def test_an_unknown_key_in_the_config_file_exits_2(tmp_path, env):
+    path = tmp_path / "reaper.toml"
+    path.write_text('[timing]\nheartbeat_intervall = "30s"\n')
+
+    result = invoke(["config", "--config", str(path)], env)
+
+    assert result.exit_code == 2
+    assert "timing.heartbeat_intervall" in result.stderr
+    assert "heartbeat_interval" in result.stderr  # the message lists the keys that exist
+
+
+def test_a_missing_config_file_exits_2(tmp_path, env):
+    result = invoke(["check", "--config", str(tmp_path / "missing.toml")], env)
+
+    assert result.exit_code == 2
+    assert "--config" in result.stderr and "missing.toml" in result.stderr
+
+
+def test_an_unknown_environment_variable_exits_2(env):
+    result = invoke(["config"], {**env, "REAPER_TIMING_HEARTBEAT": "30s"})
+    assert result.exit_code == 2 and "REAPER_TIMING_HEARTBEAT" in result.stderr
+
+
+def test_an_unknown_command_line_option_exits_2(env):
+    result = invoke(["run", "--twice"], env)
+    assert result.exit_code == 2 and "--twice" in result.stderr
+
+
+def test_a_real_process_exits_2_on_a_bad_value(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+    environ["REAPER_SAFETY_MAX_REAP_FRACTION"] = "1.5"
+
+    done = subprocess.run([sys.executable, "-m", "reaper", "run", "--once"], env=environ, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert "safety.max_reap_fraction" in done.stderr and "1.5" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_real_process_prints_the_configuration_masked(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+    environ.update(REAPER_REDIS_URL="redis://:hunter2@cache:6379/0", REAPER_AUTH_SERVICE_TOKEN="tok-secret")
+
+    done = subprocess.run([sys.executable, "-m", "reaper", "config"], env=environ, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert 'url = "redis://:***@cache:6379/0"' in done.stdout
+    assert "hunter2" not in done.stdout + done.stderr and "tok-secret" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args", [[], *[[a[0]] for a in COMMANDS]], ids=lambda a: a[0] if a else "reaper")
+def test_help_is_written_for_operators(args):
+    result = invoke([*args, "--help"], {})
+    assert result.exit_code == 0
+    assert "Usage:" in result.stdout and len(result.stdout.splitlines()) > 5
+
+
+# -- reaper config --------------------------------------------------------------------------
+
+
+def test_config_prints_every_section_as_toml_with_secrets_masked(env):
+    environ = {**env, "REAPER_REDIS_URL": "redis://reaper:hunter2@cache:6379/0",
+               "REAPER_AUTH_SERVICE_TOKEN": "auth-tok", "REAPER_USER_SERVICE_TOKEN": "user-tok",
+               "REAPER_MONGO_URI": "mongodb://app:mongo-pw@mongo:27017/voip",
+               "REAPER_TIMING_HEARTBEAT_INTERVAL": "15s"}
+
+    result = invoke(["config"], environ)
+
+    assert result.exit_code == 0
+    for section in SECTIONS:
+        assert f"[{section}]" in result.stdout
+    for secret in ("hunter2", "auth-tok", "user-tok", "mongo-pw"):
+        assert secret not in result.output
+    printed = tomllib.loads(result.stdout)
+    assert printed == as_masked_dict(load_config(None, environ))
+    assert printed["redis"]["url"] == "redis://reaper:***@cache:6379/0"
+    assert printed["auth_service"]["token"] == printed["user_service"]["token"] == "***"
+    assert printed["timing"]["heartbeat_interval"] == "15s"
+    assert result.stdout.startswith("# source: defaults")
+
+
+def test_config_names_the_file_it_read(tmp_path, env):
+    path = tmp_path / "reaper.toml"
+    path.write_text('[startup]\npurge = "off"\n')
+
+    result = invoke(["config"], env)
+
+    assert result.exit_code == 0
+    assert result.stdout.startswith("# source: reaper.toml")
+    assert tomllib.loads(result.stdout)["startup"]["purge"] == "off"
+
+
+# -- reaper check ---------------------------------------------------------------------------
+
+
+def test_check_all_ok(env):
+    result = invoke(["check"], env)
+
+    assert result.exit_code == 0, result.output
+    found = statuses(result.stdout)
+    assert {name: status for name, (status, _) in found.items()} == {
+        "redis": "OK", "auth-service": "OK", "user-service": "OK", "mongo": "disabled"}
+
+
+def test_check_fails_when_the_auth_service_is_unhealthy(env, auth_service):
+    auth_service.fail(503)
+
+    result = invoke(["check"], env)
+
+    assert result.exit_code == 1
+    found = statuses(result.stdout)
+    assert found["auth-service"][0] == "FAIL" and "503" in found["auth-service"][1]
+    assert found["redis"][0] == found["user-service"][0] == "OK"
+
+
+def test_check_exits_3_when_redis_is_unreachable(env, unreachable_redis):
+    url = unreachable_redis.replace("redis://", "redis://:hunter2@")
+
+    result = invoke(["check"], {**env, "REAPER_REDIS_URL": url})
+
+    assert result.exit_code == 3
+    found = statuses(result.stdout)
+    assert found["redis"][0] == "FAIL" and "redis://:***@127.0.0.1" in found["redis"][1]
+    assert found["auth-service"][0] == "OK"  # the others are still reported
+    assert "hunter2" not in result.output
+
+
+def test_check_reports_disabled_services(env):
+    result = invoke(["check"], {**env, "REAPER_AUTH_SERVICE_BASE_URL": "", "REAPER_USER_SERVICE_BASE_URL": ""})
+
+    assert result.exit_code == 0
+    found = statuses(result.stdout)
+    assert found["auth-service"][0] == found["user-service"][0] == "disabled"
+
+
+def test_check_mongo_ok(env, mongo):
+    result = invoke(["check"], {**env, "REAPER_MONGO_URI": "mongodb://app:mongo-pw@mongo.test:27017"})
+
+    assert result.exit_code == 0
+    found = statuses(result.stdout)
+    assert found["mongo"][0] == "OK"
+    assert "mongo-pw" not in result.output and "voip.users" in found["mongo"][1]
+
+
+def test_check_mongo_fails_on_server_selection_timeout(env, mongo, monkeypatch):
+    def timeout(*args, **kwargs):
+        raise pymongo.errors.ServerSelectionTimeoutError("mongo.test:27017: timed out")
+
+    monkeypatch.setattr(type(mongo.admin), "command", timeout)
+
+    result = invoke(["check"], {**env, "REAPER_MONGO_URI": "mongodb://mongo.test:27017"})
+
+    assert result.exit_code == 1
+    status, detail = statuses(result.stdout)["mongo"]
+    assert status == "FAIL" and "ServerSelectionTimeoutError" in detail
+
+
+def test_check_warns_about_an_allkeys_eviction_policy(env, r):
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = invoke(["check"], env)
+    finally:
+        r.config_set("maxmemory-policy", "noeviction")
+
+    assert result.exit_code == 0  # a warning, not a failure
+    found = statuses(result.stdout)
+    assert found["redis policy"][0] == "WARN" and "allkeys-lru" in found["redis policy"][1]
+
+
+def test_check_does_not_warn_under_noeviction(env):
+    assert "redis policy" not in statuses(invoke(["check"], env).stdout)
+
+
+# -- reaper stats ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_world(world):
+    world.guest(1, age=10)  # live
+    world.guest(2, age=400)  # stale by heartbeat
+    world.guest(3, age=10, pong_age=250)  # stale by ping
+    world.entry("guest_4", "sock4")  # orphan: its record expired
+    world.registered("user_5", "rsock5")
+    return world
+
+
+def test_stats_json_counts_the_world_and_writes_nothing(env, r, small_world):
+    r.set("guest_connection:broken", b"{not json", ex=3600)
+    before = snapshot(r)
+
+    result = invoke(["stats", "--json"], env)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "guests": {"total": 3, "responsive": 1, "unresponsive": 2},
+        "stale_now": 2,
+        "stale_by_reason": {"heartbeat_timeout": 1, "ping_timeout": 1},
+        "orphans_now": 1,
+        "malformed_now": 1,
+        "registered_online": 1,
+        "cascades": {"pending": 0, "due_now": 0, "dead": 0},
+        "last_sweep_age_s": None,
+        "mass_expiry": False,
+    }
+    assert snapshot(r) == before
+
+
+def test_stats_text_and_writes_nothing(env, r, small_world, auth_service):
+    before = snapshot(r)
+
+    result = invoke(["stats"], env)
+
+    assert result.exit_code == 0, result.output
+    rows = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    rows = {name: value.strip() for name, value in rows.items()}
+    assert rows["guests"] == "3 (responsive 1, unresponsive 2)"
+    assert rows["stale now"] == "2 (heartbeat_timeout 1, ping_timeout 1)"
+    assert rows["orphans now"] == "1"
+    assert rows["registered online"] == "1"
+    assert rows["cascades"] == "0 pending (0 due now), 0 dead letters"
+    assert rows["last sweep"] == "never"
+    assert snapshot(r) == before
+    assert auth_service.requests == []
+
+
+def test_stats_exits_3_when_redis_is_unreachable(env, unreachable_redis):
+    assert invoke(["stats"], {**env, "REAPER_REDIS_URL": unreachable_redis}).exit_code == 3
+
+
+# -- reaper run --once ----------------------------------------------------------------------
+
+
+def test_run_once_exits_0_when_everything_is_done(env, r, small_world, auth_service):
+    result = invoke(["run", "--once"], env)
+
+    assert result.exit_code == 0, result.output
+    assert small_world.records() == {"sock1"}
+    assert set(small_world.online()) == {"guest_1", "user_5"}
+    assert sorted(auth_service.deleted_guests()) == ["guest_2", "guest_3", "guest_4"]
+    assert r.zcard(DUE) == 0
+    assert "Sweep: scanned=" in result.stderr
+
+
+def test_run_once_exits_1_while_cascades_wait_for_a_retry(env, r, world, auth_service):
+    world.guest(1, age=400)
+    auth_service.fail(503, path_prefix="/auth/guest/guest_")  # the periodic cleanup still works
+
+    result = invoke(["run", "--once"], env)
+
+    assert result.exit_code == 1, result.output
+    assert r.zcard(DUE) == 1 and r.hexists(INTENTS, "guest:guest_1")
+    assert world.records() == set()  # the Redis half is done; the rest waits
+    assert auth_service.calls("DELETE", "/auth/guest/cleanup")  # the cleanup did run
+
+
+def test_run_once_exits_3_when_redis_is_unreachable(env, unreachable_redis, auth_service):
+    url = unreachable_redis.replace("redis://", "redis://:hunter2@")
+
+    result = invoke(["run", "--once"], {**env, "REAPER_REDIS_URL": url})
+
+    assert result.exit_code == 3
+    assert "Redis unreachable" in result.stderr and "hunter2" not in result.output
+    assert auth_service.requests == []
+
+
+def test_run_once_dry_run_writes_nothing(env, r, small_world, auth_service, user_service):
+    before = snapshot(r)
+
+    result = invoke(["run", "--once", "--dry-run"], env)
+
+    assert result.exit_code == 0, result.output
+    assert snapshot(r) == before
+    assert [q for q in auth_service.requests + user_service.requests if q.method != "GET"] == []
+
+
+# -- reaper purge ---------------------------------------------------------------------------
+
+
+def test_purge_refuses_without_yes_and_without_a_terminal(env, r, small_world, auth_service):
+    before = snapshot(r)
+
+    result = invoke(["purge"], env)
+
+    assert result.exit_code == 2
+    assert "--yes" in result.stderr
+    assert snapshot(r) == before
+    assert auth_service.requests == []
+
+
+def test_purge_with_yes_deletes_all_guest_state(env, r, small_world, auth_service, user_service):
+    r.set("guest_session:abc", "x")
+
+    result = invoke(["purge", "--yes"], env)
+
+    assert result.exit_code == 0, result.output
+    assert small_world.records() == set()
+    assert r.exists("guest_session:abc") == 0
+    assert set(small_world.online()) == {"user_5"}
+    assert len(auth_service.calls("DELETE", "/auth/guest/cleanup-all")) == 1
+    assert len(user_service.calls("DELETE", "/guests/cleanup-all")) == 1
+    assert r.zcard(DUE) == 0
+
+
+def test_purge_exits_1_when_a_cleanup_call_must_wait(env, r, small_world, auth_service):
+    auth_service.fail(503, path_prefix="/auth/guest/cleanup-all")
+
+    result = invoke(["purge", "--yes"], env)
+
+    assert result.exit_code == 1, result.output
+    assert small_world.records() == set()
+    assert r.hexists(INTENTS, "purge")
+
+
+def test_purge_dry_run_changes_nothing(env, r, small_world, auth_service, user_service):
+    r.set("guest_session:abc", "x")
+    before = snapshot(r)
+
+    result = invoke(["purge", "--dry-run"], env)
+
+    assert result.exit_code == 0, result.output
+    assert snapshot(r) == before
+    assert auth_service.requests == [] and user_service.requests == []
+    assert "would delete" in result.stderr
+
+
+def test_purge_exits_3_when_redis_is_unreachable(env, unreachable_redis):
+    assert invoke(["purge", "--yes"], {**env, "REAPER_REDIS_URL": unreachable_redis}).exit_code == 3

@@ -1,0 +1,150 @@
+"""Logging (SPEC §12): text and JSON lines, secrets masked, standard-library loggers routed."""
+
+import io
+import json
+import logging
+import sys
+from datetime import datetime
+
+import pytest
+from loguru import logger
+
+from reaper import logs
+from reaper.config import load_config, secrets_of
+
+SECRET_ENV = {
+    "REAPER_REDIS_URL": "redis://reaper:r%40dis-pw@cache:6379/0",
+    "REAPER_MONGO_URI": "mongodb://app:mongo-pw@mongo:27017/voip",
+    "REAPER_AUTH_SERVICE_TOKEN": "auth-token-123",
+    "REAPER_USER_SERVICE_TOKEN": "user-token-456",
+}
+LEAKS = ("r%40dis-pw", "r@dis-pw", "mongo-pw", "auth-token-123", "user-token-456")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+    logging.basicConfig(handlers=[logging.StreamHandler()], level=logging.WARNING, force=True)
+
+
+def configured(fmt="text", level="INFO", secrets=()) -> io.StringIO:
+    sink = io.StringIO()
+    logs.configure(level, fmt, list(secrets), sink=sink)
+    return sink
+
+
+def json_lines(sink: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in sink.getvalue().splitlines()]
+
+
+def test_text_lines_have_time_level_and_message():
+    sink = configured("text")
+
+    logger.info("Sweep: scanned={} stale={}", 3, 1)
+
+    [line] = sink.getvalue().splitlines()
+    stamp, level, message = (part.strip() for part in line.split("|"))
+    datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f")
+    assert (level, message) == ("INFO", "Sweep: scanned=3 stale=1")
+
+
+def test_the_level_filters():
+    sink = configured("text", level="WARNING")
+    logger.info("quiet")
+    logger.warning("loud")
+    assert "quiet" not in sink.getvalue() and "loud" in sink.getvalue()
+
+    sink = configured("text", level="DEBUG")
+    logger.debug("details")
+    assert "details" in sink.getvalue()
+
+
+def test_json_lines_parse_and_carry_time_level_and_message():
+    sink = configured("json")
+
+    logger.info("Sweep: scanned={}", 3)
+    logger.bind(user_id="guest_1").warning("Sweep: malformed record {}", "guest_connection:x")
+    logger.error('quotes " and\nnewlines')
+
+    lines = json_lines(sink)
+    assert [line["level"] for line in lines] == ["INFO", "WARNING", "ERROR"]
+    assert [line["message"] for line in lines] == [
+        "Sweep: scanned=3", "Sweep: malformed record guest_connection:x", 'quotes " and\nnewlines']
+    for line in lines:
+        assert datetime.fromisoformat(line["time"]).tzinfo is not None
+    assert lines[1]["user_id"] == "guest_1"
+
+
+def test_json_lines_carry_the_exception():
+    sink = configured("json")
+    try:
+        raise RuntimeError("auth-service down")
+    except RuntimeError:
+        logger.exception("Cascade: failed")
+
+    [line] = json_lines(sink)
+    assert line["exception"] == "RuntimeError: auth-service down"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_secrets_are_masked_everywhere(fmt):
+    config = load_config(None, SECRET_ENV)
+    sink = configured(fmt, secrets=secrets_of(config))
+
+    logger.info("Redis at {}", config.redis.url)
+    logger.info("Redis password decoded: r@dis-pw; mongo {}", config.mongo.uri)
+    logger.warning("headers: Authorization: Bearer auth-token-123 / Bearer user-token-456")
+    logger.bind(url=config.redis.url, nested={"token": "auth-token-123"}).info("bound values")
+    try:
+        raise ConnectionError(f"cannot reach {config.mongo.uri}")
+    except ConnectionError:
+        logger.exception("Mongo: down")
+    logging.getLogger("pymongo").error("pymongo: auth failed for %s", config.mongo.uri)
+
+    written = sink.getvalue()
+    for leak in LEAKS:
+        assert leak not in written
+    assert "redis://reaper:***@cache:6379/0" in written
+    assert written.count("***") >= 7  # url, r@dis-pw, mongo, 2 tokens, exception, pymongo
+    assert "Mongo: down" in written and "auth failed" in written
+
+
+def test_a_secret_containing_another_is_masked_whole():
+    sink = configured("text", secrets=["abc", "abcdef"])
+    logger.info("token abcdef")
+    assert "token ***" in sink.getvalue() and "def" not in sink.getvalue()
+
+
+def test_no_secrets_leaves_messages_alone():
+    sink = configured("text", secrets=["", ""])
+    logger.info("nothing to hide")
+    assert "nothing to hide" in sink.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_standard_library_records_come_out_through_loguru(fmt):
+    sink = configured(fmt)
+
+    logging.getLogger("apscheduler").warning("Run time of job %r was missed by %s", "sweep", "0:00:02")
+    logging.getLogger("apscheduler").info("Added job %r", "sweep")  # too chatty: quieted
+    logging.getLogger("reaper.somewhere").info("plain stdlib info")
+
+    written = sink.getvalue()
+    assert "Run time of job 'sweep' was missed by 0:00:02" in written
+    assert "Added job" not in written
+    assert "plain stdlib info" in written
+    if fmt == "json":
+        levels = {line["message"]: line["level"] for line in json_lines(sink)}
+        assert levels["Run time of job 'sweep' was missed by 0:00:02"] == "WARNING"
+    else:
+        assert "WARNING | Run time of job" in written
+
+
+def test_configure_twice_replaces_the_sink():
+    first = configured("text")
+    second = configured("text")
+    logger.info("only once")
+    assert "only once" not in first.getvalue()
+    assert second.getvalue().count("only once") == 1

@@ -5,6 +5,7 @@ allows it (one MongoDB ``$in`` per batch, concurrent auth-service DELETEs), and 
 is then settled: done, retried later with backoff, or moved to the dead letters.
 """
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,39 +79,46 @@ class CascadeRunner:
 
     # -- the loop
     def drain(self, now_fn, stopping: threading.Event | None = None) -> DrainReport:
-        """Run every cascade due now, batch by batch, until none is due or we are stopping."""
+        """Run every cascade due when the drain starts, batch by batch, until none is left or
+        we are stopping. Retries it schedules wait for a later drain, however short their delay."""
         report = DrainReport()
+        started = now_fn()
         while not (stopping and stopping.is_set()):
             now = now_fn()
-            batch = self.claim(now)
-            if not batch:
+            batch = self.claim(now, report, due_by=started)
+            if batch is None:
                 break
             self.run_batch(batch, now, report)
-        if report.claimed:
+        if report.claimed or report.dead:
             logger.info("Cascades: claimed={} completed={} retrying={} dead={} skipped_live={}",
                         report.claimed, report.completed, report.retrying, report.dead,
                         report.skipped_live)
         return report
 
-    def claim(self, now: float) -> list[Claimed]:
-        ids = self._claim(keys=[self.keys.due], args=[now, now + self.claim_timeout_s, self.batch_size])
-        if not ids:
-            return []
-        raws = self.client.hmget(self.keys.intents, ids)
+    def claim(self, now: float, report: DrainReport | None = None,
+              due_by: float | None = None) -> list[Claimed] | None:
+        """Claim up to one batch of cascades due by ``due_by`` (default: now); None when none was."""
+        reply = self._claim(keys=[self.keys.due, self.keys.intents],
+                            args=[now if due_by is None else due_by, now + self.claim_timeout_s,
+                                  self.batch_size])
+        if reply == [0]:
+            return None
+        return self._read_claimed(reply, report or DrainReport())
+
+    def _read_claimed(self, reply: list, report: DrainReport) -> list[Claimed]:
+        """The claimed intents; unreadable ones go straight to the dead letters."""
         batch = []
-        for cascade_id, raw in zip(ids, raws):
-            if raw is None:  # settled by someone else since; nothing left
-                self.client.zrem(self.keys.due, cascade_id)
-                continue
+        for cascade_id, raw in zip(reply[1::2], reply[2::2]):
             try:
-                batch.append(Claimed(Intent.from_json(raw), raw))
-            except (ValueError, TypeError) as exc:
+                batch.append(Claimed(read_intent(cascade_id, raw), raw))
+            except ValueError as exc:
                 self._bury_unreadable(cascade_id, raw, exc)
+                report.dead += 1
         return batch
 
     def run_batch(self, batch: list[Claimed], now: float, report: DrainReport) -> None:
         report.claimed += len(batch)
-        self._remove_entries([c for c in batch if _next(c) == ONLINE])
+        self._remove_entries([c for c in batch if ONLINE in c.intent.steps])
         self._drop_live(batch, now, report)
         active = [c for c in batch if c.dropped is None]
         self._delete_in_auth([c for c in active if AUTH in c.intent.steps])
@@ -147,21 +155,18 @@ class CascadeRunner:
 
     def _delete_in_auth(self, batch: list[Claimed]) -> None:
         if not self.targets.auth.enabled:
-            return [c.done(AUTH) for c in batch] and None
+            return self._skip(batch, AUTH)
         futures = [(c, self._pool.submit(self.targets.auth.delete_guest, c.intent.user_id)) for c in batch]
         for claimed, future in futures:
             self._record(claimed, AUTH, future.exception())
 
     def _delete_in_mongo(self, batch: list[Claimed]) -> None:
-        if not batch or not self.targets.mongo.enabled:
-            return [c.done(MONGO) for c in batch] and None
-        try:
-            self.targets.mongo.delete_guests([c.intent.user_id for c in batch])
-            error = None
-        except StepError as exc:
-            error = exc
-        for claimed in batch:
-            self._record(claimed, MONGO, error)
+        if not self.targets.mongo.enabled:
+            return self._skip(batch, MONGO)
+        if batch:
+            error = _failure_of(self.targets.mongo.delete_guests, [c.intent.user_id for c in batch])
+            for claimed in batch:
+                self._record(claimed, MONGO, error)
 
     def _run_purge_steps(self, claimed: Claimed) -> None:
         actions = {AUTH_ALL: self.targets.auth, USERS_ALL: self.targets.users, MONGO_ALL: self.targets.mongo}
@@ -170,13 +175,13 @@ class CascadeRunner:
             if not target.enabled:
                 claimed.done(step)
                 continue
-            try:
-                count = target.delete_all() if step == MONGO_ALL else target.cleanup_all()
-                logger.info("Purge: {} done (deleted: {})", step, "unknown" if count is None else count)
-                error = None
-            except StepError as exc:
-                error = exc
-            self._record(claimed, step, error)
+            self._record(claimed, step, _failure_of(_purge_step, step, target))
+
+    @staticmethod
+    def _skip(batch: list[Claimed], step: str) -> None:
+        """A target switched off since the intent was written: nothing to do there."""
+        for claimed in batch:
+            claimed.done(step)
 
     def _record(self, claimed: Claimed, step: str, error: BaseException | None) -> None:
         if error is None:
@@ -197,9 +202,8 @@ class CascadeRunner:
                 report.completed += 1
                 self.counters.add("cascades_completed")
             return
-        if not claimed.failures:  # steps left that were not reached (none today); go again now
-            self._apply(claimed, "retry", now)
-            return
+        if not claimed.failures:  # cannot happen with known steps; never spin on it
+            claimed.fail(intent.steps[0], TransientError(f"step {intent.steps[0]} was not run"))
         intent.attempts += 1
         intent.errors.update({s: str(e) for s, e in claimed.failures.items()})
         intent.last_error = "; ".join(str(e) for e in claimed.failures.values())
@@ -227,16 +231,37 @@ class CascadeRunner:
 
     def _bury_unreadable(self, cascade_id: bytes, raw: bytes, exc: Exception) -> None:
         logger.error("Cascade: {!r} is unreadable ({}); moved to dead letters", cascade_id, exc)
+        letter = json.dumps({"id": cascade_id.decode("utf-8", "replace"),
+                             "raw": raw.decode("utf-8", "replace"),
+                             "last_error": f"unreadable intent: {exc}"})
         self._settle(keys=[self.keys.intents, self.keys.due, self.keys.dead],
-                     args=[cascade_id, raw, "dead", raw, 0])
+                     args=[cascade_id, raw, "dead", letter, 0])
         self.counters.add("dead_letters")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
 
-def _next(claimed: Claimed) -> str | None:
-    return claimed.intent.steps[0] if claimed.intent.steps else None
+def _failure_of(operation, *args) -> BaseException | None:
+    """What a step raised, or None: the caller decides whether it is an outage or a bug."""
+    try:
+        operation(*args)
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed step, never lost
+        return exc
+    return None
+
+
+def _purge_step(step: str, target) -> None:
+    count = target.delete_all() if step == MONGO_ALL else target.cleanup_all()
+    logger.info("Purge: {} done (deleted: {})", step, "unknown" if count is None else count)
+
+
+def read_intent(cascade_id: bytes, raw: bytes) -> Intent:
+    """The intent stored under ``cascade_id``; ValueError when it cannot be run as it stands."""
+    intent = Intent.from_json(raw)
+    if intent.id != cascade_id.decode("utf-8", "replace"):
+        raise ValueError(f"id {intent.id!r} differs from its field {cascade_id!r}")
+    return intent
 
 
 def utc(seconds: float) -> datetime:

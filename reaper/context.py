@@ -1,10 +1,10 @@
 """Everything one reaper process works with, built once from the configuration."""
 
-import dataclasses
 import threading
 from dataclasses import dataclass
 
 import redis
+from loguru import logger
 
 from .cascade import CascadeRunner, DrainReport, Targets
 from .config import Config
@@ -37,8 +37,7 @@ class Context:
         targets = Targets(
             AuthService(config.auth_service, config.cascade.concurrency, dry_run),
             UserService(config.user_service, dry_run=dry_run),
-            GuestStore(config.mongo, mongo_client) if config.mongo.uri or mongo_client else
-            GuestStore(dataclasses.replace(config.mongo, uri="")),
+            GuestStore(config.mongo, mongo_client),
         )
         counters = Counters()
         liveness = Liveness(client, keys, Policy.from_config(config.timing),
@@ -80,7 +79,6 @@ class Context:
     def _describe_due(self) -> DrainReport:
         due = self.client.zcount(self.keys.due, "-inf", self.now())
         if due:
-            from loguru import logger
             logger.info("Cascades: {} due; would run them [dry run]", due)
         return DrainReport()
 

@@ -6,7 +6,6 @@
 import signal
 import threading
 
-import redis
 from loguru import logger
 
 from . import purge as purging
@@ -43,20 +42,35 @@ def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
     ctx = Context.open(config, mongo_client)
     _stop_on_signals(ctx.stopping)
     try:
-        if not _wait_for_redis(ctx):
-            return EXIT_OK
-        start_now = startup(ctx)
-        scheduler = build_scheduler(ctx.counters, _jobs(ctx, force), _intervals(config), start_now)
-        scheduler.start()
-        logger.info("Run: sweeping every {:g}s, cleanup every {:g}s{}", config.timing.heartbeat_interval_s,
-                    config.timing.cleanup_interval_s, " [dry run]" if config.safety.dry_run else "")
-        ctx.stopping.wait()
-        logger.info("Run: stopping; finishing the batch in hand")
-        scheduler.shutdown(wait=True)
+        start_now = _start_up(ctx)
+        if start_now is not None:
+            _serve(ctx, config, force, start_now)
         logger.info("Run: stopped cleanly")
         return EXIT_OK
     finally:
         ctx.close()
+
+
+def _start_up(ctx: Context) -> set | None:
+    """Wait for Redis, then the startup step; from the top again if Redis drops meanwhile.
+    None when told to stop first."""
+    while _wait_for_redis(ctx):
+        try:
+            return startup(ctx)
+        except REDIS_DOWN as exc:
+            logger.warning("Run: Redis unreachable during the startup step ({}); trying again", exc)
+    return None
+
+
+def _serve(ctx: Context, config: Config, force: bool, start_now: set) -> None:
+    """The scheduled jobs until a signal; the batch in hand is finished before returning."""
+    scheduler = build_scheduler(ctx.counters, _jobs(ctx, force), _intervals(config), start_now)
+    scheduler.start()
+    logger.info("Run: sweeping every {:g}s, cleanup every {:g}s{}", config.timing.heartbeat_interval_s,
+                config.timing.cleanup_interval_s, " [dry run]" if config.safety.dry_run else "")
+    ctx.stopping.wait()
+    logger.info("Run: stopping; finishing the batch in hand")
+    scheduler.shutdown(wait=True)
 
 
 def _stop_on_signals(stopping: threading.Event) -> None:
@@ -114,7 +128,45 @@ def _jobs(ctx: Context, force: bool) -> dict:
         ctx.sweep(force=forced["once"])
         forced["once"] = False  # --force lifts the guard for one sweep only
 
-    return {SWEEP: sweep_job, CASCADE: ctx.drain, CLEANUP: lambda: periodic_cleanup(ctx)}
+    outage = RedisOutage(ctx)
+    return {SWEEP: outage.guard(SWEEP, sweep_job), CASCADE: outage.guard(CASCADE, ctx.drain),
+            CLEANUP: outage.guard(CLEANUP, lambda: periodic_cleanup(ctx))}
+
+
+class RedisOutage:
+    """Says once that Redis went away and once that it is back, however many job runs notice:
+    a job every 100 ms must not print a traceback every 100 ms while Redis restarts."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self._down = False
+        self._lock = threading.Lock()
+
+    def guard(self, name: str, job):
+        def run() -> None:
+            try:
+                job()
+            except (RedisUnavailable, *REDIS_DOWN) as exc:
+                self._went_down(name, exc)
+                return
+            self._came_back()
+
+        return run
+
+    def _went_down(self, name: str, exc: Exception) -> None:
+        self.ctx.counters.add(f"redis_unreachable.{name}")
+        with self._lock:
+            first, self._down = not self._down, True
+        if first:
+            logger.warning("Run: Redis unreachable ({}); jobs wait for it and go on when it is back", exc)
+        else:
+            logger.debug("Run: job {} skipped, Redis still unreachable: {}", name, exc)
+
+    def _came_back(self) -> None:
+        with self._lock:
+            was_down, self._down = self._down, False
+        if was_down:
+            logger.info("Run: Redis reachable again")
 
 
 def _intervals(config: Config) -> dict:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 ONLINE, AUTH, MONGO = "online", "auth", "mongo"
 AUTH_ALL, USERS_ALL, MONGO_ALL = "auth_all", "users_all", "mongo_all"
 IRREVERSIBLE = frozenset({AUTH, MONGO})
+GUEST_STEPS = frozenset({ONLINE, AUTH, MONGO})
+PURGE_STEPS = frozenset({AUTH_ALL, USERS_ALL, MONGO_ALL})
 PURGE_ID = "purge"
 
 
@@ -32,8 +34,32 @@ class Intent:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "Intent":
+        """The intent in ``raw``; ValueError when it cannot be run as it stands (not JSON,
+        wrong shapes, a step this version does not know), so it can be set aside."""
         data = json.loads(raw)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        if not isinstance(data, dict):
+            raise ValueError(f"JSON {type(data).__name__}, not an object")
+        try:
+            intent = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except TypeError as exc:  # a required field is missing
+            raise ValueError(str(exc)) from None
+        problem = intent._shape_problem()
+        if problem:
+            raise ValueError(problem)
+        return intent
+
+    def _shape_problem(self) -> str | None:
+        if not isinstance(self.id, str) or not isinstance(self.reason, str):
+            return "id or reason is not a string"
+        if not isinstance(self.created, (int, float)) or isinstance(self.created, bool):
+            return f"created {self.created!r} is not a Redis time"
+        if not isinstance(self.attempts, int) or not isinstance(self.errors, dict):
+            return "attempts or errors of the wrong type"
+        if not isinstance(self.steps, list) or not all(isinstance(s, str) for s in self.steps):
+            return f"steps {self.steps!r} is not a list of step names"
+        known = GUEST_STEPS if isinstance(self.user_id, str) and self.user_id else PURGE_STEPS
+        unknown = [s for s in self.steps if s not in known]
+        return f"unknown steps {unknown} for this intent" if unknown else None
 
     @property
     def is_guest(self) -> bool:

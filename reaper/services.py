@@ -40,7 +40,7 @@ class HttpService:
     def request(self, method: str, path: str, ok_statuses=(200, 201, 202, 204), **kw) -> httpx.Response:
         try:
             response = self._client.request(method, path, **kw)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # connection, timeout, a body that cannot be decoded
             raise TransientError(f"{self.name}: {method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in ok_statuses:
             return response

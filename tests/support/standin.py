@@ -306,8 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _Reply(200, _GARBAGE, "text/html")
         else:
             reply = standin._route(req.method, req.path, req.query)
+        standin._set_status(req, reply.status)  # before the client can see the reply
         self._send(reply)
-        standin._set_status(req, reply.status)
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

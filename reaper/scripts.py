@@ -5,14 +5,16 @@
 # ARGV[1] = "delete" | "quarantine"        ARGV[2] = Redis type the sweep saw
 # ARGV[3] = string value read, or lastHeartbeat of a hash   ARGV[4] = lastPongReceived of a hash
 # ARGV[5] = cascade id ("" for none)  ARGV[6] = intent JSON  ARGV[7] = due time  ARGV[8] = quarantine TTL (s)
+# ARGV[9] = Redis type of a record in the configured format ("string" or "hash")
 # Takes a record away only if it still holds what the sweep read, and records the cascade in the
 # same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
+# Of a key of another type the sweep read only the type, so only the type is compared.
 TAKE_RECORD = """
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= ARGV[2] then return 0 end
-if t == 'string' then
-  if redis.call('GET', KEYS[1]) ~= ARGV[3] then return 0 end
-elseif t == 'hash' then
+local read = t == ARGV[9]
+if read and t == 'string' and redis.call('GET', KEYS[1]) ~= ARGV[3] then return 0 end
+if read and t == 'hash' then
   local f = redis.call('HMGET', KEYS[1], 'lastHeartbeat', 'lastPongReceived')
   if (f[1] or '') ~= ARGV[3] or (f[2] or '') ~= ARGV[4] then return 0 end
 end
@@ -54,13 +56,27 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS[1] = due (zset)   ARGV[1] = now   ARGV[2] = claimed until   ARGV[3] = how many at most
-# Claims due cascades by pushing their time past the claim: a claimer that dies mid-step
-# leaves them due again once the claim runs out.
+# KEYS[1] = due (zset)   KEYS[2] = intents (hash)
+# ARGV[1] = now   ARGV[2] = claimed until   ARGV[3] = how many at most
+# Returns {dropped, id1, intent1, id2, intent2, ...}. Claims due cascades by pushing their time
+# past the claim: a claimer that dies mid-step leaves them due again once the claim runs out.
+# A due id without an intent is dropped here, in the same step, so an intent written a moment
+# later keeps its schedule.
 CLAIM_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
-return ids
+local out = {0}
+for _, id in ipairs(ids) do
+  local intent = redis.call('HGET', KEYS[2], id)
+  if intent then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(out, id)
+    table.insert(out, intent)
+  else
+    redis.call('ZREM', KEYS[1], id)
+    out[1] = out[1] + 1
+  end
+end
+return out
 """
 
 # KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = dead letters (list)

@@ -7,7 +7,7 @@ import redis
 from .config import Config
 from .errors import RedisUnavailable
 from .keys import Keys
-from .records import GuestRecord, Malformed, parse_hash_record, parse_json_record
+from .records import Malformed, parse_hash_record, parse_json_record
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 

@@ -1,0 +1,64 @@
+"""Shared by the tests/test_sweep_*.py modules: reading what a sweep left in Redis."""
+
+import json
+
+from loguru import logger
+
+INTENTS = "reaper:cascade:intents"
+DUE = "reaper:cascade:due"
+QUARANTINE = "reaper:quarantine:"
+
+
+class Logs:
+    """Every loguru record emitted while installed, as (level name, message)."""
+
+    def __init__(self):
+        self.records: list[tuple[str, str]] = []
+        self._sink = logger.add(self._keep, level="DEBUG", format="{message}")
+
+    def _keep(self, message) -> None:
+        self.records.append((message.record["level"].name, message.record["message"]))
+
+    def at(self, level: str, containing: str = "") -> list[str]:
+        return [m for lvl, m in self.records if lvl == level and containing in m]
+
+    def close(self) -> None:
+        logger.remove(self._sink)
+
+
+def capture_logs():
+    """A fixture body: ``logs = pytest.fixture(capture_logs, name="logs")`` in a test module."""
+    captured = Logs()
+    yield captured
+    captured.close()
+
+
+def intents(r) -> dict[str, dict]:
+    """reaper:cascade:intents as {cascade id: intent}."""
+    return {k.decode(): json.loads(v) for k, v in r.hgetall(INTENTS).items()}
+
+
+def due_ids(r) -> set[str]:
+    return {m.decode() for m in r.zrange(DUE, 0, -1)}
+
+
+def assert_intents_consistent(r) -> None:
+    """Every intent is scheduled and every scheduled id has an intent."""
+    assert set(intents(r)) == due_ids(r)
+
+
+def reasons_of(r) -> dict[str, str]:
+    """userId -> reason of its pending cascade."""
+    return {i["user_id"]: i["reason"] for i in intents(r).values()}
+
+
+def snapshot(r) -> dict[bytes, tuple]:
+    """Every key: (type, DUMP, has a TTL) — equal snapshots mean nothing was written."""
+    return {key: (r.type(key), r.dump(key), r.pttl(key) > 0) for key in r.scan_iter(count=1000)}
+
+
+def assert_deletable_intents(r, count: int) -> None:
+    """``count`` scheduled cascades, each carrying the auth-service DELETE."""
+    assert len(intents(r)) == count
+    assert all("auth" in i["steps"] for i in intents(r).values())
+    assert_intents_consistent(r)

@@ -51,6 +51,7 @@ from reaper import services  # noqa: E402
 from reaper.config import load_config  # noqa: E402
 from reaper.context import Context  # noqa: E402
 from support.guests import World  # noqa: E402
+from support.logs import Logs  # noqa: E402
 
 
 @pytest.fixture
@@ -97,3 +98,17 @@ def ctx_factory(r, make_config, mongo):
 @pytest.fixture
 def world(r):
     return World(r)
+
+
+@pytest.fixture
+def logs():
+    """Every loguru record emitted during the test: iterate (level, message) or ``logs.at``."""
+    captured = Logs()
+    yield captured
+    captured.close()
+
+
+@pytest.fixture
+def users(mongo):
+    """The guest documents' collection (voip.users) in mongomock."""
+    return mongo["voip"]["users"]

@@ -2,35 +2,9 @@
 
 import json
 
-from loguru import logger
-
 INTENTS = "reaper:cascade:intents"
 DUE = "reaper:cascade:due"
 QUARANTINE = "reaper:quarantine:"
-
-
-class Logs:
-    """Every loguru record emitted while installed, as (level name, message)."""
-
-    def __init__(self):
-        self.records: list[tuple[str, str]] = []
-        self._sink = logger.add(self._keep, level="DEBUG", format="{message}")
-
-    def _keep(self, message) -> None:
-        self.records.append((message.record["level"].name, message.record["message"]))
-
-    def at(self, level: str, containing: str = "") -> list[str]:
-        return [m for lvl, m in self.records if lvl == level and containing in m]
-
-    def close(self) -> None:
-        logger.remove(self._sink)
-
-
-def capture_logs():
-    """A fixture body: ``logs = pytest.fixture(capture_logs, name="logs")`` in a test module."""
-    captured = Logs()
-    yield captured
-    captured.close()
 
 
 def intents(r) -> dict[str, dict]:

@@ -6,28 +6,12 @@ import threading
 
 import pymongo.errors
 import pytest
-from loguru import logger
 
 from reaper.intents import Intent, guest_intent
-from support.guests import record
+from support.guests import record, redis_now
 
 INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
 GUEST_STEPS = ["online", "auth", "mongo"]
-
-
-@pytest.fixture
-def logs():
-    """Every loguru record emitted during the test, as (level, message)."""
-    seen = []
-    sink = logger.add(lambda m: seen.append((m.record["level"].name, m.record["message"])),
-                      level="DEBUG", format="{message}")
-    yield seen
-    logger.remove(sink)
-
-
-@pytest.fixture
-def users(mongo):
-    return mongo["voip"]["users"]
 
 
 @pytest.fixture
@@ -92,11 +76,6 @@ def settled_deletes(auth_service, expected: list[str]) -> list[str]:
     """deleted_guests() once the stand-in has recorded every answer (it records after replying)."""
     auth_service.wait_for(lambda: sorted(auth_service.deleted_guests()) == sorted(expected), timeout=5)
     return sorted(auth_service.deleted_guests())
-
-
-def redis_time(r) -> float:
-    seconds, micros = r.time()
-    return seconds + micros / 1e6
 
 
 # -- happy path ------------------------------------------------------------------------------
@@ -174,11 +153,11 @@ def test_a_transient_auth_failure_is_retried_and_mongo_is_not_repeated(
     ctx = ctx_factory(auth_service__timeout="300ms", cascade__retry_initial="10s",
                       cascade__retry_max="1m")
     ctx.sweep()
-    before = redis_time(r)
+    before = redis_now(r)
 
     report = ctx.drain()
 
-    after = redis_time(r)
+    after = redis_now(r)
     intent = stored(r, f"guest:{user_id}")
     assert report.retrying == 1 and report.completed == 0
     assert intent["attempts"] == 1 and intent["steps"] == ["auth"]
@@ -203,11 +182,11 @@ def test_a_transient_auth_failure_is_retried_and_mongo_is_not_repeated(
 def test_backoff_grows_with_each_failure_and_stays_under_the_cap(r, ctx_factory, auth_service):
     auth_service.fail(503)
     ctx = ctx_factory(cascade__retry_initial="4s", cascade__retry_max="10s")
-    intent = guest_intent("guest_1", "sock1", "orphan", redis_time(r), False, ["auth"])
+    intent = guest_intent("guest_1", "sock1", "orphan", redis_now(r), False, ["auth"])
     write_intent(r, intent)
     delays = []
     for attempt in range(1, 5):
-        before = redis_time(r)
+        before = redis_now(r)
         ctx.drain()
         delays.append(r.zscore(DUE, intent.id) - before)
         assert stored(r, intent.id)["attempts"] == attempt
@@ -221,7 +200,7 @@ def test_backoff_grows_with_each_failure_and_stays_under_the_cap(r, ctx_factory,
 def test_a_tiny_backoff_does_not_spin_inside_one_drain(r, ctx_factory, auth_service):
     auth_service.fail(503)
     ctx = ctx_factory(cascade__retry_initial="1ms", cascade__retry_max="2ms")
-    write_intent(r, guest_intent("guest_1", "sock1", "orphan", redis_time(r), False, ["auth"]))
+    write_intent(r, guest_intent("guest_1", "sock1", "orphan", redis_now(r), False, ["auth"]))
 
     report = ctx.drain()
 
@@ -256,7 +235,7 @@ def test_a_refused_delete_goes_to_the_dead_letters_at_once(
 def test_a_cascade_older_than_max_age_goes_to_the_dead_letters(r, ctx_factory, auth_service, logs):
     auth_service.fail(503)
     ctx = ctx_factory(safety__cascade_max_age="1h")
-    intent = guest_intent("guest_1", "sock1", "orphan", redis_time(r) - 2 * 3600, False, ["auth"])
+    intent = guest_intent("guest_1", "sock1", "orphan", redis_now(r) - 2 * 3600, False, ["auth"])
     write_intent(r, intent)
 
     report = ctx.drain()
@@ -271,7 +250,7 @@ def test_a_cascade_older_than_max_age_goes_to_the_dead_letters(r, ctx_factory, a
 def test_a_young_cascade_with_the_same_failure_is_retried(r, ctx_factory, auth_service, logs):
     auth_service.fail(503)
     ctx = ctx_factory(safety__cascade_max_age="1h")
-    intent = guest_intent("guest_1", "sock1", "orphan", redis_time(r) - 1800, False, ["auth"])
+    intent = guest_intent("guest_1", "sock1", "orphan", redis_now(r) - 1800, False, ["auth"])
     write_intent(r, intent)
 
     assert ctx.drain().retrying == 1
@@ -314,7 +293,7 @@ def test_a_bug_in_a_step_keeps_the_intent_and_is_logged(r, ctx_factory, users, m
     """Not a pymongo error: still never lost, and said loudly."""
     inject_mongo_fault(users, monkeypatch, KeyError("surprise"))
     ctx = ctx_factory()
-    intent = guest_intent("guest_1", "sock1", "orphan", redis_time(r), False, ["mongo"])
+    intent = guest_intent("guest_1", "sock1", "orphan", redis_now(r), False, ["mongo"])
     write_intent(r, intent)
 
     assert ctx.drain().retrying == 1
@@ -367,7 +346,7 @@ def test_a_user_who_is_back_keeps_its_database_records(
 
 def crash_intent(r, user_id="guest_9", socket_id="sockX") -> Intent:
     """What the sweep writes with the record removal, left as if we died right after."""
-    intent = Intent(f"guest:{user_id}", "heartbeat_timeout", redis_time(r), list(GUEST_STEPS),
+    intent = Intent(f"guest:{user_id}", "heartbeat_timeout", redis_now(r), list(GUEST_STEPS),
                     user_id, socket_id)
     write_intent(r, intent)
     return intent
@@ -414,7 +393,7 @@ def test_an_entry_naming_another_dead_socket_stays_but_does_not_save_the_guest(
 
 
 def test_a_disabled_service_since_the_intent_was_written_is_skipped(r, ctx_factory, auth_service, users):
-    write_intent(r, guest_intent("guest_1", "sock1", "orphan", redis_time(r), False, ["auth", "mongo"]))
+    write_intent(r, guest_intent("guest_1", "sock1", "orphan", redis_now(r), False, ["auth", "mongo"]))
     guest_docs(users, "guest_1")
     ctx = ctx_factory({"REAPER_AUTH_SERVICE_BASE_URL": ""})
 
@@ -450,19 +429,19 @@ def test_a_claim_whose_owner_died_is_picked_up_again(r, world, ctx_factory, auth
     user_id, _ = world.guest(1, age=400)
     ctx = ctx_factory()
     ctx.sweep()
-    r.zadd(DUE, {f"guest:{user_id}": redis_time(r) + 120})  # claimed by a reaper that then died
+    r.zadd(DUE, {f"guest:{user_id}": redis_now(r) + 120})  # claimed by a reaper that then died
 
     assert ctx.drain().claimed == 0
     assert auth_service.calls("DELETE") == []
 
-    r.zadd(DUE, {f"guest:{user_id}": redis_time(r) - 1})  # its claim ran out
+    r.zadd(DUE, {f"guest:{user_id}": redis_now(r) - 1})  # its claim ran out
     assert ctx.drain().completed == 1
     assert settled_deletes(auth_service, [user_id]) == [user_id]
 
 
 def test_a_due_id_without_an_intent_is_dropped(r, ctx_factory, auth_service):
     r.zadd(DUE, {"guest:ghost": 0})
-    write_intent(r, guest_intent("guest_1", None, "orphan", redis_time(r), False, ["auth"]))
+    write_intent(r, guest_intent("guest_1", None, "orphan", redis_now(r), False, ["auth"]))
 
     report = ctx_factory().drain()
 
@@ -494,7 +473,7 @@ def test_an_unreadable_intent_goes_to_the_dead_letters_and_the_drain_goes_on(
         r, ctx_factory, auth_service, logs, raw):
     r.hset(INTENTS, "guest:guest_5", raw)
     r.zadd(DUE, {"guest:guest_5": 0})
-    good = guest_intent("guest_1", None, "orphan", redis_time(r), False, ["auth"])
+    good = guest_intent("guest_1", None, "orphan", redis_now(r), False, ["auth"])
     write_intent(r, good)
 
     report = ctx_factory().drain()
@@ -509,7 +488,7 @@ def test_an_unreadable_intent_goes_to_the_dead_letters_and_the_drain_goes_on(
 
 
 def test_an_unknown_step_never_loops(r, ctx_factory):
-    write_intent(r, Intent("guest:guest_1", "orphan", redis_time(r), ["tell"], "guest_1"))
+    write_intent(r, Intent("guest:guest_1", "orphan", redis_now(r), ["tell"], "guest_1"))
     ctx = ctx_factory()
     done = threading.Event()
     thread = threading.Thread(target=lambda: (ctx.drain(), done.set()))
@@ -525,21 +504,21 @@ def test_an_unknown_step_never_loops(r, ctx_factory):
 def test_an_intent_replaced_while_running_is_not_lost(r, ctx_factory, auth_service, users, monkeypatch):
     """The sweep reaps the guest again meanwhile: the new intent survives the old one's settling."""
     guest_docs(users, "guest_1")
-    old = guest_intent("guest_1", "sock1", "orphan", redis_time(r) - 10, False, ["auth"])
+    old = guest_intent("guest_1", "sock1", "orphan", redis_now(r) - 10, False, ["auth"])
     write_intent(r, old)
-    new = guest_intent("guest_1", "sock2", "heartbeat_timeout", redis_time(r), False, ["auth", "mongo"])
+    new = guest_intent("guest_1", "sock2", "heartbeat_timeout", redis_now(r), False, ["auth", "mongo"])
     ctx = ctx_factory()
     original = ctx.targets.auth.delete_guest
 
     def replaced_meanwhile(user_id):
-        write_intent(r, new, due=redis_time(r) + 60)
+        write_intent(r, new, due=redis_now(r) + 60)
         monkeypatch.setattr(ctx.targets.auth, "delete_guest", original)
         return original(user_id)
 
     monkeypatch.setattr(ctx.targets.auth, "delete_guest", replaced_meanwhile)
     assert ctx.drain().claimed == 1
     assert json.loads(r.hget(INTENTS, new.id))["socket_id"] == "sock2"
-    assert r.zscore(DUE, new.id) > redis_time(r)  # still scheduled, as written
+    assert r.zscore(DUE, new.id) > redis_now(r)  # still scheduled, as written
 
     make_due(r, new.id)
     assert ctx.drain().completed == 1
@@ -550,7 +529,7 @@ def test_an_intent_replaced_while_running_is_not_lost(r, ctx_factory, auth_servi
 # -- the auth-service client ----------------------------------------------------------------------
 
 def test_the_bearer_token_is_sent_and_odd_ids_stay_one_path_segment(r, ctx_factory, auth_service, logs):
-    write_intent(r, guest_intent("guest_a/b c?d", None, "orphan", redis_time(r), False, ["auth"]))
+    write_intent(r, guest_intent("guest_a/b c?d", None, "orphan", redis_now(r), False, ["auth"]))
     ctx = ctx_factory(auth_service__token="s3cret-token")
 
     assert ctx.drain().completed == 1

@@ -2,35 +2,16 @@
 the greppable stats line."""
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pymongo.errors
 import pytest
-from loguru import logger
 
+from support.guests import redis_now
 from reaper.cleanup import periodic_cleanup
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 STATS = re.compile(r"^Connection Stats - Total: (\d+), Responsive: (\d+), Unresponsive: (\d+)(?: \| |$)")
-
-
-@pytest.fixture
-def logs():
-    seen = []
-    sink = logger.add(lambda m: seen.append((m.record["level"].name, m.record["message"])),
-                      level="DEBUG", format="{message}")
-    yield seen
-    logger.remove(sink)
-
-
-@pytest.fixture
-def users(mongo):
-    return mongo["voip"]["users"]
-
-
-def redis_time(r) -> float:
-    seconds, micros = r.time()
-    return seconds + micros / 1e6
 
 
 def before_param(service, path: str) -> float:
@@ -55,11 +36,11 @@ def stats_lines(logs) -> list[str]:
 def test_retention_asks_both_services_for_guests_older_than_retention(r, ctx_factory, auth_service,
                                                                      user_service):
     ctx = ctx_factory(timing__retention="2h")
-    started = redis_time(r)
+    started = redis_now(r)
 
     assert periodic_cleanup(ctx) is True
 
-    finished = redis_time(r)
+    finished = redis_now(r)
     for service, path in ((auth_service, "/auth/guest/cleanup"), (user_service, "/guests/cleanup")):
         before = before_param(service, path)
         assert started - 7200 - 1 <= before <= finished - 7200 + 1
@@ -77,7 +58,7 @@ def test_retention_goes_by_redis_time_not_the_hosts_clock(r, ctx_factory, auth_s
 
 
 def test_mongo_retention_deletes_only_old_guest_documents(r, ctx_factory, users):
-    now = redis_time(r)
+    now = redis_now(r)
     old, young = naive_utc(now - 3 * 3600), naive_utc(now - 3600)
     users.insert_many([
         {"userId": "guest_old", "isGuest": True, "createdAt": old},
@@ -95,7 +76,7 @@ def test_mongo_retention_deletes_only_old_guest_documents(r, ctx_factory, users)
 
 def test_retention_uses_the_configured_fields(r, mongo, ctx_factory):
     coll = mongo["calls"]["people"]
-    old = naive_utc(redis_time(r) - 3 * 3600)
+    old = naive_utc(redis_now(r) - 3 * 3600)
     coll.insert_many([{"uid": "a", "kind": "guest", "born": old},
                       {"uid": "b", "kind": "member", "born": old},
                       {"uid": "c", "isGuest": True, "born": old}])

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from loguru import logger
 
 from reaper.counters import Counters
 from reaper.daemon import RedisOutage, startup
@@ -21,15 +20,6 @@ from support.standin import wait_for
 
 INTENTS = "reaper:cascade:intents"
 DEFAULT_CHANNEL = "socket.io-request#/#"
-
-
-@pytest.fixture
-def logs():
-    seen = []
-    sink = logger.add(lambda m: seen.append((m.record["level"].name, m.record["message"])),
-                      level="DEBUG", format="{message}")
-    yield seen
-    logger.remove(sink)
 
 
 @pytest.fixture

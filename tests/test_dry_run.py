@@ -4,7 +4,6 @@ import json
 from datetime import datetime
 
 import pytest
-from loguru import logger
 
 from reaper import stats
 from reaper.config import ServiceConfig
@@ -12,15 +11,6 @@ from reaper.daemon import run_once
 from reaper.intents import guest_intent
 from reaper.services import AuthService, UserService
 from support.guests import record
-
-
-@pytest.fixture
-def logs():
-    seen = []
-    sink = logger.add(lambda m: seen.append((m.record["level"].name, m.record["message"])),
-                      level="DEBUG", format="{message}")
-    yield seen
-    logger.remove(sink)
 
 
 def snapshot(r) -> dict:

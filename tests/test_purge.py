@@ -3,26 +3,10 @@ cascade that is recorded first and retried until it succeeds."""
 
 import json
 
-import pytest
-from loguru import logger
 
 from reaper.purge import purge
 
 INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
-
-
-@pytest.fixture
-def logs():
-    seen = []
-    sink = logger.add(lambda m: seen.append((m.record["level"].name, m.record["message"])),
-                      level="DEBUG", format="{message}")
-    yield seen
-    logger.remove(sink)
-
-
-@pytest.fixture
-def users(mongo):
-    return mongo["voip"]["users"]
 
 
 def snapshot(r) -> dict:

@@ -5,8 +5,8 @@ from reaper.daemon import run_once
 
 def test_one_cycle_reaps_the_dead_and_keeps_the_living(r, world, make_config, auth_service, mongo):
     live = world.guest(1, age=10)
-    stale = world.guest(2, age=400)
-    by_ping = world.guest(3, age=10, pong_age=250)
+    world.guest(2, age=400)
+    world.guest(3, age=10, pong_age=250)
     orphan_user = "guest_4"
     world.entry(orphan_user, "sock4")
     world.registered("user_reg", "sock2")

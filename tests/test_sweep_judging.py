@@ -8,9 +8,8 @@ import pytest
 import reaper.store
 from reaper.sweep import Sweep
 from support.guests import CONN, ONLINE, record
-from sweep_helpers import assert_intents_consistent, capture_logs, intents, reasons_of
+from sweep_helpers import assert_intents_consistent, intents, reasons_of
 
-logs = pytest.fixture(capture_logs, name="logs")
 
 # Defaults: connection_timeout 180 s, ping_interval 60 s, 3 missed pings, clock_skew 5 s.
 # Margins of 0.5 s absorb the few milliseconds between writing the guests and the sweep

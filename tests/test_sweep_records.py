@@ -7,10 +7,9 @@ import pytest
 
 import reaper.store
 from support.guests import CONN, World, record
-from sweep_helpers import (QUARANTINE, assert_intents_consistent, capture_logs, intents,
+from sweep_helpers import (QUARANTINE, assert_intents_consistent, intents,
                            reasons_of)
 
-logs = pytest.fixture(capture_logs, name="logs")
 
 DAY = 24 * 3600
 KEY = CONN + "sock1"

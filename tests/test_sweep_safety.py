@@ -7,10 +7,9 @@ import redis
 
 import reaper.store
 from support.guests import CONN, record
-from sweep_helpers import (assert_deletable_intents, assert_intents_consistent, capture_logs,
+from sweep_helpers import (assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, snapshot)
 
-logs = pytest.fixture(capture_logs, name="logs")
 
 GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
 

@@ -22,6 +22,7 @@ RECONNECT_MAX_S = 30.0
 
 def run_once(config: Config, force: bool = False, mongo_client=None) -> int:
     """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11."""
+    _warn_not_yet_served(config)
     ctx = Context.open(config, mongo_client)
     try:
         ping(ctx.client)
@@ -39,6 +40,7 @@ def run_once(config: Config, force: bool = False, mongo_client=None) -> int:
 
 
 def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
+    _warn_not_yet_served(config)
     ctx = Context.open(config, mongo_client)
     _stop_on_signals(ctx.stopping)
     try:
@@ -71,6 +73,16 @@ def _serve(ctx: Context, config: Config, force: bool, start_now: set) -> None:
     ctx.stopping.wait()
     logger.info("Run: stopping; finishing the batch in hand")
     scheduler.shutdown(wait=True)
+
+
+def _warn_not_yet_served(config: Config) -> None:
+    """Keys of SPEC §8/§10 this version accepts but does not act on: say so, never silently."""
+    if config.server.listen:
+        logger.warning("Config: server.listen = {!r}, but this version serves no HTTP endpoint yet",
+                       config.server.listen)
+    if config.notify.enabled:
+        logger.warning("Config: notify.enabled = true, but this version neither tells nor fences "
+                       "yet; only the cold-start check uses the notify channel names")
 
 
 def _stop_on_signals(stopping: threading.Event) -> None:

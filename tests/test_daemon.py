@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from reaper.counters import Counters
+from reaper import daemon
 from reaper.daemon import RedisOutage, startup
 from reaper.jobs import CASCADE, SWEEP, build_scheduler
 from support.redis_proc import find_free_port
@@ -318,3 +319,12 @@ def test_a_job_bug_is_not_mistaken_for_an_outage(r, ctx_factory):
 
     with pytest.raises(RuntimeError):
         guarded()
+
+
+def test_settings_not_acted_on_yet_are_said_at_start(r, make_config, mongo, logs):
+    config = make_config(server__listen="127.0.0.1:9108", notify__enabled=True)
+
+    assert daemon.run_once(config) == 0
+
+    warnings = logs.at("WARNING", "Config: ")
+    assert any("server.listen" in m for m in warnings) and any("notify.enabled" in m for m in warnings)

@@ -97,6 +97,7 @@ class SafetyConfig:
     mass_expiry_min: int = _int(50)
     mass_reap_per_sweep: int = _int(100)
     cascade_max_age_s: float = _duration("24h", 0.001)
+    cascade_delay_s: float = _duration("0s")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,13 @@ class CascadeConfig:
     retry_initial_s: float = _duration("5s", 0.001)
     retry_max_s: float = _duration("10m", 0.001)
     claim_timeout_s: float = _duration("2m", 0.001)
+    breaker_failures: int = _int(5)
+    breaker_cooldown_s: float = _duration("10s", 0.001)
+
+
+@dataclass(frozen=True)
+class LeaderConfig:
+    lease_s: float = _duration("10s", 0.001)
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,7 @@ class Config:
     mongo: MongoConfig = field(default_factory=MongoConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    leader: LeaderConfig = field(default_factory=LeaderConfig)
     log: LogConfig = field(default_factory=LogConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)

@@ -7,14 +7,18 @@ import sys
 import click
 from loguru import logger
 
+from . import deadletters
 from . import logs
+from . import pause as pausing
 from . import purge as purging
 from .check import check as run_check
 from .config import as_masked_dict, load_config, mask_url, secrets_of
 from .context import Context
 from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
+from .durations import parse_duration
 from .errors import ConfigError, RedisUnavailable
-from .store import REDIS_DOWN, ping
+from .keys import Keys
+from .store import REDIS_DOWN, connect, ping
 
 config_option = click.option(
     "--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
@@ -110,6 +114,116 @@ def stats(config_path, as_json):
     finally:
         ctx.close()
     click.echo(json.dumps(found, sort_keys=True) if as_json else statistics.as_text(found))
+
+
+def _pause_duration(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0
+    if seconds < 0.001:
+        raise click.BadParameter(f"{value!r}: expected a duration like \"30s\", \"10m\", \"2h\", at least 1ms")
+    return seconds
+
+
+@cli.command()
+@config_option
+@click.option("--for", "for_s", metavar="DURATION", callback=_pause_duration,
+              help="Resume by itself after this long (e.g. 30m); without it, until `reaper resume`.")
+@click.option("--reason", default="", help="Why; shown in the replicas' logs and by `reaper stats`.")
+def pause(config_path, for_s, reason):
+    """Pause every replica on this Redis: before each job they check this switch and, while it
+    is set, say so once and do nothing else (`reaper run --once` too). Cascades stay recorded
+    and run after `reaper resume`."""
+    config = _load(config_path)
+    state = _on_redis(config, lambda client, keys: pausing.pause(client, keys, for_s, reason=reason))
+    click.echo(f"Paused {state.describe()}" if state else "Paused, and already over")
+
+
+@cli.command()
+@config_option
+def resume(config_path):
+    """Lift `reaper pause`: the replicas work again from their next job."""
+    config = _load(config_path)
+    was_paused = _on_redis(config, pausing.resume)
+    click.echo("Resumed" if was_paused else "Not paused; nothing to do")
+
+
+def _on_redis(config, action):
+    """action(client, keys) on a fresh connection; exit 3 when Redis is unreachable."""
+    client = connect(config)
+    try:
+        ping(client)
+        return action(client, Keys.from_config(config.redis))
+    except (RedisUnavailable, *REDIS_DOWN) as exc:
+        _exit_unreachable(exc)
+    finally:
+        client.close()
+
+
+@cli.group(name="dead-letters")
+def dead_letters():
+    """Cascades that failed for good (a request refused with a 4xx, or still failing after
+    safety.cascade_max_age): list them, replay them, or drop them."""
+
+
+@dead_letters.command(name="list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Show at most this many, newest first.")
+def list_dead_letters(config_path, as_json, limit):
+    """List dead letters, newest first. Each shows its cascade id, user, reason, age, how
+    long it has been dead, attempts, and the last error of each step that failed. Reads only."""
+    config = _load(config_path)
+    found = _on_redis(config, lambda client, keys: deadletters.DeadLetters(client, keys).listing(limit))
+    click.echo(json.dumps(found, sort_keys=True) if as_json else deadletters.as_text(found))
+
+
+def _one_or_all(letter_id, every) -> str | None:
+    if bool(letter_id) == every:
+        raise click.UsageError("give one dead letter's ID, or --all")
+    return letter_id
+
+
+@dead_letters.command(name="retry")
+@config_option
+@click.argument("letter_id", metavar="[ID]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every dead letter.")
+def retry_dead_letters(config_path, letter_id, every):
+    """Replay dead letters. Moves the newest letter with this cascade ID (as `reaper
+    dead-letters list` shows it, e.g. guest:guest_6f1c2a9e), or --all of them, back to the
+    pending cascades: attempts start again from 0, due now. The daemon's next cascade run
+    takes them, and the liveness check still spares a guest that is back. Exit 1 when some
+    were left."""
+    cascade_id = _one_or_all(letter_id, every)
+    config = _load(config_path)
+    outcome = _on_redis(config, lambda client, keys: deadletters.DeadLetters(client, keys).retry(cascade_id))
+    click.echo("\n".join(outcome.lines()))
+    sys.exit(0 if outcome.complete else 1)
+
+
+@dead_letters.command(name="drop")
+@config_option
+@click.argument("letter_id", metavar="[ID]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def drop_dead_letters(config_path, letter_id, every, yes):
+    """Delete dead letters for good. Removes the newest letter with this cascade ID, or --all
+    of them: their remaining steps will never run. Asks on a terminal; --yes skips the
+    question."""
+    cascade_id = _one_or_all(letter_id, every)
+    config = _load(config_path)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not on a terminal: pass --yes to confirm")
+        what = f"the dead letter {cascade_id}" if cascade_id else "every dead letter"
+        click.confirm(f"Drop {what} for good? Its remaining steps will never run", abort=True)
+    outcome = _on_redis(config, lambda client, keys: deadletters.DeadLetters(client, keys).drop(cascade_id))
+    click.echo("\n".join(outcome.lines()))
+    sys.exit(0 if outcome.complete else 1)
 
 
 @cli.command()

@@ -106,14 +106,14 @@ class CascadeConfig:
     batch_size: int = _int(500)
     retry_initial_s: float = _duration("5s", 0.001)
     retry_max_s: float = _duration("10m", 0.001)
-    claim_timeout_s: float = _duration("2m", 0.001)
+    claim_timeout_s: float = _duration("30s", 0.001)
     breaker_failures: int = _int(5)
     breaker_cooldown_s: float = _duration("10s", 0.001)
 
 
 @dataclass(frozen=True)
 class LeaderConfig:
-    lease_s: float = _duration("10s", 0.001)
+    lease_s: float = _duration("10s", 0.1)
 
 
 @dataclass(frozen=True)
@@ -318,10 +318,17 @@ def _to_duration(key, raw, meta):
         value = parse_duration(float(raw) if _is_number_text(raw) else raw)
     except ValueError:
         value = None
-    if value is None or value < meta.get("min", 0) or (meta.get("min", 0) > 0 and value == 0):
-        raise ConfigError(key, raw, 'a duration like "500ms", "30s", "5m", "24h" or seconds' + (
-            ", greater than zero" if meta.get("min", 0) > 0 else ""))
+    minimum = meta.get("min", 0)
+    if value is None or value < minimum or (minimum > 0 and value == 0):
+        raise ConfigError(key, raw, 'a duration like "500ms", "30s", "5m", "24h" or seconds'
+                          + _duration_floor(minimum))
     return value
+
+
+def _duration_floor(minimum: float) -> str:
+    if minimum <= 0:
+        return ""
+    return ", greater than zero" if minimum < 0.01 else f", at least {format_duration(minimum)}"
 
 
 def _is_number_text(raw) -> bool:

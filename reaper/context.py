@@ -47,6 +47,8 @@ class Context:
             concurrency=config.cascade.concurrency, batch_size=config.cascade.batch_size,
             claim_timeout_s=config.cascade.claim_timeout_s,
             max_age_s=config.safety.cascade_max_age_s, guest_id_prefix=config.redis.guest_id_prefix,
+            breaker_failures=config.cascade.breaker_failures,
+            breaker_cooldown_s=config.cascade.breaker_cooldown_s,
         )
         return cls(config, client, keys, targets, runner, counters, threading.Event())
 

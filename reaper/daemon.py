@@ -1,6 +1,9 @@
 """`reaper run`: the startup step, then the scheduled jobs until a signal (SPEC §5, §11).
 
-    run → connect (retry) → startup (purge / sweep / nothing) → scheduler → wait → stop
+    run → connect (retry) → lease → startup (leader only) → scheduler → wait → stop → release
+
+Every job passes the gate first (jobs.Gate): a paused replica and one that does not hold the
+leader lease do nothing, so replicas side by side never do the same work twice.
 """
 
 import signal
@@ -13,7 +16,9 @@ from .cleanup import periodic_cleanup
 from .config import Config
 from .context import Context
 from .errors import RedisUnavailable
-from .jobs import CASCADE, CLEANUP, SWEEP, build_scheduler
+from .jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
+from .leader import elect
+from .pause import PauseWatch
 from .store import REDIS_DOWN, ping
 
 EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
@@ -21,19 +26,37 @@ RECONNECT_MAX_S = 30.0
 
 
 def run_once(config: Config, force: bool = False, mongo_client=None) -> int:
-    """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11."""
+    """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11.
+    Holds the leader lease for the run; paused, or another replica leading: nothing, exit 0."""
     _warn_not_yet_served(config)
     ctx = Context.open(config, mongo_client)
+    gate = _gate(ctx)
     try:
         ping(ctx.client)
-        ctx.sweep(force=force)
-        ctx.drain()
-        cleaned = periodic_cleanup(ctx)
-        pending = ctx.pending()
+        return _one_cycle(ctx, force, gate)
     except REDIS_DOWN as exc:
         raise RedisUnavailable(f"redis: {exc}") from exc
     finally:
+        gate.leadership.stop()
         ctx.close()
+
+
+def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
+    if gate.pause_watch.paused():
+        logger.info("Run: paused; nothing done")
+        return EXIT_OK
+    if not _lead(gate):
+        logger.info("Run: {} leads, so this run does nothing (the leader does the work)",
+                    _leader_name(gate))
+        return EXIT_OK
+    cleaned = True
+    if gate.allows(SWEEP):
+        ctx.sweep(force=force)
+    if gate.allows(CASCADE):
+        ctx.drain()
+    if gate.allows(CLEANUP):
+        cleaned = periodic_cleanup(ctx)
+    pending = ctx.pending()
     if pending:
         logger.warning("Run: {} cascades wait for a retry; run again later", pending)
     return EXIT_OK if cleaned and not pending else EXIT_PENDING
@@ -42,37 +65,77 @@ def run_once(config: Config, force: bool = False, mongo_client=None) -> int:
 def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
     _warn_not_yet_served(config)
     ctx = Context.open(config, mongo_client)
+    gate = _gate(ctx)
     _stop_on_signals(ctx.stopping)
     try:
-        start_now = _start_up(ctx)
+        start_now = _start_up(ctx, gate)
         if start_now is not None:
-            _serve(ctx, config, force, start_now)
+            _serve(ctx, config, force, start_now, gate)
         logger.info("Run: stopped cleanly")
         return EXIT_OK
     finally:
+        gate.leadership.stop()
         ctx.close()
 
 
-def _start_up(ctx: Context) -> set | None:
+def _gate(ctx: Context) -> Gate:
+    leadership = elect(ctx.client, ctx.keys.leader, ctx.config.leader.lease_s, ctx.config.safety.dry_run)
+    return Gate(PauseWatch(ctx.client, ctx.keys), leadership)
+
+
+def _lead(gate: Gate) -> bool:
+    """Try for the lease now and keep it renewed from here on; RedisUnavailable when Redis
+    could not be asked."""
+    leads = gate.leadership.tick()
+    if gate.leadership.error:
+        raise RedisUnavailable(f"redis: {gate.leadership.error}")
+    gate.leadership.start()
+    return leads
+
+
+def _leader_name(gate: Gate) -> str:
+    holder = gate.leadership.holder
+    return holder.name if holder else "another replica"
+
+
+def _start_up(ctx: Context, gate: Gate) -> set | None:
     """Wait for Redis, then the startup step; from the top again if Redis drops meanwhile.
     None when told to stop first."""
     while _wait_for_redis(ctx):
         try:
-            return startup(ctx)
-        except REDIS_DOWN as exc:
+            return first_step(ctx, gate)
+        except (RedisUnavailable, *REDIS_DOWN) as exc:
             logger.warning("Run: Redis unreachable during the startup step ({}); trying again", exc)
     return None
 
 
-def _serve(ctx: Context, config: Config, force: bool, start_now: set) -> None:
-    """The scheduled jobs until a signal; the batch in hand is finished before returning."""
-    scheduler = build_scheduler(ctx.counters, _jobs(ctx, force), _intervals(config), start_now)
+def first_step(ctx: Context, gate: Gate) -> set:
+    """Join the election, then the startup step on the leader only. A replica that starts
+    while another leads joins a running tier: the startup purge is for a cold start, and it
+    would run again on every replica's restart."""
+    leads = _lead(gate)
+    mode = ctx.config.startup.purge
+    if gate.pause_watch.paused():
+        logger.info("Startup: paused; skipping the startup step (startup.purge = {})", mode)
+        return set()
+    if not leads:
+        logger.info("Startup: {} leads; this replica skips the startup step (startup.purge = {}) "
+                    "and works only if it becomes the leader", _leader_name(gate), mode)
+        return set()
+    return startup(ctx)
+
+
+def _serve(ctx: Context, config: Config, force: bool, start_now: set, gate: Gate) -> None:
+    """The scheduled jobs until a signal; the batch in hand is finished before returning, and
+    then the lease is released so another replica takes over at once."""
+    scheduler = build_scheduler(ctx.counters, jobs(ctx, force, gate), _intervals(config), start_now)
     scheduler.start()
     logger.info("Run: sweeping every {:g}s, cleanup every {:g}s{}", config.timing.heartbeat_interval_s,
                 config.timing.cleanup_interval_s, " [dry run]" if config.safety.dry_run else "")
     ctx.stopping.wait()
     logger.info("Run: stopping; finishing the batch in hand")
     scheduler.shutdown(wait=True)
+    gate.leadership.stop()
 
 
 def _warn_not_yet_served(config: Config) -> None:
@@ -133,16 +196,17 @@ def startup(ctx: Context) -> set:
     return {CASCADE}
 
 
-def _jobs(ctx: Context, force: bool) -> dict:
+def jobs(ctx: Context, force: bool, gate: Gate) -> dict:
+    """The scheduled jobs, each behind the gate (paused? leader?) and the Redis outage guard."""
     forced = {"once": force}
 
     def sweep_job():
         ctx.sweep(force=forced["once"])
-        forced["once"] = False  # --force lifts the guard for one sweep only
+        forced["once"] = False  # --force lifts the guard for one sweep that really ran
 
     outage = RedisOutage(ctx)
-    return {SWEEP: outage.guard(SWEEP, sweep_job), CASCADE: outage.guard(CASCADE, ctx.drain),
-            CLEANUP: outage.guard(CLEANUP, lambda: periodic_cleanup(ctx))}
+    work = {SWEEP: sweep_job, CASCADE: ctx.drain, CLEANUP: lambda: periodic_cleanup(ctx)}
+    return {name: outage.guard(name, gate.guard(name, job)) for name, job in work.items()}
 
 
 class RedisOutage:

@@ -56,6 +56,16 @@ class Keys:
         """Hash of small facts carried from one run to the next (evicted_keys, last sweep)."""
         return self.reaper_prefix + "state"
 
+    @property
+    def leader(self) -> str:
+        """String with a PX expiry: the token ("host:pid:random") of the replica that leads."""
+        return self.reaper_prefix + "leader"
+
+    @property
+    def paused(self) -> str:
+        """String (JSON: by, since, until, reason), with a PX expiry for `reaper pause --for`."""
+        return self.reaper_prefix + "paused"
+
     def quarantine(self, original_key: str) -> str:
         return self.reaper_prefix + "quarantine:" + original_key
 

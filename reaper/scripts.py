@@ -95,3 +95,39 @@ else
 end
 return 1
 """
+
+# KEYS[1] = leader lease   ARGV[1] = this replica's token   ARGV[2] = lease (ms)
+# Returns {1} when taken, else {0, holder, remaining ms, healed}. Takes the lease only when nobody
+# holds it. A lease key without expiry (written by hand) would block every replica for ever, so
+# it is given one (healed = 1); a key of another type reads as holder "<type>".
+ACQUIRE_LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+local healed = 0
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+  healed = 1
+end
+local t = redis.call('TYPE', KEYS[1]).ok
+local holder = '<' .. t .. '>'
+if t == 'string' then holder = redis.call('GET', KEYS[1]) end
+return {0, holder, ttl, healed}
+"""
+
+# KEYS[1] = leader lease   ARGV[1] = this replica's token   ARGV[2] = lease (ms)
+# Extends the lease only while it still holds this token: a replica whose lease ran out and
+# was taken can never extend the new holder's.
+RENEW_LEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS[1] = leader lease   ARGV[1] = this replica's token
+# Deletes the lease only while it still holds this token (a clean stop hands over at once).
+RELEASE_LEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""

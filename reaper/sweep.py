@@ -87,6 +87,8 @@ class Sweep:
         self.quiet = quiet  # `reaper stats` counts without telling
         self.warned = set() if warned is None else warned  # malformed keys already logged
         self.irreversible, self.now, self.budget = irreversible, now, budget
+        # The irreversible steps wait cascade_delay: a guest back by then vetoes them.
+        self.due = now + config.safety.cascade_delay_s
         self.claimed = 0  # removals sent or done, against the budget
         self.skip_orphans = skip_orphans
         self.stopping = stopping
@@ -194,7 +196,7 @@ class Sweep:
     def _orphan_args(self, entry: OnlineEntry) -> list:
         intent = guest_intent(entry.user_id, entry.socket_id, reasons.ORPHAN, self.now,
                               remove_entry=False, irreversible=self.irreversible)
-        return [entry.user_id, entry.raw, intent.id, intent.to_json(), self.now]
+        return [entry.user_id, entry.raw, intent.id, intent.to_json(), self.due]
 
     # -- guest_connection:*
     def _record_pass(self) -> None:
@@ -271,7 +273,7 @@ class Sweep:
                                   remove_entry=True, irreversible=self.irreversible)
             intent_id, intent_json = intent.id, intent.to_json()
         return [action, redis_type, record.witness[0], record.witness[1], intent_id, intent_json,
-                self.now, QUARANTINE_TTL_S, format_type]
+                self.due, QUARANTINE_TTL_S, format_type]
 
     def _count_reaped(self, reaped: list[tuple]) -> None:
         for user_id, socket_id, reason, detail in reaped:

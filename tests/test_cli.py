@@ -291,6 +291,8 @@ def test_stats_json_counts_the_world_and_writes_nothing(env, r, small_world):
         "cascades": {"pending": 0, "due_now": 0, "dead": 0},
         "last_sweep_age_s": None,
         "mass_expiry": False,
+        "leader": None,
+        "paused": None,
     }
     assert snapshot(r) == before
 

@@ -1,0 +1,212 @@
+"""Dead letters: cascades that failed for good, for an operator to read, replay or drop.
+
+A dead letter is the intent as it failed (steps left, attempts, the last error of each
+step) plus ``dead_at``, pushed to the head of ``reaper:cascade:dead`` (newest first). An
+intent that could not even be read is kept as ``{id, raw, last_error}``.
+
+Replaying a letter moves it back to the pending cascades as a fresh start (attempts 0,
+created and due now), atomically: the letter leaves the list in the same script that
+schedules its intent. The liveness check still guards its irreversible steps.
+"""
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from .intents import Intent
+from .keys import Keys
+from .store import redis_now
+
+PAGE = 1000  # letters read per LRANGE
+
+# KEYS[1] = dead letters (list)   KEYS[2] = cascade intents (hash)   KEYS[3] = cascade due (zset)
+# ARGV[1] = the letter exactly as read   ARGV[2] = cascade id   ARGV[3] = intent JSON   ARGV[4] = due
+# Returns 1 moved, 0 gone meanwhile, -1 left alone: a cascade with that id is pending already.
+# A letter leaves the list only together with its intent's scheduling: never lost, never twice.
+RETRY_LETTER = """
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return -1 end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Letter:
+    raw: bytes  # exactly as stored: LREM removes this value and no other
+    id: str
+    data: dict
+    intent: Intent | None  # None when it cannot be replayed as it stands
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "Letter":
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return cls(raw, _fingerprint(raw), {}, None)
+        cascade_id = data.get("id") if isinstance(data.get("id"), str) else _fingerprint(raw)
+        try:
+            intent = Intent.from_json(raw)
+        except ValueError:
+            intent = None
+        return cls(raw, cascade_id, data, intent)
+
+    def summary(self, now: float) -> dict:
+        """What `reaper dead-letters list` shows of it."""
+        created, dead_at = _number(self.data.get("created")), _number(self.data.get("dead_at"))
+        return {
+            "id": self.id, "user_id": self.data.get("user_id"), "reason": self.data.get("reason"),
+            "age_s": None if created is None else round(now - created, 1),
+            "dead_for_s": None if dead_at is None else round(now - dead_at, 1),
+            "attempts": self.data.get("attempts"), "steps": self.data.get("steps"),
+            "errors": self.data.get("errors") or {}, "last_error": self.data.get("last_error"),
+            "replayable": self.intent is not None,
+        }
+
+
+def _fingerprint(raw: bytes) -> str:
+    """An id for a letter that carries none: stable, so `drop` can name it."""
+    return "raw:" + hashlib.sha1(raw).hexdigest()[:12]
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class Outcome:
+    """What retry or drop did, letter by letter."""
+
+    verb: str
+    done: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # a cascade with that id runs already
+    unreadable: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # no such letter, or gone meanwhile
+
+    @property
+    def complete(self) -> bool:
+        return not (self.pending or self.unreadable or self.missing)
+
+    def lines(self) -> list[str]:
+        lines = []
+        if self.done or self.complete:
+            lines.append(f"{self.verb.capitalize()} {_count(len(self.done))}{_names(self.done)}")
+        if self.pending:
+            lines.append(f"Left {len(self.pending)}, a cascade with the same id is pending already "
+                         f"(retry once it is done, or drop the letter){_names(self.pending)}")
+        if self.unreadable:
+            lines.append(f"Left {len(self.unreadable)} unreadable (drop it, or fix it by hand)"
+                         f"{_names(self.unreadable)}")
+        if self.missing:
+            lines.append(f"No dead letter with id{_names(self.missing)}")
+        return lines
+
+
+def _count(n: int) -> str:
+    return f"{n} dead letter{'' if n == 1 else 's'}"
+
+
+def _names(ids: list[str], shown: int = 10) -> str:
+    if not ids:
+        return ""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ": " + ", ".join(ids[:shown]) + more
+
+
+class DeadLetters:
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client, self.keys = client, keys
+        self._retry = client.register_script(RETRY_LETTER)
+
+    def count(self) -> int:
+        return self.client.llen(self.keys.dead)
+
+    def letters(self, limit: int | None = None) -> Iterator[Letter]:
+        """Newest first, one page at a time."""
+        start = 0
+        while limit is None or start < limit:
+            stop = start + PAGE - 1 if limit is None else min(start + PAGE, limit) - 1
+            page = self.client.lrange(self.keys.dead, start, stop)
+            yield from (Letter.parse(raw) for raw in page)
+            if len(page) < stop - start + 1:
+                return
+            start = stop + 1
+
+    def listing(self, limit: int) -> dict:
+        now = redis_now(self.client)
+        return {"total": self.count(), "letters": [l.summary(now) for l in self.letters(limit)]}
+
+    def select(self, cascade_id: str | None) -> list[Letter]:
+        """Every letter (None), or the newest one with this id (none when there is none)."""
+        if cascade_id is None:
+            return list(self.letters())
+        return next(([l] for l in self.letters() if l.id == cascade_id), [])
+
+    def retry(self, cascade_id: str | None) -> Outcome:
+        """Move the selected letters back to the pending cascades, due now."""
+        outcome = Outcome("retried")
+        chosen = self._chosen(cascade_id, outcome)
+        now = redis_now(self.client)
+        for letter in chosen:
+            if letter.intent is None:
+                outcome.unreadable.append(letter.id)
+                continue
+            moved = self._retry(keys=[self.keys.dead, self.keys.intents, self.keys.due],
+                                args=[letter.raw, letter.intent.id, fresh(letter.intent, now).to_json(), now])
+            {1: outcome.done, 0: outcome.missing, -1: outcome.pending}[moved].append(letter.id)
+        return outcome
+
+    def drop(self, cascade_id: str | None) -> Outcome:
+        """Remove the selected letters for good."""
+        outcome = Outcome("dropped")
+        for letter in self._chosen(cascade_id, outcome):
+            removed = self.client.lrem(self.keys.dead, 1, letter.raw)
+            (outcome.done if removed else outcome.missing).append(letter.id)
+        return outcome
+
+    def _chosen(self, cascade_id: str | None, outcome: Outcome) -> list[Letter]:
+        chosen = self.select(cascade_id)
+        if cascade_id is not None and not chosen:
+            outcome.missing.append(cascade_id)
+        return chosen
+
+
+def fresh(intent: Intent, now: float) -> Intent:
+    """The intent starting over: no attempts, no errors, and a new age (cascade_max_age)."""
+    return dataclasses.replace(intent, created=now, attempts=0, last_error=None, errors={},
+                               steps=list(intent.steps))
+
+
+def format_age(seconds: float | None) -> str:
+    """2d3h, 4h12m, 5m7s, 42s: two units at most."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(seconds))
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"), (seconds % 3600 // 60, "m"),
+             (seconds % 60, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n]
+    return "".join(shown[:2]) or "0s"
+
+
+def as_text(listing: dict) -> str:
+    letters, total = listing["letters"], listing["total"]
+    if not total:
+        return "No dead letters."
+    lines = [f"{_count(total)} (newest first):"]
+    for letter in letters:
+        lines.append(f"{letter['id']}  user={letter['user_id'] or '-'}  reason={letter['reason'] or '-'}  "
+                     f"age={format_age(letter['age_s'])}  dead for {format_age(letter['dead_for_s'])}  "
+                     f"attempts={letter['attempts'] if letter['attempts'] is not None else '?'}"
+                     + ("" if letter["replayable"] else "  (unreadable: drop only)"))
+        errors = letter["errors"] or ({"error": letter["last_error"]} if letter["last_error"] else {})
+        lines.extend(f"    {step}: {error}" for step, error in errors.items())
+    if total > len(letters):
+        lines.append(f"... and {total - len(letters)} older (--limit to see more)")
+    return "\n".join(lines)

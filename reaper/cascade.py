@@ -56,6 +56,7 @@ class Claimed:
     deferred: dict[str, CircuitOpen] = field(default_factory=dict)  # not tried: circuit open
     dropped: str | None = None  # why the cascade ended early (live, registered)
     replaced: bool = False  # a newer intent took its place while it ran: hands off
+    interrupted: bool = False  # its step was not sent because we are stopping
 
     @property
     def active(self) -> bool:
@@ -90,6 +91,7 @@ class CascadeRunner:
         self.batch_size, self.claim_timeout_s, self.max_age_s = batch_size, claim_timeout_s, max_age_s
         self.circuits = Circuits.build(breaker_failures, breaker_cooldown_s, counters)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cascade")
+        self._stopping: threading.Event | None = None
         self._claim = client.register_script(scripts.CLAIM_DUE)
         self._settle = client.register_script(scripts.SETTLE)
         self._settle_keys = [keys.intents, keys.due, keys.dead]
@@ -107,6 +109,7 @@ class CascadeRunner:
         """Run every cascade due when the drain starts, batch by batch, until none is left or
         we are stopping. Retries it schedules wait for a later drain, however short their delay."""
         report = DrainReport()
+        self._stopping = stopping
         started = now_fn()
         while not (stopping and stopping.is_set()):
             now = now_fn()
@@ -233,10 +236,19 @@ class CascadeRunner:
                 for future in answered:
                     self._record(running[future], AUTH, future.result())
                 self._checkpoint([running.pop(future) for future in answered])
+                if self._stopping is not None and self._stopping.is_set():
+                    self._leave_unsent(running)
         except BaseException:
             for future in running:  # Redis cannot record their answers: send no more
                 future.cancel()
             raise
+
+    @staticmethod
+    def _leave_unsent(running: dict) -> None:
+        """Stopping: the DELETEs not yet sent stay pending for the next run, due at once;
+        those in flight are waited for (each within the auth-service timeout)."""
+        for future in [f for f in running if f.cancel()]:
+            running.pop(future).interrupted = True
 
     def _delete_in_mongo(self, batch: list[Claimed]) -> None:
         if not self.targets.mongo.enabled:
@@ -296,6 +308,8 @@ class CascadeRunner:
                 report.completed += 1
                 self.counters.add("cascades_completed")
             return "done", intent.to_json(), now
+        if claimed.interrupted and not claimed.failures:  # stopped before its turn: not a failure
+            return "retry", intent.to_json(), now
         if not claimed.failures and not claimed.deferred:  # cannot happen with known steps; never spin on it
             claimed.fail(intent.steps[0], TransientError(f"step {intent.steps[0]} was not run"))
         _note_errors(claimed)

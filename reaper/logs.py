@@ -26,6 +26,8 @@ def configure(level: str = "INFO", fmt: str = "text", secrets=(), sink=None) -> 
     logging.basicConfig(handlers=[_Intercept()], level=logging.INFO, force=True)
     for name in QUIET_LIBRARIES:  # their INFO is per request or per job run: too much
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its warnings (a missed or overlapping run) are said again, in our words, by jobs.py.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def _redactor(secrets):

@@ -127,19 +127,22 @@ def test_no_secrets_leaves_messages_alone():
 def test_standard_library_records_come_out_through_loguru(fmt):
     sink = configured(fmt)
 
-    logging.getLogger("apscheduler").warning("Run time of job %r was missed by %s", "sweep", "0:00:02")
-    logging.getLogger("apscheduler").info("Added job %r", "sweep")  # too chatty: quieted
+    logging.getLogger("httpx").warning("Connection pool is full, discarding connection: %s", "auth")
+    logging.getLogger("httpx").info("HTTP Request: DELETE %s", "/auth/guest/x")  # too chatty: quieted
+    logging.getLogger("apscheduler").warning("Run time of job %r was missed", "sweep")  # said by jobs.py
+    logging.getLogger("apscheduler").error("Job %r raised an exception", "sweep")
     logging.getLogger("reaper.somewhere").info("plain stdlib info")
 
     written = sink.getvalue()
-    assert "Run time of job 'sweep' was missed by 0:00:02" in written
-    assert "Added job" not in written
+    assert "Connection pool is full, discarding connection: auth" in written
+    assert "HTTP Request" not in written and "was missed" not in written
+    assert "Job 'sweep' raised an exception" in written
     assert "plain stdlib info" in written
     if fmt == "json":
         levels = {line["message"]: line["level"] for line in json_lines(sink)}
-        assert levels["Run time of job 'sweep' was missed by 0:00:02"] == "WARNING"
+        assert levels["Connection pool is full, discarding connection: auth"] == "WARNING"
     else:
-        assert "WARNING | Run time of job" in written
+        assert "WARNING | Connection pool is full" in written
 
 
 def test_configure_twice_replaces_the_sink():

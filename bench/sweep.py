@@ -1,0 +1,462 @@
+"""How fast is a sweep, and what does it cost Redis? (issue #4.) Everything runs against a private
+redis-server this script starts (never 6379) and stops.
+
+    python bench/sweep.py --guests 1000000 --stale 0.1     # floor / naive / reaper table
+    python bench/sweep.py --mode cascade --cascade-guests 20000
+
+Sweep mode fills N guests (bench/sweep_data.py), then measures, each as its own process while a
+second client PINGs Redis every millisecond:
+    floor   SCAN+MGET+json.loads every record, HSCAN+json.loads every online entry (reads only)
+    naive   KEYS, then GET per guest, DEL+HDEL per stale guest (the old in-process manager)
+    reaper  `python -m reaper run --once`, downstream services off, on a freshly refilled dataset
+Cascade mode fills K stale guests and compares the auth-service DELETEs/s of `reaper run --once
+--force` with a plain pooled httpx loop of the same concurrency, both against bench/fast_standin.py.
+See bench/README.md for what each figure means.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(BENCH))
+
+import sweep_data as data  # noqa: E402
+from support.redis_proc import RedisProcess  # noqa: E402
+
+PING_PACE_S = 0.001
+PEAK_POLL_S = 0.005
+SLOW_US = 1000  # commands slower than 1 ms are counted per run
+WORKLOADS = str(BENCH / "sweep_workloads.py")
+SWEEP_LINE = re.compile(r"Sweep: scanned=(\d+) .*duration=([\d.]+)s")
+TARGETS = {"reaper/floor": 1.5, "rss_mb": 150.0, "ping_p99_ms": 5.0, "cascade_share": 0.8}
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+class Pinger:
+    """A second client sending PING in a loop (paced at ~1 ms) while a sweep runs."""
+
+    def __init__(self, redis_proc: RedisProcess):
+        self.client = redis_proc.client(socket_timeout=60)
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Pinger":
+        self.client.ping()  # connect before the clock starts
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            self.client.ping()
+            self.samples.append(time.perf_counter() - started)
+            self._stop.wait(PING_PACE_S)  # pacing, not synchronisation
+
+    def stats(self) -> dict:
+        ordered = sorted(self.samples) or [0.0]
+        pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+        return {"pings": len(self.samples), "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+                "max_ms": ordered[-1] * 1000}
+
+
+@dataclass
+class ChildRun:
+    wall_s: float
+    rss_mb: float  # the child's own peak RSS (VmHWM of its image, polled every few ms)
+    returncode: int
+    output: str
+
+
+def run_child(cmd: list[str], env: dict | None = None, cwd: str | None = None,
+              timeout_s: float = 3600) -> ChildRun:
+    """Run one process to its end; wall time from spawn to exit, peak RSS of that very process."""
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            peak_kb = _wait_watching_peak(proc, timeout_s)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        wall = time.perf_counter() - started
+        out.seek(0)
+        return ChildRun(wall, peak_kb / 1024, proc.returncode, out.read())
+
+
+def _wait_watching_peak(proc: subprocess.Popen, timeout_s: float) -> int:
+    """Wait for the child, reading its VmHWM meanwhile; the last reading before exit is its peak.
+
+    Not getrusage/wait4's ru_maxrss: the kernel folds the pre-exec image (a fork of this process,
+    tens or hundreds of MB) into it, so a 10 MB child would read as this process's size.
+    """
+    deadline = time.monotonic() + timeout_s
+    status_path, peak_kb = f"/proc/{proc.pid}/status", 0
+    while True:
+        peak_kb = max(peak_kb, _vm_hwm_kb(status_path))
+        try:
+            proc.wait(PEAK_POLL_S)  # also the polling interval of the peak
+            return peak_kb
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{proc.args} still running after {timeout_s}s") from None
+
+
+def _vm_hwm_kb(status_path: str) -> int:
+    try:
+        with open(status_path) as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:  # gone already
+        pass
+    return 0  # a zombie has no memory lines
+
+
+def measured(redis_proc: RedisProcess, cmd: list[str], **kw) -> tuple[ChildRun, dict]:
+    """Run ``cmd`` while PINGing; the PING figures plus Redis's own slow log of the run."""
+    with SlowLog(redis_proc) as slow, Pinger(redis_proc) as pinger:
+        run = run_child(cmd, **kw)
+    if run.returncode not in (0, 1):
+        raise RuntimeError(f"{cmd} exited {run.returncode}:\n{run.output[-3000:]}")
+    return run, {**pinger.stats(), **slow.stats()}
+
+
+class SlowLog:
+    """Commands that held Redis for more than SLOW_US during a run: a PING spike with none of
+    these was the machine's scheduler (2 cores, 3 busy processes), not a blocking command."""
+
+    def __init__(self, redis_proc: RedisProcess):
+        self.client = redis_proc.client(socket_timeout=60)
+        self.entries: list = []
+
+    def __enter__(self) -> "SlowLog":
+        self.client.config_set("slowlog-max-len", 100_000)
+        self.client.config_set("slowlog-log-slower-than", SLOW_US)
+        self.client.slowlog_reset()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.entries = self.client.slowlog_get(100_000)
+        self.client.config_set("slowlog-log-slower-than", 10_000)
+        self.client.close()
+
+    def stats(self) -> dict:
+        worst = max(self.entries, key=lambda e: e["duration"], default=None)
+        return {"slow_count": len(self.entries),
+                "slowest_ms": worst["duration"] / 1000 if worst else 0.0,
+                "slowest_cmd": _command_name(worst["command"]) if worst else "-"}
+
+
+def _command_name(command) -> str:
+    text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
+    return text.split(" ")[0].upper()
+
+
+def last_json(output: str) -> dict:
+    return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+
+
+# -- sweep mode --------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    name: str
+    wall_s: float | None = None
+    work_s: float | None = None
+    rss_mb: float | None = None
+    ping: dict = field(default_factory=dict)
+    reaped: str = "-"
+    note: str = ""
+
+
+def reaper_env(redis_url: str, auth_url: str = "", concurrency: int | None = None,
+               reaper_path: str | None = None, extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REAPER_")}
+    if reaper_path:  # another copy of the package (e.g. `git archive HEAD reaper | tar -x -C DIR`)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (reaper_path, env.get("PYTHONPATH")) if p)
+    env.update({
+        "REAPER_REDIS_URL": redis_url, "REAPER_AUTH_SERVICE_BASE_URL": auth_url,
+        "REAPER_USER_SERVICE_BASE_URL": "", "REAPER_MONGO_URI": "", "REAPER_LOG_LEVEL": "INFO",
+        "REAPER_TIMING_CONNECTION_TIMEOUT": data.CONNECTION_TIMEOUT,
+        "REAPER_TIMING_PING_INTERVAL": data.PING_INTERVAL,
+    })
+    if concurrency is not None:
+        env["REAPER_CASCADE_CONCURRENCY"] = str(concurrency)
+    env.update(extra or {})
+    return env
+
+
+def reaper_cmd(profile: str | None, profile_out: str | None, *flags: str) -> list[str]:
+    base = [sys.executable, "-m", "reaper", "run", "--once", *flags]
+    if profile == "py-spy":
+        return ["py-spy", "record", "--idle", "--format", "raw", "--rate", "200", "-o", profile_out,
+                "--", *base]
+    if profile == "cprofile":
+        return [sys.executable, "-m", "cProfile", "-o", profile_out, *base[1:]]
+    return base
+
+
+def fill(redis_proc, client, args) -> data.Dataset:
+    started = time.perf_counter()
+    dataset = data.fill(redis_proc, client, args.guests, args.stale, args.registered)
+    memory = client.info("memory")["used_memory"] / 2**20
+    print(f"  filled {dataset.guests:,} guests ({dataset.stale:,} stale, {dataset.registered:,} "
+          f"registered; record {dataset.record_bytes} B) in {time.perf_counter() - started:.1f}s; "
+          f"Redis uses {memory:.0f} MB", flush=True)
+    return dataset
+
+
+def reaped_text(left: data.Leftovers, dataset: data.Dataset) -> str:
+    gone = dataset.stale - left.stale_records
+    verdict = "all" if left.all_reaped(dataset) else "NOT ALL"
+    extra = "" if left.all_reaped(dataset) else (
+        f" (records left {left.stale_records}, entries left {left.stale_entries}, live records "
+        f"{left.live_records}/{dataset.guests - dataset.stale}, online {left.online})")
+    return f"{gone:,}/{dataset.stale:,} {verdict}{extra}"
+
+
+def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
+    rows = []
+    dataset = fill(redis_proc, client, args)
+    with SlowLog(redis_proc) as slow, Pinger(redis_proc) as idle:
+        time.sleep(args.idle_s)  # the baseline: PING with nothing else running
+    rows.append(Row("idle", ping={**idle.stats(), **slow.stats()}, note="PING alone, no sweep"))
+    if "floor" in args.rows:
+        run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url])
+        figures = last_json(run.output)
+        rows.append(Row("floor", run.wall_s, figures["work_s"], run.rss_mb, ping,
+                        note=f"{figures['records']:,} records, {figures['entries']:,} entries read"))
+        print(f"  floor done in {run.wall_s:.1f}s", flush=True)
+    if "naive" in args.rows:
+        run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "naive", redis_proc.url,
+                                          str(data.CONNECTION_TIMEOUT_S)])
+        left = data.leftovers(client, dataset.guests, args.stale)
+        rows.append(Row("naive", run.wall_s, last_json(run.output)["work_s"], run.rss_mb, ping,
+                        reaped_text(left, dataset)))
+        print(f"  naive done in {run.wall_s:.1f}s", flush=True)
+        dataset = fill(redis_proc, client, args)
+    if "reaper" in args.rows:
+        rows.append(reaper_row(redis_proc, client, args, dataset))
+    return rows
+
+
+def reaper_row(redis_proc, client, args, dataset) -> Row:
+    with tempfile.TemporaryDirectory(prefix="reaper-bench-") as cwd:  # no stray ./reaper.toml
+        run, ping = measured(redis_proc, reaper_cmd(args.profile, args.profile_out),
+                             env=reaper_env(redis_proc.url, reaper_path=args.reaper_path,
+                                            extra=args.reaper_env), cwd=cwd)
+    if args.reaper_log:
+        Path(args.reaper_log).write_text(run.output)
+    match = SWEEP_LINE.search(run.output)
+    left = data.leftovers(client, dataset.guests, args.stale)
+    pending = client.hlen("reaper:cascade:intents")
+    note = f"exit {run.returncode}; intents left {pending}" + (" [profiled]" if args.profile else "")
+    print(f"  reaper done in {run.wall_s:.1f}s", flush=True)
+    return Row("reaper", run.wall_s, float(match.group(2)) if match else None, run.rss_mb, ping,
+               reaped_text(left, dataset), note)
+
+
+def print_sweep_table(rows: list[Row], args) -> None:
+    print(f"\nN = {args.guests:,} guests, {args.stale:.0%} stale, {args.registered:,} registered "
+          f"users; {os.cpu_count()} cores; {_load()}")
+    header = (f"{'row':<7} {'wall s':>8} {'work s':>8} {'RSS MB':>7} {'PING p50':>9} {'p99':>7} "
+              f"{'max ms':>8} {'slow>1ms':>9} {'slowest':>14}  stale reaped")
+    print(header + "\n" + "-" * len(header))
+    for row in rows:
+        print(f"{row.name:<7} {_cell(row.wall_s, 8, 2)} {_cell(row.work_s, 8, 2)} "
+              f"{_cell(row.rss_mb, 7, 0)} {row.ping['p50_ms']:9.2f} {row.ping['p99_ms']:7.2f} "
+              f"{row.ping['max_ms']:8.1f} {row.ping['slow_count']:>9} "
+              f"{row.ping['slowest_ms']:5.1f} {row.ping['slowest_cmd']:<8}  {row.reaped}   {row.note}")
+    by = {row.name: row for row in rows}
+    print()
+    if "reaper" in by and "floor" in by:
+        print(f"reaper/floor: {by['reaper'].wall_s / by['floor'].wall_s:.2f} (wall), "
+              f"{_ratio(by['reaper'].work_s, by['floor'].work_s)} (work)   target <= "
+              f"{TARGETS['reaper/floor']}")
+    if "reaper" in by and "naive" in by:
+        print(f"naive/reaper: {by['naive'].wall_s / by['reaper'].wall_s:.2f} (wall), "
+              f"{_ratio(by['naive'].work_s, by['reaper'].work_s)} (work)")
+    if "reaper" in by:
+        reaper = by["reaper"]
+        print(f"reaper peak RSS {reaper.rss_mb:.0f} MB (target <= {TARGETS['rss_mb']:.0f}), "
+              f"PING p99 {reaper.ping['p99_ms']:.2f} ms (target <= {TARGETS['ping_p99_ms']:.0f})")
+
+
+def _load() -> str:
+    """Other processes on this machine skew every figure: say how busy it was."""
+    return "load average at the end %.1f / %.1f / %.1f (1/5/15 min)" % os.getloadavg()
+
+
+def _cell(value: float | None, width: int, decimals: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{decimals}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
+
+
+# -- cascade mode ------------------------------------------------------------------------------
+
+class FastStandIn:
+    """bench/fast_standin.py in its own process."""
+
+    def __enter__(self) -> "FastStandIn":
+        self.proc = subprocess.Popen([sys.executable, str(BENCH / "fast_standin.py")],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise RuntimeError(f"fast stand-in did not start: {line!r}")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.http = httpx.Client(base_url=self.url)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.http.close()
+        self.proc.kill()
+        self.proc.wait()
+
+    def reset(self) -> None:
+        self.http.post("/_reset").raise_for_status()
+
+    def stats(self) -> dict:
+        return self.http.get("/_stats").json()
+
+
+def rate(stats: dict) -> float:
+    span = (stats["last"] or 0) - (stats["first"] or 0)
+    return stats["deletes"] / span if span > 0 else float("nan")
+
+
+def cascade_mode(redis_proc: RedisProcess, client, args) -> dict:
+    k, concurrency = args.cascade_guests, args.concurrency
+    results = {}
+    with FastStandIn() as standin:
+        started = time.perf_counter()
+        data.fill(redis_proc, client, k, 1.0, 0)
+        print(f"  filled {k:,} stale guests in {time.perf_counter() - started:.1f}s", flush=True)
+        standin.reset()
+        with tempfile.TemporaryDirectory(prefix="reaper-bench-") as cwd:
+            # --force: all K guests are stale, which the mass-expiry guard would otherwise cap.
+            run = run_child(reaper_cmd(args.profile, args.profile_out, "--force"),
+                            env=reaper_env(redis_proc.url, standin.url, concurrency, args.reaper_path,
+                                           args.reaper_env),
+                            cwd=cwd)
+        if args.reaper_log:
+            Path(args.reaper_log).write_text(run.output)
+        stats = standin.stats()
+        results["reaper"] = {**stats, "rate": rate(stats), "wall_s": run.wall_s, "rss_mb": run.rss_mb,
+                             "exit": run.returncode, "intents_left": client.hlen("reaper:cascade:intents")}
+        standin.reset()
+        run = run_child([sys.executable, WORKLOADS, "httpx", standin.url, str(k), str(concurrency)])
+        stats = standin.stats()
+        results["httpx"] = {**stats, "rate": rate(stats), "wall_s": run.wall_s, "rss_mb": run.rss_mb,
+                            "exit": run.returncode}
+    if args.compare_standin:
+        results["httpx_vs_tests_standin"] = _httpx_against_tests_standin(k, concurrency)
+    return results
+
+
+def _httpx_against_tests_standin(k: int, concurrency: int) -> dict:
+    """The same plain loop against tests/support/standin.StandIn: is that one the bottleneck?"""
+    from support.standin import StandIn
+    with StandIn() as standin:
+        run = run_child([sys.executable, WORKLOADS, "httpx", standin.url, str(k), str(concurrency)])
+        times = [r.at for r in standin.calls("DELETE", "/auth/guest/")]
+    span = max(times) - min(times) if len(times) > 1 else 0
+    return {"deletes": len(times), "rate": len(times) / span if span else float("nan"),
+            "wall_s": run.wall_s}  # that child's RSS is no figure of interest here
+
+
+def print_cascade_table(results: dict, args) -> None:
+    print(f"\nCascade: {args.cascade_guests:,} stale guests, auth-service DELETE concurrency "
+          f"{args.concurrency}, loopback bench/fast_standin.py; {os.cpu_count()} cores; {_load()}")
+    header = (f"{'side':<22} {'DELETEs':>8} {'DELETE/s':>9} {'wall s':>7} {'RSS MB':>7} "
+              f"{'pauses>10ms':>12} {'paused s':>9}")
+    print(header + "\n" + "-" * len(header))
+    for name, label in (("reaper", "reaper run --once"), ("httpx", "plain httpx loop"),
+                        ("httpx_vs_tests_standin", "httpx vs tests StandIn")):
+        if name in results:
+            r = results[name]
+            print(f"{label:<22} {r['deletes']:>8,} {r['rate']:>9.0f} {r['wall_s']:>7.2f} "
+                  f"{_cell(r.get('rss_mb'), 7, 0)} {r.get('gaps', '-'):>12} {_cell(r.get('gap_s'), 9, 2)}")
+    share = results["reaper"]["rate"] / results["httpx"]["rate"]
+    print(f"\nreaper/httpx: {share:.2f}   target >= {TARGETS['cascade_share']}   "
+          f"(reaper exit {results['reaper']['exit']}, intents left {results['reaper']['intents_left']})")
+
+
+# -- main --------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("sweep", "cascade"), default="sweep")
+    parser.add_argument("--guests", type=int, default=100_000, help="N guests (sweep mode)")
+    parser.add_argument("--stale", type=float, default=0.1, help="stale fraction (sweep mode)")
+    parser.add_argument("--registered", type=int, default=None,
+                        help="registered users in users:online (default N/100, at least 10)")
+    parser.add_argument("--rows", default="floor,naive,reaper", help="which rows to measure")
+    parser.add_argument("--idle-s", type=float, default=2.0, help="PING baseline duration")
+    parser.add_argument("--cascade-guests", type=int, default=20_000, help="K stale guests (cascade mode)")
+    parser.add_argument("--concurrency", type=int, default=16, help="DELETEs in flight (cascade mode)")
+    parser.add_argument("--compare-standin", action="store_true",
+                        help="cascade mode: also time the httpx loop against tests' StandIn")
+    parser.add_argument("--profile", choices=("py-spy", "cprofile"), help="profile the reaper run "
+                        "(its RSS is then the profiler's, not reaper's)")
+    parser.add_argument("--profile-out", default="/tmp/reaper-profile.txt")
+    parser.add_argument("--reaper-path", help="import reaper from this directory instead of the "
+                        "installed one (PYTHONPATH of the reaper run)")
+    parser.add_argument("--reaper-env", action="append", default=[], metavar="REAPER_X_Y=VALUE",
+                        help="extra environment for the reaper run (repeatable)")
+    parser.add_argument("--reaper-log", help="write the reaper run's output here")
+    parser.add_argument("--json", help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    if args.registered is None:
+        args.registered = max(10, args.guests // 100)
+    args.rows = set(args.rows.split(","))
+    args.reaper_env = dict(item.split("=", 1) for item in args.reaper_env)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with RedisProcess() as redis_proc:
+        client = redis_proc.client(socket_timeout=120)
+        print(f"private redis-server on port {redis_proc.port}", flush=True)
+        if args.mode == "sweep":
+            rows = sweep_mode(redis_proc, client, args)
+            print_sweep_table(rows, args)
+            results = [row.__dict__ for row in rows]
+        else:
+            results = cascade_mode(redis_proc, client, args)
+            print_cascade_table(results, args)
+        client.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

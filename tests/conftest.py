@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import sys
 
+import mongomock
+import pytest
+from loguru import logger
+
+from reaper import services
+from reaper.config import load_config
+from reaper.context import Context
+from support.daemons import Launcher
+from support.guests import World
+from support.logs import Logs
 from support.redis_proc import FORBIDDEN_PORT, RedisProcess
 from support.standin import StandIn
 
@@ -45,13 +56,7 @@ def user_service():
 
 # -- reaper under test ------------------------------------------------------------------
 
-import mongomock  # noqa: E402
 
-from reaper import services  # noqa: E402
-from reaper.config import load_config  # noqa: E402
-from reaper.context import Context  # noqa: E402
-from support.guests import World  # noqa: E402
-from support.logs import Logs  # noqa: E402
 
 
 @pytest.fixture
@@ -112,3 +117,32 @@ def logs():
 def users(mongo):
     """The guest documents' collection (voip.users) in mongomock."""
     return mongo["voip"]["users"]
+
+
+@pytest.fixture
+def launch(redis_server, auth_service, user_service, tmp_path):
+    """launch(*args, **env): a real `python -m reaper <args>` (a support.daemons.Daemon) against
+    the test Redis and stand-ins; every one still running is killed afterwards."""
+    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path)
+    yield launcher.start
+    launcher.kill_all()
+
+
+@pytest.fixture
+def isolated_cli(tmp_path, monkeypatch):
+    """For CLI tests: no ./reaper.toml and no REAPER_* / REDIS_* from the machine; loguru back to
+    stderr afterwards (the CLI reconfigures it)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("REAPER_") or name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
+            monkeypatch.delenv(name)
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+@pytest.fixture
+def cli_env(r, redis_server, auth_service, user_service, isolated_cli):
+    """The environment a CLI test passes to ``support.cli.invoke``: the test Redis and stand-ins."""
+    return {"REAPER_REDIS_URL": redis_server.url, "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
+            "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": ""}

@@ -9,49 +9,26 @@ import tomllib
 
 import pymongo.errors
 import pytest
-from click.testing import CliRunner
-from loguru import logger
 
-from reaper.cli import cli
 from reaper.config import SECTIONS, as_masked_dict, load_config
 from support.redis_proc import find_free_port
+from support.cli import invoke
 
 DUE, INTENTS = "reaper:cascade:due", "reaper:cascade:intents"
 STATUS_LINE = re.compile(r"^(?P<name>[a-z -]+):\s+(?P<status>OK|FAIL|WARN|disabled)\b(?P<detail>.*)$")
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No ./reaper.toml and no REAPER_* / REDIS_* from the machine; loguru back to stderr after."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REAPER_") or name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
-            monkeypatch.delenv(name)
-    yield
-    logger.remove()
-    logger.add(sys.stderr)
+# Every test here runs the CLI as an operator would: no ./reaper.toml, no REAPER_* from the machine.
+pytestmark = pytest.mark.usefixtures("isolated_cli")
 
 
 @pytest.fixture
-def env(r, redis_server, auth_service, user_service):
-    return {
-        "REAPER_REDIS_URL": redis_server.url,
-        "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
-        "REAPER_USER_SERVICE_BASE_URL": user_service.url,
-        "REAPER_MONGO_URI": "",
-    }
+def env(cli_env):
+    return cli_env
 
 
 @pytest.fixture
 def unreachable_redis():
     return f"redis://127.0.0.1:{find_free_port()}/0"
-
-
-def invoke(args, env):
-    result = CliRunner().invoke(cli, args, env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"reaper {' '.join(args)} crashed:\n{result.output}") from result.exception
-    return result
 
 
 def statuses(stdout: str) -> dict[str, tuple[str, str]]:

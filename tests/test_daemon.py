@@ -2,12 +2,8 @@
 (SPEC §11: exit codes, signals, Redis going away and coming back)."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
@@ -119,68 +115,18 @@ def test_stale_and_off_never_purge(r, world, ctx_factory, logs, mode, sweeps_now
 
 # -- the daemon as a subprocess --------------------------------------------------------------------
 
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
-        self.proc, self.log_path = proc, log_path
-
-    def stderr(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, *needles: str, timeout: float = 15) -> bool:
-        return wait_for(lambda: any(n in self.stderr() for n in needles), timeout=timeout, interval=0.05)
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
-@pytest.fixture
-def reaper_process(redis_server, auth_service, user_service, tmp_path):
-    """reaper_process(*args, **env) starts `python -m reaper <args>`; always killed afterwards."""
-    started = []
-
-    def start(*args, **env) -> Daemon:
-        log_path = tmp_path / f"stderr-{len(started)}.log"
-        with open(log_path, "wb") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], cwd=tmp_path,
-                                    env=_environ(redis_server, auth_service, user_service, env),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        started.append(proc)
-        return Daemon(proc, log_path)
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
-def _environ(redis_server, auth_service, user_service, extra: dict) -> dict:
-    inherited = {k: v for k, v in os.environ.items()
-                 if not k.startswith("REAPER_") and not k.startswith("REDIS_")}
-    return {**inherited, "PYTHONUNBUFFERED": "1",
-            "REAPER_REDIS_URL": redis_server.url,
-            "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
-            "REAPER_USER_SERVICE_BASE_URL": user_service.url,
-            "REAPER_MONGO_URI": "",
-            "REAPER_TIMING_HEARTBEAT_INTERVAL": "200ms",
-            "REAPER_TIMING_CASCADE_INTERVAL": "100ms",
-            "REAPER_STARTUP_PURGE": "off",
-            **extra}
-
-
-def run_once(reaper_process, **env) -> tuple[int, str]:
-    daemon = reaper_process("run", "--once", **env)
+def run_once(launch, **env) -> tuple[int, str]:
+    daemon = launch("run", "--once", **env)
     code = daemon.proc.wait(30)
     return code, daemon.stderr()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_the_daemon_reaps_the_dead_keeps_the_living_and_stops_cleanly(
-        r, world, reaper_process, auth_service, sig):
+        r, world, launch, auth_service, sig):
     live = world.guest(1, age=5)
     world.guest(2, age=400)
-    daemon = reaper_process("run")
+    daemon = launch("run")
     try:
         assert auth_service.wait_for(lambda: auth_service.deleted_guests() == ["guest_2"], timeout=20), \
             daemon.stderr()
@@ -196,55 +142,55 @@ def test_the_daemon_reaps_the_dead_keeps_the_living_and_stops_cleanly(
     assert r.zcard("reaper:cascade:due") == 0
 
 
-def test_run_once_exits_0_when_everything_is_done(r, world, reaper_process, auth_service):
+def test_run_once_exits_0_when_everything_is_done(r, world, launch, auth_service):
     world.guest(2, age=400)
 
-    code, stderr = run_once(reaper_process)
+    code, stderr = run_once(launch)
 
     assert code == 0, stderr
     assert auth_service.deleted_guests() == ["guest_2"] and world.records() == set()
     assert "Connection Stats - Total: 1, Responsive: 0, Unresponsive: 1" in stderr
 
 
-def test_run_once_exits_1_when_a_cascade_waits_for_a_retry(r, world, reaper_process, auth_service):
+def test_run_once_exits_1_when_a_cascade_waits_for_a_retry(r, world, launch, auth_service):
     world.guest(2, age=400)
     auth_service.fail(503)
 
-    code, stderr = run_once(reaper_process)
+    code, stderr = run_once(launch)
 
     assert code == 1, stderr
     assert r.hexists(INTENTS, "guest:guest_2") and world.records() == set()
 
 
-def test_run_once_exits_1_when_retention_failed(r, reaper_process, user_service):
+def test_run_once_exits_1_when_retention_failed(r, launch, user_service):
     user_service.fail(503, path_prefix="/guests/cleanup")
 
-    code, stderr = run_once(reaper_process)
+    code, stderr = run_once(launch)
 
     assert code == 1, stderr
     assert "Retention: user-service failed" in stderr
 
 
-def test_run_once_exits_3_when_redis_is_unreachable(reaper_process, auth_service):
-    code, stderr = run_once(reaper_process, REAPER_REDIS_URL=f"redis://127.0.0.1:{find_free_port()}/0")
+def test_run_once_exits_3_when_redis_is_unreachable(launch, auth_service):
+    code, stderr = run_once(launch, REAPER_REDIS_URL=f"redis://127.0.0.1:{find_free_port()}/0")
 
     assert code == 3, stderr
     assert "Redis unreachable" in stderr
     assert auth_service.requests == []
 
 
-def test_run_exits_2_on_a_bad_setting_before_touching_anything(r, world, reaper_process, auth_service):
+def test_run_exits_2_on_a_bad_setting_before_touching_anything(r, world, launch, auth_service):
     world.guest(2, age=400)
 
-    code, stderr = run_once(reaper_process, REAPER_TIMING_HEARTBEAT_INTERVAL="soon")
+    code, stderr = run_once(launch, REAPER_TIMING_HEARTBEAT_INTERVAL="soon")
 
     assert code == 2
     assert "timing.heartbeat_interval" in stderr and "soon" in stderr
     assert world.records() == {"sock2"} and auth_service.requests == []
 
 
-def test_the_daemon_waits_for_an_unreachable_redis_and_stops_on_sigterm(reaper_process):
-    daemon = reaper_process("run", REAPER_REDIS_URL=f"redis://127.0.0.1:{find_free_port()}/0")
+def test_the_daemon_waits_for_an_unreachable_redis_and_stops_on_sigterm(launch):
+    daemon = launch("run", REAPER_REDIS_URL=f"redis://127.0.0.1:{find_free_port()}/0")
     try:
         assert daemon.wait_log("Redis unreachable"), daemon.stderr()
         assert daemon.proc.poll() is None  # still trying, not dead
@@ -254,9 +200,9 @@ def test_the_daemon_waits_for_an_unreachable_redis_and_stops_on_sigterm(reaper_p
     assert "Traceback" not in daemon.stderr()
 
 
-def test_the_daemon_survives_redis_going_away_and_coming_back(redis_server, r, world, reaper_process,
+def test_the_daemon_survives_redis_going_away_and_coming_back(redis_server, r, world, launch,
                                                              auth_service):
-    daemon = reaper_process("run")
+    daemon = launch("run")
     try:
         assert daemon.wait_log("Sweep: scanned=0"), daemon.stderr()
         redis_server.stop()

@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from support.daemons import Launcher
 from support.guests import CONN, ONLINE, record, redis_now
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
@@ -31,13 +31,10 @@ INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cas
 CLAIM_TIMEOUT_S = 1.0
 HEARTBEAT_S = 0.2
 
-# Short intervals, nothing at start, no MongoDB in the subprocess (it would need a server).
+# On top of support.daemons.QUICK (short intervals, nothing at start, no MongoDB):
 FAST = {
-    "REAPER_MONGO_URI": "",
     "REAPER_TIMING_HEARTBEAT_INTERVAL": f"{HEARTBEAT_S}s",
-    "REAPER_TIMING_CASCADE_INTERVAL": "100ms",
     "REAPER_CASCADE_CLAIM_TIMEOUT": f"{CLAIM_TIMEOUT_S}s",
-    "REAPER_STARTUP_PURGE": "off",
     "REAPER_LEADER_LEASE": "2s",  # a SIGKILLed leader must not hold up its successor for long
     "REAPER_SAFETY_MAX_REAP_FRACTION": "1",  # these worlds are mostly dead on purpose
 }
@@ -45,60 +42,9 @@ FAST = {
 
 # -- a real `python -m reaper` ----------------------------------------------------------------
 
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
-        self.proc, self.log_path = proc, log_path
-
-    def stderr(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def count(self, needle: str) -> int:
-        return self.stderr().count(needle)
-
-    def wait_log(self, *needles: str, timeout: float = 15) -> bool:
-        return wait_for(lambda: any(n in self.stderr() for n in needles), timeout=timeout, interval=0.05)
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-
-class Launcher:
-    """Starts `python -m reaper <args>` against the test Redis and stand-ins; kills leftovers."""
-
-    def __init__(self, redis_url: str, auth_url: str, user_url: str, workdir: Path):
-        self.base = {"REAPER_REDIS_URL": redis_url, "REAPER_AUTH_SERVICE_BASE_URL": auth_url,
-                     "REAPER_USER_SERVICE_BASE_URL": user_url, **FAST}
-        self.workdir, self.started = workdir, []
-
-    def start(self, *args: str, **env: str) -> Daemon:
-        log_path = self.workdir / f"stderr-{len(self.started)}.log"
-        with open(log_path, "wb") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], cwd=self.workdir,
-                                    env=self.environ(env), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=stderr)
-        self.started.append(proc)
-        return Daemon(proc, log_path)
-
-    def environ(self, extra: dict) -> dict:
-        inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith("REAPER_") and not k.startswith("REDIS_")}
-        return {**inherited, "PYTHONUNBUFFERED": "1", **self.base, **extra}
-
-    def kill_all(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
 @pytest.fixture
 def launch(redis_server, auth_service, user_service, tmp_path):
-    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path)
+    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path, FAST)
     yield launcher.start
     launcher.kill_all()
 
@@ -301,7 +247,6 @@ def test_auth_outage_with_a_sigkill_midway_every_delete_arrives_after_heal(r, au
             lambda: failed_503(auth_service) >= 3 and time.monotonic() - outage_began >= OUTAGE_MIN_S / 2,
             timeout=OUTAGE_MIN_S + 20), first.stderr()
         first.kill()
-        failed_at_kill = failed_503(auth_service)
         assert untraced(r, auth_service, cast) == set()
         second = launch("run", **OUTAGE_ENV)
         assert second.wait_log("Run: sweeping"), second.stderr()

@@ -11,7 +11,8 @@ import pytest
 from support.guests import CONN, redis_now
 from support.standin import wait_for
 from sweep_helpers import assert_intents_consistent
-from test_faults import (AUTH_GUEST, CLAIM_TIMEOUT_S, DUE, INTENTS, Launcher, all_settled, answered,
+from support.daemons import Launcher
+from test_faults import (AUTH_GUEST, FAST, CLAIM_TIMEOUT_S, DUE, INTENTS, all_settled, answered,
                          assert_only_the_dead_deleted, in_flight, pending_users, populate, report,
                          socket_of, untraced)
 
@@ -22,7 +23,7 @@ HANG_S = 1.0
 
 @pytest.fixture
 def launch(redis_server, auth_service, user_service, tmp_path):
-    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path)
+    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path, FAST)
     yield launcher.start
     launcher.kill_all()
 

@@ -1,13 +1,9 @@
 """The leader lease (issue #3 item 5): the decisions, the lease in a real Redis, the daemon's
 use of it in process, and three real daemons side by side."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import redis
@@ -18,6 +14,7 @@ from reaper.leader import (EXPIRY_MARGIN_S, GAINED, KEPT, LOST, STANDBY, Attempt
                            decide, elect, next_try_in, read_holder, replica_name)
 from reaper.pause import PauseWatch
 from support.standin import wait_for
+from support.daemons import Daemon
 
 KEY = "reaper:leader"
 INTENTS = "reaper:cascade:intents"
@@ -355,52 +352,19 @@ LEASE_S = 1.0
 TAKEOVER_MARGIN_S = 0.7
 
 
-class Replica:
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
-        self.proc, self.log_path = proc, log_path
-
-    def stderr(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
-def replicas(redis_server, auth_service, user_service, tmp_path):
-    """replicas(n): n `python -m reaper run` on the test Redis; every one killed afterwards."""
-    started: list[Replica] = []
+def replicas(launch):
+    """replicas(n): n more `python -m reaper run` on the test Redis; every one killed afterwards."""
+    started = []
 
-    def start(n: int) -> list[Replica]:
-        for _ in range(n):
-            log_path = tmp_path / f"replica-{len(started)}.log"
-            with open(log_path, "wb") as stderr:
-                proc = subprocess.Popen([sys.executable, "-m", "reaper", "run"], cwd=tmp_path,
-                                        env=_replica_env(redis_server, auth_service, user_service),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-            started.append(Replica(proc, log_path))
+    def start(n: int) -> list:
+        started.extend(launch("run", REAPER_LEADER_LEASE=f"{LEASE_S:g}s") for _ in range(n))
         return started
 
-    try:
-        yield start
-    finally:
-        for replica in started:
-            if replica.proc.poll() is None:
-                replica.proc.kill()
-                replica.proc.wait(10)
+    return start
 
 
-def _replica_env(redis_server, auth_service, user_service) -> dict:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("REAPER_", "REDIS_"))}
-    return {**inherited, "PYTHONUNBUFFERED": "1",
-            "REAPER_REDIS_URL": redis_server.url,
-            "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
-            "REAPER_USER_SERVICE_BASE_URL": user_service.url,
-            "REAPER_MONGO_URI": "",
-            "REAPER_TIMING_HEARTBEAT_INTERVAL": "200ms",
-            "REAPER_TIMING_CASCADE_INTERVAL": "100ms",
-            "REAPER_STARTUP_PURGE": "off",
-            "REAPER_LEADER_LEASE": f"{LEASE_S:g}s"}
-
-
-def leader_of(r, running: list[Replica]) -> tuple[bytes, Replica]:
+def leader_of(r, running: list[Daemon]) -> tuple[bytes, Daemon]:
     token = r.get(KEY)
     pid = int(token.split(b":")[-2])
     return token, next(one for one in running if one.proc.pid == pid)
@@ -410,7 +374,7 @@ def deleted_exactly(auth_service, user_ids: list[str]):
     return lambda: sorted(auth_service.deleted_guests()) == sorted(user_ids)
 
 
-def swept(replica: Replica) -> bool:
+def swept(replica: Daemon) -> bool:
     return "Sweep: scanned=" in replica.stderr()
 
 

@@ -2,16 +2,11 @@
 gates, and `reaper pause` / `resume` / `stats` on the command line (leader included)."""
 
 import json
-import os
-import sys
 from datetime import datetime
 
 import pytest
-from click.testing import CliRunner
-from loguru import logger
 
 from reaper import daemon
-from reaper.cli import cli
 from reaper.jobs import CASCADE, CLEANUP, SWEEP, Gate
 from reaper.config import RedisConfig
 from reaper.keys import Keys
@@ -19,6 +14,7 @@ from reaper.leader import Lease, Leadership
 from reaper.pause import PAUSED, RESUMED, PauseWatch, change, parse_pause, pause, paused_state, resume
 from support.redis_proc import find_free_port
 from support.standin import wait_for
+from support.cli import invoke
 
 KEYS = Keys.from_config(RedisConfig())
 PAUSE_KEY, LEADER_KEY = "reaper:paused", "reaper:leader"
@@ -26,6 +22,14 @@ NOW = 1_795_000_000.0
 WRITTEN = json.dumps({"by": "ops@bastion", "since": "2026-11-29T10:00:00.000Z", "until": None,
                       "reason": "deploy"}).encode()
 UNKNOWN = "unknown (not written by `reaper pause`)"
+
+# Every test here runs the CLI as an operator would: no ./reaper.toml, no REAPER_* from the machine.
+pytestmark = pytest.mark.usefixtures("isolated_cli")
+
+
+@pytest.fixture
+def env(cli_env):
+    return cli_env
 
 
 def at(text: str) -> datetime:
@@ -202,31 +206,6 @@ def test_run_once_while_paused_does_nothing_and_exits_0(r, world, make_config, m
 
 
 # -- the command line --------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No ./reaper.toml and no REAPER_* / REDIS_* from the machine; loguru back to stderr after."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REAPER_") or name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
-            monkeypatch.delenv(name)
-    yield
-    logger.remove()
-    logger.add(sys.stderr)
-
-
-@pytest.fixture
-def env(r, redis_server, auth_service, user_service):
-    return {"REAPER_REDIS_URL": redis_server.url, "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
-            "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": ""}
-
-
-def invoke(args, env):
-    result = CliRunner().invoke(cli, args, env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"reaper {' '.join(args)} crashed:\n{result.output}") from result.exception
-    return result
-
 
 def stats_json(env) -> dict:
     result = invoke(["stats", "--json"], env)

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pymongo.errors
 import pytest
-from click.testing import CliRunner
-from loguru import logger
 
-from reaper.cli import cli
 from reaper.intents import AUTH_ALL, USERS_ALL, Intent, guest_intent, purge_intent
 from support.guests import record, redis_now
 from support.redis_proc import find_free_port
 from support.standin import wait_for
+from support.cli import invoke
 
 INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
 AUTH_GUEST = "/auth/guest/"
@@ -347,43 +345,7 @@ def test_an_intent_replaced_while_its_batch_runs_is_left_to_the_new_one(r, world
 
 # -- a real process SIGKILLed in the middle of a purge cascade ------------------------------------
 
-class Daemon:
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
-        self.proc, self.log_path = proc, log_path
-
-    def stderr(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def launch(redis_server, auth_service, user_service, tmp_path):
-    """launch(*args, **env): `python -m reaper <args>` against the test Redis and stand-ins."""
-    started = []
-
-    def start(*args, **env) -> Daemon:
-        log_path = tmp_path / f"stderr-{len(started)}.log"
-        with open(log_path, "wb") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], cwd=tmp_path,
-                                    env=_environ(redis_server, auth_service, user_service, env),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        started.append(proc)
-        return Daemon(proc, log_path)
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
-def _environ(redis_server, auth_service, user_service, extra: dict) -> dict:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("REAPER_", "REDIS_"))}
-    return {**inherited, "PYTHONUNBUFFERED": "1", "REAPER_REDIS_URL": redis_server.url,
-            "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
-            "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": "",
-            "REAPER_TIMING_HEARTBEAT_INTERVAL": "200ms", "REAPER_TIMING_CASCADE_INTERVAL": "100ms",
-            "REAPER_CASCADE_CLAIM_TIMEOUT": "1s", "REAPER_LEADER_LEASE": "1s",
-            "REAPER_STARTUP_PURGE": "off", **extra}
+SHORT_CLAIMS = {"REAPER_CASCADE_CLAIM_TIMEOUT": "1s", "REAPER_LEADER_LEASE": "1s"}
 
 
 def test_sigkill_between_two_purge_steps_does_not_repeat_the_first(r, auth_service, user_service,
@@ -394,7 +356,7 @@ def test_sigkill_between_two_purge_steps_does_not_repeat_the_first(r, auth_servi
     write_intent(r, purge_intent("startup_purge", redis_now(r), [AUTH_ALL, USERS_ALL]))
     user_service.hang_seconds = 10.0
     user_service.fail("hang", times=1, path_prefix="/guests/cleanup-all")
-    first = launch("run", REAPER_USER_SERVICE_TIMEOUT="30s")
+    first = launch("run", REAPER_USER_SERVICE_TIMEOUT="30s", **SHORT_CLAIMS)
     try:
         assert user_service.wait_for(lambda: len(user_service.calls("DELETE", "/guests/cleanup-all")) == 1,
                                      timeout=20), first.stderr()
@@ -402,7 +364,7 @@ def test_sigkill_between_two_purge_steps_does_not_repeat_the_first(r, auth_servi
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
 
-        second = launch("run")
+        second = launch("run", **SHORT_CLAIMS)
         assert wait_for(lambda: r.hlen(INTENTS) == 0, timeout=20), second.stderr()
         assert second.proc.poll() is None
         second.proc.send_signal(signal.SIGTERM)
@@ -415,26 +377,6 @@ def test_sigkill_between_two_purge_steps_does_not_repeat_the_first(r, auth_servi
 
 
 # -- reaper dead-letters --------------------------------------------------------------------------
-
-@pytest.fixture
-def cli_env(r, redis_server, auth_service, user_service, tmp_path, monkeypatch):
-    """The CLI's environment; no ./reaper.toml, no REAPER_* from the machine, loguru restored."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("REAPER_") or name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"):
-            monkeypatch.delenv(name)
-    yield {"REAPER_REDIS_URL": redis_server.url, "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
-           "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": ""}
-    logger.remove()
-    logger.add(sys.stderr)
-
-
-def invoke(args: list[str], env: dict):
-    result = CliRunner().invoke(cli, args, env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"reaper {' '.join(args)} crashed:\n{result.output}") from result.exception
-    return result
-
 
 def confirmed(command: str) -> list[str]:
     return ["--yes"] if command == "drop" else []

@@ -7,7 +7,7 @@ import redis
 from .config import Config, mask_url
 from .errors import RedisUnavailable, StepError
 from .services import AuthService, GuestStore, UserService
-from .store import connect, ping
+from .store import connect, describe_connection, ping
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
 
@@ -43,16 +43,22 @@ def check_redis(config: Config) -> list[Line]:
         ping(client)
         info = client.info()
     except (RedisUnavailable, redis.RedisError) as exc:  # also ACL and protocol errors
-        return [Line("redis", FAIL, f"{where}: {exc}")]
+        return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {exc}")]
     finally:
         client.close()
     policy = info.get("maxmemory_policy", "noeviction")
-    lines = [Line("redis", OK, f"{where} (Redis {info.get('redis_version', '?')}, "
+    lines = [Line("redis", OK, f"{where}{_mode(config, client)} (Redis {info.get('redis_version', '?')}, "
                                f"maxmemory-policy {policy})")]
     if str(policy).startswith("allkeys-"):
         lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
                           "records; reaper skips orphans in sweeps after an eviction"))
     return lines
+
+
+def _mode(config: Config, client: redis.Redis) -> str:
+    """Through sentinels? Over TLS? Said after the URL, whose host sentinels override."""
+    mode = describe_connection(config, client)
+    return f" [{mode}]" if mode else ""
 
 
 def _check_http(service) -> Line:

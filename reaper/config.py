@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,13 @@ class RedisConfig:
     reaper_prefix: str = "reaper:"
     scan_count: int = _int(1000)
     socket_timeout_s: float = _duration("5s", 0.001)
+    sentinels: tuple = field(default=(), metadata={"kind": "host_ports"})
+    service_name: str = field(default="mymaster", metadata={"kind": "name"})
+    sentinel_password: str = _secret()
+    tls_ca_file: str = field(default="", metadata={"kind": "readable_file"})
+    tls_cert_file: str = field(default="", metadata={"kind": "readable_file"})
+    tls_key_file: str = field(default="", metadata={"kind": "readable_file"})
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,9 @@ def load_config(
         _build(layer, source="")  # a bad value is an error even where a later layer overrides it
         _merge(values, layer)
     config = _build(values, source=str(file_path) if file_path else "defaults")
-    return _with_signaling_redis_env(config, environ)
+    config = _with_signaling_redis_env(config, environ)
+    _check_redis_connection(config.redis)
+    return config
 
 
 def _find_file(path, environ) -> Path | None:
@@ -400,6 +410,56 @@ def _to_listen(key, raw, meta):
     return value
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[ipv6]:port"; ValueError when it is neither."""
+    host, sep, port = address.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{address!r}: an IPv6 address needs brackets, e.g. [::1]:26379")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or any(c.isspace() or c in "/@[]" for c in host):
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+def _to_host_ports(key, raw, meta):
+    expected = 'a list of "host:port" strings (or one comma-separated string), or [] for none'
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(key, raw, expected)
+    if isinstance(raw, str) and not raw.strip():
+        return ()
+    try:
+        for item in items:
+            split_host_port(item)
+    except ValueError as exc:
+        raise ConfigError(key, raw, f"{expected}; {exc}") from None
+    return tuple(item.strip() for item in items)
+
+
+def _to_name(key, raw, meta):
+    value = _to_str(key, raw, meta).strip()
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError(key, raw, 'a non-empty name without spaces, such as "mymaster"')
+    return value
+
+
+def _to_readable_file(key, raw, meta):
+    value = _to_str(key, raw, meta).strip()
+    if value and not _is_readable_file(value):
+        raise ConfigError(key, value, 'a readable file, or "" for none')
+    return value
+
+
+def _is_readable_file(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:  # missing, a directory, no permission
+        return False
+
+
 _CONVERTERS = {
     "bool": _to_bool,
     "int": _to_int,
@@ -413,6 +473,9 @@ _CONVERTERS = {
     "http_url": _to_url(("http", "https"), "to disable"),
     "mongo_uri": _to_url(("mongodb", "mongodb+srv"), "to disable"),
     "listen": _to_listen,
+    "host_ports": _to_host_ports,
+    "name": _to_name,
+    "readable_file": _to_readable_file,
 }
 
 
@@ -439,6 +502,46 @@ def _url_from_signaling_env(environ: Mapping[str, str]) -> str:
     if not _is_url(url, ("redis",)) or urlsplit(url).hostname != host.strip("[]").lower():
         raise ConfigError("REDIS_HOST", host, "a host name or IP address")
     return url
+
+
+_TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def _check_redis_connection(redis: RedisConfig) -> None:
+    """The keys that only make sense together: TLS keys need rediss://, a key needs its
+    certificate, sentinels need a TCP URL (for its password and db; its host is not used)."""
+    scheme = urlsplit(redis.url).scheme
+    tls_set = [k for k in _TLS_KEYS if getattr(redis, k)] + ([] if redis.tls_verify else ["tls_verify"])
+    if tls_set and scheme != "rediss":
+        key = tls_set[0]
+        raise ConfigError(f"redis.{key}", getattr(redis, key),
+                          f"a rediss:// redis.url (TLS settings do nothing over {scheme}://)")
+    if redis.tls_key_file and not redis.tls_cert_file:
+        raise ConfigError("redis.tls_key_file", redis.tls_key_file,
+                          "redis.tls_cert_file set too: the client certificate of this key")
+    _check_tls_files(redis)
+    if redis.sentinels and scheme == "unix":
+        raise ConfigError("redis.sentinels", list(redis.sentinels),
+                          "a redis:// or rediss:// redis.url (its password and db are used "
+                          "with the master the sentinels name), not unix://")
+
+
+def _check_tls_files(redis: RedisConfig) -> None:
+    """Load the certificates now, so a wrong file stops reaper at start, not at connect."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if redis.tls_ca_file:
+        try:
+            context.load_verify_locations(cafile=redis.tls_ca_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError("redis.tls_ca_file", redis.tls_ca_file,
+                              f"PEM CA certificates ({exc})") from None
+    if redis.tls_cert_file:
+        try:  # a callable password: an encrypted key fails here instead of prompting
+            context.load_cert_chain(redis.tls_cert_file, redis.tls_key_file or None, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError("redis.tls_cert_file", redis.tls_cert_file,
+                              f"a PEM certificate whose unencrypted private key is in "
+                              f"redis.tls_key_file or in the same file ({exc})") from None
 
 
 def mask_url(url: str) -> str:
@@ -469,7 +572,7 @@ def _passwords_in(url: str) -> list[str]:
 
 def secrets_of(config: Config) -> list[str]:
     """Every secret value in the configuration, for the log redactor."""
-    found = [config.auth_service.token, config.user_service.token]
+    found = [config.auth_service.token, config.user_service.token, config.redis.sentinel_password]
     for url in (config.redis.url, config.mongo.uri):
         found += _passwords_in(url)
     return list(dict.fromkeys(s for s in found if s))
@@ -496,6 +599,8 @@ def as_masked_dict(config: Config) -> dict:
                 value = _masked(value, is_url=f.metadata.get("kind") in _URL_KINDS)
             elif f.metadata.get("kind") == "duration":
                 value = format_duration(value)
+            elif isinstance(value, tuple):
+                value = list(value)  # as TOML writes it
             table[_key_of(f)] = value
         out[section] = table
     return out

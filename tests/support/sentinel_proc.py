@@ -11,6 +11,8 @@ from .tls import Certificates, client_tls_kwargs, server_tls_args
 
 SERVICE = "mymaster"
 SETTLE_TIMEOUT = 15.0
+# For a master whose replicas the test waits for: no 5 s pause before the initial sync.
+FAST_SYNC = ("--repl-diskless-sync-delay", "0")
 
 
 class SentinelProcess(RedisProcess):
@@ -64,7 +66,9 @@ class SentinelProcess(RedisProcess):
 
     def _config_text(self) -> str:
         lines = [f"sentinel monitor {self.service} {self.host} {self.master_port} 1",
-                 f"sentinel down-after-milliseconds {self.service} 1000",
+                 # Long enough that a loaded test machine never fails over by itself;
+                 # the tests fail over on purpose, with SENTINEL FAILOVER.
+                 f"sentinel down-after-milliseconds {self.service} 10000",
                  f"sentinel failover-timeout {self.service} 5000"]
         if self.master_password:
             lines.append(f"sentinel auth-pass {self.service} {self.master_password}")
@@ -96,8 +100,9 @@ class PasswordRedisProcess(RedisProcess):
 
 
 def replica_of(master: RedisProcess, **kw) -> RedisProcess:
-    """A started replica of ``master`` whose initial sync is done."""
-    replica = RedisProcess(["--replicaof", master.host, str(master.port)], **kw).start()
+    """A started replica of ``master`` (started with FAST_SYNC) whose initial sync is done;
+    the replica syncs fast too, for when it becomes the master."""
+    replica = RedisProcess(["--replicaof", master.host, str(master.port), *FAST_SYNC], **kw).start()
 
     def synced() -> bool:
         with replica.client() as client:

@@ -21,9 +21,12 @@ class OnlineList:
         if not guests:
             return 0
         raws = self.client.hmget(self.keys.online, [user_id for user_id, _ in guests])
-        pipe = self.client.pipeline(transaction=False)
-        for (user_id, socket_id), raw in zip(guests, raws):
-            if raw is not None and entry_belongs_to(
-                    parse_online_entry(user_id, raw, self.guest_id_prefix), socket_id):
-                self._remove_entry(keys=[self.keys.online], args=[user_id, raw], client=pipe)
-        return sum(result == 1 for result in pipe.execute())
+        doomed = [(user_id, raw) for (user_id, socket_id), raw in zip(guests, raws)
+                  if raw is not None and entry_belongs_to(
+                      parse_online_entry(user_id, raw, self.guest_id_prefix), socket_id)]
+        return sum(self._remove(doomed[start:start + scripts.ENTRY_BATCH])
+                   for start in range(0, len(doomed), scripts.ENTRY_BATCH))
+
+    def _remove(self, doomed: list[tuple[str, bytes]]) -> int:
+        args = [value for pair in doomed for value in pair]
+        return sum(result == 1 for result in self._remove_entry(keys=[self.keys.online], args=args))

@@ -7,7 +7,7 @@ signaling service's business: a wrong type there does not make a record malforme
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
@@ -15,9 +15,12 @@ _EPOCH_MS_THRESHOLD = 1e11
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
                type(None): "null"}
 _MAX_EPOCH_S = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+_raw_decode = json.JSONDecoder().raw_decode
 
 
-@dataclass(frozen=True)
+# Records and entries are built a million times per sweep at scale: slots, and not frozen
+# (a frozen dataclass's __init__ costs four times as much).
+@dataclass(slots=True)
 class GuestRecord:
     key: str
     socket_id: str
@@ -27,7 +30,7 @@ class GuestRecord:
     witness: tuple = field(default=(b"", b""), repr=False)  # what compare-and-delete compares
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Malformed:
     key: str
     socket_id: str
@@ -39,7 +42,7 @@ class Malformed:
     witness: tuple = field(default=(b"", b""), repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OnlineEntry:
     """One field of ``users:online``."""
 
@@ -49,15 +52,23 @@ class OnlineEntry:
     socket_id: str | None
 
 
+def loads(raw: bytes) -> object:
+    """json.loads(raw), a third faster for what the signaling service writes: UTF-8 JSON
+    objects. json.loads first guesses the encoding of bytes; a leading "{" with no NUL after it
+    is UTF-8 by its own rules, and anything else goes to json.loads itself."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        text = raw.decode("utf-8", "surrogatepass")
+        data, end = _raw_decode(text)
+        if end == len(text) or not text[end:].strip(" \t\n\r"):
+            return data
+    return json.loads(raw)  # also raises the error for text after the object
+
+
 def parse_timestamp(value: object) -> float:
     """Epoch seconds from ISO-8601 text or an epoch number (s or ms); ValueError otherwise."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, str):
-        value = value.strip()
-        number = _number_or_none(value)
-        seconds = _from_iso(value) if number is None else _from_epoch(number)
-    elif isinstance(value, (int, float)):
+        seconds = _from_text(value.strip())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = _from_epoch(_float(value))
     else:
         raise ValueError(f"not a timestamp: {value!r}")
@@ -66,6 +77,18 @@ def parse_timestamp(value: object) -> float:
     if not 0 <= seconds <= _MAX_EPOCH_S:
         raise ValueError(f"timestamp out of range: {value!r}")
     return seconds
+
+
+def _from_text(text: str) -> float:
+    # What the signaling service writes ("2026-11-29T10:05:41.090Z") is tried first; no text
+    # with "-" after four characters is a number, and digits alone ("20261129") stay epoch numbers.
+    if text[4:5] == "-":
+        try:
+            return _from_iso(text)
+        except ValueError:
+            pass
+    number = _number_or_none(text)
+    return _from_iso(text) if number is None else _from_epoch(number)
 
 
 def _float(number: int | float) -> float:
@@ -97,17 +120,16 @@ def _from_iso(text: str) -> float:
 
 def parse_json_record(key: str, socket_id: str, raw: bytes | None) -> GuestRecord | Malformed:
     """A ``guest_connection:*`` string value."""
-    witness = (raw or b"", b"")
     if not raw:
-        return Malformed(key, socket_id, "empty value", "string", witness=witness)
+        return Malformed(key, socket_id, "empty value", "string", witness=(raw or b"", b""))
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return Malformed(key, socket_id, "not JSON", "string", witness=witness)
+        data = loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
+        return Malformed(key, socket_id, "not JSON", "string", witness=(raw, b""))
     if not isinstance(data, dict):
         problem = f"JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, not an object"
-        return Malformed(key, socket_id, problem, "string", witness=witness)
-    return replace(_from_fields(key, socket_id, data, "string"), witness=witness)
+        return Malformed(key, socket_id, problem, "string", witness=(raw, b""))
+    return _from_fields(key, socket_id, data, "string", (raw, b""))
 
 
 def parse_hash_record(key: str, socket_id: str, fields: dict) -> GuestRecord | Malformed:
@@ -116,7 +138,7 @@ def parse_hash_record(key: str, socket_id: str, fields: dict) -> GuestRecord | M
     witness = tuple(_raw(fields, name) for name in ("lastHeartbeat", "lastPongReceived"))
     if not fields:
         return Malformed(key, socket_id, "empty hash", "hash", witness=witness)
-    return replace(_from_fields(key, socket_id, decoded, "hash"), witness=witness)
+    return _from_fields(key, socket_id, decoded, "hash", witness)
 
 
 def _raw(fields: dict, name: str) -> bytes:
@@ -130,7 +152,37 @@ def _text(value: object) -> object:
     return value
 
 
-def _from_fields(key: str, socket_id: str, data: dict, redis_type: str) -> GuestRecord | Malformed:
+def _from_fields(key: str, socket_id: str, data: dict, redis_type: str,
+                 witness: tuple) -> GuestRecord | Malformed:
+    return _well_formed(key, socket_id, data, witness) or _carefully(
+        key, socket_id, data, redis_type, witness)
+
+
+def _well_formed(key: str, socket_id: str, data: dict, witness: tuple) -> GuestRecord | None:
+    """The record as the signaling service writes it, read in one go; None when it is anything
+    else, for _carefully to read (and to say what is wrong)."""
+    user_id, beat_text, pong_text = data.get("userId"), data.get("lastHeartbeat"), data.get("lastPongReceived")
+    heartbeat = _offset_iso(beat_text)
+    pong = heartbeat if pong_text == beat_text else _offset_iso(pong_text)  # one write sets both
+    if type(user_id) is str and user_id and heartbeat is not None and pong is not None:
+        return GuestRecord(key, socket_id, user_id, heartbeat, pong, witness)
+    return None
+
+
+def _offset_iso(value: object) -> float | None:
+    """Epoch seconds of ISO text with an offset ("...Z"), within range; None for anything else."""
+    if type(value) is not str or value[4:5] != "-":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        seconds = parsed.timestamp() if parsed.tzinfo is not None else -1.0
+    except (ValueError, OverflowError):
+        return None
+    return seconds if 0 <= seconds <= _MAX_EPOCH_S else None
+
+
+def _carefully(key: str, socket_id: str, data: dict, redis_type: str,
+               witness: tuple) -> GuestRecord | Malformed:
     user_id, user_problem = _user_id_field(data)
     heartbeat, heartbeat_problem = _timestamp_field(data, "lastHeartbeat")
     # A record that has not been ponged yet is judged by its heartbeat alone.
@@ -139,8 +191,8 @@ def _from_fields(key: str, socket_id: str, data: dict, redis_type: str) -> Guest
         pong = heartbeat
     problem = user_problem or heartbeat_problem or pong_problem
     if problem:
-        return Malformed(key, socket_id, problem, redis_type, user_id, heartbeat, pong)
-    return GuestRecord(key, socket_id, user_id, heartbeat, pong)
+        return Malformed(key, socket_id, problem, redis_type, user_id, heartbeat, pong, witness)
+    return GuestRecord(key, socket_id, user_id, heartbeat, pong, witness)
 
 
 def _user_id_field(data: dict) -> tuple[str | None, str | None]:
@@ -165,8 +217,8 @@ def _timestamp_field(data: dict, name: str, absent_ok: bool = False) -> tuple[fl
 def parse_online_entry(user_id: str, raw: bytes, guest_id_prefix: str) -> OnlineEntry:
     """A ``users:online`` field. Not JSON: a guest only by its id prefix, with no known socket."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = loads(raw)
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         return OnlineEntry(user_id, raw, user_id.startswith(guest_id_prefix), None)

@@ -1,59 +1,108 @@
 """Lua scripts: each one short, O(1) or O(batch), so Redis is never held for long."""
 
-# KEYS[1] = guest_connection:{socketId}   KEYS[2] = reaper cascade intents (hash)
-# KEYS[3] = reaper cascade due (zset)      KEYS[4] = quarantine key (when ARGV[1] = "quarantine")
-# ARGV[1] = "delete" | "quarantine"        ARGV[2] = Redis type the sweep saw
-# ARGV[3] = string value read, or lastHeartbeat of a hash   ARGV[4] = lastPongReceived of a hash
-# ARGV[5] = cascade id ("" for none)  ARGV[6] = intent JSON  ARGV[7] = due time  ARGV[8] = quarantine TTL (s)
-# ARGV[9] = Redis type of a record in the configured format ("string" or "hash")
-# Takes a record away only if it still holds what the sweep read, and records the cascade in the
-# same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
+# Batch scripts (TAKE_RECORD, TAKE_ORPHAN, REMOVE_ENTRY, EXIST_EACH) handle a batch of guests in
+# one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
+# holds Redis for about a millisecond at most.
+TAKE_BATCH = 50  # records or orphans per TAKE_* call: ~5 Redis calls each
+ENTRY_BATCH = 250  # entries per REMOVE_ENTRY call: ~2 Redis calls each
+EXIST_BATCH = 500  # keys per EXIST_EACH call
+
+# KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)
+# then for record i (from 1): KEYS[2i+1] = guest_connection:{socketId}, KEYS[2i+2] = its quarantine key
+# ARGV[1] = due time   ARGV[2] = quarantine TTL (s)
+# ARGV[3] = Redis type of a record in the configured format ("string" or "hash")
+# then for record i, ARGV[6i-2 .. 6i+3]: "delete" | "quarantine", Redis type the sweep saw,
+#   string value read (or lastHeartbeat of a hash), lastPongReceived of a hash,
+#   cascade id ("" for none), intent JSON
+# Returns one 1 (taken) or 0 (left alone) per record.
+# Takes each record away only if it still holds what the sweep read, and records its cascade in
+# the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
 # Of a key of another type the sweep read only the type, so only the type is compared.
 TAKE_RECORD = """
-local t = redis.call('TYPE', KEYS[1]).ok
-if t ~= ARGV[2] then return 0 end
-local read = t == ARGV[9]
-if read and t == 'string' and redis.call('GET', KEYS[1]) ~= ARGV[3] then return 0 end
-if read and t == 'hash' then
-  local f = redis.call('HMGET', KEYS[1], 'lastHeartbeat', 'lastPongReceived')
-  if (f[1] or '') ~= ARGV[3] or (f[2] or '') ~= ARGV[4] then return 0 end
+local function unchanged(key, a)
+  local seen = ARGV[a + 1]
+  if seen == 'string' and ARGV[3] == 'string' then
+    -- GET answers an error, not the value read, for a key that is no string any more
+    return redis.pcall('GET', key) == ARGV[a + 2]
+  end
+  if redis.call('TYPE', key).ok ~= seen then return false end
+  if seen == 'hash' and ARGV[3] == 'hash' then
+    local f = redis.call('HMGET', key, 'lastHeartbeat', 'lastPongReceived')
+    return (f[1] or '') == ARGV[a + 2] and (f[2] or '') == ARGV[a + 3]
+  end
+  return true
 end
-if ARGV[1] == 'quarantine' then
-  redis.call('RENAME', KEYS[1], KEYS[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[8])
-else
-  redis.call('DEL', KEYS[1])
+local function take(key, quarantine, a)
+  if not unchanged(key, a) then return 0 end
+  if ARGV[a] == 'quarantine' then
+    redis.call('RENAME', key, quarantine)
+    redis.call('EXPIRE', quarantine, ARGV[2])
+  else
+    redis.call('DEL', key)
+  end
+  if ARGV[a + 4] ~= '' then
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
+  end
+  return 1
 end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5])
+local taken = {}
+for i = 1, (#KEYS - 2) / 2 do
+  taken[i] = take(KEYS[2 * i + 1], KEYS[2 * i + 2], 6 * i - 2)
 end
-return 1
+return taken
 """
 
 # KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)
-# KEYS[4] = guest_connection:{socketId}, only when the entry names a socket
-# ARGV[1] = userId   ARGV[2] = entry value read   ARGV[3] = cascade id   ARGV[4] = intent JSON
-# ARGV[5] = due time
+# KEYS[4..] = guest_connection:{socketId} of the orphans that name a socket
+# ARGV[1] = due time, then for orphan i, ARGV[5i-3 .. 5i+1]: userId, entry value read,
+#   cascade id, intent JSON, index in KEYS of its guest_connection key (0: names no socket)
+# Returns one 1 (taken) or 0 (left alone) per orphan.
 # Removes an orphan entry only if its socket still has no record and the entry is unchanged:
 # a guest that connected meanwhile keeps it.
 TAKE_ORPHAN = """
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
-return 1
+local function take(a)
+  local k = tonumber(ARGV[a + 4])
+  if k > 0 and redis.call('EXISTS', KEYS[k]) == 1 then return 0 end
+  if redis.call('HGET', KEYS[1], ARGV[a]) ~= ARGV[a + 1] then return 0 end
+  redis.call('HDEL', KEYS[1], ARGV[a])
+  redis.call('HSET', KEYS[2], ARGV[a + 2], ARGV[a + 3])
+  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[a + 2])
+  return 1
+end
+local taken = {}
+for i = 1, (#ARGV - 1) / 5 do
+  taken[i] = take(5 * i - 3)
+end
+return taken
 """
 
-# KEYS[1] = users:online   ARGV[1] = userId   ARGV[2] = entry value read
-# Returns 1 removed, 2 already gone, 0 changed since it was read (left alone).
+# KEYS[1] = users:online   ARGV[2i-1], ARGV[2i] = userId and entry value read, for entry i
+# Returns per entry 1 removed, 2 already gone, 0 changed since it was read (left alone).
 REMOVE_ENTRY = """
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 2 end
-if v ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
+local removed = {}
+for i = 1, #ARGV / 2 do
+  local v = redis.call('HGET', KEYS[1], ARGV[2 * i - 1])
+  if not v then
+    removed[i] = 2
+  elseif v ~= ARGV[2 * i] then
+    removed[i] = 0
+  else
+    redis.call('HDEL', KEYS[1], ARGV[2 * i - 1])
+    removed[i] = 1
+  end
+end
+return removed
+"""
+
+# KEYS = any keys.  Returns one 1 (exists) or 0 per key: what a pipeline of EXISTS would say, in one
+# round trip and without a reply to parse per key.
+EXIST_EACH = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = redis.call('EXISTS', key)
+end
+return found
 """
 
 # KEYS[1] = due (zset)   KEYS[2] = intents (hash)
@@ -79,21 +128,29 @@ end
 return out
 """
 
+SETTLE_BATCH = 250  # cascades per SETTLE call: ~4 Redis calls each
+
 # KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = dead letters (list)
-# ARGV[1] = cascade id   ARGV[2] = intent JSON as claimed   ARGV[3] = "retry" | "done" | "dead"
-# ARGV[4] = new intent JSON   ARGV[5] = due time (retry)
+# then for cascade i, ARGV[5i-4 .. 5i]: cascade id, intent JSON as claimed, "retry" | "done" | "dead",
+#   new intent JSON (retry) or dead letter (dead), due time (retry)
+# Returns one 1 (settled) or 0 (left alone) per cascade.
 # Settles a cascade only if nobody replaced it since the claim (a guest reaped again starts afresh).
 SETTLE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-if ARGV[3] == 'retry' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  if ARGV[3] == 'dead' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
+local settled = {}
+for a = 1, #ARGV, 5 do
+  local id, action = ARGV[a], ARGV[a + 2]
+  local ours = redis.call('HGET', KEYS[1], id) == ARGV[a + 1]
+  if ours and action == 'retry' then
+    redis.call('HSET', KEYS[1], id, ARGV[a + 3])
+    redis.call('ZADD', KEYS[2], ARGV[a + 4], id)
+  elseif ours then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    if action == 'dead' then redis.call('LPUSH', KEYS[3], ARGV[a + 3]) end
+  end
+  table.insert(settled, ours and 1 or 0)
 end
-return 1
+return settled
 """
 
 # KEYS[1] = leader lease   ARGV[1] = this replica's token   ARGV[2] = lease (ms)

@@ -1,6 +1,6 @@
 """Is a guest stale? Responsive? (SPEC §2.) Pure: timestamps, ``now`` and a policy in."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import reasons
 from .config import TimingConfig
@@ -14,6 +14,14 @@ class Policy:
     ping_interval_s: float
     max_missed_pings: int
     clock_skew_s: float
+    # The thresholds in whole microseconds, worked out once: judge() runs for every record.
+    heartbeat_limit_us: int = field(init=False, repr=False, compare=False)
+    ping_interval_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "heartbeat_limit_us",
+                           _micros(self.connection_timeout_s + self.clock_skew_s))
+        object.__setattr__(self, "ping_interval_us", max(1, _micros(self.ping_interval_s)))
 
     @classmethod
     def from_config(cls, timing: TimingConfig) -> "Policy":
@@ -21,7 +29,7 @@ class Policy:
                    timing.max_missed_pings, timing.clock_skew_s)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     reason: str | None  # None while the guest is live
     heartbeat_age_s: float
@@ -39,7 +47,7 @@ class Verdict:
 def missed_pings(last_pong: float, now: float, policy: Policy) -> int:
     """Pings missed since the last pong, after giving slow writer clocks ``clock_skew``."""
     silent = _micros(now - last_pong - policy.clock_skew_s)
-    return max(0, silent // max(1, _micros(policy.ping_interval_s)))
+    return max(0, silent // policy.ping_interval_us)
 
 
 def _micros(seconds: float) -> int:
@@ -49,8 +57,9 @@ def _micros(seconds: float) -> int:
 
 def judge(last_heartbeat: float, last_pong: float, now: float, policy: Policy) -> Verdict:
     age = now - last_heartbeat
-    missed = missed_pings(last_pong, now, policy)
-    if _micros(age) > _micros(policy.connection_timeout_s + policy.clock_skew_s):
+    # missed_pings() and _micros() inlined: this runs for every record of every sweep.
+    missed = max(0, round((now - last_pong - policy.clock_skew_s) * 1_000_000) // policy.ping_interval_us)
+    if round(age * 1_000_000) > policy.heartbeat_limit_us:
         reason = reasons.HEARTBEAT_TIMEOUT
     elif missed >= policy.max_missed_pings:
         reason = reasons.PING_TIMEOUT

@@ -1,25 +1,145 @@
 """Reading guest state from Redis in bounded batches: SCAN, never KEYS."""
 
+import queue
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import redis
+from loguru import logger
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from .config import Config
+from .config import Config, RedisConfig, split_host_port
 from .errors import RedisUnavailable
 from .keys import Keys
 from .records import Malformed, parse_hash_record, parse_json_record
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+T = TypeVar("T")
+READ_AHEAD_SWITCH_S = 0.0005
+MGET_BATCH = 500
+_END = object()
+MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
 
 
 def connect(config: Config) -> redis.Redis:
-    """A client for ``redis.url`` (bytes in and out: records are compared byte for byte)."""
-    return redis.Redis.from_url(
-        config.redis.url,
-        socket_timeout=config.redis.socket_timeout_s,
-        socket_connect_timeout=config.redis.socket_timeout_s,
-        health_check_interval=30,
-    )
+    """A client for the master: ``redis.url`` itself, or the master that ``redis.sentinels``
+    name for ``redis.service_name``; TLS for rediss://. Bytes in and out: records are
+    compared byte for byte."""
+    settings = config.redis
+    if not settings.tls_verify:
+        logger.warning("Redis: redis.tls_verify = false: the server's certificate and host name "
+                       "are NOT checked; use this for tests only")
+    options = {**_socket_options(settings), **_tls_options(settings)}
+    if settings.sentinels:
+        return _sentinel_master(settings, options)
+    return redis.Redis.from_url(settings.url, decode_responses=False, **options)
+
+
+def _socket_options(settings: RedisConfig) -> dict:
+    timeout = settings.socket_timeout_s
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "health_check_interval": 30}
+
+
+def _uses_tls(settings: RedisConfig) -> bool:
+    return urlsplit(settings.url).scheme == "rediss"
+
+
+def _tls_options(settings: RedisConfig) -> dict:
+    """redis-py's ssl_* arguments for a rediss:// URL; none for redis://, which takes none."""
+    if not _uses_tls(settings):
+        return {}
+    verify = settings.tls_verify
+    options = {"ssl_cert_reqs": "required" if verify else "none", "ssl_check_hostname": verify}
+    files = {"ssl_ca_certs": settings.tls_ca_file, "ssl_certfile": settings.tls_cert_file,
+             "ssl_keyfile": settings.tls_key_file}
+    return {**options, **{name: path for name, path in files.items() if path}}
+
+
+def _sentinel_master(settings: RedisConfig, options: dict) -> redis.Redis:
+    """The master's client; each new connection asks the sentinels where the master is now,
+    so the next connection after a failover reaches the new one."""
+    tls = {"ssl": True} if _uses_tls(settings) else {}
+    from_url = parse_url(settings.url)  # only the credentials and db: the host is the sentinels' to say
+    credentials = {k: from_url[k] for k in ("username", "password", "db") if from_url.get(k) is not None}
+    sentinel_auth = {"password": settings.sentinel_password} if settings.sentinel_password else {}
+    no_retry = {"retry": Retry(NoBackoff(), 0)}  # a sentinel that does not answer: ask the next one
+    sentinel = _Sentinels([split_host_port(address) for address in settings.sentinels],
+                          sentinel_kwargs={**options, **tls, **sentinel_auth, **no_retry},
+                          **options, **tls, **credentials)
+    return sentinel.master_for(settings.service_name, decode_responses=False,
+                               connection_pool_class=_MasterFollowingPool)
+
+
+class _MasterFollowingPool(SentinelConnectionPool):
+    """Asks the sentinels where the master is when a connection is taken, at most every
+    MASTER_CHECK_S. redis-py asks only for new connections, so a daemon's pooled ones would
+    keep writing to a demoted master that still accepts writes until sentinel reconfigures it;
+    a changed answer drops the idle ones (redis-py's get_master_address does that)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._next_check = 0.0
+
+    def get_connection(self, *args, **kwargs):
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + MASTER_CHECK_S
+            self.get_master_address()
+        return super().get_connection(*args, **kwargs)
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, saying in one line what each sentinel answered when none names
+    a master that is up (its own message prints every client's repr)."""
+
+    def discover_master(self, service_name):
+        problems = []
+        for position, sentinel in enumerate(self.sentinels):
+            address = "{host}:{port}".format_map(sentinel.connection_pool.connection_kwargs)
+            try:
+                state = sentinel.sentinel_masters().get(service_name)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                problems.append(f"{address}: {type(exc).__name__}: {exc}")
+                continue
+            if state and self.check_master_state(state, service_name):
+                # The one that answered is asked first next time, as in redis-py.
+                self.sentinels[0], self.sentinels[position] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            problems.append(f"{address}: {'master is down' if state else 'does not monitor it'}")
+        raise MasterNotFoundError(f"no sentinel names a master for {service_name!r} "
+                                  f"({'; '.join(problems)})")
+
+
+def describe_connection(config: Config, client: redis.Redis) -> str:
+    """How ``client`` reaches Redis, for `reaper check`: through which sentinels to which
+    master, and whether TLS checks the server. "" for a plain redis:// or unix:// URL."""
+    settings = config.redis
+    parts = []
+    if settings.sentinels:
+        master = getattr(client.connection_pool, "master_address", None)
+        found = f", master {master[0]}:{master[1]}" if master else ""
+        parts.append(f"sentinel service {settings.service_name!r} via "
+                     f"{', '.join(settings.sentinels)}{found}")
+    if _uses_tls(settings):
+        parts.append(_describe_tls(settings))
+    return "; ".join(parts)
+
+
+def _describe_tls(settings: RedisConfig) -> str:
+    if settings.tls_verify:
+        checks = f"server certificate verified against {settings.tls_ca_file or 'the system CAs'}"
+    else:
+        checks = "server certificate NOT verified (redis.tls_verify = false)"
+    client_cert = f", client certificate {settings.tls_cert_file}" if settings.tls_cert_file else ""
+    return f"TLS, {checks}{client_cert}"
 
 
 def ping(client: redis.Redis) -> None:
@@ -57,17 +177,123 @@ def hscan_batches(client: redis.Redis, key: str, count: int) -> Iterator[list[tu
             return
 
 
-def load_records(client: redis.Redis, keys: Keys, names: list[bytes], record_format: str):
-    """Each key's record: GuestRecord, Malformed, or None when the key is gone."""
+def read_ahead(batches: Iterator[T], stopping: threading.Event | None = None,
+               turn: AbstractContextManager | None = None) -> Iterator[T]:
+    """``batches``, each produced by a thread while the caller works on the one before: Redis
+    reads the next batch while Python judges this one. One batch ahead at most; the thread
+    stops when the caller stops iterating or ``stopping`` is set, and its errors are raised here.
+
+    The thread produces each batch holding ``turn``: a caller that holds it too for its own
+    Redis calls never has two commands waiting in Redis at once, so other clients of Redis
+    wait behind one command at most, as they would for a single-threaded sweep."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    done = threading.Event()
+    reader = threading.Thread(target=_produce, args=(batches, ahead, done, stopping, turn or nullcontext()),
+                              name="reaper-read-ahead", daemon=True)
+    with _quick_switches:
+        reader.start()
+        try:
+            while True:
+                kind, item = ahead.get()
+                if kind == "batch":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+        finally:
+            done.set()
+            _unblock(ahead)
+            reader.join()
+
+
+class _QuickSwitches:
+    """While a read-ahead runs, the GIL changes hands every READ_AHEAD_SWITCH_S rather than
+    every 5 ms (Python's default): after each reply the reader waits for the GIL, and held by
+    the judging for 5 ms at a time it would fall behind the batches it should be ahead of."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active, self._saved = 0, 0.0
+
+    def __enter__(self) -> None:
+        import os
+        if os.environ.get("NO_QS"):
+            self._active += 1
+            self._saved = sys.getswitchinterval()
+            return
+        with self._lock:
+            if self._active == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._saved, READ_AHEAD_SWITCH_S))
+            self._active += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_quick_switches = _QuickSwitches()
+
+
+def _produce(batches: Iterator, ahead: queue.Queue, done: threading.Event,
+             stopping: threading.Event | None, turn) -> None:
+    # After `done` the caller empties the queue once: at most one more put() may follow.
+    batches = iter(batches)
+    try:
+        while True:
+            with turn:
+                batch = next(batches, _END)
+            if batch is _END:
+                break
+            ahead.put(("batch", batch))
+            if done.is_set():
+                return
+            if stopping is not None and stopping.is_set():
+                break
+        last = ("end", None)
+    except BaseException as exc:  # raised in the caller's thread
+        last = ("error", exc)
+    if not done.is_set():
+        ahead.put(last)
+
+
+def _unblock(ahead: queue.Queue) -> None:
+    """Empty the queue so that a producer blocked on put() sees ``done``."""
+    while True:
+        try:
+            ahead.get_nowait()
+        except queue.Empty:
+            return
+
+
+def read_values(client: redis.Redis, names: list[bytes], record_format: str) -> list | None:
+    """What load_records reads first, for reading ahead: the MGET of JSON records, in MGETs
+    of MGET_BATCH keys (~200 KB, under a millisecond of Redis each). None for hashes, which
+    load_records reads itself."""
+    if not names or record_format == "hash":
+        return None
+    return [value for start in range(0, len(names), MGET_BATCH)
+            for value in client.mget(names[start:start + MGET_BATCH])]
+
+
+def load_records(client: redis.Redis, keys: Keys, names: list[bytes], record_format: str,
+                 values: list | None = None):
+    """Each key's record: GuestRecord, Malformed, or None when the key is gone. ``values``:
+    what read_values answered for ``names``, when it was read ahead."""
     if record_format == "hash":
         return _load_hashes(client, keys, names)
-    values = client.mget(names) if names else []
+    if values is None:
+        values = client.mget(names) if names else []
     missing = [n for n, v in zip(names, values) if v is None]
     types = _types(client, missing)  # MGET answers nil for gone keys and for other types alike
+    cut = len(keys.connection_prefix)
     return [
-        parse_json_record(n.decode(), keys.socket_id_of(n.decode()), v) if v is not None
+        parse_json_record(key, key[cut:], v) if v is not None
         else _wrong_type_or_gone(keys, n, types[n], "string")
-        for n, v in zip(names, values)
+        for n, v, key in zip(names, values, (n.decode() for n in names))
     ]
 
 

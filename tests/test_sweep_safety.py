@@ -68,8 +68,8 @@ def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r
     original = reaper.store.load_records
     revived = []
 
-    def load_then_revive_one(client, keys, names, fmt):
-        loaded = original(client, keys, names, fmt)
+    def load_then_revive_one(client, keys, names, fmt, *read_ahead):
+        loaded = original(client, keys, names, fmt, *read_ahead)
         stale = [rec for rec in loaded if rec and rec.last_heartbeat < world.now - 500]
         if not revived and stale:
             revived.append(stale[0].socket_id)

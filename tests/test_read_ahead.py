@@ -1,0 +1,128 @@
+"""store.read_ahead: Redis reads the next batch while the sweep judges this one, without ever
+leaving a thread behind, losing an error, or reading on after a stop."""
+
+import threading
+
+import pytest
+import redis
+
+import reaper.store
+from reaper.store import read_ahead
+from sweep_helpers import assert_intents_consistent, intents
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "reaper-read-ahead"]
+
+
+def _source(n: int, produced: list, fail_at: int | None = None):
+    for i in range(n):
+        if i == fail_at:
+            raise redis.ConnectionError("Connection refused")
+        produced.append(i)
+        yield i
+
+
+def test_every_batch_in_order_and_no_thread_left():
+    produced = []
+
+    assert list(read_ahead(_source(50, produced))) == list(range(50))
+    assert produced == list(range(50))
+    assert _readers() == []
+
+
+def test_a_caller_that_stops_stops_the_reader():
+    produced = []
+    batches = read_ahead(_source(1000, produced))
+
+    taken = [next(batches) for _ in range(3)]
+    batches.close()
+
+    assert taken == [0, 1, 2]
+    assert len(produced) <= 5  # the three taken, one in the queue, one in the reader's hands
+    assert _readers() == []
+
+
+def test_an_error_of_the_reader_is_raised_to_the_caller_after_the_batches_before_it():
+    produced, taken = [], []
+
+    with pytest.raises(redis.ConnectionError, match="Connection refused"):
+        for batch in read_ahead(_source(10, produced, fail_at=4)):
+            taken.append(batch)
+
+    assert taken == [0, 1, 2, 3]
+    assert _readers() == []
+
+
+def test_stopping_ends_the_reading_after_the_batch_in_hand():
+    stopping, produced, taken = threading.Event(), [], []
+
+    for batch in read_ahead(_source(1000, produced), stopping):
+        taken.append(batch)
+        if batch == 2:
+            stopping.set()
+
+    assert taken[:3] == [0, 1, 2] and len(taken) <= 5
+    assert len(produced) <= 5
+    assert _readers() == []
+
+
+def test_a_caller_that_fails_leaves_no_reader_behind():
+    produced = []
+
+    with pytest.raises(RuntimeError):
+        for batch in read_ahead(_source(1000, produced)):
+            if batch == 1:
+                raise RuntimeError("judging failed")
+
+    assert len(produced) <= 4
+    assert _readers() == []
+
+
+# -- in a sweep ---------------------------------------------------------------------------------
+
+def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r, monkeypatch):
+    for n in range(30):
+        world.guest(n, age=600 if n % 3 == 0 else 5)
+    original = reaper.store.read_values
+    calls = []
+
+    def fails_on_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reaper.store, "read_values", fails_on_the_third_batch)
+    ctx = ctx_factory(redis__scan_count=5)
+
+    with pytest.raises(redis.ConnectionError):
+        ctx.sweep(force=True)
+
+    assert _readers() == []
+    assert_intents_consistent(r)
+    taken = {f"sock{n}" for n in range(30)} - world.records()
+    assert 0 < len(taken) < 10  # the batches before the failure, and no more
+    assert {i["socket_id"] for i in intents(r).values()} == taken
+
+
+def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, monkeypatch):
+    for n in range(40):
+        world.guest(n, age=600)
+    ctx = ctx_factory(redis__scan_count=5)
+    original = reaper.store.load_records
+    loads = []
+
+    def load_then_stop(*args, **kwargs):
+        loads.append(1)
+        if len(loads) == 2:
+            ctx.stopping.set()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reaper.store, "load_records", load_then_stop)
+
+    report = ctx.sweep(force=True)
+
+    assert report.interrupted and len(loads) == 2
+    assert _readers() == []
+    assert_intents_consistent(r)

@@ -1,0 +1,218 @@
+"""The second look (SPEC §3 "Bounded effect"): what the budget held back in the first pass is
+taken, once the totals show no mass expiry, by name and without a second full pass; every take
+still compares against what was read, so a guest that came back meanwhile is kept."""
+
+import pytest
+
+import reaper.store
+import reaper.sweep
+from reaper.records import OnlineEntry
+from reaper.sweep import HeldBack, Sweep
+from support.guests import record
+from sweep_helpers import assert_deletable_intents, assert_intents_consistent, intents, reasons_of
+
+GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
+
+
+def _guests(world, live: int, stale: int, orphans: int = 0, socketless: int = 0) -> None:
+    n = 0
+    for _ in range(live):
+        world.guest(n := n + 1, age=5)
+    for _ in range(stale):
+        world.guest(n := n + 1, age=600)
+    for _ in range(orphans):
+        world.entry(f"guest_{(n := n + 1)}", f"sock{n}")
+    for _ in range(socketless):
+        world.entry(f"guest_{(n := n + 1)}", None)
+
+
+def _commands(client) -> list[str]:
+    """Names of the commands ``client`` sends from now on, from any thread, pipelines aside."""
+    sent = []
+    original = client.execute_command
+
+    def recording(*args, **kwargs):
+        sent.append(str(args[0]).upper())
+        return original(*args, **kwargs)
+
+    client.execute_command = recording
+    return sent
+
+
+def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r):
+    _guests(world, live=40, stale=25, orphans=3, socketless=2)  # 30 of 70 dead: no mass expiry
+    ctx = ctx_factory(**GUARD)
+    sent = _commands(ctx.client)
+
+    report = ctx.sweep()
+
+    assert not report.mass_expiry and report.deferred == 0
+    assert report.reaped == {"heartbeat_timeout": 25, "orphan": 5}
+    assert len(world.records()) == 40 and len(world.online()) == 40
+    assert_deletable_intents(r, 30)
+    assert sent.count("SCAN") == 1 and sent.count("HSCAN") == 1  # one pass over a small database
+
+
+def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, monkeypatch, logs):
+    monkeypatch.setattr(reaper.sweep, "MAX_HELD", 5)
+    _guests(world, live=40, stale=25, orphans=3, socketless=2)
+    ctx = ctx_factory(**GUARD)
+    sent = _commands(ctx.client)
+
+    report = ctx.sweep()
+
+    assert report.reaped == {"heartbeat_timeout": 25, "orphan": 5}
+    assert len(world.records()) == 40 and len(world.online()) == 40
+    assert_deletable_intents(r, 30)
+    assert sent.count("SCAN") == 2 and sent.count("HSCAN") == 2
+    assert logs.at("INFO", "more than 5 held back; a second full pass")
+
+
+def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, monkeypatch):
+    _guests(world, live=40, stale=25)
+    original = Sweep.take_held
+
+    def guest_beats_first(self, held):
+        socket_id = held.records[0][len("guest_connection:"):]
+        user_id = "guest_" + socket_id[len("sock"):]
+        world.write_record(socket_id, record(socket_id, user_id, world.now))  # heartbeat again
+        revived.append((user_id, socket_id))
+        return original(self, held)
+
+    revived = []
+    monkeypatch.setattr(Sweep, "take_held", guest_beats_first)
+
+    report = ctx_factory(**GUARD).sweep()
+
+    [(user_id, socket_id)] = revived
+    assert socket_id in world.records() and user_id in world.online()
+    assert sum(report.reaped.values()) == 24
+    assert user_id not in reasons_of(r)
+    assert_deletable_intents(r, 24)
+
+
+def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory, world, r, monkeypatch):
+    _guests(world, live=40, stale=25)
+    original = reaper.store.load_records
+    calls, rewritten = [], []
+
+    def load_then_rewrite_in_second_look(client, keys, names, fmt, *read_ahead):
+        loaded = original(client, keys, names, fmt, *read_ahead)
+        calls.append(1)
+        if len(calls) == 2:  # the first pass is one batch; this is the second look's read
+            rec = next(x for x in loaded if x is not None)
+            world.write_record(rec.socket_id, record(rec.socket_id, rec.user_id, world.now - 600,
+                                                     roomId="moved"))
+            rewritten.append(rec.socket_id)
+        return loaded
+
+    monkeypatch.setattr(reaper.store, "load_records", load_then_rewrite_in_second_look)
+
+    report = ctx_factory(**GUARD).sweep()
+
+    assert len(calls) == 2
+    assert rewritten[0] in world.records()
+    assert report.skipped_live == 1
+    assert sum(report.reaped.values()) == 24
+    assert_intents_consistent(r)
+
+
+def test_a_held_back_orphan_that_reconnected_is_kept(ctx_factory, world, r, monkeypatch):
+    _guests(world, live=40, stale=10, orphans=15)
+    original = Sweep.take_held
+
+    def reconnects_first(self, held):
+        user_id = held.orphans[0]
+        world.guest(user_id[len("guest_"):] + "-new", age=0)  # a record on a new socket ...
+        world.entry(user_id, f"sock{user_id[len('guest_'):]}-new")  # ... and its entry names it
+        back.append(user_id)
+        return original(self, held)
+
+    back = []
+    monkeypatch.setattr(Sweep, "take_held", reconnects_first)
+
+    report = ctx_factory(**GUARD).sweep()
+
+    assert back[0] in world.online()
+    assert back[0] not in reasons_of(r)
+    assert report.reaped == {"heartbeat_timeout": 10, "orphan": 14}
+    assert_intents_consistent(r)
+
+
+def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, world, r, monkeypatch):
+    _guests(world, live=40, stale=10, socketless=15)
+    original = Sweep.take_held
+
+    def entry_changes_first(self, held):
+        changed.append(held.socketless[0].user_id)
+        world.entry(changed[0], None, status="busy")
+        return original(self, held)
+
+    changed = []
+    monkeypatch.setattr(Sweep, "take_held", entry_changes_first)
+
+    report = ctx_factory(**GUARD).sweep()
+
+    assert world.online()[changed[0]]["status"] == "busy"
+    assert report.skipped_live == 1
+    assert report.reaped == {"heartbeat_timeout": 10, "orphan": 14}
+    assert_intents_consistent(r)
+
+
+def test_held_back_malformed_records_are_quarantined_and_their_entries_reaped(ctx_factory, world, r):
+    _guests(world, live=40, stale=5)
+    for n in range(15):
+        r.set(f"guest_connection:bad{n}", b"not json")
+        world.entry(f"guest_bad{n}", f"bad{n}")  # orphans once their record is quarantined
+
+    report = ctx_factory(**GUARD).sweep()
+
+    assert report.quarantined == 15
+    assert report.reaped == {"heartbeat_timeout": 5, "orphan": 15}
+    assert len(world.online()) == 40
+    assert len(list(r.scan_iter(match="reaper:quarantine:*"))) == 15
+
+
+def test_mass_expiry_still_holds_everything_back(ctx_factory, world, r):
+    _guests(world, live=10, stale=50)
+
+    report = ctx_factory(**GUARD).sweep()
+
+    assert report.mass_expiry
+    assert sum(report.reaped.values()) == 10 and report.deferred == 40
+    assert len(world.records()) == 50
+    assert len(intents(r)) == 10
+
+
+# -- HeldBack: the memory bound ----------------------------------------------------------------
+
+def _entry(n: int, socket: bool) -> OnlineEntry:
+    return OnlineEntry(f"guest_{n}", b"{}", True, f"sock{n}" if socket else None)
+
+
+@pytest.mark.parametrize("records, orphans, socketless, overflowed", [
+    (0, 0, 0, False),
+    (5, 0, 0, False),
+    (2, 2, 1, False),  # exactly MAX_HELD
+    (3, 2, 1, True),  # one more
+    (0, 6, 0, True),
+    (0, 0, 6, True),
+])
+def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, overflowed):
+    monkeypatch.setattr(reaper.sweep, "MAX_HELD", 5)
+    held = HeldBack()
+
+    for n in range(records):
+        held.record(f"guest_connection:sock{n}")
+    for n in range(orphans):
+        held.entry(_entry(n, socket=True))
+    for n in range(socketless):
+        held.entry(_entry(n, socket=False))
+
+    assert held.overflowed is overflowed
+    if overflowed:  # forgotten at once: the second look will be a full pass
+        assert (held.records, held.orphans, held.socketless) == ([], [], [])
+        assert len(held) == 0
+    else:
+        assert (len(held.records), len(held.orphans), len(held.socketless)) == (records, orphans, socketless)
+        assert held.orphans == [f"guest_{n}" for n in range(orphans)]  # userIds only, for entries

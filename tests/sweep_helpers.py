@@ -36,3 +36,17 @@ def assert_deletable_intents(r, count: int) -> None:
     assert len(intents(r)) == count
     assert all("auth" in i["steps"] for i in intents(r).values())
     assert_intents_consistent(r)
+
+
+def add_guests(world, live: int, stale: int, orphans: int = 0, socketless: int = 0) -> None:
+    """``live`` fresh guests, then ``stale`` silent ones, then ``orphans`` entries without records
+    (naming a socket) and ``socketless`` ones (naming none)."""
+    n = 0
+    for _ in range(live):
+        world.guest(n := n + 1, age=5)
+    for _ in range(stale):
+        world.guest(n := n + 1, age=600)
+    for _ in range(orphans):
+        world.entry(f"guest_{(n := n + 1)}", f"sock{n}")
+    for _ in range(socketless):
+        world.entry(f"guest_{(n := n + 1)}", None)

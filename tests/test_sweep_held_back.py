@@ -9,21 +9,10 @@ import reaper.sweep
 from reaper.records import OnlineEntry
 from reaper.sweep import HeldBack, Sweep
 from support.guests import record
-from sweep_helpers import assert_deletable_intents, assert_intents_consistent, intents, reasons_of
+from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent, intents,
+                           reasons_of)
 
 GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
-
-
-def _guests(world, live: int, stale: int, orphans: int = 0, socketless: int = 0) -> None:
-    n = 0
-    for _ in range(live):
-        world.guest(n := n + 1, age=5)
-    for _ in range(stale):
-        world.guest(n := n + 1, age=600)
-    for _ in range(orphans):
-        world.entry(f"guest_{(n := n + 1)}", f"sock{n}")
-    for _ in range(socketless):
-        world.entry(f"guest_{(n := n + 1)}", None)
 
 
 def _commands(client) -> list[str]:
@@ -40,7 +29,7 @@ def _commands(client) -> list[str]:
 
 
 def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r):
-    _guests(world, live=40, stale=25, orphans=3, socketless=2)  # 30 of 70 dead: no mass expiry
+    add_guests(world, live=40, stale=25, orphans=3, socketless=2)  # 30 of 70 dead: no mass expiry
     ctx = ctx_factory(**GUARD)
     sent = _commands(ctx.client)
 
@@ -55,7 +44,7 @@ def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r)
 
 def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, monkeypatch, logs):
     monkeypatch.setattr(reaper.sweep, "MAX_HELD", 5)
-    _guests(world, live=40, stale=25, orphans=3, socketless=2)
+    add_guests(world, live=40, stale=25, orphans=3, socketless=2)
     ctx = ctx_factory(**GUARD)
     sent = _commands(ctx.client)
 
@@ -69,7 +58,7 @@ def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, m
 
 
 def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, monkeypatch):
-    _guests(world, live=40, stale=25)
+    add_guests(world, live=40, stale=25)
     original = Sweep.take_held
 
     def guest_beats_first(self, held):
@@ -92,7 +81,7 @@ def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, monkeyp
 
 
 def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory, world, r, monkeypatch):
-    _guests(world, live=40, stale=25)
+    add_guests(world, live=40, stale=25)
     original = reaper.store.load_records
     calls, rewritten = [], []
 
@@ -118,7 +107,7 @@ def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory,
 
 
 def test_a_held_back_orphan_that_reconnected_is_kept(ctx_factory, world, r, monkeypatch):
-    _guests(world, live=40, stale=10, orphans=15)
+    add_guests(world, live=40, stale=10, orphans=15)
     original = Sweep.take_held
 
     def reconnects_first(self, held):
@@ -140,7 +129,7 @@ def test_a_held_back_orphan_that_reconnected_is_kept(ctx_factory, world, r, monk
 
 
 def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, world, r, monkeypatch):
-    _guests(world, live=40, stale=10, socketless=15)
+    add_guests(world, live=40, stale=10, socketless=15)
     original = Sweep.take_held
 
     def entry_changes_first(self, held):
@@ -160,7 +149,7 @@ def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, 
 
 
 def test_held_back_malformed_records_are_quarantined_and_their_entries_reaped(ctx_factory, world, r):
-    _guests(world, live=40, stale=5)
+    add_guests(world, live=40, stale=5)
     for n in range(15):
         r.set(f"guest_connection:bad{n}", b"not json")
         world.entry(f"guest_bad{n}", f"bad{n}")  # orphans once their record is quarantined
@@ -174,7 +163,7 @@ def test_held_back_malformed_records_are_quarantined_and_their_entries_reaped(ct
 
 
 def test_mass_expiry_still_holds_everything_back(ctx_factory, world, r):
-    _guests(world, live=10, stale=50)
+    add_guests(world, live=10, stale=50)
 
     report = ctx_factory(**GUARD).sweep()
 

@@ -7,28 +7,17 @@ import redis
 
 import reaper.store
 from support.guests import CONN, record
-from sweep_helpers import (assert_deletable_intents, assert_intents_consistent,
+from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, snapshot)
 
 
 GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
 
 
-def _guests(world, live: int, stale: int, orphans: int = 0) -> None:
-    """``live`` fresh guests, then ``stale`` silent ones, then ``orphans`` entries without records."""
-    n = 0
-    for _ in range(live):
-        world.guest(n := n + 1, age=5)
-    for _ in range(stale):
-        world.guest(n := n + 1, age=600)
-    for _ in range(orphans):
-        world.entry(f"guest_{(n := n + 1)}", f"sock{n}")
-
-
 # -- mass expiry ----------------------------------------------------------------------------
 
 def test_mass_expiry_reaps_only_the_budget_and_warns(ctx_factory, world, r, logs):
-    _guests(world, live=10, stale=50)
+    add_guests(world, live=10, stale=50)
 
     report = ctx_factory(**GUARD).sweep()
 
@@ -42,7 +31,7 @@ def test_mass_expiry_reaps_only_the_budget_and_warns(ctx_factory, world, r, logs
 
 
 def test_orphans_count_toward_mass_expiry(ctx_factory, world, r, logs):
-    _guests(world, live=10, stale=25, orphans=25)
+    add_guests(world, live=10, stale=25, orphans=25)
 
     report = ctx_factory(**GUARD).sweep()
 
@@ -55,7 +44,7 @@ def test_orphans_count_toward_mass_expiry(ctx_factory, world, r, logs):
 
 
 def test_mass_expiry_budget_holds_across_small_batches(ctx_factory, world, r):
-    _guests(world, live=10, stale=25, orphans=25)
+    add_guests(world, live=10, stale=25, orphans=25)
 
     report = ctx_factory(redis__scan_count=3, **GUARD).sweep()
 
@@ -64,7 +53,7 @@ def test_mass_expiry_budget_holds_across_small_batches(ctx_factory, world, r):
 
 
 def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r, monkeypatch):
-    _guests(world, live=10, stale=50)
+    add_guests(world, live=10, stale=50)
     original = reaper.store.load_records
     revived = []
 
@@ -87,7 +76,7 @@ def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r
 
 
 def test_malformed_records_are_warned_once_when_a_second_pass_runs(ctx_factory, world, r, logs):
-    _guests(world, live=40, stale=5)
+    add_guests(world, live=40, stale=5)
     for n in range(15):
         r.set(f"{CONN}bad{n}", b"not json")
 
@@ -101,7 +90,7 @@ def test_malformed_records_are_warned_once_when_a_second_pass_runs(ctx_factory, 
 
 
 def test_stopping_during_the_second_pass_is_reported(ctx_factory, world, r, monkeypatch):
-    _guests(world, live=10, stale=30)  # 40 guests: no mass expiry, but more than the budget
+    add_guests(world, live=10, stale=30)  # 40 guests: no mass expiry, but more than the budget
     world.entry("guest_99", None)  # a socketless orphan, reaped only after a full record pass
     ctx = ctx_factory(**GUARD)
     original = reaper.store.load_records
@@ -124,7 +113,7 @@ def test_stopping_during_the_second_pass_is_reported(ctx_factory, world, r, monk
 
 
 def test_force_lifts_the_mass_expiry_limit(ctx_factory, world, r, logs):
-    _guests(world, live=10, stale=40, orphans=10)
+    add_guests(world, live=10, stale=40, orphans=10)
 
     report = ctx_factory(**GUARD).sweep(force=True)
 
@@ -141,7 +130,7 @@ def test_force_lifts_the_mass_expiry_limit(ctx_factory, world, r, logs):
     (30, 30, 0),  # exactly half is not more than half
 ])
 def test_no_mass_expiry_reaps_all_beyond_the_budget(ctx_factory, world, r, logs, live, stale, orphans):
-    _guests(world, live, stale, orphans)
+    add_guests(world, live, stale, orphans)
 
     report = ctx_factory(**GUARD).sweep()
 
@@ -155,7 +144,7 @@ def test_no_mass_expiry_reaps_all_beyond_the_budget(ctx_factory, world, r, logs,
 
 
 def test_mass_expiry_goes_on_sweep_after_sweep(ctx_factory, world, r):
-    _guests(world, live=10, stale=50)
+    add_guests(world, live=10, stale=50)
     ctx = ctx_factory(**GUARD)
 
     reaped = [sum(ctx.sweep().reaped.values()) for _ in range(3)]
@@ -284,7 +273,7 @@ def test_dry_run_writes_nothing_but_reports_everything(ctx_factory, world, r, lo
 
 
 def test_dry_run_under_mass_expiry_says_what_it_would_hold_back(ctx_factory, world, r, logs):
-    _guests(world, live=10, stale=50)
+    add_guests(world, live=10, stale=50)
     before = snapshot(r)
 
     report = ctx_factory(safety__dry_run=True, **GUARD).sweep()

@@ -396,8 +396,9 @@ class CascadeRunner:
         self._write_progress([claimed for claimed, _ in answers], report)
 
     def _write_progress(self, batch: list[Claimed], report: DrainReport) -> None:
-        """Write back what is left to do, keeping the claim, in one round trip: a crash from here
-        on does not repeat the steps done. One with nothing left is settled done at once."""
+        """Write back what is left to do, keeping the claim, in one SETTLE call per SETTLE_BATCH:
+        a crash from here on does not repeat the steps done. One with nothing left is settled
+        done at once."""
         progressed = [c for c in batch if c.active and c.changed]
         if not progressed:
             return

@@ -3,9 +3,9 @@
 # Batch scripts (TAKE_RECORD, TAKE_ORPHAN, REMOVE_ENTRY, EXIST_EACH) handle a batch of guests in
 # one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
 # holds Redis for about a millisecond at most.
-TAKE_BATCH = 50  # records or orphans per TAKE_* call: ~5 Redis calls each
+TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each
 ENTRY_BATCH = 250  # entries per REMOVE_ENTRY call: ~2 Redis calls each
-EXIST_BATCH = 500  # keys per EXIST_EACH call
+EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
 
 # KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)
 # then for record i (from 1): KEYS[2i+1] = guest_connection:{socketId}, KEYS[2i+2] = its quarantine key

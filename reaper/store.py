@@ -24,7 +24,7 @@ from .records import Malformed, parse_hash_record, parse_json_record
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 T = TypeVar("T")
 READ_AHEAD_SWITCH_S = 0.0005
-MGET_BATCH = 500
+MGET_BATCH = 1000
 _END = object()
 MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
 
@@ -188,8 +188,8 @@ def read_ahead(batches: Iterator[T], stopping: threading.Event | None = None,
     wait behind one command at most, as they would for a single-threaded sweep."""
     ahead: queue.Queue = queue.Queue(maxsize=1)
     done = threading.Event()
-    reader = threading.Thread(target=_produce, args=(batches, ahead, done, stopping, turn or nullcontext()),
-                              name="reaper-read-ahead", daemon=True)
+    reader = threading.Thread(target=_produce, name="reaper-read-ahead", daemon=True,
+                              args=(batches, ahead, done, stopping, turn or nullcontext()))
     with _quick_switches:
         reader.start()
         try:
@@ -217,11 +217,6 @@ class _QuickSwitches:
         self._active, self._saved = 0, 0.0
 
     def __enter__(self) -> None:
-        import os
-        if os.environ.get("NO_QS"):
-            self._active += 1
-            self._saved = sys.getswitchinterval()
-            return
         with self._lock:
             if self._active == 0:
                 self._saved = sys.getswitchinterval()
@@ -239,7 +234,7 @@ _quick_switches = _QuickSwitches()
 
 
 def _produce(batches: Iterator, ahead: queue.Queue, done: threading.Event,
-             stopping: threading.Event | None, turn) -> None:
+             stopping: threading.Event | None, turn: AbstractContextManager) -> None:
     # After `done` the caller empties the queue once: at most one more put() may follow.
     batches = iter(batches)
     try:
@@ -270,9 +265,9 @@ def _unblock(ahead: queue.Queue) -> None:
 
 
 def read_values(client: redis.Redis, names: list[bytes], record_format: str) -> list | None:
-    """What load_records reads first, for reading ahead: the MGET of JSON records, in MGETs
-    of MGET_BATCH keys (~200 KB, under a millisecond of Redis each). None for hashes, which
-    load_records reads itself."""
+    """What load_records reads first, for reading ahead: the MGET of JSON records, in MGETs of
+    MGET_BATCH keys at most (~400 KB of records, a millisecond or so of Redis each). None for
+    hashes, which load_records reads itself."""
     if not names or record_format == "hash":
         return None
     return [value for start in range(0, len(names), MGET_BATCH)

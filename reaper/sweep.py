@@ -12,8 +12,13 @@ Every removal writes its cascade intent in the same script. A sweep removes at m
 totals; the rest are held back (remembered by name). When the totals show no mass expiry,
 a second look takes what was held back: records are read and judged again and entries
 looked up again, so a guest that came back meanwhile is kept. Beyond MAX_HELD names the
-second look is a second full pass instead. Memory: one batch, the socketless entries and
+second look is a second full pass instead. Memory: a few batches, the socketless entries and
 the held-back names.
+
+Redis works while Python judges (a sweep is about half each): one thread reads the next
+batch (store.read_ahead) and another runs the Redis calls of the batch before (_OneBehind),
+whose answers are handled here, in order. Both hold ``turn`` for each call, so Redis never
+has more than one of our commands to serve, and other clients wait behind one at most.
 """
 
 import threading
@@ -214,9 +219,6 @@ class Sweep:
                 yield [parse_online_entry(f.decode(), v, prefix) for f, v in batch]
 
     def _read_ahead(self, batches: Iterator) -> closing:
-        import os
-        if os.environ.get("NO_RA"):
-            return closing(iter(batches))
         return closing(store.read_ahead(batches, self.stopping, self.turn))
 
     def _online_pass(self) -> None:
@@ -418,13 +420,14 @@ class Sweep:
                 record.witness[0], record.witness[1], intent_id, intent_json]
 
     def _count_reaped(self, reaped: list[tuple]) -> None:
+        done = sum(self.report.reaped.values())
         for user_id, socket_id, reason, detail in reaped:
             self.report.reaped[reason] += 1
-            if self.quiet:
-                continue
-            loud = sum(self.report.reaped.values()) <= LOUD_REAPS
-            logger.log("INFO" if loud else "DEBUG", "Reaped {} (socket {}): {}, {}{}", user_id,
-                       socket_id or "-", reason, _describe(detail), " [dry run]" if self.dry_run else "")
+            done += 1
+            if not self.quiet:
+                logger.log("INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
+                           user_id, socket_id or "-", reason, _describe(detail),
+                           " [dry run]" if self.dry_run else "")
 
 
 def _describe(detail: Verdict | str) -> str:

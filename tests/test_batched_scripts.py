@@ -208,7 +208,8 @@ def _full_batch(r, name, n, raw, intent):
     ("list", "string"),  # a wrong-type key (to quarantine) that became a record
     ("list", "none"),
 ])
-def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world, r, monkeypatch, seen, becomes):
+def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world, r, monkeypatch,
+                                                              seen, becomes):
     key = CONN + "sock1"
     if seen == "string":
         world.guest(1, age=600)

@@ -135,7 +135,8 @@ def test_policy_thresholds_are_worked_out_not_compared():
 
     assert (policy.heartbeat_limit_us, policy.ping_interval_us) == (185_000_000, 60_000_000)
     assert policy == Policy(180.0, 60.0, 3, 5.0)
-    assert repr(policy) == "Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5)"
+    assert repr(policy) == ("Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, "
+                            "clock_skew_s=5)")
 
 
 # -- intents ----------------------------------------------------------------------------------------
@@ -146,7 +147,12 @@ def test_policy_thresholds_are_worked_out_not_compared():
     purge_intent(reasons.STARTUP_PURGE, 1.8e9, [intents.AUTH_ALL, intents.USERS_ALL]),
     Intent("guest:guest_2", reasons.PING_TIMEOUT, 1.8e9, ["auth"], "guest_2", "s2", attempts=3,
            last_error="auth: 503", errors={"mongo": "AutoReconnect", "auth": "503 ☃"}),
-], ids=["fresh", "odd id, no socket", "purge", "retried"])
+    Intent("guest:g\x00\n\t\u2028😀", reasons.ORPHAN, 1.8e9, ["auth"], "g\x00\n\t\u2028😀", "s/\\\"",
+           attempts=1, last_error="timeout"),
+    Intent("guest:g", reasons.ORPHAN, 1800000000, ["auth"], "g"),  # an int time: the encoder's way
+    Intent("guest:g", reasons.ORPHAN, 1e-7, [], "g", attempts=True),  # bool: the encoder's way
+], ids=["fresh", "odd id, no socket", "purge", "retried", "control and non-ASCII text", "int time",
+        "bool attempts"])
 def test_intent_json_is_asdict_sorted_compact(intent):
     """SETTLE compares intents byte for byte: the hand-built JSON must be asdict's, field for field."""
     assert intent.to_json() == json.dumps(asdict(intent), separators=(",", ":"), sort_keys=True)

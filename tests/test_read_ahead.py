@@ -1,5 +1,6 @@
-"""store.read_ahead: Redis reads the next batch while the sweep judges this one, without ever
-leaving a thread behind, losing an error, or reading on after a stop."""
+"""Redis works while Python judges: store.read_ahead reads the next batch, and the sweep's
+one-behind worker writes the last one, without ever leaving a thread behind, losing an error,
+or reading on after a stop."""
 
 import threading
 
@@ -8,11 +9,12 @@ import redis
 
 import reaper.store
 from reaper.store import read_ahead
+from reaper.sweep import Sweep
 from sweep_helpers import assert_intents_consistent, intents
 
 
 def _readers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "reaper-read-ahead"]
+    return [t for t in threading.enumerate() if t.name.startswith(("reaper-read-ahead", "reaper-one-behind"))]
 
 
 def _source(n: int, produced: list, fail_at: int | None = None):
@@ -125,4 +127,42 @@ def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, monkeypatc
 
     assert report.interrupted and len(loads) == 2
     assert _readers() == []
+    assert_intents_consistent(r)
+
+
+@pytest.mark.parametrize("failing", ["_compare_and_delete", "_exist"])
+def test_a_failing_write_behind_is_raised_by_the_sweep(ctx_factory, world, r, monkeypatch, failing):
+    for n in range(30):
+        world.guest(n, age=600 if n % 2 else 5)
+        world.entry(f"guest_{100 + n}", f"sock{100 + n}")  # orphans: the online pass writes too
+    original = getattr(Sweep, failing)
+    calls = []
+
+    def fails_the_third_time(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise redis.ConnectionError("Connection reset by peer")
+        return original(self, *args)
+
+    monkeypatch.setattr(Sweep, failing, fails_the_third_time)
+    ctx = ctx_factory(redis__scan_count=5)
+
+    with pytest.raises(redis.ConnectionError, match="reset by peer"):
+        ctx.sweep(force=True)
+
+    assert _readers() == []
+    assert_intents_consistent(r)
+    gone = {f"sock{n}" for n in range(30)} - world.records()
+    assert {i["socket_id"] for i in intents(r).values() if i["reason"] != "orphan"} == gone
+
+
+def test_every_answer_written_behind_is_counted_once(ctx_factory, world, r, logs):
+    for n in range(60):
+        world.guest(n, age=600 if n % 3 == 0 else 5)
+
+    report = ctx_factory(redis__scan_count=7).sweep(force=True)
+
+    reaped = [m.split()[1] for _, m in logs if m.startswith("Reaped ")]
+    assert sorted(reaped) == sorted(f"guest_{n}" for n in range(0, 60, 3))
+    assert len(reaped) == len(set(reaped)) == report.reaped["heartbeat_timeout"] == 20
     assert_intents_consistent(r)

@@ -5,10 +5,10 @@
     half-open ── the probe succeeds ──▶ closed
     half-open ── the probe fails ──▶ open (for another cooldown)
 
-One circuit per target (auth-service, user-service, MongoDB). A refused call raises
-CircuitOpen without touching the network; the cascade then waits for the next probe
-without charging the intent an attempt. A 4xx is an answer, not an outage: it never trips
-a circuit, and a probe answered with one closes it.
+One circuit per target (auth-service, user-service, MongoDB, the signaling channels of the
+tell step). A refused call raises CircuitOpen without touching the network; the cascade then
+waits for the next probe without charging the intent an attempt. A 4xx is an answer, not an
+outage: it never trips a circuit, and a probe answered with one closes it.
 
 Breaker is the pure state machine (time comes in as an argument); Circuit puts it to work
 for the cascade's threads: the lock, the monotonic clock, the log lines, the counters.
@@ -152,6 +152,7 @@ class Circuits:
     auth: Circuit
     users: Circuit
     mongo: Circuit
+    signaling: Circuit
 
     @classmethod
     def build(cls, failures_to_open: int, cooldown_s: float, counters: Counters,
@@ -159,7 +160,7 @@ class Circuits:
         def circuit(name: str) -> Circuit:
             return Circuit(name, failures_to_open, cooldown_s, counters, clock)
 
-        return cls(circuit("auth-service"), circuit("user-service"), circuit("mongo"))
+        return cls(circuit("auth-service"), circuit("user-service"), circuit("mongo"), circuit("signaling"))
 
     def all(self) -> tuple[Circuit, ...]:
-        return self.auth, self.users, self.mongo
+        return self.auth, self.users, self.mongo, self.signaling

@@ -1,8 +1,9 @@
-"""Running cascades: the steps after a guest's Redis record is gone (SPEC §3 steps 2-4, §5).
+"""Running cascades: the steps after a guest's Redis record is gone (SPEC §3 steps 2-5, §5).
 
 Due intents are claimed in batches and run phase by phase: the online entry, the liveness
 check, then each irreversible step in bulk where the target allows it (auth-service DELETEs
-streamed ``concurrency`` at a time, one MongoDB ``$in`` per batch, the purge calls). Steps done
+streamed ``concurrency`` at a time, one MongoDB ``$in`` per batch, one guestLeft PUBLISH
+pipeline per batch, the purge calls). Steps done
 are written back to Redis as they succeed, so a crash repeats none of them but those in flight.
 Every call goes through its target's circuit breaker. Every intent is then settled: done,
 retried later, or moved to the dead letters.
@@ -25,14 +26,16 @@ from . import scripts
 from .breaker import Circuit, CircuitOpen, Circuits
 from .counters import Counters
 from .errors import PermanentError, StepError, TransientError
-from .intents import (AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, USERS_ALL, Intent)
+from .events import DEAD_LETTER, EventStream, outcome
+from .intents import (AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent)
 from .keys import Keys
 from .liveness import GONE, LIVE, Liveness
 from .presence import OnlineList
 from .retry import RetryPolicy
 from .services import AuthService, GuestStore, UserService
+from .signaling import Teller
 
-ORDER = (ONLINE, AUTH, MONGO, AUTH_ALL, USERS_ALL, MONGO_ALL)  # the phases of a batch
+ORDER = (ONLINE, AUTH, MONGO, TELL, AUTH_ALL, USERS_ALL, MONGO_ALL)  # the phases of a batch
 AFTER_AUTH = ORDER[2:]
 # A cascade waiting for a circuit is due a little after the drain began, never during it.
 MIN_WAIT_S = 0.01
@@ -46,10 +49,12 @@ class Targets:
     auth: AuthService
     users: UserService
     mongo: GuestStore
+    tell: Teller = field(default_factory=lambda: Teller(None))
 
     def enabled_steps(self) -> list[str]:
-        """The irreversible steps a guest cascade needs with this configuration."""
-        return [s for s, on in ((AUTH, self.auth.enabled), (MONGO, self.mongo.enabled)) if on]
+        """The irreversible steps a guest cascade needs with this configuration; tell last."""
+        return [s for s, on in ((AUTH, self.auth.enabled), (MONGO, self.mongo.enabled),
+                                (TELL, self.tell.enabled)) if on]
 
     def purge_steps(self) -> list[str]:
         return [s for s, on in ((AUTH_ALL, self.auth.enabled), (USERS_ALL, self.users.enabled),
@@ -282,8 +287,10 @@ class CascadeRunner:
     def __init__(self, client: redis.Redis, keys: Keys, targets: Targets, liveness: Liveness,
                  retry: RetryPolicy, counters: Counters, *, concurrency: int, batch_size: int,
                  claim_timeout_s: float, max_age_s: float, guest_id_prefix: str,
-                 breaker_failures: int = 5, breaker_cooldown_s: float = 10.0):
+                 breaker_failures: int = 5, breaker_cooldown_s: float = 10.0,
+                 audit: EventStream | None = None):
         self.client, self.keys, self.targets, self.liveness = client, keys, targets, liveness
+        self.audit = audit  # where cascades that ended early or dead are recorded
         self.retry, self.counters = retry, counters
         self.batch_size, self.claim_timeout_s, self.max_age_s = batch_size, claim_timeout_s, max_age_s
         self.circuits = Circuits.build(breaker_failures, breaker_cooldown_s, counters)
@@ -292,12 +299,14 @@ class CascadeRunner:
         self._settle = client.register_script(scripts.SETTLE)
         self._settle_keys = [keys.intents, keys.due, keys.dead]
         self.online = OnlineList(client, keys, guest_id_prefix)
-        self._phases = {MONGO: self._delete_in_mongo, AUTH_ALL: self._purge_phase(AUTH_ALL),
-                        USERS_ALL: self._purge_phase(USERS_ALL), MONGO_ALL: self._purge_phase(MONGO_ALL)}
+        self._phases = {MONGO: self._delete_in_mongo, TELL: self._tell,
+                        AUTH_ALL: self._purge_phase(AUTH_ALL), USERS_ALL: self._purge_phase(USERS_ALL),
+                        MONGO_ALL: self._purge_phase(MONGO_ALL)}
 
     def circuit_of(self, step: str) -> Circuit | None:
         return {AUTH: self.circuits.auth, AUTH_ALL: self.circuits.auth, USERS_ALL: self.circuits.users,
-                MONGO: self.circuits.mongo, MONGO_ALL: self.circuits.mongo}.get(step)
+                MONGO: self.circuits.mongo, MONGO_ALL: self.circuits.mongo,
+                TELL: self.circuits.signaling}.get(step)
 
     # -- the loop
     def drain(self, now_fn, stopping: threading.Event | None = None) -> DrainReport:
@@ -358,6 +367,7 @@ class CascadeRunner:
         batch = Batch(claimed, now)
         report.claimed += len(claimed)
         stream.pump()
+        self._drop_live_sockets(_needing(claimed, ONLINE), now, report)
         self._remove_entries(_needing(claimed, ONLINE))
         stream.pump()
         self._drop_live(claimed, now, report)
@@ -440,23 +450,34 @@ class CascadeRunner:
         for claimed in batch:
             claimed.done(ONLINE)
 
+    def _drop_live_sockets(self, batch: list[Claimed], now: float, report: DrainReport) -> None:
+        """A socket whose record is there and fresh was never reaped (a Redis Cluster sweep that
+        died between writing the intent and the removal) or beat again: its entry stays."""
+        sockets = [c.intent.socket_id for c in batch if c.intent.socket_id]
+        live = self.liveness.live_sockets(sockets, now) if sockets else set()
+        for claimed in batch:
+            if claimed.intent.socket_id in live:
+                self._drop(claimed, LIVE, report)
+
     def _drop_live(self, batch: list[Claimed], now: float, report: DrainReport) -> None:
         """Never a live guest: a user connected again (or registered) keeps its records."""
         checked = [c for c in batch if c.active and c.intent.needs_liveness_check]
         states = self.liveness.of([c.intent.user_id for c in checked], now)
         for claimed in checked:
             state = states[claimed.intent.user_id]
-            if state == GONE:
-                continue
-            claimed.dropped = state
-            if state == LIVE:
-                report.skipped_live += 1
-                self.counters.add("skipped_live")
-            else:
-                report.skipped_registered += 1
-                self.counters.add("skipped_registered")
-            logger.info("Cascade: {} is {} again; its database records are kept",
-                        claimed.intent.user_id, state)
+            if state != GONE:
+                self._drop(claimed, state, report)
+
+    def _drop(self, claimed: Claimed, state: str, report: DrainReport) -> None:
+        claimed.dropped = state
+        if state == LIVE:
+            report.skipped_live += 1
+            self.counters.add("skipped_live")
+        else:
+            report.skipped_registered += 1
+            self.counters.add("skipped_registered")
+        logger.info("Cascade: {} is {} again; its database records are kept",
+                    claimed.intent.user_id, state)
 
     def _delete_guest(self, claimed: Claimed) -> None:
         self.targets.auth.delete_guest(claimed.intent.user_id)
@@ -468,6 +489,17 @@ class CascadeRunner:
                             [c.intent.user_id for c in batch])
         for claimed in batch:
             self._record(claimed, MONGO, error)
+
+    def _tell(self, batch: list[Claimed]) -> None:
+        """guestLeft for every guest of the batch still to be told, in one round trip. It does
+        not wait for the auth-service or MongoDB steps: the guest already left the online list,
+        and its clients should hear so now, not after an outage elsewhere."""
+        if not self.targets.tell.enabled:
+            return self._skip(batch, TELL)
+        error = _failure_of(self.circuits.signaling.call, self.targets.tell.tell_guests,
+                            [(c.intent.user_id, c.intent.reason) for c in batch])
+        for claimed in batch:
+            self._record(claimed, TELL, error)
 
     def _purge_phase(self, step: str):
         target = {AUTH_ALL: self.targets.auth, USERS_ALL: self.targets.users, MONGO_ALL: self.targets.mongo}[step]
@@ -503,9 +535,20 @@ class CascadeRunner:
         verdicts = [(c, self._verdict(c, now, report)) for c in batch if not (c.replaced or c.settled)]
         if not verdicts:
             return
+        self._record_outcomes(verdicts, now)
         for (claimed, _), settled in zip(verdicts, self._settle_each([args for _, args in verdicts])):
             if not settled:
                 logger.debug("Cascade: {} was replaced while running; the new one goes on", claimed.intent.id)
+
+    def _record_outcomes(self, verdicts: list[tuple[Claimed, list]], now: float) -> None:
+        """The audit trail's second word on a guest: kept because it was back, or dead-lettered."""
+        if self.audit is None:
+            return
+        self.audit.write([
+            outcome(c.intent.user_id, c.intent.socket_id, c.intent.reason,
+                    f"skipped_{c.dropped}" if c.dropped else DEAD_LETTER,
+                    now, f"{c.dropped} again" if c.dropped else c.intent.last_error)
+            for c, args in verdicts if c.dropped or args[2] == "dead"])
 
     def _verdict(self, claimed: Claimed, now: float, report: DrainReport) -> list:
         """How to settle one cascade: SETTLE's arguments (id, as claimed, action, JSON, due time)."""

@@ -4,10 +4,11 @@ from dataclasses import dataclass
 
 import redis
 
+from . import cluster
 from .config import Config, mask_url
 from .errors import RedisUnavailable, StepError
 from .services import AuthService, GuestStore, UserService
-from .store import connect, describe_connection, ping
+from .store import REDIS_DOWN, connect, describe_connection, ping
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
 
@@ -37,19 +38,24 @@ def check(config: Config, mongo_client=None) -> tuple[list[Line], int]:
 
 
 def check_redis(config: Config) -> list[Line]:
-    client = connect(config)
     where = mask_url(config.redis.url)
     try:
+        client = connect(config)  # a cluster client asks its nodes at once
+    except RedisUnavailable as exc:
+        return [Line("redis", FAIL, f"{where}: {exc}")]
+    try:
         ping(client)
-        info = client.info()
-    except (RedisUnavailable, redis.RedisError) as exc:  # also ACL and protocol errors
+        infos = cluster.info_of_each(client) if cluster.is_cluster(client) else [client.info()]
+        mode = _mode(config, client)
+    except (RedisUnavailable, *REDIS_DOWN, redis.RedisError) as exc:  # also ACL and protocol errors
         return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {exc}")]
     finally:
         client.close()
-    policy = info.get("maxmemory_policy", "noeviction")
-    lines = [Line("redis", OK, f"{where}{_mode(config, client)} (Redis {info.get('redis_version', '?')}, "
-                               f"maxmemory-policy {policy})")]
-    if str(policy).startswith("allkeys-"):
+    versions = "/".join(sorted({str(info.get("redis_version", "?")) for info in infos}))
+    policies = sorted({str(info.get("maxmemory_policy", "noeviction")) for info in infos})
+    policy = "/".join(policies)  # a cluster's nodes may differ: each is said
+    lines = [Line("redis", OK, f"{where}{mode} (Redis {versions}, maxmemory-policy {policy})")]
+    if any(p.startswith("allkeys-") for p in policies):
         lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
                           "records; reaper skips orphans in sweeps after an eviction"))
     return lines

@@ -18,7 +18,8 @@ from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
 from .durations import parse_duration
 from .errors import ConfigError, RedisUnavailable
 from .keys import Keys
-from .store import REDIS_DOWN, connect, ping
+from .store import REDIS_DOWN, connect, ping, redis_now
+from .terminal import progress_on
 
 config_option = click.option(
     "--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
@@ -43,6 +44,15 @@ def _exit_unreachable(exc: Exception) -> None:
     sys.exit(EXIT_REDIS)
 
 
+def _reach(open_, config):
+    """open_(config); exit 3 when it must reach Redis and cannot (a cluster client asks its nodes
+    at once)."""
+    try:
+        return open_(config)
+    except RedisUnavailable as exc:
+        _exit_unreachable(exc)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reaper")
 def cli():
@@ -64,7 +74,10 @@ def run(config_path, once, dry_run, force):
     3 Redis unreachable."""
     config = _load(config_path, **{"safety.dry_run": dry_run})
     try:
-        sys.exit(run_once(config, force) if once else run_daemon(config, force))
+        sys.exit(run_once(config, force, progress=progress_on()) if once else run_daemon(config, force))
+    except ConfigError as exc:  # found only when used: server.listen already taken, say
+        click.echo(f"reaper: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except RedisUnavailable as exc:
         _exit_unreachable(exc)
 
@@ -83,7 +96,8 @@ def purge(config_path, yes, dry_run):
             raise click.UsageError("not on a terminal: pass --yes to confirm the purge")
         click.confirm(f"Delete all guest state in {mask_url(config.redis.url)} and the databases?",
                       abort=True)
-    ctx = Context.open(config)
+    ctx = _reach(Context.open, config)
+    ctx.progress = progress_on()  # None unless stderr is a terminal
     try:
         ping(ctx.client)
         purging.purge(ctx)
@@ -99,38 +113,72 @@ def purge(config_path, yes, dry_run):
 @cli.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-def stats(config_path, as_json):
+@click.option("--watch", "watch_s", is_flag=False, flag_value="2s", default=None, metavar="[INTERVAL]",
+              callback=lambda *args: _duration('"2s", "500ms", "1m"')(*args),  # defined below
+              help="Report again every INTERVAL (default 2s) until Ctrl-C; redrawn on a terminal.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="With --watch: stop after this many reports.")
+def stats(config_path, as_json, watch_s, count):
     """Guests now (total, responsive, unresponsive), stale and orphaned ones, registered users
-    online, pending and dead cascades. Reads only."""
+    online, pending and dead cascades, leader and pause. Reads only. With --watch, again and
+    again: redrawn in place on a terminal, one report after the other (with --json one object
+    per line) when piped."""
     from . import stats as statistics
+    from . import terminal
 
+    if count is not None and watch_s is None:
+        raise click.UsageError("--count goes with --watch")
     config = _load(config_path)
-    ctx = Context.open(config)
+    ctx = _reach(Context.open, config)
+
+    def report() -> str:
+        found = statistics.collect(ctx)
+        if as_json:
+            return json.dumps(found, sort_keys=True)
+        if watch_s is None:
+            return statistics.as_text(found)
+        return _watch_header(watch_s) + statistics.as_text(found) + "\n"  # a blank line between reports
+
     try:
         ping(ctx.client)
-        found = statistics.collect(ctx)
+        redraw = not as_json and sys.stdout.isatty()
+        terminal.repeat(report, watch_s or 0, 1 if watch_s is None else count, redraw, click.echo)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
     except (RedisUnavailable, *REDIS_DOWN) as exc:
         _exit_unreachable(exc)
     finally:
         ctx.close()
-    click.echo(json.dumps(found, sort_keys=True) if as_json else statistics.as_text(found))
 
 
-def _pause_duration(_ctx, _param, value):
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        seconds = 0
-    if seconds < 0.001:
-        raise click.BadParameter(f"{value!r}: expected a duration like \"30s\", \"10m\", \"2h\", at least 1ms")
-    return seconds
+def _watch_header(interval_s: float) -> str:
+    from datetime import datetime, timezone
+
+    from .durations import format_duration
+
+    moment = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"Every {format_duration(interval_s)}: {moment} (Ctrl-C stops)\n"
+
+
+def _duration(examples: str):
+    """A click callback: the option's duration in seconds (None stays None), at least 1ms."""
+    def convert(_ctx, _param, value):
+        if value is None:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            seconds = 0
+        if seconds < 0.001:
+            raise click.BadParameter(f"{value!r}: expected a duration like {examples}, at least 1ms")
+        return seconds
+
+    return convert
 
 
 @cli.command()
 @config_option
-@click.option("--for", "for_s", metavar="DURATION", callback=_pause_duration,
+@click.option("--for", "for_s", metavar="DURATION", callback=_duration('"30s", "10m", "2h"'),
               help="Resume by itself after this long (e.g. 30m); without it, until `reaper resume`.")
 @click.option("--reason", default="", help="Why; shown in the replicas' logs and by `reaper stats`.")
 def pause(config_path, for_s, reason):
@@ -153,7 +201,7 @@ def resume(config_path):
 
 def _on_redis(config, action):
     """action(client, keys) on a fresh connection; exit 3 when Redis is unreachable."""
-    client = connect(config)
+    client = _reach(connect, config)
     try:
         ping(client)
         return action(client, Keys.from_config(config.redis))
@@ -161,6 +209,28 @@ def _on_redis(config, action):
         _exit_unreachable(exc)
     finally:
         client.close()
+
+
+@cli.command()
+@config_option
+@click.option("--user", "user_id", metavar="ID", help="Only this guest's records (its userId).")
+@click.option("--since", "since_s", metavar="DURATION", callback=_duration('"30m", "2h", "7d"'),
+              help="Only records of the last DURATION (Redis time), e.g. 2h.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Show at most this many, newest first.")
+def events(config_path, user_id, since_s, as_json, limit):
+    """The audit trail: who removed which guest, when and why. One decision record per reaped
+    guest, newest first: its reason (heartbeat_timeout, ping_timeout, orphan, malformed) and
+    what the sweep observed (heartbeat age, missed pings, the malformed record's problem).
+    Kept in the stream <reaper_prefix>events, about events.max_len of them. Reads only."""
+    from . import events as audit
+
+    config = _load(config_path)
+    found = _on_redis(config, lambda client, keys: audit.EventStream(client, keys, config.events.max_len)
+                      .read(redis_now(client), since_s, user_id, limit))
+    if not (as_json and not found):  # no JSON lines for no records, not even an empty one
+        click.echo(audit.as_json_lines(found) if as_json else audit.as_text(found))
 
 
 @cli.group(name="dead-letters")
@@ -236,6 +306,51 @@ def check(config_path):
     for line in lines:
         click.echo(str(line))
     sys.exit(code)
+
+
+@cli.command()
+@click.option("--duration", "duration_s", default=20.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=5, max=3600), help="How long guests come and go before the summary.")
+def demo(duration_s):
+    """See reaper work, with nothing configured: starts a private redis-server (from PATH),
+    stand-ins for the auth-service and user-service, and a simulated signaling server whose
+    guests heartbeat, drop off, freeze, or were left behind by a crash; runs the real `reaper
+    run` against them with timings scaled down (heartbeat 1s, timeout 6s), shows what it does,
+    then a summary. Exit 0 when every dead guest was reaped and no live guest or registered
+    user was touched, 1 otherwise, 3 without redis-server. Leaves nothing running or behind."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(duration_s))
+
+
+@cli.command()
+@config_option
+@click.option("--url", metavar="URL",
+              help="Ask this URL (a bare http://host:port means its /healthz) instead of server.listen's.")
+@click.option("--timeout", "timeout_s", default="5s", show_default=True,
+              callback=_duration('"2s" or "500ms"'),
+              help="Give up after this long.")
+def health(config_path, url, timeout_s):
+    """Ask a running `reaper run` whether it is healthy: GET /healthz on server.listen (or
+    --url). Prints one line; exit 0 on 200, 1 otherwise. Made for a container HEALTHCHECK."""
+    from . import probe
+
+    try:
+        target = probe.with_health_path(url) if url else _health_url(_load(config_path))
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    found = probe.probe(target, timeout_s)
+    click.echo(found.line)
+    sys.exit(0 if found.healthy else 1)
+
+
+def _health_url(config) -> str:
+    from .probe import url_for_listen
+
+    if not config.server.listen:
+        raise click.UsageError("server.listen is empty, so no /healthz is served: set it "
+                               "(REAPER_SERVER_LISTEN=127.0.0.1:9108) or pass --url")
+    return url_for_listen(config.server.listen)
 
 
 @cli.command(name="config")

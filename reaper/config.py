@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
+from .socketio import RESERVED_EVENTS
 
 DEFAULT_PATHS = (Path("reaper.toml"), Path("/etc/reaper/reaper.toml"))
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -61,6 +62,12 @@ class RedisConfig:
     tls_cert_file: str = field(default="", metadata={"kind": "readable_file"})
     tls_key_file: str = field(default="", metadata={"kind": "readable_file"})
     tls_verify: bool = True
+    cluster: bool = False
+
+    @property
+    def is_cluster(self) -> bool:
+        """Redis Cluster: ``redis.cluster = true`` or a redis+cluster:// / rediss+cluster:// URL."""
+        return self.cluster or urlsplit(self.url).scheme.endswith("+cluster")
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,11 @@ class LeaderConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    max_len: int = _int(100_000, minimum=0)  # 0: no audit stream is written
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = _choice("INFO", *LOG_LEVELS)
     format: str = _choice("text", "text", "json")
@@ -138,9 +150,9 @@ class ServerConfig:
 @dataclass(frozen=True)
 class NotifyConfig:
     enabled: bool = False
-    channel_prefix: str = "socket.io"
-    namespace: str = "/"
-    event: str = "guestLeft"
+    channel_prefix: str = field(default="socket.io", metadata={"kind": "channel_prefix"})
+    namespace: str = field(default="/", metadata={"kind": "namespace"})
+    event: str = field(default="guestLeft", metadata={"kind": "event"})
     fence: bool = True
     ask_before_reap: bool = False
     ask_timeout_s: float = _duration("2s", 0.001)
@@ -161,6 +173,7 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     leader: LeaderConfig = field(default_factory=LeaderConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
@@ -404,9 +417,11 @@ def _to_listen(key, raw, meta):
     value = _to_str(key, raw, meta).strip()
     if value == "":
         return value
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(key, raw, 'host:port such as "127.0.0.1:9108", or "" to disable')
+    try:
+        split_host_port(value)
+    except ValueError:
+        raise ConfigError(key, raw, 'host:port such as "127.0.0.1:9108" or "[::1]:9108", '
+                          'or "" to disable') from None
     return value
 
 
@@ -445,6 +460,27 @@ def _to_name(key, raw, meta):
     return value
 
 
+def _to_channel_prefix(key, raw, meta):
+    value = _to_str(key, raw, meta)
+    if not value or any(c.isspace() for c in value):  # the adapter reads an empty key as "socket.io"
+        raise ConfigError(key, raw, 'the adapter\'s non-empty key without spaces, such as "socket.io"')
+    return value
+
+
+def _to_namespace(key, raw, meta):
+    value = _to_str(key, raw, meta)
+    if not value.startswith("/") or "#" in value or any(c.isspace() for c in value):
+        raise ConfigError(key, raw, 'a socket.io namespace starting with "/", such as "/" or "/calls"')
+    return value
+
+
+def _to_event(key, raw, meta):
+    value = _to_str(key, raw, meta)
+    if not value.strip() or value in RESERVED_EVENTS:
+        raise ConfigError(key, raw, "an event name that socket.io does not reserve, such as \"guestLeft\"")
+    return value
+
+
 def _to_readable_file(key, raw, meta):
     value = _to_str(key, raw, meta).strip()
     if value and not _is_readable_file(value):
@@ -469,7 +505,11 @@ _CONVERTERS = {
     "duration": _to_duration,
     "fraction": _to_fraction,
     "table": _to_table,
-    "redis_url": _to_url(("redis", "rediss", "unix"), "to use REDIS_HOST / REDIS_PORT"),
+    "channel_prefix": _to_channel_prefix,
+    "namespace": _to_namespace,
+    "event": _to_event,
+    "redis_url": _to_url(("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
+                         "to use REDIS_HOST / REDIS_PORT"),
     "http_url": _to_url(("http", "https"), "to disable"),
     "mongo_uri": _to_url(("mongodb", "mongodb+srv"), "to disable"),
     "listen": _to_listen,
@@ -510,7 +550,7 @@ _TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 def _check_redis_connection(redis: RedisConfig) -> None:
     """The keys that only make sense together: TLS keys need rediss://, a key needs its
     certificate, sentinels need a TCP URL (for its password and db; its host is not used)."""
-    scheme = urlsplit(redis.url).scheme
+    scheme = urlsplit(redis.url).scheme.removesuffix("+cluster")
     tls_set = [k for k in _TLS_KEYS if getattr(redis, k)] + ([] if redis.tls_verify else ["tls_verify"])
     if tls_set and scheme != "rediss":
         key = tls_set[0]
@@ -524,6 +564,27 @@ def _check_redis_connection(redis: RedisConfig) -> None:
         raise ConfigError("redis.sentinels", list(redis.sentinels),
                           "a redis:// or rediss:// redis.url (its password and db are used "
                           "with the master the sentinels name), not unix://")
+    if redis.is_cluster:
+        _check_cluster(redis, scheme)
+
+
+def _check_cluster(redis: RedisConfig, scheme: str) -> None:
+    """A cluster is reached over TCP, has only database 0, and is not behind sentinels; reaper's
+    cascade keys get a hash tag of their own, so the prefix must not bring one."""
+    if redis.sentinels:
+        raise ConfigError("redis.sentinels", list(redis.sentinels),
+                          "[] with redis.cluster (a Redis Cluster fails over by itself; sentinels "
+                          "watch a single master)")
+    if scheme == "unix":
+        raise ConfigError("redis.url", mask_url(redis.url), "a redis:// or rediss:// address of a "
+                          "cluster node with redis.cluster = true, not unix://")
+    database = urlsplit(redis.url).path.strip("/")
+    if database not in ("", "0"):
+        raise ConfigError("redis.url", mask_url(redis.url), "database 0 (or none) with redis.cluster: "
+                          "a Redis Cluster has only database 0")
+    if "{" in redis.reaper_prefix or "}" in redis.reaper_prefix:
+        raise ConfigError("redis.reaper_prefix", redis.reaper_prefix,
+                          "a prefix without { or } with redis.cluster (reaper adds the hash tags)")
 
 
 def _check_tls_files(redis: RedisConfig) -> None:

@@ -9,12 +9,15 @@ from loguru import logger
 from .cascade import CascadeRunner, DrainReport, Targets
 from .config import Config
 from .counters import Counters
+from .events import EventStream
 from .keys import Keys
 from .liveness import Liveness
 from .retry import RetryPolicy
 from .services import AuthService, GuestStore, UserService
+from .signaling import SignalingCluster, Teller
 from .staleness import Policy
 from .store import connect, redis_now
+from .terminal import Progress
 from .sweep import SweepReport, sweep
 
 
@@ -28,9 +31,11 @@ class Context:
     counters: Counters
     stopping: threading.Event
     last_sweep: SweepReport | None = None
+    progress: Progress | None = None  # a line on a terminal while a long sweep or purge runs
 
     @classmethod
-    def open(cls, config: Config, mongo_client=None, client: redis.Redis | None = None) -> "Context":
+    def open(cls, config: Config, mongo_client=None, client: redis.Redis | None = None,
+             stopping: threading.Event | None = None) -> "Context":
         client = client or connect(config)
         keys = Keys.from_config(config.redis)
         dry_run = config.safety.dry_run
@@ -38,6 +43,7 @@ class Context:
             AuthService(config.auth_service, config.cascade.concurrency, dry_run),
             UserService(config.user_service, dry_run=dry_run),
             GuestStore(config.mongo, mongo_client),
+            Teller(SignalingCluster(client, config.notify) if config.notify.enabled else None),
         )
         counters = Counters()
         liveness = Liveness(client, keys, Policy.from_config(config.timing),
@@ -49,19 +55,24 @@ class Context:
             max_age_s=config.safety.cascade_max_age_s, guest_id_prefix=config.redis.guest_id_prefix,
             breaker_failures=config.cascade.breaker_failures,
             breaker_cooldown_s=config.cascade.breaker_cooldown_s,
+            audit=EventStream.from_config(client, keys, config),
         )
-        return cls(config, client, keys, targets, runner, counters, threading.Event())
+        return cls(config, client, keys, targets, runner, counters, stopping or threading.Event())
 
     def now(self) -> float:
         return redis_now(self.client)
 
     def sweep(self, force: bool = False) -> SweepReport:
         report = sweep(self.client, self.config, self.keys, self.targets.enabled_steps(),
-                       force=force, stopping=self.stopping)
+                       force=force, stopping=self.stopping, progress=self.progress)
         for reason, count in report.reaped.items():
             self.counters.add(f"reaped.{reason}", 0 if report.dry_run else count)
+        for reason, count in report.stale.items():
+            self.counters.add(f"stale_seen.{reason}", count)
+        self.counters.add("orphans_seen", report.orphans)
         self.counters.add("malformed", report.malformed)
         self.counters.add("skipped_live", report.skipped_live)
+        self.counters.add("kept_attached", report.attached)
         self.last_sweep = report
         if not report.dry_run:
             self._remember(report)

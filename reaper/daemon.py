@@ -18,18 +18,21 @@ from .context import Context
 from .errors import RedisUnavailable
 from .jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
 from .leader import elect
+from .monitor import Monitor
 from .pause import PauseWatch
+from .signaling import SignalingCluster
 from .store import REDIS_DOWN, ping
+from .terminal import Progress
 
 EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 RECONNECT_MAX_S = 30.0
 
 
-def run_once(config: Config, force: bool = False, mongo_client=None) -> int:
+def run_once(config: Config, force: bool = False, mongo_client=None, progress: Progress | None = None) -> int:
     """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11.
     Holds the leader lease for the run; paused, or another replica leading: nothing, exit 0."""
-    _warn_not_yet_served(config)
     ctx = Context.open(config, mongo_client)
+    ctx.progress = progress
     gate = _gate(ctx)
     try:
         ping(ctx.client)
@@ -63,14 +66,28 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
 
 
 def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
-    _warn_not_yet_served(config)
-    ctx = Context.open(config, mongo_client)
+    monitor = Monitor(config)
+    monitor.listen(config.server.listen)  # a bad address stops here, before Redis is touched
+    try:
+        return _run_daemon(config, force, mongo_client, monitor)
+    finally:
+        monitor.stopping()
+        monitor.close()
+
+
+def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor) -> int:
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    ctx = _open_when_reachable(config, mongo_client, stopping)
+    if ctx is None:
+        return EXIT_OK
     gate = _gate(ctx)
-    _stop_on_signals(ctx.stopping)
+    monitor.attach(ctx, gate)
     try:
         start_now = _start_up(ctx, gate)
         if start_now is not None:
-            _serve(ctx, config, force, start_now, gate)
+            monitor.ready()
+            _serve(ctx, config, force, start_now, gate, monitor)
         logger.info("Run: stopped cleanly")
         return EXIT_OK
     finally:
@@ -125,27 +142,18 @@ def first_step(ctx: Context, gate: Gate) -> set:
     return startup(ctx)
 
 
-def _serve(ctx: Context, config: Config, force: bool, start_now: set, gate: Gate) -> None:
+def _serve(ctx: Context, config: Config, force: bool, start_now: set, gate: Gate, monitor: Monitor) -> None:
     """The scheduled jobs until a signal; the batch in hand is finished before returning, and
     then the lease is released so another replica takes over at once."""
-    scheduler = build_scheduler(ctx.counters, jobs(ctx, force, gate), _intervals(config), start_now)
+    scheduler = build_scheduler(ctx.counters, jobs(ctx, force, gate, monitor), _intervals(config), start_now)
     scheduler.start()
     logger.info("Run: sweeping every {:g}s, cleanup every {:g}s{}", config.timing.heartbeat_interval_s,
                 config.timing.cleanup_interval_s, " [dry run]" if config.safety.dry_run else "")
     ctx.stopping.wait()
+    monitor.stopping()
     logger.info("Run: stopping; finishing the batch in hand")
     scheduler.shutdown(wait=True)
     gate.leadership.stop()
-
-
-def _warn_not_yet_served(config: Config) -> None:
-    """Keys of SPEC §8/§10 this version accepts but does not act on: say so, never silently."""
-    if config.server.listen:
-        logger.warning("Config: server.listen = {!r}, but this version serves no HTTP endpoint yet",
-                       config.server.listen)
-    if config.notify.enabled:
-        logger.warning("Config: notify.enabled = true, but this version neither tells nor fences "
-                       "yet; only the cold-start check uses the notify channel names")
 
 
 def _stop_on_signals(stopping: threading.Event) -> None:
@@ -156,26 +164,35 @@ def _stop_on_signals(stopping: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
+def _open_when_reachable(config: Config, mongo_client, stopping: threading.Event) -> Context | None:
+    """Context.open; a cluster client asks its nodes at once, so it too waits for Redis."""
+    return _until_reachable(stopping, lambda: Context.open(config, mongo_client, stopping=stopping))
+
+
 def _wait_for_redis(ctx: Context) -> bool:
-    """Keep trying Redis with backoff; False when told to stop before it answered."""
+    """Until Redis answers; False when told to stop before it did."""
+    return _until_reachable(ctx.stopping, lambda: ping(ctx.client) or True) is not None
+
+
+def _until_reachable(stopping: threading.Event, attempt):
+    """attempt(), again with backoff while Redis is unreachable; None when told to stop first."""
     delay = 1.0
-    while not ctx.stopping.is_set():
+    while not stopping.is_set():
         try:
-            ping(ctx.client)
-            return True
+            return attempt()
         except RedisUnavailable as exc:
             logger.warning("Run: Redis unreachable ({}); trying again in {:g}s", exc, delay)
-            ctx.stopping.wait(delay)
+            stopping.wait(delay)
             delay = min(RECONNECT_MAX_S, delay * 2)
-    return False
+    return None
 
 
 def startup(ctx: Context) -> set:
     """The startup step of ``startup.purge``; returns the jobs that should run at once."""
     mode = ctx.config.startup.purge
     if mode == purging.COLD:
-        attached = purging.attached_servers(ctx)
-        channel = purging.request_channel(ctx.config.notify.channel_prefix, ctx.config.notify.namespace)
+        tier = SignalingCluster(ctx.client, ctx.config.notify)
+        attached, channel = tier.servers(), tier.channels.request
         if attached == 0:
             logger.info("Startup: purge=cold: no signaling server subscribes {} (cold start): "
                         "purging all guest state", channel)
@@ -196,25 +213,37 @@ def startup(ctx: Context) -> set:
     return {CASCADE}
 
 
-def jobs(ctx: Context, force: bool, gate: Gate) -> dict:
-    """The scheduled jobs, each behind the gate (paused? leader?) and the Redis outage guard."""
+def jobs(ctx: Context, force: bool, gate: Gate, monitor: Monitor | None = None) -> dict:
+    """The scheduled jobs, each behind the gate (paused? leader?) and the Redis outage guard.
+    The monitor hears of each: a sweep turn (swept, or paused / standing by) and its end."""
     forced = {"once": force}
+    monitor = monitor or Monitor(ctx.config).attach(ctx, gate)
 
     def sweep_job():
-        ctx.sweep(force=forced["once"])
+        report = ctx.sweep(force=forced["once"])
         forced["once"] = False  # --force lifts the guard for one sweep that really ran
+        monitor.swept(report)
 
-    outage = RedisOutage(ctx)
-    work = {SWEEP: sweep_job, CASCADE: ctx.drain, CLEANUP: lambda: periodic_cleanup(ctx)}
-    return {name: outage.guard(name, gate.guard(name, job)) for name, job in work.items()}
+    outage = RedisOutage(ctx, monitor)
+    work = {SWEEP: sweep_job, CASCADE: lambda: monitor.drained(ctx.drain()),
+            CLEANUP: lambda: periodic_cleanup(ctx)}
+    idle = {SWEEP: monitor.stood_by}
+    guarded = {name: outage.guard(name, gate.guard(name, job, idle.get(name))) for name, job in work.items()}
+    turn = guarded[SWEEP]
+
+    def sweep_turn():
+        turn()
+        monitor.turn_finished()  # not after a crash: APScheduler has the exception
+
+    return {**guarded, SWEEP: sweep_turn}
 
 
 class RedisOutage:
     """Says once that Redis went away and once that it is back, however many job runs notice:
     a job every 100 ms must not print a traceback every 100 ms while Redis restarts."""
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, ctx: Context, monitor: Monitor | None = None):
+        self.ctx, self.monitor = ctx, monitor
         self._down = False
         self._lock = threading.Lock()
 
@@ -231,6 +260,8 @@ class RedisOutage:
 
     def _went_down(self, name: str, exc: Exception) -> None:
         self.ctx.counters.add(f"redis_unreachable.{name}")
+        if self.monitor is not None:
+            self.monitor.redis_down(exc)
         with self._lock:
             first, self._down = not self._down, True
         if first:
@@ -243,6 +274,8 @@ class RedisOutage:
             was_down, self._down = self._down, False
         if was_down:
             logger.info("Run: Redis reachable again")
+            if self.monitor is not None:
+                self.monitor.redis_up()
 
 
 def _intervals(config: Config) -> dict:

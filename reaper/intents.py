@@ -12,11 +12,12 @@ from math import isfinite
 
 from .records import loads
 
-# Steps, in the order they run. "online" is reversible; the others are not.
-ONLINE, AUTH, MONGO = "online", "auth", "mongo"
+# Steps, in the order they run. "online" is reversible; the others are not (a guestLeft told
+# cannot be taken back either), so the liveness check comes before each of them.
+ONLINE, AUTH, MONGO, TELL = "online", "auth", "mongo", "tell"
 AUTH_ALL, USERS_ALL, MONGO_ALL = "auth_all", "users_all", "mongo_all"
-IRREVERSIBLE = frozenset({AUTH, MONGO})
-GUEST_STEPS = frozenset({ONLINE, AUTH, MONGO})
+IRREVERSIBLE = frozenset({AUTH, MONGO, TELL})
+GUEST_STEPS = frozenset({ONLINE, AUTH, MONGO, TELL})
 PURGE_STEPS = frozenset({AUTH_ALL, USERS_ALL, MONGO_ALL})
 PURGE_ID = "purge"
 

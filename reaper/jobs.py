@@ -3,20 +3,23 @@ the gate every job passes first: not paused, and this replica leads."""
 
 from datetime import datetime, timedelta, timezone
 
-from apscheduler.events import (EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED,
-                                JobExecutionEvent)
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
 from .counters import Counters
 
 SWEEP, CLEANUP, CASCADE = "sweep", "cleanup", "cascade"
+PAUSED, STANDBY = "paused", "standby"  # why the gate refused a job
 
 
-def build_scheduler(counters: Counters, jobs: dict, intervals: dict, start_now: set) -> BackgroundScheduler:
+def build_scheduler(counters: Counters, jobs: dict, intervals: dict, start_now: set):
     """One job per id in ``jobs``; those in ``start_now`` run at once, the others after one
     interval. A job never runs twice at once; missed runs collapse into one."""
+    # Imported here: `run --once` needs no scheduler, and apscheduler (tzlocal, zoneinfo) is
+    # ~20 ms of its start-up.
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(len(jobs))},
                                     timezone=timezone.utc)
     now = datetime.now(timezone.utc)
@@ -33,8 +36,9 @@ def build_scheduler(counters: Counters, jobs: dict, intervals: dict, start_now: 
 
 def _surface(counters: Counters):
     """APScheduler only logs a failed job; count it and log it in our words too."""
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
 
-    def listener(event: JobExecutionEvent) -> None:
+    def listener(event) -> None:  # an apscheduler.events.JobExecutionEvent
         if event.code == EVENT_JOB_ERROR:
             counters.add(f"job_failed.{event.job_id}")
             logger.error("Job {} failed: {}: {}", event.job_id, type(event.exception).__name__,
@@ -57,18 +61,26 @@ class Gate:
         self.pause_watch, self.leadership = pause_watch, leadership
 
     def allows(self, job_id: str) -> bool:
+        return self.refusal(job_id) is None
+
+    def refusal(self, job_id: str) -> str | None:
+        """None when this replica may work now; else why not: PAUSED or STANDBY."""
         if self.pause_watch.paused():
-            return False
+            return PAUSED
         if not self.leadership.confirm():
             holder = self.leadership.holder
             logger.debug("Job {}: skipped; {} leads, not this replica", job_id,
                          holder.name if holder else "no replica")
-            return False
-        return True
+            return STANDBY
+        return None
 
-    def guard(self, job_id: str, job):
+    def guard(self, job_id: str, job, idle=None):
+        """``job()`` when allowed; else ``idle(why)``, when given."""
         def run() -> None:
-            if self.allows(job_id):
+            why = self.refusal(job_id)
+            if why is None:
                 job()
+            elif idle is not None:
+                idle(why)
 
         return run

@@ -9,16 +9,22 @@ QUARANTINE_TTL_S = 24 * 3600
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names for one configuration; reaper-owned keys all start with ``reaper_prefix``."""
+    """Key names for one configuration; reaper-owned keys all start with ``reaper_prefix``.
+
+    On a Redis Cluster the cascade keys, which scripts use together, share the hash tag
+    ``{cascade}`` and so one slot; a quarantine key ``<prefix>quarantine:{<original key>}`` is
+    in its original's slot by construction (its tag is the original key's whole name)."""
 
     connection_prefix: str
     session_prefix: str
     online: str
     reaper_prefix: str
+    cluster: bool = False
 
     @classmethod
     def from_config(cls, redis: RedisConfig) -> "Keys":
-        return cls(redis.connection_prefix, redis.session_prefix, redis.online_key, redis.reaper_prefix)
+        return cls(redis.connection_prefix, redis.session_prefix, redis.online_key, redis.reaper_prefix,
+                   redis.is_cluster)
 
     # -- the signaling service's keys
     def connection(self, socket_id: str) -> str:
@@ -39,17 +45,20 @@ class Keys:
     @property
     def intents(self) -> str:
         """Hash: cascade id -> JSON intent (what is left to do for a reaped guest)."""
-        return self.reaper_prefix + "cascade:intents"
+        return self._cascade("intents")
 
     @property
     def due(self) -> str:
         """Sorted set: cascade id -> Redis time (s) at which it is next tried."""
-        return self.reaper_prefix + "cascade:due"
+        return self._cascade("due")
 
     @property
     def dead(self) -> str:
         """List of JSON intents that failed for good (newest first)."""
-        return self.reaper_prefix + "cascade:dead"
+        return self._cascade("dead")
+
+    def _cascade(self, name: str) -> str:
+        return self.reaper_prefix + ("{cascade}:" if self.cluster else "cascade:") + name
 
     @property
     def state(self) -> str:
@@ -66,7 +75,16 @@ class Keys:
         """String (JSON: by, since, until, reason), with a PX expiry for `reaper pause --for`."""
         return self.reaper_prefix + "paused"
 
+    @property
+    def events(self) -> str:
+        """Stream, capped near events.max_len: one decision record per reaped guest."""
+        return self.reaper_prefix + "events"
+
     def quarantine(self, original_key: str) -> str:
+        """Where a malformed record is moved. On a cluster it must stay in its slot (RENAME):
+        braces around the original's name, unless that name brings its own hash tag."""
+        if self.cluster and "{" not in original_key:
+            original_key = "{" + original_key + "}"
         return self.reaper_prefix + "quarantine:" + original_key
 
     @property

@@ -32,6 +32,16 @@ class Liveness:
         records = dict(zip(sockets, load_records(self.client, self.keys, names, self.record_format)))
         return {u: self._decide(entries.get(u), records.get(u), now) for u in user_ids}
 
+    def live_sockets(self, socket_ids: list[str], now: float) -> set[str]:
+        """The sockets among these whose record is there and not stale."""
+        names = [self.keys.connection(s).encode() for s in socket_ids]
+        records = load_records(self.client, self.keys, names, self.record_format)
+        return {s for s, record in zip(socket_ids, records) if self._fresh(record, now)}
+
+    def _fresh(self, record, now: float) -> bool:
+        return isinstance(record, GuestRecord) and not judge(record.last_heartbeat, record.last_pong,
+                                                             now, self.policy).stale
+
     def _decide(self, entry, record, now: float) -> str:
         if entry is None:
             return GONE
@@ -40,7 +50,4 @@ class Liveness:
         if entry.socket_id is None:
             # Ours was removed before this check; an entry back without a socket is a new one.
             return LIVE
-        if isinstance(record, GuestRecord) and not judge(record.last_heartbeat, record.last_pong,
-                                                         now, self.policy).stale:
-            return LIVE
-        return GONE
+        return LIVE if self._fresh(record, now) else GONE

@@ -76,14 +76,14 @@ def resume(client: redis.Redis, keys: Keys) -> bool:
 
 
 def paused_state(client: redis.Redis, keys: Keys) -> Pause | None:
+    now = redis_now(client)  # apart: a cluster pipeline refuses TIME, which has no key
     pipe = client.pipeline(transaction=True)
     pipe.type(keys.paused)
     pipe.pttl(keys.paused)
-    pipe.time()
     pipe.get(keys.paused)
-    kind, ttl_ms, (seconds, micros), raw = pipe.execute(raise_on_error=False)
+    kind, ttl_ms, raw = pipe.execute(raise_on_error=False)
     kind = kind.decode() if isinstance(kind, bytes) else kind
-    return parse_pause(raw if isinstance(raw, bytes) else None, kind, ttl_ms, seconds + micros / 1e6)
+    return parse_pause(raw if isinstance(raw, bytes) else None, kind, ttl_ms, now)
 
 
 def operator() -> str:
@@ -122,6 +122,12 @@ class PauseWatch:
         elif event == RESUMED:
             logger.info("Resumed: the pause is over; jobs run again")
         return state is not None
+
+    @property
+    def seen_paused(self) -> bool:
+        """What the last ``paused()`` saw, without asking Redis (for metrics)."""
+        with self._lock:
+            return self._seen is not None
 
 
 def _fields(raw: bytes | None) -> dict:

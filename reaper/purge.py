@@ -6,6 +6,7 @@ from loguru import logger
 
 from . import reasons
 from .context import Context
+from .events import EventStream, decision
 from .intents import purge_intent
 from .records import parse_online_entry
 from .store import hscan_batches, scan_batches
@@ -21,16 +22,6 @@ class PurgeReport:
     dry_run: bool = False
 
 
-def request_channel(prefix: str, namespace: str) -> str:
-    """The socket.io Redis adapter's request channel, which every attached server subscribes."""
-    return f"{prefix}-request#{namespace}#"
-
-
-def attached_servers(ctx: Context) -> int:
-    channel = request_channel(ctx.config.notify.channel_prefix, ctx.config.notify.namespace)
-    return int(dict(ctx.client.pubsub_numsub(channel)).get(channel.encode(), 0))
-
-
 def purge(ctx: Context) -> PurgeReport:
     """Delete all guest state. The database calls are a cascade: recorded first, retried."""
     dry_run = ctx.config.safety.dry_run
@@ -43,6 +34,8 @@ def purge(ctx: Context) -> PurgeReport:
     report.connections = _unlink_all(ctx, ctx.keys.connection_pattern, dry_run)
     report.sessions = _unlink_all(ctx, ctx.keys.session_pattern, dry_run)
     report.online_entries = _remove_guest_entries(ctx, dry_run)
+    if ctx.progress is not None:
+        ctx.progress.done()
     ctx.counters.add(f"reaped.{reasons.STARTUP_PURGE}", 0 if dry_run else report.online_entries)
     verb = "would delete" if dry_run else "deleted"
     logger.info("Purge: {} {} guest records, {} guest sessions, {} online entries; database "
@@ -55,13 +48,24 @@ def _unlink_all(ctx: Context, pattern: str, dry_run: bool) -> int:
     count = 0
     for names in scan_batches(ctx.client, pattern, ctx.config.redis.scan_count):
         count += len(names) if dry_run else ctx.client.unlink(*names)
+        _show(ctx, f"Purge: {count} keys matching {pattern}")
     return count
 
 
+def _show(ctx: Context, text: str) -> None:
+    if ctx.progress is not None:
+        ctx.progress.show(text)
+
+
 def _remove_guest_entries(ctx: Context, dry_run: bool) -> int:
+    """Each guest entry removed, with its decision record (the audit trail)."""
     prefix, count = ctx.config.redis.guest_id_prefix, 0
+    audit, now = EventStream.from_config(ctx.client, ctx.keys, ctx.config), ctx.now()
     for batch in hscan_batches(ctx.client, ctx.keys.online, ctx.config.redis.scan_count):
-        guests = [f for f, raw in batch if parse_online_entry(f.decode(), raw, prefix).is_guest]
+        guests = [e for e in (parse_online_entry(f.decode(), raw, prefix) for f, raw in batch) if e.is_guest]
         if guests:
-            count += len(guests) if dry_run else ctx.client.hdel(ctx.keys.online, *guests)
+            count += len(guests) if dry_run else ctx.client.hdel(ctx.keys.online, *[e.user_id for e in guests])
+            audit.write([decision(e.user_id, e.socket_id, reasons.STARTUP_PURGE, "purge", now, dry_run)
+                         for e in guests])
+        _show(ctx, f"Purge: {count} guest entries of {ctx.keys.online}")
     return count

@@ -1,6 +1,6 @@
 """Lua scripts: each one short, O(1) or O(batch), so Redis is never held for long."""
 
-# Batch scripts (TAKE_RECORD, TAKE_ORPHAN, REMOVE_ENTRY, EXIST_EACH) handle a batch of guests in
+# Batch scripts (TAKE_RECORD, TAKE_ORPHAN, REMOVE_ENTRY, SETTLE_ONLINE, EXIST_EACH) handle a batch of guests in
 # one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
 # holds Redis for about a millisecond at most.
 TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each
@@ -18,7 +18,7 @@ EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
 # Takes each record away only if it still holds what the sweep read, and records its cascade in
 # the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
 # Of a key of another type the sweep read only the type, so only the type is compared.
-TAKE_RECORD = """
+_UNCHANGED = """
 local function unchanged(key, a)
   local seen = ARGV[a + 1]
   if seen == 'string' and ARGV[3] == 'string' then
@@ -32,14 +32,19 @@ local function unchanged(key, a)
   end
   return true
 end
-local function take(key, quarantine, a)
-  if not unchanged(key, a) then return 0 end
+local function remove(key, quarantine, a)
   if ARGV[a] == 'quarantine' then
     redis.call('RENAME', key, quarantine)
     redis.call('EXPIRE', quarantine, ARGV[2])
   else
     redis.call('DEL', key)
   end
+end
+"""
+TAKE_RECORD = _UNCHANGED + """
+local function take(key, quarantine, a)
+  if not unchanged(key, a) then return 0 end
+  remove(key, quarantine, a)
   if ARGV[a + 4] ~= '' then
     redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
     redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
@@ -56,18 +61,21 @@ return taken
 # KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)
 # KEYS[4..] = guest_connection:{socketId} of the orphans that name a socket
 # ARGV[1] = due time, then for orphan i, ARGV[5i-3 .. 5i+1]: userId, entry value read,
-#   cascade id, intent JSON, index in KEYS of its guest_connection key (0: names no socket)
+#   cascade id ("" for none: no step left), intent JSON, index in KEYS of its
+#   guest_connection key (0: names no socket)
 # Returns one 1 (taken) or 0 (left alone) per orphan.
 # Removes an orphan entry only if its socket still has no record and the entry is unchanged:
-# a guest that connected meanwhile keeps it.
+# a guest that connected meanwhile keeps it. Its intent, if any step is left, in the same step.
 TAKE_ORPHAN = """
 local function take(a)
   local k = tonumber(ARGV[a + 4])
   if k > 0 and redis.call('EXISTS', KEYS[k]) == 1 then return 0 end
   if redis.call('HGET', KEYS[1], ARGV[a]) ~= ARGV[a + 1] then return 0 end
   redis.call('HDEL', KEYS[1], ARGV[a])
-  redis.call('HSET', KEYS[2], ARGV[a + 2], ARGV[a + 3])
-  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[a + 2])
+  if ARGV[a + 2] ~= '' then
+    redis.call('HSET', KEYS[2], ARGV[a + 2], ARGV[a + 3])
+    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[a + 2])
+  end
   return 1
 end
 local taken = {}
@@ -93,6 +101,35 @@ for i = 1, #ARGV / 2 do
   end
 end
 return removed
+"""
+
+SETTLE_ONLINE_BATCH = 150  # cascades per SETTLE_ONLINE call: ~3 Redis calls each, ~1 ms in all
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   (reaper keys only: no users:online, no guest key)
+# ARGV[1] = due time the sweep scheduled them for, then for cascade i, ARGV[3i-1 .. 3i+1]:
+#   cascade id, intent JSON the sweep wrote, the same intent without its "online" step
+#   ("" when no step is left)
+# Returns one 1 (settled) or 0 (left alone) per cascade.
+# The sweep has handled these guests' users:online entries after taking their records: settles
+# that step in the intents it wrote, deleting those with nothing left. Only an intent still
+# byte-equal to what the sweep wrote and still due when it was scheduled: one replaced (the guest
+# reaped again, a cascade's write-back) or claimed by a cascade meanwhile is left to its cascade.
+SETTLE_ONLINE = """
+local due = tonumber(ARGV[1])
+local settled = {}
+for a = 2, #ARGV, 3 do
+  local id = ARGV[a]
+  local ours = redis.call('HGET', KEYS[1], id) == ARGV[a + 1]
+    and tonumber(redis.call('ZSCORE', KEYS[2], id)) == due
+  if ours and ARGV[a + 2] == '' then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  elseif ours then
+    redis.call('HSET', KEYS[1], id, ARGV[a + 2])
+  end
+  table.insert(settled, ours and 1 or 0)
+end
+return settled
 """
 
 # KEYS = any keys.  Returns one 1 (exists) or 0 per key: what a pipeline of EXISTS would say, in one
@@ -187,4 +224,76 @@ RELEASE_LEASE = """
 if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
+"""
+
+
+# -- Redis Cluster (reaper/cluster.py): a guest's key, users:online and the cascade keys live in
+# different slots, so no script may touch two of them. A removal's intent is written first, held
+# (due only after the hold), then the guest key is taken by TAKE_ONE, then the intent is
+# confirmed or dropped. A crash in between leaves a held intent that comes due later: the
+# cascade then finds the record live (dropped, skipped_live) or gone (it goes on).
+
+# KEYS[1] = guest_connection:{socketId}   KEYS[2] = its quarantine key (same slot)
+# ARGV as TAKE_RECORD's: ARGV[1] unused   ARGV[2] = quarantine TTL (s)   ARGV[3] = configured type
+#   ARGV[4 .. 7]: "delete" | "quarantine", type seen, value (or lastHeartbeat), lastPongReceived
+# Returns 1 (taken) or 0 (left alone): TAKE_RECORD for one record, without the intent.
+TAKE_ONE = _UNCHANGED + """
+if not unchanged(KEYS[1], 4) then return 0 end
+remove(KEYS[1], KEYS[2], 4)
+return 1
+"""
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)
+# ARGV[1] = held until (Redis time), then pairs: cascade id, intent JSON
+# Returns per cascade 1 (written, held) or 0 (one is pending already: left as it is).
+# Writes an intent before its removal, due only after the hold so no cascade runs it before the
+# removal is known; a pending cascade of the same guest is not replaced by one that may not happen.
+HOLD_INTENTS = """
+local held = {}
+for a = 2, #ARGV, 2 do
+  local fresh = redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1])
+  if fresh == 1 then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a]) end
+  table.insert(held, fresh)
+end
+return held
+"""
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)
+# ARGV[1] = due time, then triples: cascade id, intent JSON, "due" | "put" | "drop"
+#   due: the held intent, its removal done: due at ARGV[1] (if it is still ours)
+#   put: removal done, a pending cascade was there: replaced by ours, as TAKE_RECORD would
+#   drop: the removal did not happen: the held intent goes (if it is still ours)
+# Returns per cascade 1 (done) or 0 (the intent was not ours any more).
+CONFIRM_INTENTS = """
+local done = {}
+for a = 2, #ARGV, 3 do
+  local id, json, action = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local ok = 1
+  if action == 'put' then
+    redis.call('HSET', KEYS[1], id, json)
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  elseif redis.call('HGET', KEYS[1], id) ~= json then
+    ok = 0
+  elseif action == 'due' then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  else
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+  table.insert(done, ok)
+end
+return done
+"""
+
+EVENTS_BATCH = 250  # decision records per ADD_EVENTS call: one XADD each, ~0.5 ms in all
+
+# KEYS[1] = reaper events (stream)
+# ARGV[1] = the cap (MAXLEN ~)   ARGV[2..] = one decision record (JSON) each
+# Returns how many were added. One call per batch, so the records cost one argument each on the
+# wire, not one per field; MAXLEN ~ trims whole nodes of the oldest, keeping the stream near the cap.
+ADD_EVENTS = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'decision', ARGV[i])
+end
+return #ARGV - 1
 """

@@ -16,12 +16,15 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
+from . import cluster
 from .config import Config, RedisConfig, split_host_port
 from .errors import RedisUnavailable
 from .keys import Keys
 from .records import Malformed, parse_hash_record, parse_json_record
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# A cluster that lost a node answers CLUSTERDOWN, or redis-py finds no node for a slot.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
+              redis.exceptions.RedisClusterException)
 T = TypeVar("T")
 READ_AHEAD_SWITCH_S = 0.0005
 MGET_BATCH = 1000
@@ -30,9 +33,9 @@ MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
 
 
 def connect(config: Config) -> redis.Redis:
-    """A client for the master: ``redis.url`` itself, or the master that ``redis.sentinels``
-    name for ``redis.service_name``; TLS for rediss://. Bytes in and out: records are
-    compared byte for byte."""
+    """A client for the master: ``redis.url`` itself, the master that ``redis.sentinels``
+    name for ``redis.service_name``, or the cluster ``redis.url`` is a node of; TLS for
+    rediss://. Bytes in and out: records are compared byte for byte."""
     settings = config.redis
     if not settings.tls_verify:
         logger.warning("Redis: redis.tls_verify = false: the server's certificate and host name "
@@ -40,6 +43,8 @@ def connect(config: Config) -> redis.Redis:
     options = {**_socket_options(settings), **_tls_options(settings)}
     if settings.sentinels:
         return _sentinel_master(settings, options)
+    if settings.is_cluster:
+        return cluster.connect(settings.url, options)
     return redis.Redis.from_url(settings.url, decode_responses=False, **options)
 
 
@@ -49,7 +54,7 @@ def _socket_options(settings: RedisConfig) -> dict:
 
 
 def _uses_tls(settings: RedisConfig) -> bool:
-    return urlsplit(settings.url).scheme == "rediss"
+    return urlsplit(settings.url).scheme in ("rediss", "rediss+cluster")
 
 
 def _tls_options(settings: RedisConfig) -> dict:
@@ -123,6 +128,8 @@ def describe_connection(config: Config, client: redis.Redis) -> str:
     master, and whether TLS checks the server. "" for a plain redis:// or unix:// URL."""
     settings = config.redis
     parts = []
+    if cluster.is_cluster(client):
+        parts.append(f"cluster of {len(client.get_primaries())} primaries")
     if settings.sentinels:
         master = getattr(client.connection_pool, "master_address", None)
         found = f", master {master[0]}:{master[1]}" if master else ""
@@ -157,14 +164,17 @@ def redis_now(client: redis.Redis) -> float:
 
 
 def scan_batches(client: redis.Redis, pattern: str, count: int) -> Iterator[list[bytes]]:
-    """Batches of key names matching ``pattern``; each key at least once, memory per batch."""
-    cursor = 0
-    while True:
-        cursor, batch = client.scan(cursor, match=pattern, count=count)
-        if batch:
-            yield batch
-        if cursor == 0:
-            return
+    """Batches of key names matching ``pattern``; each key at least once, memory per batch. On a
+    cluster, every primary in turn (keys moved by a resharding meanwhile may be missed or seen
+    twice, like keys written during any SCAN)."""
+    for node in cluster.primaries(client) if cluster.is_cluster(client) else [client]:
+        cursor = 0
+        while True:
+            cursor, batch = node.scan(cursor, match=pattern, count=count)
+            if batch:
+                yield batch
+            if cursor == 0:
+                break
 
 
 def hscan_batches(client: redis.Redis, key: str, count: int) -> Iterator[list[tuple[bytes, bytes]]]:
@@ -271,7 +281,11 @@ def read_values(client: redis.Redis, names: list[bytes], record_format: str) -> 
     if not names or record_format == "hash":
         return None
     return [value for start in range(0, len(names), MGET_BATCH)
-            for value in client.mget(names[start:start + MGET_BATCH])]
+            for value in _mget(client, names[start:start + MGET_BATCH])]
+
+
+def _mget(client: redis.Redis, names: list[bytes]) -> list:
+    return cluster.get_each(client, names) if cluster.is_cluster(client) else client.mget(names)
 
 
 def load_records(client: redis.Redis, keys: Keys, names: list[bytes], record_format: str,
@@ -281,7 +295,7 @@ def load_records(client: redis.Redis, keys: Keys, names: list[bytes], record_for
     if record_format == "hash":
         return _load_hashes(client, keys, names)
     if values is None:
-        values = client.mget(names) if names else []
+        values = _mget(client, names) if names else []
     missing = [n for n, v in zip(names, values) if v is None]
     types = _types(client, missing)  # MGET answers nil for gone keys and for other types alike
     cut = len(keys.connection_prefix)

@@ -7,13 +7,20 @@
     leftovers     socketless entries whose user had no record are orphans too, and so are
                   entries naming a socket whose record was quarantined without a userId
 
-Every removal writes its cascade intent in the same script. A sweep removes at most
+Every removal writes its cascade intent in the same script, unless it has no step left (an
+orphan's entry, with the services disabled). A reaped record's intent starts with the online
+step, which the sweep then does itself and settles in the intent (scripts.SETTLE_ONLINE): one
+with no step left is deleted, so no cascade runs only to find its work done. A sweep removes at most
 ``mass_reap_per_sweep`` records and entries (quarantines included) before it knows the
 totals; the rest are held back (remembered by name). When the totals show no mass expiry,
 a second look takes what was held back: records are read and judged again and entries
 looked up again, so a guest that came back meanwhile is kept. Beyond MAX_HELD names the
 second look is a second full pass instead. Memory: a few batches, the socketless entries and
 the held-back names.
+
+With [notify] (reaper/notify.py), each batch of dead guests is first asked about
+(ask_before_reap: a guest whose socket is still attached is kept, and takes no place of the
+budget), then fenced right before its removal. Without it, neither costs anything.
 
 Redis works while Python judges (a sweep is about half each): one thread reads the next
 batch (store.read_ahead) and another runs the Redis calls of the batch before (_OneBehind),
@@ -32,15 +39,19 @@ from dataclasses import dataclass, field
 import redis
 from loguru import logger
 
-from . import reasons, scripts, store
+from . import cluster, reasons, scripts, store
 from .config import Config
+from .events import EventStream, decision
 from .guard import allowance, is_mass_expiry
-from .intents import guest_intent
+from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
+from .notify import SweepNotify
 from .presence import OnlineList
 from .records import GuestRecord, Malformed, OnlineEntry, parse_online_entry
-from .staleness import Policy, Verdict, judge
+from .skew import Skew
+from .staleness import Policy, judge
 from .store import hscan_batches, redis_now, scan_batches
+from .terminal import Progress
 
 MAX_SOCKETLESS = 100_000  # entries without socketId held per sweep; they are rare in practice
 # Names of records and entries held back by the budget, remembered for the second look: about
@@ -63,11 +74,13 @@ class SweepReport:
     quarantined: int = 0
     skipped_live: int = 0
     deferred: int = 0
+    attached: int = 0  # dead by their records, but socket.io still holds their sockets: kept
     mass_expiry: bool = False
     orphans_skipped: bool = False
     interrupted: bool = False
     dry_run: bool = False
     duration_s: float = 0.0
+    skew: Skew = field(default_factory=Skew, repr=False)  # heartbeat ages of fresh records
 
     @property
     def unresponsive(self) -> int:
@@ -86,6 +99,7 @@ class SweepReport:
                 f"orphans={self.orphans} reaped={sum(self.reaped.values())} "
                 f"skipped_live={self.skipped_live} malformed={self.malformed} "
                 f"duration={self.duration_s:.3f}s"
+                + (f" attached={self.attached}" if self.attached else "")
                 + (" (dry run: nothing written)" if self.dry_run else ""))
 
 
@@ -149,9 +163,13 @@ class Sweep:
     def __init__(self, client: redis.Redis, config: Config, keys: Keys, irreversible: list[str],
                  now: float, budget: int | None, skip_orphans: bool,
                  stopping: threading.Event | None = None, quiet: bool = False,
-                 warned: set[str] | None = None):
+                 warned: set[str] | None = None, notify: SweepNotify | None = None,
+                 progress: Progress | None = None):
         self.client, self.config, self.keys = client, config, keys
         self.quiet = quiet  # `reaper stats` counts without telling
+        self.progress = progress  # a line on a terminal; None: nothing drawn
+        self.audit = EventStream.from_config(client, keys, config)
+        self.notify = notify  # ask before taking, fence what is taken; None: neither
         self.warned = set() if warned is None else warned  # malformed keys already logged
         self.irreversible, self.now, self.budget = irreversible, now, budget
         # The irreversible steps wait cascade_delay: a guest back by then vetoes them.
@@ -169,8 +187,12 @@ class Sweep:
         self.turn = threading.Lock()
         self._take_record = client.register_script(scripts.TAKE_RECORD)
         self._take_orphan = client.register_script(scripts.TAKE_ORPHAN)
+        self._settle_online_step = client.register_script(scripts.SETTLE_ONLINE)
         self._exist_each = client.register_script(scripts.EXIST_EACH)
         self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
+        # A cluster keeps a guest's key, users:online and the intents in different slots.
+        self.cluster_takes = (cluster.ClusterTakes(client, keys, config.cascade.claim_timeout_s)
+                              if cluster.is_cluster(client) else None)
 
     def run(self) -> SweepReport:
         return self._steps(self._online_pass, self._record_pass, self._socketless_orphans,
@@ -227,6 +249,7 @@ class Sweep:
                 self.report.registered_online += sum(not e.is_guest for e in entries)
                 self._remember_socketless([e for e in entries if e.is_guest and e.socket_id is None])
                 self._orphans_with_socket([e for e in entries if e.is_guest and e.socket_id])
+                self._show_progress()
                 if self._stopped():
                     return
 
@@ -248,8 +271,10 @@ class Sweep:
     def _exist(self, names: list[str]) -> list[int]:
         found = []
         for start in range(0, len(names), scripts.EXIST_BATCH):
+            chunk = names[start:start + scripts.EXIST_BATCH]
             with self.turn:
-                found += self._exist_each(keys=names[start:start + scripts.EXIST_BATCH])
+                found += (cluster.exist_each(self.client, chunk) if self.cluster_takes
+                          else self._exist_each(keys=chunk))
         return found
 
     def _orphans_again(self, user_ids: list[str]) -> None:
@@ -283,6 +308,8 @@ class Sweep:
         self.report.orphans += len(orphans)
         if self.skip_orphans or not orphans:
             return
+        if self.notify is not None:
+            orphans = self._orphans_not_attached(orphans)
         chosen = []
         for entry in orphans:
             if self._may_reap():
@@ -296,7 +323,17 @@ class Sweep:
                             for e, ok in zip(chosen, taken) if ok])
         self._refused(taken)
 
+    def _orphans_not_attached(self, orphans: list[OnlineEntry]) -> list[OnlineEntry]:
+        attached = self._attached([e.socket_id for e in orphans if e.socket_id])
+        for entry in orphans:
+            if entry.socket_id in attached:
+                self._keep(entry.user_id, entry.socket_id, reasons.ORPHAN)
+        return [e for e in orphans if e.socket_id not in attached] if attached else orphans
+
     def _take_orphans(self, chosen: list[OnlineEntry]) -> list[bool]:
+        self._fence([e.socket_id for e in chosen if e.socket_id])
+        if self.cluster_takes:
+            return self._take_orphans_on_cluster(chosen)
         taken = []
         for start in range(0, len(chosen), scripts.TAKE_BATCH):
             keys, args = [self.keys.online, self.keys.intents, self.keys.due], [self.due]
@@ -309,9 +346,16 @@ class Sweep:
         return taken
 
     def _orphan_args(self, entry: OnlineEntry, key_index: int) -> list:
-        intent = guest_intent(entry.user_id, entry.socket_id, reasons.ORPHAN, self.now,
-                              remove_entry=False, irreversible=self.irreversible)
-        return [entry.user_id, entry.raw, intent.id, intent.to_json(), key_index]
+        intent = self._intent_json(entry.user_id, entry.socket_id, reasons.ORPHAN, remove_entry=False)
+        return [entry.user_id, entry.raw, guest_id(entry.user_id) if intent else "", intent, key_index]
+
+    def _intent_json(self, user_id: str, socket_id: str | None, reason: str, remove_entry: bool) -> str:
+        """The guest's intent as written; "" when it has no step left, and then none is written:
+        the sweep leaves no cascade with nothing to do, and no removal without its intent while
+        a step is left."""
+        if not remove_entry and not self.irreversible:
+            return ""
+        return guest_intent(user_id, socket_id, reason, self.now, remove_entry, self.irreversible).to_json()
 
     # -- guest_connection:*
     def _record_pass(self) -> None:
@@ -331,6 +375,7 @@ class Sweep:
             for names, values in read:
                 self.report.scanned += len(names) if scanned else 0
                 self._judge_batch(store.load_records(self.client, self.keys, names, fmt, values))
+                self._show_progress()
                 if self._stopped():
                     return
 
@@ -344,29 +389,68 @@ class Sweep:
             found = self._malformed(record) if type(record) is Malformed else self._judge(record)
             if found is not None:
                 doomed.append(found)
-        self._take(doomed)
+        if doomed:
+            self._take(self._within_budget(self._not_attached(doomed)))
+
+    def _within_budget(self, doomed: list[tuple]) -> list[tuple]:
+        """Those the budget allows, in order; the others are held back for the second look."""
+        chosen = []
+        for found in doomed:
+            if self._may_reap():
+                chosen.append(found)
+            else:
+                self.held.record(found[0].key)
+        return chosen
+
+    def _not_attached(self, doomed: list[tuple]) -> list[tuple]:
+        """ask_before_reap: stale records whose socket is still attached are kept. Malformed ones
+        are not asked about: they are moved aside whatever socket.io says (SPEC §3.4)."""
+        if self.notify is None:
+            return doomed
+        attached = self._attached([r.socket_id for r, why, _ in doomed if why != reasons.MALFORMED])
+        if not attached:
+            return doomed
+        left = []
+        for found in doomed:
+            record, why, _ = found
+            if why != reasons.MALFORMED and record.socket_id in attached:
+                self._keep(record.user_id, record.socket_id, why)
+            else:
+                left.append(found)
+        return left
+
+    def _attached(self, socket_ids: list[str]) -> set[str]:
+        if not (self.notify.asking and socket_ids):
+            return set()
+        with self.turn:  # the answers are waited for holding it: Redis serves nothing of ours meanwhile
+            return self.notify.attached(socket_ids)
+
+    def _keep(self, user_id: str, socket_id: str, reason: str) -> None:
+        self.report.attached += 1
+        if not self.quiet:
+            self.notify.keep(user_id, socket_id, reason)
+
+    def _fence(self, socket_ids: list[str]) -> None:
+        if self.notify is not None and self.notify.fencing and socket_ids:
+            with self.turn:
+                self.notify.fence(socket_ids)
 
     def _judge(self, record: GuestRecord):
         verdict = judge(record.last_heartbeat, record.last_pong, self.now, self.policy)
         self.report.total += 1
         self.report.responsive += verdict.responsive
         if verdict.reason is None:
+            self.report.skew.add(verdict.heartbeat_age_s)  # the writers' clock lead, for metrics
             return None
         self.report.stale[verdict.reason] += 1
-        if self._may_reap():
-            return record, verdict.reason, verdict
-        self.held.record(record.key)
-        return None
+        return record, verdict.reason, verdict
 
     def _malformed(self, record: Malformed):
         self.report.malformed += 1
         if not self.quiet and record.key not in self.warned:
             self.warned.add(record.key)
             logger.warning("Sweep: malformed record {}: {}", record.key, record.problem)
-        if self._may_reap():
-            return record, reasons.MALFORMED, record.problem
-        self.held.record(record.key)
-        return None
+        return record, reasons.MALFORMED, record.problem
 
     def _take(self, doomed: list[tuple]) -> None:
         if not doomed:
@@ -379,13 +463,32 @@ class Sweep:
             self._taken(doomed, self._take_records(doomed))
 
     def _take_records(self, doomed: list[tuple]) -> list[bool]:
-        taken = self._compare_and_delete(doomed)
+        self._fence([r.socket_id for r, _, _ in doomed if r.user_id])  # before the records go
+        written = [self._intent_json(r.user_id, r.socket_id, why, remove_entry=True) if r.user_id else ""
+                   for r, why, _ in doomed]
+        taken = self._compare_and_delete(doomed, written)
+        reaped = [(r, why, intent) for (r, why, _), intent, ok in zip(doomed, written, taken)
+                  if ok and intent]
         # Step 2 right away, so the ghost leaves the online list in this sweep; the intent
-        # still carries it in case we die before this line.
+        # carries it until _settle_online, in case we die before.
         with self.turn:
-            self.online.remove([(r.user_id, r.socket_id) for (r, _, _), ok in zip(doomed, taken)
-                                if ok and r.user_id])
+            self.online.remove([(r.user_id, r.socket_id) for r, _, _ in reaped])
+        self._settle_online(reaped)
         return taken
+
+    def _settle_online(self, reaped: list[tuple]) -> None:
+        """Step 2 is done for these guests (entry removed, gone already, or naming another socket
+        now): take it out of the intents written with their takes, and delete those with no step
+        left, so no cascade runs only to find it done. In a script of its own, on reaper keys
+        only: users:online may live in another slot of a Redis Cluster."""
+        size = scripts.SETTLE_ONLINE_BATCH
+        for start in range(0, len(reaped), size):
+            args = [self.due]
+            for record, reason, written in reaped[start:start + size]:
+                args += [guest_id(record.user_id), written,
+                         self._intent_json(record.user_id, record.socket_id, reason, remove_entry=False)]
+            with self.turn:
+                self._settle_online_step(keys=[self.keys.intents, self.keys.due], args=args)
 
     def _taken(self, doomed: list[tuple], taken: list[bool]) -> None:
         reaped = [(r.user_id, r.socket_id, why, d) for (r, why, d), ok in zip(doomed, taken)
@@ -397,61 +500,95 @@ class Sweep:
             self.unowned.update(r.socket_id for r in quarantined if not r.user_id)
         self._refused(taken)
 
-    def _compare_and_delete(self, doomed: list[tuple]) -> list[bool]:
+    def _compare_and_delete(self, doomed: list[tuple], intents: list[str]) -> list[bool]:
         format_type = "hash" if self.config.redis.record_format == "hash" else "string"
+        if self.cluster_takes:
+            return self._take_records_on_cluster(doomed, intents, format_type)
         taken = []
         for start in range(0, len(doomed), scripts.TAKE_BATCH):
             keys, args = [self.keys.intents, self.keys.due], [self.due, QUARANTINE_TTL_S, format_type]
-            for record, reason, _ in doomed[start:start + scripts.TAKE_BATCH]:
+            end = start + scripts.TAKE_BATCH
+            for (record, _, _), intent in zip(doomed[start:end], intents[start:end]):
                 keys += (record.key, self.keys.quarantine(record.key))
-                args += self._record_args(record, reason, format_type)
+                args += self._record_args(record, format_type, intent)
             with self.turn:
                 taken += [ok == 1 for ok in self._take_record(keys=keys, args=args)]
         return taken
 
-    def _record_args(self, record, reason: str, format_type: str) -> list:
+    def _record_args(self, record, format_type: str, intent: str) -> list:
         malformed = isinstance(record, Malformed)
-        intent_id, intent_json = "", ""
-        if record.user_id:
-            intent = guest_intent(record.user_id, record.socket_id, reason, self.now,
-                                  remove_entry=True, irreversible=self.irreversible)
-            intent_id, intent_json = intent.id, intent.to_json()
         return ["quarantine" if malformed else "delete", record.redis_type if malformed else format_type,
-                record.witness[0], record.witness[1], intent_id, intent_json]
+                record.witness[0], record.witness[1], guest_id(record.user_id) if intent else "", intent]
+
+    # -- on a Redis Cluster: the same decisions, each removal in three steps (reaper/cluster.py)
+    def _take_orphans_on_cluster(self, chosen: list[OnlineEntry]) -> list[bool]:
+        orphans = []
+        for entry in chosen:
+            _, raw, intent_id, intent_json, _ = self._orphan_args(entry, 0)
+            key = self.keys.connection(entry.socket_id) if entry.socket_id else None
+            orphans.append((entry.user_id, raw, key, (intent_id, intent_json) if intent_id else None))
+        return self._in_batches(orphans, lambda batch: self.cluster_takes.orphans(self.now, self.due, batch))
+
+    def _take_records_on_cluster(self, doomed: list[tuple], intents: list[str], format_type: str) -> list[bool]:
+        takes = []
+        for (record, _, _), intent in zip(doomed, intents):
+            args = self._record_args(record, format_type, intent)
+            takes.append((record.key, self.keys.quarantine(record.key), args[:4],
+                          (args[4], args[5]) if args[4] else None))
+        return self._in_batches(takes, lambda batch: self.cluster_takes.records(
+            self.now, self.due, format_type, batch))
+
+    def _in_batches(self, items: list, take: Callable[[list], list[bool]]) -> list[bool]:
+        taken = []
+        for start in range(0, len(items), scripts.TAKE_BATCH):
+            with self.turn:
+                taken += take(items[start:start + scripts.TAKE_BATCH])
+        return taken
 
     def _count_reaped(self, reaped: list[tuple]) -> None:
+        """Count, log and record (the audit trail) each reaped guest: (userId, socket, reason,
+        the Verdict or the sweep's words)."""
         done = sum(self.report.reaped.values())
-        for user_id, socket_id, reason, detail in reaped:
-            self.report.reaped[reason] += 1
+        decisions = [decision(*guest, self.now, self.dry_run) for guest in reaped]
+        for one in decisions:
+            self.report.reaped[one.reason] += 1
             done += 1
             if not self.quiet:
                 logger.log("INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
-                           user_id, socket_id or "-", reason, _describe(detail),
+                           one.user_id, one.socket_id or "-", one.reason, one.detail,
                            " [dry run]" if self.dry_run else "")
+        if decisions and not (self.quiet or self.dry_run):
+            with self.turn:
+                self.audit.write(decisions)
 
-
-def _describe(detail: Verdict | str) -> str:
-    if isinstance(detail, Verdict):
-        return f"heartbeat age {detail.heartbeat_age_s:.0f}s, missed pings {detail.missed_pings}"
-    return detail
+    def _show_progress(self) -> None:
+        if self.progress is not None:
+            r = self.report
+            self.progress.show(f"Sweep: scanned {r.scanned}, stale {sum(r.stale.values())}, "
+                               f"orphans {r.orphans}, reaped {sum(r.reaped.values())}")
 
 
 def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[str],
-          force: bool = False, stopping: threading.Event | None = None) -> SweepReport:
+          force: bool = False, stopping: threading.Event | None = None,
+          progress: Progress | None = None) -> SweepReport:
     """One full sweep against Redis's clock, with the mass-expiry guard."""
     started = time.monotonic()
     now = redis_now(client)
     skip_orphans = _evictions_grew(client, keys, config.safety.dry_run)
     budget = None if config.safety.dry_run else allowance(config.safety, force)
     args = (client, config, keys, irreversible, now)
-    first = Sweep(*args, budget, skip_orphans, stopping)
+    notify = SweepNotify.of(client, config)
+    first = Sweep(*args, budget, skip_orphans, stopping, notify=notify, progress=progress)
     report = first.run()
     report.mass_expiry = is_mass_expiry(report.guests, report.dead, config.safety)
     if report.mass_expiry and not force:
         _warn_mass_expiry(report, config)
     elif report.deferred and not report.interrupted:
-        _second_look(Sweep(*args, None, skip_orphans, stopping, warned=first.warned), first.held, report)
+        _second_look(Sweep(*args, None, skip_orphans, stopping, warned=first.warned, notify=notify,
+                           progress=progress), first.held, report)
     report.duration_s = time.monotonic() - started
+    if progress is not None:
+        progress.done()
     logger.info(report.summary())
     return report
 
@@ -464,6 +601,7 @@ def _second_look(second: Sweep, held: HeldBack, report: SweepReport) -> None:
     report.reaped.update(later.reaped)
     report.quarantined += later.quarantined
     report.skipped_live += later.skipped_live
+    report.attached += later.attached
     report.interrupted = later.interrupted
     report.deferred = 0
 
@@ -482,7 +620,8 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
 
 def _evictions_grew(client: redis.Redis, keys: Keys, dry_run: bool) -> bool:
     """Evicted keys look like dead guests (SPEC §3): skip orphans when Redis evicted any."""
-    evicted = int(client.info("stats").get("evicted_keys", 0))
+    evicted = (cluster.info_total(client, "stats", "evicted_keys") if cluster.is_cluster(client)
+               else int(client.info("stats").get("evicted_keys", 0)))
     # No count kept (first run, or reaper:state was evicted too): any eviction may be recent.
     previous = int(client.hget(keys.state, "evicted_keys") or 0)
     if not dry_run:

@@ -12,11 +12,15 @@ from loguru import logger
 from reaper import services
 from reaper.config import load_config
 from reaper.context import Context
+from support.cluster_proc import RedisClusterProcess
 from support.daemons import Launcher
 from support.guests import World
 from support.logs import Logs
 from support.redis_proc import FORBIDDEN_PORT, RedisProcess
+from support.signaling import NodeTier, ensure_installed, numsub_of
 from support.standin import StandIn
+
+SINGLE, CLUSTER = "single", "cluster"
 
 
 @pytest.fixture(scope="session")
@@ -28,14 +32,48 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster of three primaries, started once when a test first needs it."""
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def pytest_generate_tests(metafunc):
+    """Tests marked ``cluster_too`` run twice: on a single Redis and on a Redis Cluster."""
+    if "redis_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster_too"):
+        metafunc.parametrize("redis_backend", [SINGLE, CLUSTER], indirect=True)
+
+
 @pytest.fixture
-def r(redis_server):
-    """A client to the session redis, flushed before each test."""
-    if not redis_server.is_running:
-        redis_server.restart()  # an earlier test stopped or killed it
-    assert redis_server.port != FORBIDDEN_PORT
-    client = redis_server.client()
-    client.flushall()
+def redis_backend(request):
+    return getattr(request, "param", SINGLE)
+
+
+@pytest.fixture
+def redis_env(request, redis_backend, redis_server):
+    """REAPER_* settings that point reaper at the test's Redis (or Redis Cluster)."""
+    if redis_backend == CLUSTER:
+        cluster = request.getfixturevalue("redis_cluster")
+        return {"REAPER_REDIS_URL": cluster.url, "REAPER_REDIS_CLUSTER": "true"}
+    return {"REAPER_REDIS_URL": redis_server.url}
+
+
+@pytest.fixture
+def r(request, redis_backend, redis_server):
+    """A client to the session redis (or cluster), flushed before each test."""
+    if redis_backend == CLUSTER:
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        client = cluster.client()
+    else:
+        if not redis_server.is_running:
+            redis_server.restart()  # an earlier test stopped or killed it
+        assert redis_server.port != FORBIDDEN_PORT
+        client = redis_server.client()
+        client.flushall()
     yield client
     client.close()
 
@@ -68,12 +106,12 @@ def mongo(monkeypatch):
 
 
 @pytest.fixture
-def make_config(redis_server, auth_service, user_service):
+def make_config(redis_env, auth_service, user_service):
     """Config for the test Redis and stand-ins; ``overrides`` as {"section.key": value}."""
 
     def make(environ: dict | None = None, **overrides):
         env = {
-            "REAPER_REDIS_URL": redis_server.url,
+            **redis_env,
             "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
             "REAPER_USER_SERVICE_BASE_URL": user_service.url,
             "REAPER_MONGO_URI": "mongodb://mongo.test:27017",
@@ -120,10 +158,10 @@ def users(mongo):
 
 
 @pytest.fixture
-def launch(redis_server, auth_service, user_service, tmp_path):
+def launch(redis_env, auth_service, user_service, tmp_path):
     """launch(*args, **env): a real `python -m reaper <args>` (a support.daemons.Daemon) against
     the test Redis and stand-ins; every one still running is killed afterwards."""
-    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path)
+    launcher = Launcher(redis_env, auth_service.url, user_service.url, tmp_path)
     yield launcher.start
     launcher.kill_all()
 
@@ -142,7 +180,23 @@ def isolated_cli(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def cli_env(r, redis_server, auth_service, user_service, isolated_cli):
+def cli_env(r, redis_env, auth_service, user_service, isolated_cli):
     """The environment a CLI test passes to ``support.cli.invoke``: the test Redis and stand-ins."""
-    return {"REAPER_REDIS_URL": redis_server.url, "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
+    return {**redis_env, "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
             "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": ""}
+
+
+# -- the signaling tier: real socket.io servers on the test Redis (SPEC §8) ------------------
+
+@pytest.fixture(scope="session")
+def socketio_harness():
+    """tests/support/socketio with its npm packages installed (once per run)."""
+    return ensure_installed()
+
+
+@pytest.fixture
+def signaling(socketio_harness, redis_server, r):
+    """Starts socket.io servers (Node.js, Redis adapter) and clients; all stopped afterwards."""
+    tier = NodeTier(redis_server.url, numsub_of(r))
+    yield tier
+    tier.stop_all()

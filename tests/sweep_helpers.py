@@ -2,18 +2,26 @@
 
 import json
 
-INTENTS = "reaper:cascade:intents"
-DUE = "reaper:cascade:due"
-QUARANTINE = "reaper:quarantine:"
+from redis.cluster import RedisCluster
+
+from reaper.keys import Keys
+
+
+INTENTS, DUE = "reaper:cascade:intents", "reaper:cascade:due"  # on a single Redis; keys_of(r) for both
+
+
+def keys_of(r) -> Keys:
+    """The default key names, as reaper names them on this kind of Redis (single or cluster)."""
+    return Keys("guest_connection:", "guest_session:", "users:online", "reaper:", isinstance(r, RedisCluster))
 
 
 def intents(r) -> dict[str, dict]:
     """reaper:cascade:intents as {cascade id: intent}."""
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(INTENTS).items()}
+    return {k.decode(): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
 
 
 def due_ids(r) -> set[str]:
-    return {m.decode() for m in r.zrange(DUE, 0, -1)}
+    return {m.decode() for m in r.zrange(keys_of(r).due, 0, -1)}
 
 
 def assert_intents_consistent(r) -> None:

@@ -1,6 +1,7 @@
 """Issue #2's "done when": one cycle over a few hundred mixed guests leaves exactly the live
 guests and the registered users, and sends exactly one DELETE per reaped guest."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -9,6 +10,9 @@ from collections import Counter
 from reaper.daemon import run_once
 from support.guests import World
 from support.mixed import mongo_docs, populate
+from sweep_helpers import keys_of
+
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
 
 def _assert_exact(world: World, want, auth_service) -> None:
@@ -19,10 +23,10 @@ def _assert_exact(world: World, want, auth_service) -> None:
     assert set(deletes.values()) == {1}, "a guest was DELETEd more than once"
 
 
-def test_one_real_process_cycle_over_mixed_guests(r, redis_server, auth_service, user_service):
+def test_one_real_process_cycle_over_mixed_guests(r, redis_env, auth_service, user_service):
     world = World(r)
     want = populate(world)
-    env = {**os.environ, "REAPER_REDIS_URL": redis_server.url,
+    env = {**os.environ, **redis_env,
            "REAPER_AUTH_SERVICE_BASE_URL": auth_service.url,
            "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": ""}
 
@@ -32,7 +36,7 @@ def test_one_real_process_cycle_over_mixed_guests(r, redis_server, auth_service,
     assert done.returncode == 0, done.stderr
     _assert_exact(world, want, auth_service)
     assert "Connection Stats - Total: " in done.stderr
-    assert r.zcard("reaper:cascade:due") == 0 and r.hlen("reaper:cascade:intents") == 0
+    assert r.zcard(keys_of(r).due) == 0 and r.hlen(keys_of(r).intents) == 0
 
 
 def test_mixed_guests_with_mongodb(r, make_config, auth_service, mongo):

@@ -226,5 +226,5 @@ def test_each_target_has_its_own_circuit(clock, counters):
     with pytest.raises(TransientError):
         circuits.mongo.call(Target(TransientError("AutoReconnect")))
 
-    assert [c.name for c in circuits.all()] == ["auth-service", "user-service", "mongo"]
-    assert [c.closed for c in circuits.all()] == [True, True, False]
+    assert [c.name for c in circuits.all()] == ["auth-service", "user-service", "mongo", "signaling"]
+    assert [c.closed for c in circuits.all()] == [True, True, False, True]

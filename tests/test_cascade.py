@@ -9,8 +9,10 @@ import pytest
 
 from reaper.intents import Intent, guest_intent
 from support.guests import record, redis_now
+from sweep_helpers import keys_of
 
-INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
+
 GUEST_STEPS = ["online", "auth", "mongo"]
 
 
@@ -50,22 +52,22 @@ def doc_ids(users) -> list:
 
 
 def stored(r, cascade_id: str) -> dict | None:
-    raw = r.hget(INTENTS, cascade_id)
+    raw = r.hget(keys_of(r).intents, cascade_id)
     return None if raw is None else json.loads(raw)
 
 
 def dead_letters(r) -> list[dict]:
-    return [json.loads(raw) for raw in r.lrange(DEAD, 0, -1)]
+    return [json.loads(raw) for raw in r.lrange(keys_of(r).dead, 0, -1)]
 
 
 def make_due(r, cascade_id: str) -> None:
     """Instead of sleeping through the backoff: the intent is due at once."""
-    r.zadd(DUE, {cascade_id: 0})
+    r.zadd(keys_of(r).due, {cascade_id: 0})
 
 
 def write_intent(r, intent: Intent, due: float = 0) -> None:
-    r.hset(INTENTS, intent.id, intent.to_json())
-    r.zadd(DUE, {intent.id: due})
+    r.hset(keys_of(r).intents, intent.id, intent.to_json())
+    r.zadd(keys_of(r).due, {intent.id: due})
 
 
 def auth_deletes(auth_service) -> list[str]:
@@ -95,7 +97,7 @@ def test_drain_deletes_each_reaped_guest_once_everywhere(r, world, ctx_factory, 
     assert settled_deletes(auth_service, stale) == stale
     assert sorted(auth_deletes(auth_service)) == [f"/auth/guest/{u}" for u in stale]
     assert doc_ids(users) == [("guest_2", False), ("guest_3", None), ("guest_4", True)]
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0 and r.llen(DEAD) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 0
 
 
 def test_a_registered_users_doc_survives_even_when_its_id_is_in_the_batch(
@@ -127,7 +129,7 @@ def test_a_404_from_the_auth_service_means_already_gone(r, world, ctx_factory, a
     assert report.completed == 1 and report.retrying == 0
     assert settled_deletes(auth_service, [user_id]) == [user_id]
     assert [req.status for req in auth_service.calls("DELETE", "/auth/guest/")] == [404]
-    assert doc_ids(users) == [] and r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert doc_ids(users) == [] and r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
 
 
 def test_a_200_with_an_html_body_still_counts_as_deleted(r, world, ctx_factory, auth_service):
@@ -138,7 +140,7 @@ def test_a_200_with_an_html_body_still_counts_as_deleted(r, world, ctx_factory, 
     ctx.sweep()
 
     assert ctx.drain().completed == 1
-    assert r.hlen(INTENTS) == 0
+    assert r.hlen(keys_of(r).intents) == 0
 
 
 # -- transient failures ----------------------------------------------------------------------
@@ -162,7 +164,7 @@ def test_a_transient_auth_failure_is_retried_and_mongo_is_not_repeated(
     assert report.retrying == 1 and report.completed == 0
     assert intent["attempts"] == 1 and intent["steps"] == ["auth"]
     assert intent["last_error"] and "auth-service" in intent["last_error"]
-    due = r.zscore(DUE, f"guest:{user_id}")
+    due = r.zscore(keys_of(r).due, f"guest:{user_id}")
     assert before + 5 <= due <= after + 10  # first retry: between initial/2 and initial
     assert doc_ids(users) == [] and len(mongo_deletes) == 1
 
@@ -176,7 +178,7 @@ def test_a_transient_auth_failure_is_retried_and_mongo_is_not_repeated(
     assert auth_service.wait_for(lambda: auth_service.calls("DELETE", "/auth/guest/")[-1].status == 200)
     assert len(auth_service.calls("DELETE", "/auth/guest/")) == 2
     assert doc_ids(users) == [(user_id, True)] and len(mongo_deletes) == 1
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0 and r.llen(DEAD) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 0
 
 
 def test_backoff_grows_with_each_failure_and_stays_under_the_cap(r, ctx_factory, auth_service):
@@ -188,7 +190,7 @@ def test_backoff_grows_with_each_failure_and_stays_under_the_cap(r, ctx_factory,
     for attempt in range(1, 5):
         before = redis_now(r)
         ctx.drain()
-        delays.append(r.zscore(DUE, intent.id) - before)
+        delays.append(r.zscore(keys_of(r).due, intent.id) - before)
         assert stored(r, intent.id)["attempts"] == attempt
         make_due(r, intent.id)
 
@@ -222,7 +224,7 @@ def test_a_refused_delete_goes_to_the_dead_letters_at_once(
     report = ctx.drain()
 
     assert report.dead == 1 and report.retrying == 0
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
     [letter] = dead_letters(r)
     assert letter["id"] == f"guest:{user_id}" and letter["user_id"] == user_id
     assert letter["steps"] == ["auth"] and letter["attempts"] == 1
@@ -243,7 +245,7 @@ def test_a_cascade_older_than_max_age_goes_to_the_dead_letters(r, ctx_factory, a
     assert report.dead == 1
     [letter] = dead_letters(r)
     assert letter["id"] == intent.id and "HTTP 503" in letter["last_error"]
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
     assert any(level == "ERROR" and intent.id in m and "still failing" in m for level, m in logs)
 
 
@@ -254,7 +256,7 @@ def test_a_young_cascade_with_the_same_failure_is_retried(r, ctx_factory, auth_s
     write_intent(r, intent)
 
     assert ctx.drain().retrying == 1
-    assert r.llen(DEAD) == 0 and stored(r, intent.id)["attempts"] == 1
+    assert r.llen(keys_of(r).dead) == 0 and stored(r, intent.id)["attempts"] == 1
     assert not [m for level, m in logs if level == "ERROR"]
 
 
@@ -286,7 +288,7 @@ def test_a_mongo_fault_is_retried_without_repeating_the_auth_delete(
     assert ctx.drain().completed == 1
     assert doc_ids(users) == []
     assert len(auth_service.calls("DELETE")) == 1
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
 
 
 def test_a_bug_in_a_step_keeps_the_intent_and_is_logged(r, ctx_factory, users, monkeypatch, logs):
@@ -338,7 +340,7 @@ def test_a_user_who_is_back_keeps_its_database_records(
     assert len(auth_service.calls("DELETE")) == sent_before
     assert auth_service.deleted_guests() == []
     assert mongo_deletes == [] and doc_ids(users) == [(user_id, True)]
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0 and r.llen(DEAD) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 0
     assert user_id in world.online()  # the new entry is untouched
 
 
@@ -422,31 +424,31 @@ def test_two_racing_drains_never_delete_a_guest_twice(r, world, ctx_factory, aut
 
     assert sum(rep.claimed for rep in reports) == 40
     assert sorted(auth_deletes(auth_service)) == sorted(f"/auth/guest/{u}" for u in user_ids)
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
 
 
 def test_a_claim_whose_owner_died_is_picked_up_again(r, world, ctx_factory, auth_service):
     user_id, _ = world.guest(1, age=400)
     ctx = ctx_factory()
     ctx.sweep()
-    r.zadd(DUE, {f"guest:{user_id}": redis_now(r) + 120})  # claimed by a reaper that then died
+    r.zadd(keys_of(r).due, {f"guest:{user_id}": redis_now(r) + 120})  # claimed by a reaper that then died
 
     assert ctx.drain().claimed == 0
     assert auth_service.calls("DELETE") == []
 
-    r.zadd(DUE, {f"guest:{user_id}": redis_now(r) - 1})  # its claim ran out
+    r.zadd(keys_of(r).due, {f"guest:{user_id}": redis_now(r) - 1})  # its claim ran out
     assert ctx.drain().completed == 1
     assert settled_deletes(auth_service, [user_id]) == [user_id]
 
 
 def test_a_due_id_without_an_intent_is_dropped(r, ctx_factory, auth_service):
-    r.zadd(DUE, {"guest:ghost": 0})
+    r.zadd(keys_of(r).due, {"guest:ghost": 0})
     write_intent(r, guest_intent("guest_1", None, "orphan", redis_now(r), False, ["auth"]))
 
     report = ctx_factory().drain()
 
     assert report.completed == 1
-    assert r.zcard(DUE) == 0 and r.llen(DEAD) == 0
+    assert r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 0
 
 
 VALID = {"id": "guest:guest_5", "reason": "orphan", "created": 1.0, "steps": ["auth"],
@@ -462,7 +464,7 @@ VALID = {"id": "guest:guest_5", "reason": "orphan", "created": 1.0, "steps": ["a
     b"{}",
     json.dumps({**VALID, "steps": "auth"}).encode(),
     json.dumps({**VALID, "steps": [1]}).encode(),
-    json.dumps({**VALID, "steps": ["tell"]}).encode(),
+    json.dumps({**VALID, "steps": ["fax"]}).encode(),
     json.dumps({**VALID, "steps": ["auth_all"]}).encode(),
     json.dumps({**VALID, "user_id": None}).encode(),
     json.dumps({**VALID, "created": "yesterday"}).encode(),
@@ -471,8 +473,8 @@ VALID = {"id": "guest:guest_5", "reason": "orphan", "created": 1.0, "steps": ["a
 ], ids=lambda raw: raw[:40].decode("utf-8", "replace"))
 def test_an_unreadable_intent_goes_to_the_dead_letters_and_the_drain_goes_on(
         r, ctx_factory, auth_service, logs, raw):
-    r.hset(INTENTS, "guest:guest_5", raw)
-    r.zadd(DUE, {"guest:guest_5": 0})
+    r.hset(keys_of(r).intents, "guest:guest_5", raw)
+    r.zadd(keys_of(r).due, {"guest:guest_5": 0})
     good = guest_intent("guest_1", None, "orphan", redis_now(r), False, ["auth"])
     write_intent(r, good)
 
@@ -483,12 +485,12 @@ def test_an_unreadable_intent_goes_to_the_dead_letters_and_the_drain_goes_on(
     [letter] = dead_letters(r)
     assert letter["id"] == "guest:guest_5" and letter["last_error"].startswith("unreadable")
     assert letter["raw"] == raw.decode("utf-8", "replace")
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
     assert any(level == "ERROR" and "unreadable" in m for level, m in logs)
 
 
 def test_an_unknown_step_never_loops(r, ctx_factory):
-    write_intent(r, Intent("guest:guest_1", "orphan", redis_now(r), ["tell"], "guest_1"))
+    write_intent(r, Intent("guest:guest_1", "orphan", redis_now(r), ["fax"], "guest_1"))
     ctx = ctx_factory()
     done = threading.Event()
     thread = threading.Thread(target=lambda: (ctx.drain(), done.set()))
@@ -498,7 +500,7 @@ def test_an_unknown_step_never_loops(r, ctx_factory):
     thread.join(5)
 
     assert finished
-    assert r.hlen(INTENTS) == 0 and r.llen(DEAD) == 1
+    assert r.hlen(keys_of(r).intents) == 0 and r.llen(keys_of(r).dead) == 1
 
 
 def test_an_intent_replaced_while_running_is_not_lost(r, ctx_factory, auth_service, users, monkeypatch):
@@ -517,13 +519,13 @@ def test_an_intent_replaced_while_running_is_not_lost(r, ctx_factory, auth_servi
 
     monkeypatch.setattr(ctx.targets.auth, "delete_guest", replaced_meanwhile)
     assert ctx.drain().claimed == 1
-    assert json.loads(r.hget(INTENTS, new.id))["socket_id"] == "sock2"
-    assert r.zscore(DUE, new.id) > redis_now(r)  # still scheduled, as written
+    assert json.loads(r.hget(keys_of(r).intents, new.id))["socket_id"] == "sock2"
+    assert r.zscore(keys_of(r).due, new.id) > redis_now(r)  # still scheduled, as written
 
     make_due(r, new.id)
     assert ctx.drain().completed == 1
     assert doc_ids(users) == []
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
 
 
 # -- the auth-service client ----------------------------------------------------------------------

@@ -10,6 +10,8 @@ import pytest
 from support.guests import redis_now
 from reaper.cleanup import periodic_cleanup
 
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
+
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 STATS = re.compile(r"^Connection Stats - Total: (\d+), Responsive: (\d+), Unresponsive: (\d+)(?: \| |$)")
 

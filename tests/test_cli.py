@@ -13,12 +13,13 @@ import pytest
 from reaper.config import SECTIONS, as_masked_dict, load_config
 from support.redis_proc import find_free_port
 from support.cli import invoke
+from sweep_helpers import keys_of
 
-DUE, INTENTS = "reaper:cascade:due", "reaper:cascade:intents"
 STATUS_LINE = re.compile(r"^(?P<name>[a-z -]+):\s+(?P<status>OK|FAIL|WARN|disabled)\b(?P<detail>.*)$")
 
 # Every test here runs the CLI as an operator would: no ./reaper.toml, no REAPER_* from the machine.
-pytestmark = pytest.mark.usefixtures("isolated_cli")
+pytestmark = [pytest.mark.usefixtures("isolated_cli"),
+              pytest.mark.cluster_too]  # the same scenarios on a Redis Cluster
 
 
 @pytest.fixture
@@ -306,7 +307,7 @@ def test_run_once_exits_0_when_everything_is_done(env, r, small_world, auth_serv
     assert small_world.records() == {"sock1"}
     assert set(small_world.online()) == {"guest_1", "user_5"}
     assert sorted(auth_service.deleted_guests()) == ["guest_2", "guest_3", "guest_4"]
-    assert r.zcard(DUE) == 0
+    assert r.zcard(keys_of(r).due) == 0
     assert "Sweep: scanned=" in result.stderr
 
 
@@ -317,7 +318,7 @@ def test_run_once_exits_1_while_cascades_wait_for_a_retry(env, r, world, auth_se
     result = invoke(["run", "--once"], env)
 
     assert result.exit_code == 1, result.output
-    assert r.zcard(DUE) == 1 and r.hexists(INTENTS, "guest:guest_1")
+    assert r.zcard(keys_of(r).due) == 1 and r.hexists(keys_of(r).intents, "guest:guest_1")
     assert world.records() == set()  # the Redis half is done; the rest waits
     assert auth_service.calls("DELETE", "/auth/guest/cleanup")  # the cleanup did run
 
@@ -367,7 +368,7 @@ def test_purge_with_yes_deletes_all_guest_state(env, r, small_world, auth_servic
     assert set(small_world.online()) == {"user_5"}
     assert len(auth_service.calls("DELETE", "/auth/guest/cleanup-all")) == 1
     assert len(user_service.calls("DELETE", "/guests/cleanup-all")) == 1
-    assert r.zcard(DUE) == 0
+    assert r.zcard(keys_of(r).due) == 0
 
 
 def test_purge_exits_1_when_a_cleanup_call_must_wait(env, r, small_world, auth_service):
@@ -377,7 +378,7 @@ def test_purge_exits_1_when_a_cleanup_call_must_wait(env, r, small_world, auth_s
 
     assert result.exit_code == 1, result.output
     assert small_world.records() == set()
-    assert r.hexists(INTENTS, "purge")
+    assert r.hexists(keys_of(r).intents, "purge")
 
 
 def test_purge_dry_run_changes_nothing(env, r, small_world, auth_service, user_service):

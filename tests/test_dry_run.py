@@ -11,6 +11,9 @@ from reaper.daemon import run_once
 from reaper.intents import guest_intent
 from reaper.services import AuthService, UserService
 from support.guests import record
+from sweep_helpers import keys_of
+
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
 
 def snapshot(r) -> dict:
@@ -29,8 +32,8 @@ def mixed_world(r, world, users) -> None:
     world.registered("member_1", "sockm")
     r.set("guest_session:s1", "token")
     intent = guest_intent("guest_9", "sock9", "orphan", 0.0, False, ["auth", "mongo"])
-    r.hset("reaper:cascade:intents", intent.id, intent.to_json())
-    r.zadd("reaper:cascade:due", {intent.id: 0})
+    r.hset(keys_of(r).intents, intent.id, intent.to_json())
+    r.zadd(keys_of(r).due, {intent.id: 0})
     r.hset("reaper:state", mapping={"evicted_keys": 0})
     users.insert_many([{"userId": f"guest_{n}", "isGuest": True, "createdAt": datetime(2000, 1, 1)}
                        for n in range(1, 10)] + [{"userId": "member_1", "isGuest": False}])
@@ -98,12 +101,12 @@ def test_without_dry_run_the_same_client_sends(auth_service):
 
 def test_a_dry_run_intent_is_left_exactly_as_it_was(r, ctx_factory, auth_service):
     intent = guest_intent("guest_1", None, "orphan", 0.0, False, ["auth"])
-    r.hset("reaper:cascade:intents", intent.id, intent.to_json())
-    r.zadd("reaper:cascade:due", {intent.id: 0})
+    r.hset(keys_of(r).intents, intent.id, intent.to_json())
+    r.zadd(keys_of(r).due, {intent.id: 0})
 
     report = ctx_factory(safety__dry_run=True).drain()
 
     assert report.claimed == 0
-    assert json.loads(r.hget("reaper:cascade:intents", intent.id))["attempts"] == 0
-    assert r.zscore("reaper:cascade:due", intent.id) == 0
+    assert json.loads(r.hget(keys_of(r).intents, intent.id))["attempts"] == 0
+    assert r.zscore(keys_of(r).due, intent.id) == 0
     assert auth_service.requests == []

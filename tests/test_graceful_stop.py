@@ -23,7 +23,8 @@ HANG_S = 1.0
 
 @pytest.fixture
 def launch(redis_server, auth_service, user_service, tmp_path):
-    launcher = Launcher(redis_server.url, auth_service.url, user_service.url, tmp_path, FAST)
+    launcher = Launcher({"REAPER_REDIS_URL": redis_server.url}, auth_service.url, user_service.url,
+                        tmp_path, FAST)
     yield launcher.start
     launcher.kill_all()
 

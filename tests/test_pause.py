@@ -24,7 +24,8 @@ WRITTEN = json.dumps({"by": "ops@bastion", "since": "2026-11-29T10:00:00.000Z", 
 UNKNOWN = "unknown (not written by `reaper pause`)"
 
 # Every test here runs the CLI as an operator would: no ./reaper.toml, no REAPER_* from the machine.
-pytestmark = pytest.mark.usefixtures("isolated_cli")
+pytestmark = [pytest.mark.usefixtures("isolated_cli"),
+              pytest.mark.cluster_too]  # the same scenarios on a Redis Cluster
 
 
 @pytest.fixture

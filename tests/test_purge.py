@@ -1,12 +1,15 @@
 """The purge (SPEC §5): all guest state, never a registered user's, and the database calls as a
 cascade that is recorded first and retried until it succeeds."""
 
+import pytest
 import json
 
 
 from reaper.purge import purge
+from sweep_helpers import keys_of
 
-INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
+
 
 
 def snapshot(r) -> dict:
@@ -33,7 +36,7 @@ def mixed_world(r, world, users) -> None:
     r.hset("users:online", "member_raw", b"not json either")
     r.hset("reaper:state", mapping={"last_sweep_at": "1"})
     r.set("reaper:quarantine:guest_connection:q1", "bad", ex=3600)
-    r.lpush(DEAD, json.dumps({"id": "guest:old", "last_error": "HTTP 400"}))
+    r.lpush(keys_of(r).dead, json.dumps({"id": "guest:old", "last_error": "HTTP 400"}))
     r.set("session:guest_1", "not ours")  # near-miss names
     r.set("guest_connectionX", "not ours")
     users.insert_many([{"userId": u, "isGuest": True} for u in ("guest_1", "guest_2", "guest_3")]
@@ -59,11 +62,15 @@ def test_purge_deletes_every_guest_thing_and_nothing_else(r, world, ctx_factory,
 
     after = snapshot(r)
     assert (report.connections, report.sessions, report.online_entries) == (4, 6, 5)
-    assert set(after) == set(before) - GUEST_KEYS
-    for key in set(after) - {b"users:online"}:
+    audit = keys_of(r).events.encode()
+    assert set(after) == set(before) - GUEST_KEYS | {audit}
+    for key in set(after) - {b"users:online", audit}:
         assert after[key] == before[key], key  # reaper's own and other keys untouched
     assert set(world.online()) == {"member_1", "member_raw"}
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0 and r.llen(DEAD) == 1
+    recorded = [json.loads(fields[b"decision"]) for _, fields in r.xrange(audit)]  # the audit trail
+    assert sorted((e["user_id"], e["reason"]) for e in recorded) == [
+        (u, "startup_purge") for u in ("guest_1", "guest_2", "guest_3", "guest_raw", "visitor_1")]
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 1
     assert [q.path for q in auth_service.requests] == ["/auth/guest/cleanup-all"]
     assert [q.path for q in user_service.requests] == ["/guests/cleanup-all"]
     assert [q.method for q in auth_service.requests + user_service.requests] == ["DELETE", "DELETE"]
@@ -76,10 +83,10 @@ def test_the_purge_intent_is_recorded_before_anything_is_deleted(r, world, ctx_f
 
     purge(ctx)
 
-    intent = json.loads(r.hget(INTENTS, "purge"))
+    intent = json.loads(r.hget(keys_of(r).intents, "purge"))
     assert intent["steps"] == ["auth_all", "users_all", "mongo_all"]
     assert intent["reason"] == "startup_purge" and intent["user_id"] is None
-    assert r.zscore(DUE, "purge") == 0
+    assert r.zscore(keys_of(r).due, "purge") == 0
     assert auth_service.requests == []  # the calls themselves are the cascade's job
 
 
@@ -92,23 +99,23 @@ def test_a_failing_cleanup_all_waits_for_a_later_drain(r, world, ctx_factory, au
 
     report = ctx.drain()
 
-    intent = json.loads(r.hget(INTENTS, "purge"))
+    intent = json.loads(r.hget(keys_of(r).intents, "purge"))
     assert report.retrying == 1
     assert intent["steps"] == ["auth_all"] and intent["attempts"] == 1
     assert "HTTP 503" in intent["last_error"]
-    assert r.zscore(DUE, "purge") > 0
+    assert r.zscore(keys_of(r).due, "purge") > 0
     assert remaining_docs(users) == ["guest_odd", "member_1"]
 
     auth_service.heal()
     users.insert_one({"userId": "guest_new", "isGuest": True})  # the mongo step is not repeated
-    r.zadd(DUE, {"purge": 0})
+    r.zadd(keys_of(r).due, {"purge": 0})
     assert ctx.drain().completed == 1
 
     assert [q.status for q in auth_service.calls("DELETE", "/auth/guest/cleanup-all")][0] == 503
     assert len(auth_service.calls("DELETE", "/auth/guest/cleanup-all")) == 2
     assert len(user_service.calls("DELETE", "/guests/cleanup-all")) == 1
     assert remaining_docs(users) == ["guest_new", "guest_odd", "member_1"]
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
 
 
 def test_an_unexpected_cleanup_reply_is_logged_not_fatal(r, ctx_factory, auth_service, logs):
@@ -126,7 +133,7 @@ def test_a_refused_cleanup_all_goes_to_the_dead_letters(r, ctx_factory, user_ser
     purge(ctx)
 
     assert ctx.drain().dead == 1
-    [letter] = [json.loads(x) for x in r.lrange(DEAD, 0, -1)]
+    [letter] = [json.loads(x) for x in r.lrange(keys_of(r).dead, 0, -1)]
     assert letter["id"] == "purge" and letter["steps"] == ["users_all"]
     assert any(level == "ERROR" and "purge" in m and "HTTP 403" in m for level, m in logs)
 
@@ -136,7 +143,7 @@ def test_only_configured_targets_become_purge_steps(r, ctx_factory, auth_service
 
     purge(ctx)
 
-    assert json.loads(r.hget(INTENTS, "purge"))["steps"] == ["auth_all"]
+    assert json.loads(r.hget(keys_of(r).intents, "purge"))["steps"] == ["auth_all"]
     ctx.drain()
     assert len(auth_service.requests) == 1 and user_service.requests == []
 

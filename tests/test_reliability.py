@@ -21,8 +21,10 @@ from support.guests import record, redis_now
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 from support.cli import invoke
+from sweep_helpers import keys_of
 
-INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
+
 AUTH_GUEST = "/auth/guest/"
 MONGO_FAULTS = [
     pymongo.errors.AutoReconnect("connection reset by peer"),
@@ -34,27 +36,27 @@ MONGO_FAULTS = [
 # -- helpers -------------------------------------------------------------------------------------
 
 def stored(r, cascade_id: str) -> dict | None:
-    raw = r.hget(INTENTS, cascade_id)
+    raw = r.hget(keys_of(r).intents, cascade_id)
     return None if raw is None else json.loads(raw)
 
 
 def all_stored(r) -> dict[str, dict]:
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(INTENTS).items()}
+    return {k.decode(): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
 
 
 def dues(r) -> dict[str, float]:
-    return {k.decode(): score for k, score in r.zrange(DUE, 0, -1, withscores=True)}
+    return {k.decode(): score for k, score in r.zrange(keys_of(r).due, 0, -1, withscores=True)}
 
 
 def make_all_due(r) -> None:
     """Instead of sleeping through a delay or a backoff: everything pending is due now."""
     for cascade_id in dues(r):
-        r.zadd(DUE, {cascade_id: 0})
+        r.zadd(keys_of(r).due, {cascade_id: 0})
 
 
 def write_intent(r, intent: Intent, due: float = 0) -> None:
-    r.hset(INTENTS, intent.id, intent.to_json())
-    r.zadd(DUE, {intent.id: due})
+    r.hset(keys_of(r).intents, intent.id, intent.to_json())
+    r.zadd(keys_of(r).due, {intent.id: due})
 
 
 def guest_docs(users, *user_ids) -> None:
@@ -139,14 +141,14 @@ def test_an_auth_outage_opens_the_circuit_probes_once_per_cooldown_and_all_go_wh
     probes = len(auth_deletes(auth_service)) - burst
     assert 1 <= probes <= outage_s / COOLDOWN_S + 1
     assert sum(i["attempts"] for i in all_stored(r).values()) == burst + probes
-    assert r.hlen(INTENTS) == 30 and r.llen(DEAD) == 0
+    assert r.hlen(keys_of(r).intents) == 30 and r.llen(keys_of(r).dead) == 0
 
     auth_service.heal()
     healed = time.monotonic()
-    assert drain_until(ctx, lambda: r.hlen(INTENTS) == 0, timeout=10)
+    assert drain_until(ctx, lambda: r.hlen(keys_of(r).intents) == 0, timeout=10)
     assert time.monotonic() - healed < COOLDOWN_S + 2.0
     assert auth_service.wait_for(lambda: answered_200(auth_service) == Counter(guests), timeout=5)
-    assert r.zcard(DUE) == 0 and r.llen(DEAD) == 0
+    assert r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 0
     assert logs.at("INFO", "Circuit: auth-service closed")
     assert ctx.counters.get("circuit_opened.auth-service") == 1
     assert ctx.counters.get("circuit_closed.auth-service") == 1
@@ -218,7 +220,7 @@ def test_mongo_faults_open_the_mongo_circuit_and_refused_batches_are_not_charged
     healed = ctx.drain()
 
     assert healed.completed == 3 and fault.calls == 3
-    assert doc_ids(users) == [] and r.hlen(INTENTS) == 0
+    assert doc_ids(users) == [] and r.hlen(keys_of(r).intents) == 0
     assert len(auth_deletes(auth_service)) == 3  # the auth step, done at the first try, never again
     assert logs.at("INFO", "Circuit: mongo closed")
 
@@ -237,7 +239,7 @@ def test_an_open_circuit_never_hides_a_live_guest(r, world, ctx_factory, auth_se
 
     report = ctx.drain()
 
-    assert report.skipped_live == 1 and r.hlen(INTENTS) == 0
+    assert report.skipped_live == 1 and r.hlen(keys_of(r).intents) == 0
     assert len(auth_deletes(auth_service)) == 1 and doc_ids(users) == []  # mongo went at the first try
 
 
@@ -273,7 +275,7 @@ def test_with_cascade_delay_a_guest_back_in_time_keeps_its_users_and_the_other_g
     assert len(auth_deletes(auth_service)) == 1
     assert doc_ids(users) == ["guest_1"]
     assert world.online()["guest_1"]["socketId"] == "sock1b"
-    assert r.hlen(INTENTS) == 0 and r.zcard(DUE) == 0
+    assert r.hlen(keys_of(r).intents) == 0 and r.zcard(keys_of(r).due) == 0
 
 
 def test_without_cascade_delay_a_reaped_guest_is_due_at_once(r, world, ctx_factory):
@@ -313,7 +315,7 @@ def test_a_crash_after_the_auth_step_does_not_repeat_it(r, world, ctx_factory, a
     crash.healed = True  # a new process starts, and MongoDB answers
     restarted = ctx_factory(cascade__claim_timeout="300ms")
 
-    assert drain_until(restarted, lambda: r.hlen(INTENTS) == 0, timeout=5)
+    assert drain_until(restarted, lambda: r.hlen(keys_of(r).intents) == 0, timeout=5)
 
     assert len(auth_deletes(auth_service)) == 3  # not one DELETE repeated
     assert doc_ids(users) == []
@@ -333,13 +335,13 @@ def test_an_intent_replaced_while_its_batch_runs_is_left_to_the_new_one(r, world
     drain.start()
     assert auth_service.wait_for(lambda: len(auth_deletes(auth_service)) == 1, timeout=5)
     newer = guest_intent("guest_1", "sock1c", "orphan", redis_now(r), False, ["auth", "mongo"])
-    r.hset(INTENTS, newer.id, newer.to_json())
+    r.hset(keys_of(r).intents, newer.id, newer.to_json())
     later = redis_now(r) + 3600
-    r.zadd(DUE, {newer.id: later})
+    r.zadd(keys_of(r).due, {newer.id: later})
     drain.join(10)
 
     assert not drain.is_alive()
-    assert r.hget(INTENTS, newer.id).decode() == newer.to_json() and dues(r)[newer.id] == later
+    assert r.hget(keys_of(r).intents, newer.id).decode() == newer.to_json() and dues(r)[newer.id] == later
     assert doc_ids(users) == ["guest_1"]  # the old run stopped after its DELETE
 
 
@@ -365,7 +367,7 @@ def test_sigkill_between_two_purge_steps_does_not_repeat_the_first(r, auth_servi
         first.proc.wait(10)
 
         second = launch("run", **SHORT_CLAIMS)
-        assert wait_for(lambda: r.hlen(INTENTS) == 0, timeout=20), second.stderr()
+        assert wait_for(lambda: r.hlen(keys_of(r).intents) == 0, timeout=20), second.stderr()
         assert second.proc.poll() is None
         second.proc.send_signal(signal.SIGTERM)
         assert second.proc.wait(15) == 0
@@ -373,7 +375,7 @@ def test_sigkill_between_two_purge_steps_does_not_repeat_the_first(r, auth_servi
         first.proc.kill()
     assert [req.status for req in auth_service.calls("DELETE", "/auth/guest/cleanup-all")] == [200]
     assert [req.status for req in user_service.calls("DELETE", "/guests/cleanup-all")][1:] == [200]
-    assert r.llen(DEAD) == 0
+    assert r.llen(keys_of(r).dead) == 0
 
 
 # -- reaper dead-letters --------------------------------------------------------------------------
@@ -383,7 +385,7 @@ def confirmed(command: str) -> list[str]:
 
 
 def letters(r) -> list[dict]:
-    return [json.loads(raw) for raw in r.lrange(DEAD, 0, -1)]
+    return [json.loads(raw) for raw in r.lrange(keys_of(r).dead, 0, -1)]
 
 
 @pytest.fixture
@@ -396,8 +398,8 @@ def buried(r, world, ctx_factory, auth_service):
         world.guest(n, age=400)
         ctx.sweep()
         assert ctx.drain().dead == 1
-    r.hset(INTENTS, "guest:guest_3", b"{not json")
-    r.zadd(DUE, {"guest:guest_3": 0})
+    r.hset(keys_of(r).intents, "guest:guest_3", b"{not json")
+    r.zadd(keys_of(r).due, {"guest:guest_3": 0})
     assert ctx.drain().dead == 1
     auth_service.heal()
     auth_service.clear()
@@ -455,7 +457,7 @@ def test_retry_one_moves_it_back_and_the_next_drain_completes_it(cli_env, r, bur
 
     assert buried.drain().completed == 1
     assert auth_service.wait_for(lambda: answered_200(auth_service) == Counter(["guest_1"]), timeout=5)
-    assert r.hlen(INTENTS) == 0
+    assert r.hlen(keys_of(r).intents) == 0
 
 
 def test_retry_all_leaves_the_unreadable_and_exits_1(cli_env, r, buried):
@@ -477,7 +479,7 @@ def test_retry_leaves_a_letter_whose_guest_has_a_pending_cascade(cli_env, r, bur
 
     assert result.exit_code == 1 and "pending already" in result.output
     assert len(letters(r)) == 3
-    assert r.hget(INTENTS, pending.id).decode() == pending.to_json() and dues(r)[pending.id] == later
+    assert r.hget(keys_of(r).intents, pending.id).decode() == pending.to_json() and dues(r)[pending.id] == later
 
 
 def test_retry_moves_only_the_newest_of_two_letters_with_one_id(cli_env, r, buried, world, auth_service):
@@ -485,13 +487,13 @@ def test_retry_moves_only_the_newest_of_two_letters_with_one_id(cli_env, r, buri
     world.guest("1", age=400)  # guest_1 reaped, refused and buried a second time
     buried.sweep()
     assert buried.drain().dead == 1
-    newest = r.lindex(DEAD, 0)
+    newest = r.lindex(keys_of(r).dead, 0)
 
     result = invoke(["dead-letters", "retry", "guest:guest_1"], cli_env)
 
     assert result.exit_code == 0, result.output
     assert [l["id"] for l in letters(r)] == ["guest:guest_3", "guest:guest_2", "guest:guest_1"]
-    assert newest not in r.lrange(DEAD, 0, -1)
+    assert newest not in r.lrange(keys_of(r).dead, 0, -1)
 
 
 @pytest.mark.parametrize("command", ["retry", "drop"])
@@ -500,7 +502,7 @@ def test_an_unknown_id_exits_1_and_changes_nothing(cli_env, r, buried, command):
 
     assert result.exit_code == 1
     assert "No dead letter with id: guest:nobody" in result.output
-    assert len(letters(r)) == 3 and r.hlen(INTENTS) == 0
+    assert len(letters(r)) == 3 and r.hlen(keys_of(r).intents) == 0
 
 
 @pytest.mark.parametrize("args", [[], ["guest:guest_1", "--all"]], ids=["neither", "both"])
@@ -521,7 +523,7 @@ def test_drop_one_and_then_all(cli_env, r, buried):
     every = invoke(["dead-letters", "drop", "--all", "--yes"], cli_env)
 
     assert every.exit_code == 0 and "Dropped 2 dead letters" in every.output
-    assert r.llen(DEAD) == 0 and r.hlen(INTENTS) == 0
+    assert r.llen(keys_of(r).dead) == 0 and r.hlen(keys_of(r).intents) == 0
 
 
 def test_drop_refuses_without_yes_and_without_a_terminal(cli_env, r, buried):
@@ -532,14 +534,14 @@ def test_drop_refuses_without_yes_and_without_a_terminal(cli_env, r, buried):
 
 
 def test_a_letter_that_is_not_even_json_can_be_listed_and_dropped(cli_env, r):
-    r.lpush(DEAD, b"\xff\xfe garbage")
+    r.lpush(keys_of(r).dead, b"\xff\xfe garbage")
     listed = json.loads(invoke(["dead-letters", "list", "--json"], cli_env).output)
     [letter] = listed["letters"]
     assert letter["id"].startswith("raw:") and letter["replayable"] is False
 
     result = invoke(["dead-letters", "drop", letter["id"], "--yes"], cli_env)
 
-    assert result.exit_code == 0 and r.llen(DEAD) == 0
+    assert result.exit_code == 0 and r.llen(keys_of(r).dead) == 0
 
 
 def test_dead_letters_exit_3_when_redis_is_unreachable(cli_env):

@@ -1,6 +1,11 @@
 """One cycle end to end: the shape every other test builds on."""
 
+import pytest
+
 from reaper.daemon import run_once
+from sweep_helpers import keys_of
+
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
 
 def test_one_cycle_reaps_the_dead_and_keeps_the_living(r, world, make_config, auth_service, mongo):
@@ -21,4 +26,4 @@ def test_one_cycle_reaps_the_dead_and_keeps_the_living(r, world, make_config, au
     assert set(world.online()) == {"guest_1", "user_reg"}
     assert sorted(auth_service.deleted_guests()) == ["guest_2", "guest_3", "guest_4"]
     assert sorted(d["userId"] for d in users.find()) == ["guest_1", "user_reg"]
-    assert r.zcard("reaper:cascade:due") == 0
+    assert r.zcard(keys_of(r).due) == 0

@@ -6,18 +6,28 @@ import pytest
 
 import reaper.store
 import reaper.sweep
+from reaper import cluster
 from reaper.records import OnlineEntry
 from reaper.sweep import HeldBack, Sweep
 from support.guests import record
 from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent, intents,
                            reasons_of)
 
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
+
 GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
 
 
 def _commands(client) -> list[str]:
-    """Names of the commands ``client`` sends from now on, from any thread, pipelines aside."""
+    """Names of the commands ``client`` sends from now on, from any thread, pipelines aside
+    (on a cluster, also those sent to each primary's own client: SCAN)."""
     sent = []
+    for each in [client, *(cluster.primaries(client) if cluster.is_cluster(client) else [])]:
+        _record(each, sent)
+    return sent
+
+
+def _record(client, sent: list[str]) -> None:
     original = client.execute_command
 
     def recording(*args, **kwargs):
@@ -25,7 +35,11 @@ def _commands(client) -> list[str]:
         return original(*args, **kwargs)
 
     client.execute_command = recording
-    return sent
+
+
+def _scans(client, passes: int) -> int:
+    """SCANs in ``passes`` passes over a small database: one per pass and primary."""
+    return passes * (len(cluster.primaries(client)) if cluster.is_cluster(client) else 1)
 
 
 def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r):
@@ -39,7 +53,7 @@ def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r)
     assert report.reaped == {"heartbeat_timeout": 25, "orphan": 5}
     assert len(world.records()) == 40 and len(world.online()) == 40
     assert_deletable_intents(r, 30)
-    assert sent.count("SCAN") == 1 and sent.count("HSCAN") == 1  # one pass over a small database
+    assert sent.count("SCAN") == _scans(r, 1) and sent.count("HSCAN") == 1  # one pass, a small database
 
 
 def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, monkeypatch, logs):
@@ -53,7 +67,7 @@ def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, m
     assert report.reaped == {"heartbeat_timeout": 25, "orphan": 5}
     assert len(world.records()) == 40 and len(world.online()) == 40
     assert_deletable_intents(r, 30)
-    assert sent.count("SCAN") == 2 and sent.count("HSCAN") == 2
+    assert sent.count("SCAN") == _scans(r, 2) and sent.count("HSCAN") == 2
     assert logs.at("INFO", "more than 5 held back; a second full pass")
 
 
@@ -84,11 +98,12 @@ def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory,
     add_guests(world, live=40, stale=25)
     original = reaper.store.load_records
     calls, rewritten = [], []
+    first_pass = _scans(r, 1)  # batches: one per primary scanned
 
     def load_then_rewrite_in_second_look(client, keys, names, fmt, *read_ahead):
         loaded = original(client, keys, names, fmt, *read_ahead)
         calls.append(1)
-        if len(calls) == 2:  # the first pass is one batch; this is the second look's read
+        if len(calls) == first_pass + 1:  # the second look's read
             rec = next(x for x in loaded if x is not None)
             world.write_record(rec.socket_id, record(rec.socket_id, rec.user_id, world.now - 600,
                                                      roomId="moved"))
@@ -99,7 +114,7 @@ def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory,
 
     report = ctx_factory(**GUARD).sweep()
 
-    assert len(calls) == 2
+    assert len(calls) == first_pass + 1
     assert rewritten[0] in world.records()
     assert report.skipped_live == 1
     assert sum(report.reaped.values()) == 24

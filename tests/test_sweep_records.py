@@ -7,8 +7,9 @@ import pytest
 
 import reaper.store
 from support.guests import CONN, World, record
-from sweep_helpers import (QUARANTINE, assert_intents_consistent, intents,
-                           reasons_of)
+from sweep_helpers import assert_intents_consistent, intents, keys_of, reasons_of
+
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
 
 DAY = 24 * 3600
@@ -72,7 +73,7 @@ def test_malformed_record_is_counted_quarantined_and_warned_once(ctx_factory, wo
 
     assert report.malformed == 1 and report.quarantined == 1
     assert not r.exists(KEY)
-    quarantined = QUARANTINE + KEY
+    quarantined = keys_of(r).quarantine(KEY)
     assert (r.type(quarantined), r.dump(quarantined)) == (redis_type, dumped)
     assert DAY - 60 <= r.ttl(quarantined) <= DAY
     assert len(logs.at("WARNING", KEY)) == 1
@@ -90,11 +91,17 @@ def test_malformed_record_is_counted_quarantined_and_warned_once(ctx_factory, wo
     assert len(logs.at("WARNING", KEY)) == 1
 
 
+def _move(r, key: str, to: str) -> None:
+    """RENAME, also across the slots of a cluster."""
+    r.restore(to, max(r.pttl(key), 0), r.dump(key))
+    r.delete(key)
+
+
 def test_malformed_records_among_good_ones_do_not_stop_the_sweep(ctx_factory, world, r):
     for kind, (write, _) in MALFORMED.items():
         r.delete(KEY)
         write(r, world)
-        r.rename(KEY, CONN + "bad-" + kind.replace(" ", "-"))
+        _move(r, KEY, CONN + "bad-" + kind.replace(" ", "-"))
     live = world.guest(1, age=10)
     stale = world.guest(2, age=400)
 
@@ -107,7 +114,7 @@ def test_malformed_records_among_good_ones_do_not_stop_the_sweep(ctx_factory, wo
     assert stale[0] not in world.online()
     readable = sum(user_readable for _, user_readable in MALFORMED.values())
     assert report.reaped["malformed"] == readable
-    assert len(list(r.scan_iter(match=QUARANTINE + "*"))) == len(MALFORMED)
+    assert len(list(r.scan_iter(match=keys_of(r).quarantine_pattern))) == len(MALFORMED)
 
 
 def test_quarantine_keeps_the_record_a_writer_rewrote(ctx_factory, world, r, monkeypatch):
@@ -126,7 +133,7 @@ def test_quarantine_keeps_the_record_a_writer_rewrote(ctx_factory, world, r, mon
 
     assert r.get(KEY) == fixed.encode()
     assert report.quarantined == 0
-    assert not r.exists(QUARANTINE + KEY)
+    assert not r.exists(keys_of(r).quarantine(KEY))
 
 
 # -- timestamp forms ------------------------------------------------------------------------
@@ -206,8 +213,8 @@ def test_malformed_hash_records_are_quarantined(ctx_factory, hash_world, r, logs
 
     assert report.malformed == 1 and report.quarantined == 1
     assert not r.exists(KEY)
-    assert r.dump(QUARANTINE + KEY) == dumped
-    assert r.ttl(QUARANTINE + KEY) > DAY - 60
+    assert r.dump(keys_of(r).quarantine(KEY)) == dumped
+    assert r.ttl(keys_of(r).quarantine(KEY)) > DAY - 60
     assert len(logs.at("WARNING", KEY)) == 1
     assert reasons_of(r) == ({"guest_1": "malformed"} if user_readable else {})
 

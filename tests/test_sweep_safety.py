@@ -10,6 +10,8 @@ from support.guests import CONN, record
 from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, snapshot)
 
+pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
+
 
 GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
 

@@ -38,9 +38,9 @@ class Daemon:
 class Launcher:
     """Starts `python -m reaper <args>` with ``defaults`` and per-start variables; kills leftovers."""
 
-    def __init__(self, redis_url: str, auth_url: str, user_url: str, workdir: Path,
+    def __init__(self, redis_env: dict, auth_url: str, user_url: str, workdir: Path,
                  defaults: dict | None = None):
-        self.base = {"REAPER_REDIS_URL": redis_url, "REAPER_AUTH_SERVICE_BASE_URL": auth_url,
+        self.base = {**redis_env, "REAPER_AUTH_SERVICE_BASE_URL": auth_url,
                      "REAPER_USER_SERVICE_BASE_URL": user_url, **QUICK, **(defaults or {})}
         self.workdir, self.started = workdir, []
 
@@ -54,7 +54,9 @@ class Launcher:
         return Daemon(proc, log_path)
 
     def environ(self, extra: dict) -> dict:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("REAPER_", "REDIS_"))}
+        # Nor systemd's variables: a daemon under test must not notify the test runner's manager.
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("REAPER_", "REDIS_", "NOTIFY_SOCKET", "WATCHDOG_"))}
         return {**inherited, "PYTHONUNBUFFERED": "1", **self.base, **extra}
 
     def kill_all(self) -> None:

@@ -1,0 +1,80 @@
+"""What the clock-skew hook costs the sweep (issue #5): 1M fresh records judged by Sweep._judge
+with the hook and by a copy of _judge without it, in process, no Redis involved.
+
+    python bench/skew_hook.py [--records 1000000] [--rounds 7]
+
+Prints the best and median time of each and the difference per record.
+"""
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis  # noqa: E402
+
+from reaper.config import load_config  # noqa: E402
+from reaper.keys import Keys  # noqa: E402
+from reaper.records import GuestRecord  # noqa: E402
+from reaper.staleness import judge  # noqa: E402
+from reaper.sweep import Sweep  # noqa: E402
+
+NOW = 1_800_000_000.0
+
+
+class WithoutHook(Sweep):
+    def _judge(self, record):  # Sweep._judge without the line that feeds report.skew
+        verdict = judge(record.last_heartbeat, record.last_pong, self.now, self.policy)
+        self.report.total += 1
+        self.report.responsive += verdict.responsive
+        if verdict.reason is None:
+            return None
+        self.report.stale[verdict.reason] += 1
+        if self._may_reap():
+            return record, verdict.reason, verdict
+        self.held.record(record.key)
+        return None
+
+
+def fresh_records(count: int) -> list[GuestRecord]:
+    rng = random.Random(1)
+    ages = (rng.uniform(-0.5, 30.0) for _ in range(count))
+    return [GuestRecord(f"guest_connection:s{i}", f"s{i}", f"guest_{i}", NOW - age, NOW - age)
+            for i, age in enumerate(ages)]
+
+
+def judge_all(cls, records, config, keys, client) -> float:
+    judge_one = cls(client, config, keys, [], NOW, None, False)._judge
+    started = time.perf_counter()
+    for record in records:
+        judge_one(record)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    config = load_config(None, {"REAPER_REDIS_URL": "redis://127.0.0.1:1/0"}, {})
+    client = redis.Redis(host="127.0.0.1", port=1)  # never connected: _judge sends nothing
+    keys, records = Keys.from_config(config.redis), fresh_records(args.records)
+    times = {"without": [], "with": []}
+    for _ in range(args.rounds):
+        for name, cls in (("without", WithoutHook), ("with", Sweep)):
+            times[name].append(judge_all(cls, records, config, keys, client))
+    for name, runs in times.items():
+        runs.sort()
+        print(f"{name:8s} best {runs[0]:.3f} s  median {runs[len(runs) // 2]:.3f} s  "
+              f"({runs[0] / args.records * 1e9:.0f} ns per record)")
+    best = (times["with"][0] - times["without"][0]) / args.records * 1e9
+    median = (times["with"][len(times["with"]) // 2] - times["without"][len(times["without"]) // 2])
+    print(f"hook: +{best:.0f} ns per fresh record (best), +{median / args.records * 1e9:.0f} ns "
+          f"(median): +{median * 1e6 / args.records:.2f} s per million fresh records")
+
+
+if __name__ == "__main__":
+    main()

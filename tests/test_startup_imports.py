@@ -1,0 +1,50 @@
+"""Start-up of `reaper run --once` (issue #4): what a disabled target does not cost. pymongo,
+apscheduler and an httpx client (httpcore, the CA bundle) are ~0.15 s of a run that needs none
+of them when MongoDB and the services are disabled."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reaper.config import MongoConfig, ServiceConfig
+from reaper.errors import PermanentError
+from reaper.services import AuthService, GuestStore, UserService
+
+HEAVY = ("pymongo", "apscheduler", "httpcore")
+# Prints which of HEAVY the process loaded, once `reaper run --once` has exited.
+PROBE = ("import atexit, sys\n"
+         f"atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules]))\n"
+         "from reaper.cli import main\n"
+         "main()\n")
+
+
+@pytest.mark.parametrize("auth, loaded", [(False, []), (True, ["httpcore"])], ids=["disabled", "auth"])
+def test_run_once_loads_only_what_its_targets_need(cli_env, r, world, tmp_path, auth, loaded):
+    world.guest(1, age=600)
+    env = {**os.environ, **cli_env, "REAPER_USER_SERVICE_BASE_URL": "", "REAPER_MONGO_URI": ""}
+    if not auth:
+        env["REAPER_AUTH_SERVICE_BASE_URL"] = ""
+
+    run = subprocess.run([sys.executable, "-c", PROBE, "run", "--once"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"LOADED {loaded!r}" in run.stdout
+    assert "Reaped guest_1" in run.stderr
+    assert world.records() == set()
+
+
+def test_a_disabled_service_has_no_client_and_refuses_requests():
+    for service in (AuthService(ServiceConfig(base_url="")), UserService(ServiceConfig(base_url=""))):
+        assert not service.enabled
+        with pytest.raises(PermanentError, match="disabled"):
+            service.request("DELETE", "/auth/guest/guest_1")
+        service.close()  # nothing to close, and no error
+
+
+def test_a_disabled_guest_store_has_no_client():
+    store = GuestStore(MongoConfig(uri=""))
+    assert not store.enabled
+    store.close()

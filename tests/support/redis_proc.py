@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,7 +12,9 @@ from typing import Sequence
 
 import redis
 
-FORBIDDEN_PORT = 6379
+from reaper.demo.redis_server import MACHINE_PORT as FORBIDDEN_PORT  # never the machine's 6379
+from reaper.demo.redis_server import free_port as find_free_port
+
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.02
@@ -24,16 +25,6 @@ _live: set["RedisProcess"] = set()
 
 class RedisStartError(RuntimeError):
     """redis-server did not come up (the message carries the log tail)."""
-
-
-def find_free_port() -> int:
-    """Return a free TCP port on 127.0.0.1 (never 6379)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port != FORBIDDEN_PORT:
-            return port
 
 
 class RedisProcess:

@@ -15,7 +15,9 @@ auth-service is not left idle at batch boundaries.
 import json
 import queue
 import threading
+import time
 from collections import deque
+from itertools import islice
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -42,6 +44,9 @@ MIN_WAIT_S = 0.01
 # An answered DELETE is written back within this long, sooner when several answers are in.
 WRITE_BACK_S = 0.05
 INTERRUPTED = "interrupted"  # the answer of a DELETE left unsent because we are stopping
+NOT_SENT = "not sent"  # the answer of a DELETE whose guest a fresh liveness check found back
+# A DELETE goes out at most this long after its guest's liveness check (checked again if older).
+LIVENESS_FRESH_S = 2.0
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Claimed:
     interrupted: bool = False  # its step was not sent because we are stopping
     changed: bool = False  # steps done since ``raw`` was stored
     settled: bool = False  # done, and settled as soon as its last step was written back
+    checked_at: float = 0.0  # monotonic time of its last liveness check
 
     @property
     def active(self) -> bool:
@@ -170,9 +176,9 @@ class DeleteStream:
     """
 
     def __init__(self, senders: Senders, circuit: Circuit, send, write_back,
-                 stopping: threading.Event | None):
+                 stopping: threading.Event | None, recheck=None):
         self.senders, self.circuit, self.send, self.write_back = senders, circuit, send, write_back
-        self.stopping = stopping
+        self.stopping, self.recheck = stopping, recheck
         self.window, self.write_every = 2 * senders.count, max(1, senders.count * 3 // 4)
         self._unsent: deque[tuple[Batch, Claimed]] = deque()
         self._unwritten = 0  # taken from _unsent, answer not yet written back
@@ -216,7 +222,12 @@ class DeleteStream:
 
     def _feed(self) -> None:
         while self._unsent and self._unwritten < self.window and not self._stopped():
-            if self.circuit.closed:
+            self._keep_fresh()
+            if not self._unsent[0][1].active:  # back since its batch was checked: no DELETE
+                batch, claimed = self._unsent.popleft()
+                self._unwritten += 1
+                self._answer(batch, claimed, NOT_SENT)
+            elif self.circuit.closed:
                 self._submit(*self._unsent.popleft())
             elif not self._sent_and_unanswered():
                 batch, claimed = self._unsent.popleft()
@@ -224,6 +235,13 @@ class DeleteStream:
                 self._answer(batch, claimed, _failure_of(self.circuit.call, self.send, claimed))
             else:
                 return  # the probe waits until nothing is out
+
+    def _keep_fresh(self) -> None:
+        """A DELETE goes out only on a recent liveness check. A slow auth-service can take minutes
+        over a batch, so the next DELETEs are checked again once theirs is LIVENESS_FRESH_S old."""
+        if self.recheck is None or time.monotonic() - self._unsent[0][1].checked_at <= LIVENESS_FRESH_S:
+            return
+        self.recheck([claimed for _, claimed in islice(self._unsent, self.window)])
 
     def _submit(self, batch: Batch, claimed: Claimed) -> None:
         self._unwritten += 1
@@ -314,7 +332,8 @@ class CascadeRunner:
         we are stopping. Retries it schedules wait for a later drain, however short their delay."""
         report = DrainReport()
         stream = DeleteStream(self._senders, self.circuits.auth, self._delete_guest,
-                              lambda answers: self._write_answers(answers, report), stopping)
+                              lambda answers: self._write_answers(answers, report), stopping,
+                              recheck=lambda claimed: self._drop_live(claimed, now_fn(), report))
         try:
             self._run(stream, now_fn, stopping, report)
         except BaseException:
@@ -401,7 +420,7 @@ class CascadeRunner:
         for claimed, error in answers:
             if error is INTERRUPTED:
                 claimed.interrupted = True
-            else:
+            elif error is not NOT_SENT:
                 self._record(claimed, AUTH, error)
         self._write_progress([claimed for claimed, _ in answers], report)
 
@@ -463,6 +482,8 @@ class CascadeRunner:
         """Never a live guest: a user connected again (or registered) keeps its records."""
         checked = [c for c in batch if c.active and c.intent.needs_liveness_check]
         states = self.liveness.of([c.intent.user_id for c in checked], now)
+        for claimed in batch:
+            claimed.checked_at = time.monotonic()
         for claimed in checked:
             state = states[claimed.intent.user_id]
             if state != GONE:

@@ -10,10 +10,11 @@ from collections import Counter
 import pymongo.errors
 import pytest
 
+import reaper.cascade
 from reaper import scripts
 from reaper.cascade import Senders
 from reaper.intents import guest_intent
-from support.guests import redis_now
+from support.guests import record, redis_now
 from support.standin import wait_for
 
 INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
@@ -290,3 +291,30 @@ def test_settle_answers_each_cascade_of_a_group_in_order(r):
     assert r.hgetall(INTENTS) == {b"a": b"A2", b"d": b"newer"}
     assert dict(r.zrange(DUE, 0, -1, withscores=True)) == {b"d": 1.0, b"a": 50.0}
     assert r.lrange(DEAD, 0, -1) == [b"letter"]
+
+
+# -- liveness stays fresh --------------------------------------------------------------------------
+
+def test_a_guest_back_while_a_slow_auth_service_works_through_the_batch_keeps_its_user(
+        r, ctx_factory, auth_service, world, monkeypatch):
+    """The liveness check of a batch is repeated for the DELETEs still to go once it is
+    LIVENESS_FRESH_S old: a slow auth-service must not carry a DELETE past a guest's return."""
+    users = queue_cascades(r, 4)
+    monkeypatch.setattr(reaper.cascade, "LIVENESS_FRESH_S", 0.0)
+    original = reaper.cascade.CascadeRunner._delete_guest
+
+    def first_delete_sees_the_last_guest_come_back(self, claimed):
+        if claimed.intent.user_id == users[0]:
+            world.write_record("sock3", record("sock3", users[3], world.now))  # back, same socket
+            world.entry(users[3], "sock3")
+        original(self, claimed)
+
+    monkeypatch.setattr(reaper.cascade.CascadeRunner, "_delete_guest",
+                        first_delete_sees_the_last_guest_come_back)
+    ctx = ctx_factory(NO_MONGO, cascade__batch_size=4, cascade__concurrency=1)
+
+    report = ctx.drain()
+
+    assert set(sent(auth_service)) == set(users[:3])  # the one back was never DELETEd
+    assert report.skipped_live == 1 and report.completed == 3
+    assert stored(r) == {} and r.zcard(DUE) == 0

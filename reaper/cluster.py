@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from . import scripts
 from .errors import RedisUnavailable
 from .keys import QUARANTINE_TTL_S, Keys
+from .presence import OnlineList
 
 
 def connect(url: str, options: dict) -> RedisCluster:
@@ -80,11 +81,10 @@ class ClusterTakes:
     """The sweep's removals on a cluster, each guest on its own: intents held, guest keys taken
     one by one (compare-and-delete in the key's own slot), intents confirmed or dropped."""
 
-    def __init__(self, client: RedisCluster, keys: Keys, hold_s: float):
-        self.client, self.keys, self.hold_s = client, keys, hold_s
+    def __init__(self, client: RedisCluster, keys: Keys, online: OnlineList, hold_s: float):
+        self.client, self.keys, self.online, self.hold_s = client, keys, online, hold_s
         self._hold = client.register_script(scripts.HOLD_INTENTS)
         self._confirm = client.register_script(scripts.CONFIRM_INTENTS)
-        self._remove_entry = client.register_script(scripts.REMOVE_ENTRY)
         self._take_sha: str | None = None
 
     def records(self, now: float, due: float, format_type: str,
@@ -139,10 +139,9 @@ class ClusterTakes:
         """Each orphan's entry, compare-and-removed, if its socket still has no record."""
         named = [(i, o[2]) for i, o in enumerate(orphans) if o[2]]
         back = {i for (i, _), found in zip(named, exist_each(self.client, [n for _, n in named])) if found}
-        removable = [o for i, o in enumerate(orphans) if i not in back]
-        args = [part for user_id, raw, _, _ in removable for part in (user_id, raw)]
-        answers = iter(self._remove_entry(keys=[self.keys.online], args=args) if args else [])
-        return [i not in back and next(answers) == 1 for i in range(len(orphans))]
+        answers = iter(self.online.remove_unchanged([(user_id, raw) for i, (user_id, raw, _, _)
+                                                     in enumerate(orphans) if i not in back]))
+        return [i not in back and next(answers) for i in range(len(orphans))]
 
     def _confirm_intents(self, due: float, intents: list[tuple | None], held: list[bool],
                          taken: list[bool]) -> None:

@@ -65,6 +65,11 @@ class RedisConfig:
     cluster: bool = False
 
     @property
+    def scheme(self) -> str:
+        """redis, rediss or unix: the URL's scheme without a "+cluster"."""
+        return urlsplit(self.url).scheme.removesuffix("+cluster")
+
+    @property
     def is_cluster(self) -> bool:
         """Redis Cluster: ``redis.cluster = true`` or a redis+cluster:// / rediss+cluster:// URL."""
         return self.cluster or urlsplit(self.url).scheme.endswith("+cluster")
@@ -550,7 +555,7 @@ _TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 def _check_redis_connection(redis: RedisConfig) -> None:
     """The keys that only make sense together: TLS keys need rediss://, a key needs its
     certificate, sentinels need a TCP URL (for its password and db; its host is not used)."""
-    scheme = urlsplit(redis.url).scheme.removesuffix("+cluster")
+    scheme = redis.scheme
     tls_set = [k for k in _TLS_KEYS if getattr(redis, k)] + ([] if redis.tls_verify else ["tls_verify"])
     if tls_set and scheme != "rediss":
         key = tls_set[0]
@@ -565,17 +570,17 @@ def _check_redis_connection(redis: RedisConfig) -> None:
                           "a redis:// or rediss:// redis.url (its password and db are used "
                           "with the master the sentinels name), not unix://")
     if redis.is_cluster:
-        _check_cluster(redis, scheme)
+        _check_cluster(redis)
 
 
-def _check_cluster(redis: RedisConfig, scheme: str) -> None:
+def _check_cluster(redis: RedisConfig) -> None:
     """A cluster is reached over TCP, has only database 0, and is not behind sentinels; reaper's
     cascade keys get a hash tag of their own, so the prefix must not bring one."""
     if redis.sentinels:
         raise ConfigError("redis.sentinels", list(redis.sentinels),
                           "[] with redis.cluster (a Redis Cluster fails over by itself; sentinels "
                           "watch a single master)")
-    if scheme == "unix":
+    if redis.scheme == "unix":
         raise ConfigError("redis.url", mask_url(redis.url), "a redis:// or rediss:// address of a "
                           "cluster node with redis.cluster = true, not unix://")
     database = urlsplit(redis.url).path.strip("/")

@@ -24,9 +24,12 @@ class OnlineList:
         doomed = [(user_id, raw) for (user_id, socket_id), raw in zip(guests, raws)
                   if raw is not None and entry_belongs_to(
                       parse_online_entry(user_id, raw, self.guest_id_prefix), socket_id)]
-        return sum(self._remove(doomed[start:start + scripts.ENTRY_BATCH])
-                   for start in range(0, len(doomed), scripts.ENTRY_BATCH))
+        return sum(self.remove_unchanged(doomed))
 
-    def _remove(self, doomed: list[tuple[str, bytes]]) -> int:
-        args = [value for pair in doomed for value in pair]
-        return sum(result == 1 for result in self._remove_entry(keys=[self.keys.online], args=args))
+    def remove_unchanged(self, entries: list[tuple[str, bytes]]) -> list[bool]:
+        """Remove each (userId, value read) entry that still holds that value; True where removed."""
+        removed = []
+        for start in range(0, len(entries), scripts.ENTRY_BATCH):
+            args = [value for pair in entries[start:start + scripts.ENTRY_BATCH] for value in pair]
+            removed += [result == 1 for result in self._remove_entry(keys=[self.keys.online], args=args)]
+        return removed

@@ -54,7 +54,7 @@ def _socket_options(settings: RedisConfig) -> dict:
 
 
 def _uses_tls(settings: RedisConfig) -> bool:
-    return urlsplit(settings.url).scheme in ("rediss", "rediss+cluster")
+    return settings.scheme == "rediss"
 
 
 def _tls_options(settings: RedisConfig) -> dict:

@@ -191,8 +191,9 @@ class Sweep:
         self._exist_each = client.register_script(scripts.EXIST_EACH)
         self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
         # A cluster keeps a guest's key, users:online and the intents in different slots.
-        self.cluster_takes = (cluster.ClusterTakes(client, keys, config.cascade.claim_timeout_s)
-                              if cluster.is_cluster(client) else None)
+        self.cluster_takes = (
+            cluster.ClusterTakes(client, keys, self.online, config.cascade.claim_timeout_s)
+            if cluster.is_cluster(client) else None)
 
     def run(self) -> SweepReport:
         return self._steps(self._online_pass, self._record_pass, self._socketless_orphans,

@@ -4,6 +4,7 @@ import json
 
 from redis.cluster import RedisCluster
 
+import reaper.store
 from reaper.keys import Keys
 
 
@@ -58,3 +59,18 @@ def add_guests(world, live: int, stale: int, orphans: int = 0, socketless: int =
         world.entry(f"guest_{(n := n + 1)}", f"sock{n}")
     for _ in range(socketless):
         world.entry(f"guest_{(n := n + 1)}", None)
+
+
+def stop_at_batch(ctx, monkeypatch, n: int) -> list:
+    """Set ``ctx.stopping`` (as SIGTERM does) while the sweep reads its ``n``-th batch of records;
+    the returned list grows by one per batch read."""
+    original, loads = reaper.store.load_records, []
+
+    def load_then_stop(*args, **kwargs):
+        loads.append(1)
+        if len(loads) == n:
+            ctx.stopping.set()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reaper.store, "load_records", load_then_stop)
+    return loads

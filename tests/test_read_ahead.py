@@ -10,7 +10,7 @@ import redis
 import reaper.store
 from reaper.store import read_ahead
 from reaper.sweep import Sweep
-from sweep_helpers import assert_intents_consistent, intents
+from sweep_helpers import assert_intents_consistent, intents, stop_at_batch
 
 
 def _readers() -> list[threading.Thread]:
@@ -112,16 +112,7 @@ def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, monkeypatc
     for n in range(40):
         world.guest(n, age=600)
     ctx = ctx_factory(redis__scan_count=5)
-    original = reaper.store.load_records
-    loads = []
-
-    def load_then_stop(*args, **kwargs):
-        loads.append(1)
-        if len(loads) == 2:
-            ctx.stopping.set()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(reaper.store, "load_records", load_then_stop)
+    loads = stop_at_batch(ctx, monkeypatch, 2)
 
     report = ctx.sweep(force=True)
 

@@ -3,12 +3,11 @@
 import json
 import threading
 
-import reaper.store
 from reaper.keys import Keys
 from reaper.sweep import sweep
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import (assert_deletable_intents, assert_intents_consistent, due_ids, intents,
-                           reasons_of)
+                           reasons_of, stop_at_batch)
 
 
 # -- scale ----------------------------------------------------------------------------------
@@ -100,16 +99,7 @@ def test_stopping_between_batches_ends_cleanly(ctx_factory, world, r, monkeypatc
     for n in range(100, 110):
         world.entry(f"guest_{n}", None)  # socketless orphans, reaped only after a full record pass
     ctx = ctx_factory(redis__scan_count=5)
-    original = reaper.store.load_records
-    batches = []
-
-    def load_then_stop(*args, **kwargs):
-        batches.append(1)
-        if len(batches) == 2:
-            ctx.stopping.set()  # SIGTERM arrives while the second batch is in hand
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(reaper.store, "load_records", load_then_stop)
+    batches = stop_at_batch(ctx, monkeypatch, 2)  # SIGTERM arrives while the second batch is in hand
 
     report = ctx.sweep()
 

@@ -1,6 +1,6 @@
 """Lua scripts: each one short, O(1) or O(batch), so Redis is never held for long."""
 
-# Batch scripts (TAKE_RECORD, TAKE_ORPHAN, REMOVE_ENTRY, SETTLE_ONLINE, EXIST_EACH) handle a batch of guests in
+# Batch scripts (TAKE_RECORD, TAKE_GUEST, TAKE_ORPHAN, REMOVE_ENTRY, SETTLE_ONLINE, EXIST_EACH) handle a batch of guests in
 # one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
 # holds Redis for about a millisecond at most.
 TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each
@@ -54,6 +54,50 @@ end
 local taken = {}
 for i = 1, (#KEYS - 2) / 2 do
   taken[i] = take(KEYS[2 * i + 1], KEYS[2 * i + 2], 6 * i - 2)
+end
+return taken
+"""
+
+# Single Redis: TAKE_RECORD and the record's users:online entry in one step, so that no intent
+# needs an "online" step and nothing settles it afterwards.
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = users:online
+# then for record i (from 1): KEYS[2i+2] = guest_connection:{socketId}, KEYS[2i+3] = its quarantine key
+# ARGV[1..3] as TAKE_RECORD's   ARGV[4] = guest id prefix
+# then for record i, ARGV[8i-3 .. 8i+4]: TAKE_RECORD's six (the intent without an "online" step),
+#   userId ("" when the record names none), socketId
+# Returns per record 1 (taken, its entry removed or absent), 0 (left alone: changed), or 2 (left
+# alone: an entry is there that only the sweep can judge, e.g. one naming another socket).
+# The entry is removed here only when it is certainly the guest's: its field has the guest id
+# prefix and its JSON names this socket. Whatever else it holds, the sweep's own rules say the
+# same; anything less clear goes back to the sweep (2), which takes it the long way.
+TAKE_GUEST = _UNCHANGED + """
+local prefix = ARGV[4]
+local function ours(user, socket)
+  local value = redis.call('HGET', KEYS[3], user)
+  if not value then return 'absent' end
+  if string.sub(user, 1, #prefix) ~= prefix then return nil end
+  local ok, entry = pcall(cjson.decode, value)
+  if ok and type(entry) == 'table' and entry.socketId == socket then return 'remove' end
+  return nil
+end
+local function take(key, quarantine, a)
+  if not unchanged(key, a) then return 0 end
+  local user, entry = ARGV[a + 6], 'absent'
+  if user ~= '' then
+    entry = ours(user, ARGV[a + 7])
+    if not entry then return 2 end
+  end
+  remove(key, quarantine, a)
+  if entry == 'remove' then redis.call('HDEL', KEYS[3], user) end
+  if ARGV[a + 4] ~= '' then
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
+  end
+  return 1
+end
+local taken = {}
+for i = 1, (#KEYS - 3) / 2 do
+  taken[i] = take(KEYS[2 * i + 2], KEYS[2 * i + 3], 8 * i - 3)
 end
 return taken
 """

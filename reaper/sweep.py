@@ -8,9 +8,12 @@
                   entries naming a socket whose record was quarantined without a userId
 
 Every removal writes its cascade intent in the same script, unless it has no step left (an
-orphan's entry, with the services disabled). A reaped record's intent starts with the online
-step, which the sweep then does itself and settles in the intent (scripts.SETTLE_ONLINE): one
-with no step left is deleted, so no cascade runs only to find its work done. A sweep removes at most
+orphan's entry, with the services disabled). On a single Redis a stale record goes together with
+the users:online entry that names its socket (scripts.TAKE_GUEST), so its intent has no online
+step. An entry that script cannot judge, and every entry on a Redis Cluster, goes the long way:
+the intent starts with the online step, which the sweep then does itself and settles in the
+intent (scripts.SETTLE_ONLINE): one with no step left is deleted, so no cascade runs only to find
+its work done. A sweep removes at most
 ``mass_reap_per_sweep`` records and entries (quarantines included) before it knows the
 totals; the rest are held back (remembered by name). When the totals show no mass expiry,
 a second look takes what was held back: records are read and judged again and entries
@@ -186,6 +189,7 @@ class Sweep:
         # Held around each Redis call, here and by the read-ahead: one command in Redis at a time.
         self.turn = threading.Lock()
         self._take_record = client.register_script(scripts.TAKE_RECORD)
+        self._take_guest = client.register_script(scripts.TAKE_GUEST)
         self._take_orphan = client.register_script(scripts.TAKE_ORPHAN)
         self._settle_online_step = client.register_script(scripts.SETTLE_ONLINE)
         self._exist_each = client.register_script(scripts.EXIST_EACH)
@@ -465,6 +469,37 @@ class Sweep:
 
     def _take_records(self, doomed: list[tuple]) -> list[bool]:
         self._fence([r.socket_id for r, _, _ in doomed if r.user_id])  # before the records go
+        if self.cluster_takes:
+            return self._take_then_settle(doomed)
+        taken = self._take_with_entries(doomed)
+        unclear = [i for i, outcome in enumerate(taken) if outcome == 2]
+        for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear])):
+            taken[i] = ok
+        return [ok == 1 for ok in taken]
+
+    def _take_with_entries(self, doomed: list[tuple]) -> list[int]:
+        """Single Redis: each record and its users:online entry in one step (TAKE_GUEST), so the
+        intent needs no online step. 2 where the script left the entry to _take_then_settle."""
+        format_type = "hash" if self.config.redis.record_format == "hash" else "string"
+        outcomes = []
+        for start in range(0, len(doomed), scripts.TAKE_BATCH):
+            keys = [self.keys.intents, self.keys.due, self.keys.online]
+            args = [self.due, QUARANTINE_TTL_S, format_type, self.config.redis.guest_id_prefix]
+            for record, why, _ in doomed[start:start + scripts.TAKE_BATCH]:
+                user_id = record.user_id or ""
+                intent = self._intent_json(user_id, record.socket_id, why, remove_entry=False) if user_id else ""
+                keys += (record.key, self.keys.quarantine(record.key))
+                args += self._record_args(record, format_type, intent)
+                args += (user_id, record.socket_id)
+            with self.turn:
+                outcomes += self._take_guest(keys=keys, args=args)
+        return outcomes
+
+    def _take_then_settle(self, doomed: list[tuple]) -> list[bool]:
+        """Take the records with intents that carry the online step, remove the entries, then
+        settle that step: a cluster's way, and a single Redis's for entries the script left."""
+        if not doomed:
+            return []
         written = [self._intent_json(r.user_id, r.socket_id, why, remove_entry=True) if r.user_id else ""
                    for r, why, _ in doomed]
         taken = self._compare_and_delete(doomed, written)

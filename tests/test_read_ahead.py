@@ -121,7 +121,7 @@ def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, monkeypatc
     assert_intents_consistent(r)
 
 
-@pytest.mark.parametrize("failing", ["_compare_and_delete", "_exist"])
+@pytest.mark.parametrize("failing", ["_take_with_entries", "_exist"])
 def test_a_failing_write_behind_is_raised_by_the_sweep(ctx_factory, world, r, monkeypatch, failing):
     for n in range(30):
         world.guest(n, age=600 if n % 2 else 5)

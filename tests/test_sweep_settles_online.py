@@ -1,6 +1,14 @@
-"""The sweep settles the online step it did itself (issue #4): after removing a reaped guest's
-users:online entry it takes "online" out of the intent it wrote with the take (SETTLE_ONLINE),
-or deletes the intent when no step is left, so no cascade runs only to find its work done."""
+"""The sweep does the online step itself (issue #4), and leaves no intent with it:
+
+- on a single Redis, a record and an entry that names its socket go in one script (TAKE_GUEST),
+  and the intent is written without the online step;
+- an entry the script cannot judge (and every entry on a Redis Cluster) goes the long way: the
+  intent is written with the online step, the entry removed by the sweep's own rules, and the step
+  then settled (SETTLE_ONLINE): taken out of the intent, or the intent deleted when no step is
+  left, so no cascade runs only to find its work done.
+
+Entries naming no socket are among those the script leaves to the sweep: most tests here use
+them to exercise the long way."""
 
 import json
 
@@ -11,6 +19,7 @@ from redis.commands.core import Script
 from reaper import scripts
 from reaper.intents import guest_intent
 from reaper.presence import OnlineList
+from reaper.records import entry_belongs_to, parse_online_entry
 from reaper.sweep import Sweep
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import DUE, INTENTS, assert_intents_consistent, due_ids, intents, snapshot
@@ -20,8 +29,10 @@ NO_SERVICES = {"REAPER_AUTH_SERVICE_BASE_URL": "", "REAPER_USER_SERVICE_BASE_URL
 AUTH_ONLY = {"REAPER_USER_SERVICE_BASE_URL": "", "REAPER_MONGO_URI": ""}
 
 
-def _fill(world, live: int, stale: int, orphans: int) -> tuple[list[str], list[str], list[str]]:
-    """userIds of ``live`` fresh guests, ``stale`` silent ones and ``orphans`` entries without records."""
+def _fill(world, live: int, stale: int, orphans: int,
+          long_way: bool = True) -> tuple[list[str], list[str], list[str]]:
+    """userIds of ``live`` fresh guests, ``stale`` silent ones and ``orphans`` entries without records.
+    ``long_way``: the stale guests' entries name no socket, so TAKE_GUEST leaves them to the sweep."""
     made = {"live": [], "stale": [], "orphans": []}
     n = 0
     for kind, count in (("live", live), ("stale", stale), ("orphans", orphans)):
@@ -30,35 +41,42 @@ def _fill(world, live: int, stale: int, orphans: int) -> tuple[list[str], list[s
             if kind == "orphans":
                 world.entry(f"guest_{n}", f"sock{n}")
             else:
-                world.guest(n, age=5 if kind == "live" else 600)
+                world.guest(n, age=5 if kind == "live" else 600, entry=False)
+                world.entry(f"guest_{n}", None if kind == "stale" and long_way else f"sock{n}")
             made[kind].append(f"guest_{n}")
     return made["live"], made["stale"], made["orphans"]
 
 
-def _settle_calls(monkeypatch) -> list[int]:
-    """Cascades per SETTLE_ONLINE call, as sent."""
-    calls = []
+def _script_calls(monkeypatch) -> dict[str, list]:
+    """Per script name, the arguments of each call, as sent."""
+    calls = {"SETTLE_ONLINE": [], "REMOVE_ENTRY": [], "TAKE_GUEST": [], "TAKE_RECORD": []}
+    names = {getattr(scripts, name): name for name in calls}
     original = Script.__call__
 
     def spy(self, keys=(), args=(), client=None):
-        if self.script == scripts.SETTLE_ONLINE:
-            assert list(keys) == [INTENTS, DUE]  # reaper keys only: users:online may be in another slot
-            calls.append((len(args) - 1) // 3)
+        if self.script in names:
+            calls[names[self.script]].append((list(keys), list(args)))
         return original(self, keys=keys, args=args, client=client)
 
     monkeypatch.setattr(Script, "__call__", spy)
     return calls
 
 
+def _settled_per_call(calls: dict) -> list[int]:
+    assert all(keys == [INTENTS, DUE] for keys, _ in calls["SETTLE_ONLINE"])  # reaper keys only
+    return [(len(args) - 1) // 3 for _, args in calls["SETTLE_ONLINE"]]
+
+
 # -- what a sweep leaves ---------------------------------------------------------------------
 
 
-def test_with_every_service_disabled_a_sweep_leaves_no_cascade(ctx_factory, world, r, monkeypatch):
-    live, stale, orphans = _fill(world, live=9, stale=23, orphans=4)
+@pytest.mark.parametrize("long_way", [False, True], ids=["entries naming their sockets", "socketless entries"])
+def test_with_every_service_disabled_a_sweep_leaves_no_cascade(ctx_factory, world, r, monkeypatch, long_way):
+    live, stale, orphans = _fill(world, live=9, stale=23, orphans=4, long_way=long_way)
     registered = "member_1"
     world.registered(registered, "sockm")
     monkeypatch.setattr(scripts, "SETTLE_ONLINE_BATCH", 2)
-    calls = _settle_calls(monkeypatch)
+    calls = _script_calls(monkeypatch)
     ctx = ctx_factory(NO_SERVICES, redis__scan_count=5)
 
     report = ctx.sweep(force=True)
@@ -67,7 +85,12 @@ def test_with_every_service_disabled_a_sweep_leaves_no_cascade(ctx_factory, worl
     assert intents(r) == {} and due_ids(r) == set()
     assert set(world.online()) == set(live) | {registered}
     assert world.records() == {f"sock{u.split('_')[1]}" for u in live}
-    assert sum(calls) == 23 and max(calls) <= 2  # every take settled, in batches of SETTLE_ONLINE_BATCH
+    settled = _settled_per_call(calls)
+    if long_way:  # every take settled, in batches of SETTLE_ONLINE_BATCH
+        assert sum(settled) == 23 and max(settled) <= 2
+    else:  # record and entry in one step: nothing to settle, and no intent was ever written
+        assert settled == [] and calls["TAKE_RECORD"] == [] and calls["REMOVE_ENTRY"] == []
+        assert all(args[8 * i + 9] == "" for _, args in calls["TAKE_GUEST"] for i in range((len(args) - 4) // 8))
     assert ctx.drain().claimed == 0
 
 
@@ -240,3 +263,75 @@ def test_registered_users_and_a_guest_back_on_a_new_socket_keep_their_entries(ct
     assert {i["user_id"]: i["steps"] for i in intents(r).values()} == expected
     assert_intents_consistent(r)
     assert r.exists(CONN + "sock1b")
+
+
+# -- one step on a single Redis: the script removes only what the sweep's own rule would -----
+
+# (userId of the record and entry, entry value): values the script removes itself, values it
+# leaves to the sweep, and values the two JSON parsers (Lua's cjson, Python's json) read
+# differently; whichever way, the entry must end as entry_belongs_to() says.
+ENTRIES = {
+    "names its socket": ("guest_1", b'{"userId":"guest_1","socketId":"sock","isGuest":true}'),
+    "names its socket, no isGuest": ("guest_1", b'{"socketId":"sock"}'),
+    "names no socket": ("guest_1", b'{"userId":"guest_1","isGuest":true}'),
+    "null socketId": ("guest_1", b'{"socketId":null,"isGuest":true}'),
+    "empty socketId": ("guest_1", b'{"socketId":"","isGuest":true}'),
+    "numeric socketId": ("guest_1", b'{"socketId":7,"isGuest":true}'),
+    "names another socket": ("guest_1", b'{"socketId":"sock-new","isGuest":true}'),
+    "not JSON": ("guest_1", b"garbage"),
+    "a JSON array": ("guest_1", b'["sock"]'),
+    "escaped socket id": ("guest_1", b'{"socketId":"\\u0073ock"}'),
+    "two socketIds, ours last": ("guest_1", b'{"socketId":"other","socketId":"sock"}'),
+    "two socketIds, ours first": ("guest_1", b'{"socketId":"sock","socketId":"other"}'),
+    "hex number (cjson only)": ("guest_1", b'{"socketId":"sock","n":0x10}'),
+    "no prefix, isGuest": ("vip_1", b'{"socketId":"sock","isGuest":true}'),
+    "no prefix, isGuest, hex number (cjson only)": ("vip_1", b'{"socketId":"sock","isGuest":true,"n":0x10}'),
+    "registered, names its socket": ("member_1", b'{"socketId":"sock","isGuest":false}'),
+    "registered, no JSON": ("member_1", b"garbage"),
+}
+
+
+@pytest.mark.parametrize("environ", [NO_SERVICES, AUTH_ONLY], ids=["no services", "auth"])
+@pytest.mark.parametrize("case", sorted(ENTRIES))
+def test_an_entry_goes_with_its_record_exactly_when_the_sweeps_rule_says(ctx_factory, world, r, monkeypatch,
+                                                                         auth_service, environ, case):
+    user, value = ENTRIES[case]
+    world.write_record("sock", record("sock", user, world.now - 600))
+    for other in ("sock-new", "other"):  # live: an entry naming them is no orphan
+        world.write_record(other, record(other, user, world.now - 5))
+    r.hset(ONLINE, user, value)
+    calls = _script_calls(monkeypatch)
+    ctx = ctx_factory(environ)
+
+    report = ctx.sweep(force=True)
+
+    assert report.reaped == {"heartbeat_timeout": 1} and world.records() == {"sock-new", "other"}
+    removed = entry_belongs_to(parse_online_entry(user, value, "guest_"), "sock")
+    assert r.hget(ONLINE, user) == (None if removed else value)
+    assert len(calls["TAKE_GUEST"]) == 1
+    steps = ["auth"] if environ is AUTH_ONLY else []
+    assert [i["steps"] for i in intents(r).values()] == ([steps] if steps else [])
+    assert_intents_consistent(r)
+    ctx.drain()
+    assert intents(r) == {} and due_ids(r) == set()
+
+
+def test_the_script_removes_the_plain_entries_itself_and_leaves_the_rest(ctx_factory, world, r, monkeypatch):
+    world.guest(1, age=600)  # its entry names its socket: the script's
+    world.guest(2, age=600, entry=False)
+    world.guest("2b", age=5, entry=False)
+    world.entry("guest_2", "sock2b")  # back on a new socket
+    world.guest(3, age=600, entry=False)
+    r.hset(ONLINE, "guest_3", b"garbage")  # a guest's by its prefix, naming no socket
+    world.write_record("sock4", record("sock4", "member_4", world.now - 600))
+    world.registered("member_4", "sock4")  # a registered user on that socket
+    calls = _script_calls(monkeypatch)
+
+    ctx_factory(NO_SERVICES).sweep(force=True)
+
+    # One TAKE_GUEST for all four; three came back to the sweep, which took their records the
+    # long way and judged their entries itself: only guest_3's is the guest's (REMOVE_ENTRY).
+    assert len(calls["TAKE_GUEST"]) == 1
+    assert [(len(args) - 3) // 6 for _, args in calls["TAKE_RECORD"]] == [3]
+    assert [args for _, args in calls["REMOVE_ENTRY"]] == [["guest_3", b"garbage"]]
+    assert set(world.online()) == {"guest_2", "member_4"} and world.records() == {"sock2b"}

@@ -176,6 +176,50 @@ end
 return settled
 """
 
+ONLINE_PAGE = 250  # users:online entries per ONLINE_PAGE call: an HSCAN page, a decode and an EXISTS each
+
+# Single Redis only: the guest keys it looks up are not in KEYS (a cluster reads the page itself).
+# KEYS[1] = users:online   ARGV[1] = HSCAN cursor   ARGV[2] = COUNT   ARGV[3] = guest id prefix
+# ARGV[4] = guest_connection key prefix
+# Returns {next cursor, registered users counted, then field, value of each entry left to the sweep}.
+# One HSCAN page of users:online, less what needs no more look: a registered user's entry
+# (counted) and an entry under a guest id naming a socket whose record is there. Only JSON that
+# cjson reads is settled here, and only where Python's json would say the same whatever it makes
+# of the value; an entry it cannot read, a socketless one, one that is a guest's by isGuest alone,
+# and one whose socket has no record go back to the sweep, which judges them by its own rules.
+# So the sweep parses the few entries that may be orphans, not the million that are not.
+ONLINE_PAGE_SCRIPT = """
+local prefix, records = ARGV[3], ARGV[4]
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local fields = page[2]
+local out = {page[1], 0}
+local named, keys = {}, {}  -- entries naming a socket, and their guest keys
+for i = 1, #fields, 2 do
+  local user, value = fields[i], fields[i + 1]
+  local ok, entry = pcall(cjson.decode, value)
+  local guest_id = string.sub(user, 1, #prefix) == prefix
+  if ok and type(entry) == 'table' and entry.isGuest ~= true and not guest_id then
+    out[2] = out[2] + 1
+  elseif ok and guest_id and type(entry) == 'table' and type(entry.socketId) == 'string' and entry.socketId ~= '' then
+    named[#named + 1] = i
+    keys[#keys + 1] = records .. entry.socketId
+  else
+    out[#out + 1] = user
+    out[#out + 1] = value
+  end
+end
+-- One EXISTS for the page: all there is the usual answer; else each key alone.
+if #keys > 0 and redis.call('EXISTS', unpack(keys)) < #keys then
+  for j = 1, #keys do
+    if redis.call('EXISTS', keys[j]) == 0 then
+      out[#out + 1] = fields[named[j]]
+      out[#out + 1] = fields[named[j] + 1]
+    end
+  end
+end
+return out
+"""
+
 # KEYS = any keys.  Returns one 1 (exists) or 0 per key: what a pipeline of EXISTS would say, in one
 # round trip and without a reply to parse per key.
 EXIST_EACH = """

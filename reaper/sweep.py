@@ -193,6 +193,7 @@ class Sweep:
         self._take_orphan = client.register_script(scripts.TAKE_ORPHAN)
         self._settle_online_step = client.register_script(scripts.SETTLE_ONLINE)
         self._exist_each = client.register_script(scripts.EXIST_EACH)
+        self._online_page = client.register_script(scripts.ONLINE_PAGE_SCRIPT)
         self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
         # A cluster keeps a guest's key, users:online and the intents in different slots.
         self.cluster_takes = (
@@ -248,8 +249,24 @@ class Sweep:
     def _read_ahead(self, batches: Iterator) -> closing:
         return closing(store.read_ahead(batches, self.stopping, self.turn))
 
+    def _unsettled_online_batches(self) -> Iterator[list[OnlineEntry]]:
+        """Single Redis: users:online page by page, less what a script settles on the server
+        (registered users, counted; guests whose socket has its record): the sweep parses only
+        the entries that may be orphans (scripts.ONLINE_PAGE_SCRIPT)."""
+        prefix, cursor = self.config.redis.guest_id_prefix, 0
+        count = min(self.config.redis.scan_count, scripts.ONLINE_PAGE)
+        while True:
+            with self.turn:
+                cursor, registered, *left = self._online_page(
+                    keys=[self.keys.online], args=[cursor, count, prefix, self.keys.connection_prefix])
+            self.report.registered_online += registered
+            yield [parse_online_entry(f.decode(), v, prefix) for f, v in zip(left[::2], left[1::2])]
+            if int(cursor) == 0:
+                return
+
     def _online_pass(self) -> None:
-        with closing(self._online_batches()) as batches:
+        batches = self._online_batches() if self.cluster_takes else self._unsettled_online_batches()
+        with closing(batches) as batches:
             for entries in batches:
                 self.report.registered_online += sum(not e.is_guest for e in entries)
                 self._remember_socketless([e for e in entries if e.is_guest and e.socket_id is None])
@@ -385,17 +402,36 @@ class Sweep:
                     return
 
     def _judge_batch(self, records: list) -> None:
-        doomed = []
-        for record in records:
-            if record is None:  # gone since SCAN
-                continue
-            if record.user_id:
-                self.socketless.pop(record.user_id, None)
-            found = self._malformed(record) if type(record) is Malformed else self._judge(record)
-            if found is not None:
-                doomed.append(found)
+        present = [record for record in records if record is not None]  # None: gone since SCAN
+        if self.socketless:  # a user with a record has no socketless orphan entry
+            for record in present:
+                if record.user_id:
+                    self.socketless.pop(record.user_id, None)
+        doomed = self._judged(present)
         if doomed:
             self._take(self._within_budget(self._not_attached(doomed)))
+
+    def _judged(self, present: list) -> list[tuple]:
+        """Count each record; the stale and malformed ones as (record, reason, what was seen).
+        One loop with its names at hand: it runs for every record of every sweep."""
+        now, policy, report = self.now, self.policy, self.report
+        add_age, stale = report.skew.add, report.stale
+        doomed, readable, responsive = [], 0, 0
+        for record in present:
+            if type(record) is Malformed:
+                doomed.append(self._malformed(record))
+                continue
+            verdict = judge(record.last_heartbeat, record.last_pong, now, policy)
+            readable += 1
+            responsive += verdict.responsive
+            if verdict.reason is None:
+                add_age(verdict.heartbeat_age_s)  # the writers' clock lead, for metrics
+            else:
+                stale[verdict.reason] += 1
+                doomed.append((record, verdict.reason, verdict))
+        report.total += readable
+        report.responsive += responsive
+        return doomed
 
     def _within_budget(self, doomed: list[tuple]) -> list[tuple]:
         """Those the budget allows, in order; the others are held back for the second look."""
@@ -439,16 +475,6 @@ class Sweep:
         if self.notify is not None and self.notify.fencing and socket_ids:
             with self.turn:
                 self.notify.fence(socket_ids)
-
-    def _judge(self, record: GuestRecord):
-        verdict = judge(record.last_heartbeat, record.last_pong, self.now, self.policy)
-        self.report.total += 1
-        self.report.responsive += verdict.responsive
-        if verdict.reason is None:
-            self.report.skew.add(verdict.heartbeat_age_s)  # the writers' clock lead, for metrics
-            return None
-        self.report.stale[verdict.reason] += 1
-        return record, verdict.reason, verdict
 
     def _malformed(self, record: Malformed):
         self.report.malformed += 1

@@ -202,6 +202,48 @@ def test_non_json_guest_entry_is_a_socketless_orphan(ctx_factory, world, r):
     assert reasons_of(r) == {"guest_3": "orphan"}
 
 
+# users:online values of every shape, for the online pass. On a single Redis a script settles
+# the plain ones on the server (scripts.ONLINE_PAGE_SCRIPT) and hands back the rest; on a cluster
+# the sweep reads them all. Either way the orphans must be exactly those the sweep's own rule
+# (parse_online_entry) finds, including where Lua's cjson and Python's json read a value apart.
+ODD_ENTRIES = {
+    "guest_a": b'{"userId":"guest_a","socketId":"sa","isGuest":true}',
+    "guest_b": b'{"socketId":"sb"}',
+    "guest_c": b'{"socketId":null,"isGuest":true}',
+    "guest_d": b'{"socketId":"","isGuest":true}',
+    "guest_e": b'{"socketId":7}',
+    "guest_f": b'["sf"]',
+    "guest_g": b"garbage",
+    "guest_h": b'{"socketId":"sh","n":0x10}',  # cjson reads it, json does not: no socket for the sweep
+    "guest_i": b'{"socketId":"\\u0073i"}',  # "si", escaped
+    "guest_j": b'{"socketId":"other","socketId":"sj"}',
+    "vip_k": b'{"socketId":"sk","isGuest":true}',
+    "vip_l": b'{"socketId":"sl","isGuest":true,"n":0x10}',  # a guest only to cjson: never touched
+    "member_m": b'{"socketId":"sm","isGuest":false}',
+    "member_n": b"garbage",
+    "member_o": b'{"isGuest":"true","socketId":"so"}',
+}
+
+
+@pytest.mark.parametrize("with_records", [False, True], ids=["no records", "every socket has its record"])
+def test_the_online_pass_finds_the_orphans_the_sweeps_rule_finds(ctx_factory, world, r, with_records):
+    from reaper.records import parse_online_entry
+    for user, value in ODD_ENTRIES.items():
+        r.hset(ONLINE, user, value)
+        if with_records:  # live records for every socket named, each under its entry's user
+            socket = "s" + user[-1]
+            world.write_record(socket, record(socket, user, world.now - 10))
+    entries = {user: parse_online_entry(user, value, "guest_") for user, value in ODD_ENTRIES.items()}
+    expected = {user for user, e in entries.items() if e.is_guest and not with_records}
+
+    report = ctx_factory().sweep(force=True)
+
+    assert set(reasons_of(r)) == expected
+    assert set(world.online()) == set(ODD_ENTRIES) - expected
+    assert report.orphans == len(expected)
+    assert report.registered_online == sum(not e.is_guest for e in entries.values())
+
+
 def test_guest_id_prefix_is_configurable(ctx_factory, world, r):
     r.hset(ONLINE, "g-1", b"no json")  # a guest by the configured prefix
     r.hset(ONLINE, "guest_1", b"no json")  # with that prefix, not a guest: left alone

@@ -33,10 +33,10 @@ def _record(client, sent: list[str]) -> None:
     original = client.execute_command
 
     def recording(*args, **kwargs):
-        sent.append(str(args[0]).upper())
-        if sent[-1] == "EVALSHA" and args[1] == _ONLINE_PAGE_SHA:  # HSCAN, in a script
-            sent[-1] = "HSCAN"
-        return original(*args, **kwargs)
+        reply = original(*args, **kwargs)  # counted once answered: an EVALSHA may first meet NOSCRIPT
+        name = str(args[0]).upper()
+        sent.append("HSCAN" if name == "EVALSHA" and args[1] == _ONLINE_PAGE_SHA else name)  # HSCAN in a script
+        return reply
 
     client.execute_command = recording
 

@@ -61,6 +61,9 @@ MAX_SOCKETLESS = 100_000  # entries without socketId held per sweep; they are ra
 # 100 bytes each, so at most ~20 MB. A sweep holding back more runs a second full pass instead.
 MAX_HELD = 200_000
 LOUD_REAPS = 20  # reaped guests logged at INFO per sweep; the rest at DEBUG
+# From this many users:online entries on a single Redis, the online pass runs beside the record
+# pass (Sweep.overlapped): Redis reads users:online while Python judges records.
+OVERLAP_MIN_ENTRIES = 10_000
 
 
 @dataclass
@@ -78,6 +81,7 @@ class SweepReport:
     skipped_live: int = 0
     deferred: int = 0
     attached: int = 0  # dead by their records, but socket.io still holds their sockets: kept
+    socketless_seen: int = 0  # guest entries naming no socket; left for a sequential sweep when late
     mass_expiry: bool = False
     orphans_skipped: bool = False
     interrupted: bool = False
@@ -160,6 +164,42 @@ class _OneBehind:
         self._worker.shutdown(wait=True)
 
 
+class _OnlinePagesBeside:
+    """Reads every batch of ``pages`` in a thread of its own and keeps their entries; ``entries()``
+    waits for the last and raises what the thread raised. Each page takes the sweep's turn, so
+    Redis still serves one of our commands at a time."""
+
+    def __init__(self, pages: Callable[[], Iterator[list[OnlineEntry]]], stopping: threading.Event | None):
+        self._pages, self._kept, self._error = pages, [], None
+        self._stopping, self._quit = stopping, threading.Event()
+        self._thread = threading.Thread(target=self._read, name="reaper-online", daemon=True)
+
+    def __enter__(self) -> "_OnlinePagesBeside":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:  # the record pass failed: no use reading on
+            self._quit.set()
+        self._thread.join()
+
+    def _read(self) -> None:
+        try:
+            with closing(self._pages()) as pages:
+                for entries in pages:
+                    self._kept += entries
+                    if self._quit.is_set() or (self._stopping is not None and self._stopping.is_set()):
+                        return
+        except BaseException as exc:  # raised by entries(), in the sweep's thread
+            self._error = exc
+
+    def entries(self) -> list[OnlineEntry]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._kept
+
+
 class Sweep:
     """One pass over users:online and the guest records, reaping at most ``budget``."""
 
@@ -167,7 +207,7 @@ class Sweep:
                  now: float, budget: int | None, skip_orphans: bool,
                  stopping: threading.Event | None = None, quiet: bool = False,
                  warned: set[str] | None = None, notify: SweepNotify | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, overlapped: bool = False):
         self.client, self.config, self.keys = client, config, keys
         self.quiet = quiet  # `reaper stats` counts without telling
         self.progress = progress  # a line on a terminal; None: nothing drawn
@@ -180,6 +220,7 @@ class Sweep:
         self.claimed = 0  # removals sent or done, against the budget
         self.held = HeldBack()
         self.skip_orphans = skip_orphans
+        self.overlapped = overlapped  # online pass beside the record pass (single Redis only)
         self.stopping = stopping
         self.dry_run = config.safety.dry_run
         self.policy = Policy.from_config(config.timing)
@@ -201,6 +242,8 @@ class Sweep:
             if cluster.is_cluster(client) else None)
 
     def run(self) -> SweepReport:
+        if self.overlapped:
+            return self._steps(self._record_pass_beside_online, self._entries_of_unowned)
         return self._steps(self._online_pass, self._record_pass, self._socketless_orphans,
                            self._entries_of_unowned)
 
@@ -264,6 +307,20 @@ class Sweep:
             if int(cursor) == 0:
                 return
 
+    def _record_pass_beside_online(self) -> None:
+        """The online pass's pages read by a thread of their own while the record pass runs; what
+        the pages leave (the few entries that may be orphans) is judged once the records are.
+        An entry naming a socket is looked up again first (_orphans_again): one removed with its
+        record meanwhile is no orphan. A socketless entry is not reaped here: records judged before
+        it was read may name its user. It is counted, and the next sweep runs sequentially."""
+        with _OnlinePagesBeside(self._unsettled_online_batches, self.stopping) as online:
+            self._record_pass()
+        entries = online.entries()
+        self.report.registered_online += sum(not e.is_guest for e in entries)
+        self.report.socketless_seen += sum(e.is_guest and e.socket_id is None for e in entries)
+        if not self._stopped():
+            self._orphans_again([e.user_id for e in entries if e.is_guest and e.socket_id])
+
     def _online_pass(self) -> None:
         batches = self._online_batches() if self.cluster_takes else self._unsettled_online_batches()
         with closing(batches) as batches:
@@ -276,6 +333,7 @@ class Sweep:
                     return
 
     def _remember_socketless(self, entries: list[OnlineEntry]) -> None:
+        self.report.socketless_seen += len(entries)
         for entry in entries:
             if len(self.socketless) >= MAX_SOCKETLESS:
                 logger.warning("Sweep: more than {} online entries without socketId; the rest wait "
@@ -640,8 +698,11 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
     budget = None if config.safety.dry_run else allowance(config.safety, force)
     args = (client, config, keys, irreversible, now)
     notify = SweepNotify.of(client, config)
-    first = Sweep(*args, budget, skip_orphans, stopping, notify=notify, progress=progress)
+    first = Sweep(*args, budget, skip_orphans, stopping, notify=notify, progress=progress,
+                  overlapped=_may_overlap(client, keys))
     report = first.run()
+    if not (config.safety.dry_run or report.interrupted):
+        client.hset(keys.state, "socketless_entries", report.socketless_seen)
     report.mass_expiry = is_mass_expiry(report.guests, report.dead, config.safety)
     if report.mass_expiry and not force:
         _warn_mass_expiry(report, config)
@@ -678,6 +739,15 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
         "sweep, {} held back. Check the signaling servers' heartbeat writer and clocks; "
         "`reaper run --force` lifts the limit for one run.",
         report.dead, report.guests, config.safety.max_reap_fraction, limit, report.deferred)
+
+
+def _may_overlap(client: redis.Redis, keys: Keys) -> bool:
+    """Run the online pass beside the record pass? On a single Redis with a users:online big
+    enough to matter, unless the last sweep saw guest entries naming no socket: those are reaped
+    only by a sequential sweep, which knows them before it reads the records."""
+    if cluster.is_cluster(client) or client.hlen(keys.online) < OVERLAP_MIN_ENTRIES:
+        return False
+    return int(client.hget(keys.state, "socketless_entries") or 0) == 0
 
 
 def _evictions_grew(client: redis.Redis, keys: Keys, dry_run: bool) -> bool:

@@ -1,0 +1,154 @@
+"""The online pass beside the record pass (issue #4): on a single Redis with a big users:online,
+a thread reads the online pages while the records are judged, and what the pages leave is judged
+after. The result is the sequential sweep's, except for guest entries naming no socket: those
+wait for the next sweep, which runs sequentially because this one saw them."""
+
+import threading
+
+import pytest
+import redis
+
+import reaper.sweep
+from reaper.sweep import Sweep
+from support.guests import ONLINE, record
+from sweep_helpers import add_guests, assert_intents_consistent, reasons_of, stop_at_batch
+
+STATE = "reaper:state"
+
+
+@pytest.fixture
+def overlapping(monkeypatch):
+    """Every sweep of more than 3 online entries runs the two passes side by side; returns the
+    list of modes the sweeps ran in (True: side by side)."""
+    monkeypatch.setattr(reaper.sweep, "OVERLAP_MIN_ENTRIES", 3)
+    modes, original = [], Sweep.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if "overlapped" in kwargs:  # a first pass (the second look is never side by side)
+            modes.append(self.overlapped)
+
+    monkeypatch.setattr(Sweep, "__init__", remember)
+    return modes
+
+
+def _threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("reaper-")]
+
+
+def test_side_by_side_the_sweep_reaps_what_a_sequential_one_does(ctx_factory, world, r, overlapping):
+    add_guests(world, live=12, stale=7, orphans=4)
+    world.registered("member_1", "sock-member")
+    ctx = ctx_factory(redis__scan_count=5)
+
+    report = ctx.sweep(force=True)
+
+    assert overlapping == [True]
+    assert report.reaped == {"heartbeat_timeout": 7, "orphan": 4}
+    assert report.orphans == 4 and report.skipped_live == 0 and report.registered_online == 1
+    assert set(world.online()) == {f"guest_{n}" for n in range(1, 13)} | {"member_1"}
+    assert len(world.records()) == 12
+    assert_intents_consistent(r)
+    assert _threads() == []
+
+
+def test_an_entry_that_went_with_its_record_is_no_orphan(ctx_factory, world, r, overlapping):
+    # Entries naming another socket go the long way: the sweep removes them after the take,
+    # by which time the online pages may have left them as orphans (their record is gone).
+    add_guests(world, live=6, stale=0)
+    for n in range(20, 30):
+        world.guest(n, age=600, entry=False)
+        r.hset(ONLINE, f"guest_{n}", b"garbage")  # a guest's by its prefix; the script leaves it
+    ctx = ctx_factory(redis__scan_count=3)
+
+    report = ctx.sweep(force=True)
+
+    assert overlapping == [True]
+    assert report.reaped == {"heartbeat_timeout": 10}
+    assert report.orphans == 0 and report.skipped_live == 0
+    assert set(world.online()) == {f"guest_{n}" for n in range(1, 7)}
+
+
+def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, overlapping):
+    add_guests(world, live=6, stale=0, socketless=2)  # guest_7 and guest_8 name no socket, have no record
+    world.entry("guest_9", None)
+    world.write_record("sock9", record("sock9", "guest_9", world.now - 10))  # live, by its user
+    ctx = ctx_factory()
+
+    first = ctx.sweep()
+
+    assert overlapping == [True]
+    assert first.reaped == {} and first.socketless_seen == 3
+    assert r.hget(STATE, "socketless_entries") == b"3"
+    assert {"guest_7", "guest_8", "guest_9"} <= set(world.online())
+
+    second = ctx.sweep()
+
+    assert overlapping == [True, False]
+    assert second.reaped == {"orphan": 2} and reasons_of(r) == {"guest_7": "orphan", "guest_8": "orphan"}
+    assert "guest_9" in world.online()
+    assert r.hget(STATE, "socketless_entries") == b"3"  # seen, reaped or not
+
+    third = ctx.sweep()
+
+    assert overlapping == [True, False, False]  # guest_9's entry names no socket still
+    assert third.reaped == {} and r.hget(STATE, "socketless_entries") == b"1"
+
+
+@pytest.mark.parametrize("entries, state, expected", [
+    (10, None, True),
+    (10, b"0", True),
+    (10, b"2", False),  # the last sweep saw socketless entries
+    (2, None, False),  # too few entries to matter
+])
+def test_when_the_passes_run_side_by_side(ctx_factory, world, r, overlapping, entries, state, expected):
+    add_guests(world, live=entries, stale=0)
+    if state is not None:
+        r.hset(STATE, "socketless_entries", state)
+
+    ctx_factory().sweep()
+
+    assert overlapping == [expected]
+
+
+def test_a_dry_run_leaves_no_state(ctx_factory, world, r, overlapping):
+    add_guests(world, live=5, stale=0, socketless=1)
+
+    report = ctx_factory(safety__dry_run=True).sweep()
+
+    assert report.socketless_seen == 1 and r.hget(STATE, "socketless_entries") is None
+
+
+def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, overlapping, monkeypatch):
+    add_guests(world, live=20, stale=5, orphans=3)
+    original, pages = Sweep._unsettled_online_batches, []
+
+    def fails_on_the_second_page(self):
+        for batch in original(self):
+            pages.append(1)
+            if len(pages) == 2:
+                raise redis.ConnectionError("Connection reset by peer")
+            yield batch
+
+    monkeypatch.setattr(Sweep, "_unsettled_online_batches", fails_on_the_second_page)
+    ctx = ctx_factory(redis__scan_count=4)
+
+    with pytest.raises(redis.ConnectionError, match="reset by peer"):
+        ctx.sweep(force=True)
+
+    assert _threads() == []
+    assert_intents_consistent(r)
+    assert len(world.online()) == 28 - (5 - len({f"sock{n}" for n in range(21, 26)} & world.records()))
+
+
+def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, overlapping, monkeypatch):
+    add_guests(world, live=30, stale=10, orphans=5)
+    ctx = ctx_factory(redis__scan_count=4)
+    stop_at_batch(ctx, monkeypatch, 2)
+
+    report = ctx.sweep(force=True)
+
+    assert report.interrupted and report.orphans == 0  # the pages' leftovers wait for the next sweep
+    assert r.hget(STATE, "socketless_entries") is None
+    assert _threads() == []
+    assert_intents_consistent(r)

@@ -40,15 +40,18 @@ local function remove(key, quarantine, a)
     redis.call('DEL', key)
   end
 end
+local function write_intent(a)
+  if ARGV[a + 4] ~= '' then
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
+  end
+end
 """
 TAKE_RECORD = _UNCHANGED + """
 local function take(key, quarantine, a)
   if not unchanged(key, a) then return 0 end
   remove(key, quarantine, a)
-  if ARGV[a + 4] ~= '' then
-    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
-  end
+  write_intent(a)
   return 1
 end
 local taken = {}
@@ -89,10 +92,7 @@ local function take(key, quarantine, a)
   end
   remove(key, quarantine, a)
   if entry == 'remove' then redis.call('HDEL', KEYS[3], user) end
-  if ARGV[a + 4] ~= '' then
-    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
-  end
+  write_intent(a)
   return 1
 end
 local taken = {}

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import redis
 from loguru import logger

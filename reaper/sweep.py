@@ -1,7 +1,8 @@
 """One sweep: find dead guests in Redis and hand each to a cascade (SPEC §2, §3).
 
     online pass   HSCAN users:online: guest entries whose socket has no record are orphans;
-                  entries naming no socket wait for the record pass
+                  entries naming no socket wait for the record pass. On a single Redis a script
+                  reads each page and hands back only what may be an orphan
     record pass   SCAN guest_connection:*, MGET, judge each record against Redis TIME;
                   stale ones are compare-and-deleted, malformed ones moved to quarantine
     leftovers     socketless entries whose user had no record are orphans too, and so are
@@ -27,8 +28,11 @@ budget), then fenced right before its removal. Without it, neither costs anythin
 
 Redis works while Python judges (a sweep is about half each): one thread reads the next
 batch (store.read_ahead) and another runs the Redis calls of the batch before (_OneBehind),
-whose answers are handled here, in order. Both hold ``turn`` for each call, so Redis never
-has more than one of our commands to serve, and other clients wait behind one at most.
+whose answers are handled here, in order. On a single Redis with a big users:online, a third
+reads the online pages while the records are judged (_OnlinePagesBeside): alone, the online
+pass keeps Redis busy and Python idle, the record pass the other way round. Socketless entries
+then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for each call, so Redis never has more than one of our
+commands to serve, and other clients wait behind one at most.
 """
 
 import threading
@@ -50,7 +54,7 @@ from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
 from .notify import SweepNotify
 from .presence import OnlineList
-from .records import GuestRecord, Malformed, OnlineEntry, parse_online_entry
+from .records import Malformed, OnlineEntry, parse_online_entry
 from .skew import Skew
 from .staleness import Policy, judge
 from .store import hscan_batches, redis_now, scan_batches

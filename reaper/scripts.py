@@ -46,6 +46,15 @@ local function write_intent(a)
     redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
   end
 end
+-- take(key, quarantine, a) for each record: its two keys from KEYS[first_key], its arguments
+-- from ARGV[first_arg], per_record of them each.
+local function take_each(take, first_key, first_arg, per_record)
+  local taken = {}
+  for i = 1, (#KEYS - first_key + 1) / 2 do
+    taken[i] = take(KEYS[first_key + 2 * i - 2], KEYS[first_key + 2 * i - 1], first_arg + per_record * (i - 1))
+  end
+  return taken
+end
 """
 TAKE_RECORD = _UNCHANGED + """
 local function take(key, quarantine, a)
@@ -54,11 +63,7 @@ local function take(key, quarantine, a)
   write_intent(a)
   return 1
 end
-local taken = {}
-for i = 1, (#KEYS - 2) / 2 do
-  taken[i] = take(KEYS[2 * i + 1], KEYS[2 * i + 2], 6 * i - 2)
-end
-return taken
+return take_each(take, 3, 4, 6)
 """
 
 # Single Redis: TAKE_RECORD and the record's users:online entry in one step, so that no intent
@@ -95,11 +100,7 @@ local function take(key, quarantine, a)
   write_intent(a)
   return 1
 end
-local taken = {}
-for i = 1, (#KEYS - 3) / 2 do
-  taken[i] = take(KEYS[2 * i + 2], KEYS[2 * i + 3], 8 * i - 3)
-end
-return taken
+return take_each(take, 4, 5, 8)
 """
 
 # KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)

@@ -31,8 +31,9 @@ batch (store.read_ahead) and another runs the Redis calls of the batch before (_
 whose answers are handled here, in order. On a single Redis with a big users:online, a third
 reads the online pages while the records are judged (_OnlinePagesBeside): alone, the online
 pass keeps Redis busy and Python idle, the record pass the other way round. Socketless entries
-then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for each call, so Redis never has more than one of our
-commands to serve, and other clients wait behind one at most.
+then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
+each call, so Redis never has more than one of our commands to serve, and other clients wait
+behind one at most.
 """
 
 import threading
@@ -227,6 +228,7 @@ class Sweep:
         self.overlapped = overlapped  # online pass beside the record pass (single Redis only)
         self.stopping = stopping
         self.dry_run = config.safety.dry_run
+        self.record_type = "hash" if config.redis.record_format == "hash" else "string"  # as TYPE says
         self.policy = Policy.from_config(config.timing)
         self.report = SweepReport(now=now, dry_run=self.dry_run, orphans_skipped=skip_orphans)
         self.socketless: dict[str, bytes] = {}
@@ -568,7 +570,7 @@ class Sweep:
     def _take_with_entries(self, doomed: list[tuple]) -> list[int]:
         """Single Redis: each record and its users:online entry in one step (TAKE_GUEST), so the
         intent needs no online step. 2 where the script left the entry to _take_then_settle."""
-        format_type = "hash" if self.config.redis.record_format == "hash" else "string"
+        format_type = self.record_type
         outcomes = []
         for start in range(0, len(doomed), scripts.TAKE_BATCH):
             keys = [self.keys.intents, self.keys.due, self.keys.online]
@@ -625,7 +627,7 @@ class Sweep:
         self._refused(taken)
 
     def _compare_and_delete(self, doomed: list[tuple], intents: list[str]) -> list[bool]:
-        format_type = "hash" if self.config.redis.record_format == "hash" else "string"
+        format_type = self.record_type
         if self.cluster_takes:
             return self._take_records_on_cluster(doomed, intents, format_type)
         taken = []

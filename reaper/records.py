@@ -132,30 +132,6 @@ def parse_json_record(key: str, socket_id: str, raw: bytes | None) -> GuestRecor
     return _from_fields(key, socket_id, data, "string", (raw, b""))
 
 
-def parse_json_records(keys: list[str], socket_ids: list[str], raws: list[bytes]) -> list[GuestRecord | Malformed]:
-    """parse_json_record of each (key, socket id, value). A sweep reads a million records: the
-    shape the signaling service writes (what loads and _well_formed read fast) is read here in
-    one loop, with no call per step; any other value goes to parse_json_record."""
-    parsed = []
-    for key, socket_id, raw in zip(keys, socket_ids, raws):
-        record = None
-        if raw[:1] == b"{" and raw[1:2] != b"\x00":
-            try:
-                text = raw.decode("utf-8", "surrogatepass")
-                data, end = _raw_decode(text)
-            except (ValueError, RecursionError):
-                data, end = None, 0
-            if end == len(text) and type(data) is dict:
-                user_id, beat_text = data.get("userId"), data.get("lastHeartbeat")
-                pong_text = data.get("lastPongReceived")
-                heartbeat = _offset_iso(beat_text)
-                pong = heartbeat if pong_text == beat_text else _offset_iso(pong_text)
-                if type(user_id) is str and user_id and heartbeat is not None and pong is not None:
-                    record = GuestRecord(key, socket_id, user_id, heartbeat, pong, (raw, b""))
-        parsed.append(record or parse_json_record(key, socket_id, raw))
-    return parsed
-
-
 def parse_hash_record(key: str, socket_id: str, fields: dict) -> GuestRecord | Malformed:
     """A ``guest_connection:*`` hash value (``record_format = "hash"``)."""
     decoded = {_text(k): _text(v) for k, v in fields.items()}

@@ -19,7 +19,7 @@ from . import cluster
 from .config import Config, RedisConfig, split_host_port
 from .errors import RedisUnavailable
 from .keys import Keys
-from .records import Malformed, parse_hash_record, parse_json_records
+from .records import Malformed, parse_hash_record, parse_json_record
 
 # A cluster that lost a node answers CLUSTERDOWN, or redis-py finds no node for a slot.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
@@ -298,11 +298,11 @@ def load_records(client: redis.Redis, keys: Keys, names: list[bytes], record_for
     missing = [n for n, v in zip(names, values) if v is None]
     types = _types(client, missing)  # MGET answers nil for gone keys and for other types alike
     cut = len(keys.connection_prefix)
-    present = [(n.decode(), v) for n, v in zip(names, values) if v is not None]
-    parsed = iter(parse_json_records([k for k, _ in present], [k[cut:] for k, _ in present],
-                                     [v for _, v in present]))
-    return [next(parsed) if v is not None else _wrong_type_or_gone(keys, n, types[n], "string")
-            for n, v in zip(names, values)]
+    return [
+        parse_json_record(key, key[cut:], v) if v is not None
+        else _wrong_type_or_gone(keys, n, types[n], "string")
+        for n, v, key in zip(names, values, (n.decode() for n in names))
+    ]
 
 
 def _load_hashes(client: redis.Redis, keys: Keys, names: list[bytes]):

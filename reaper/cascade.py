@@ -31,6 +31,7 @@ from .errors import PermanentError, StepError, TransientError
 from .events import DEAD_LETTER, EventStream, outcome
 from .intents import (AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent)
 from .keys import Keys
+from .names import decode_name
 from .liveness import GONE, LIVE, Liveness
 from .presence import OnlineList
 from .retry import RetryPolicy
@@ -671,7 +672,7 @@ def _purge_step(step: str, target) -> None:
 def read_intent(cascade_id: bytes, raw: bytes) -> Intent:
     """The intent stored under ``cascade_id``; ValueError when it cannot be run as it stands."""
     intent = Intent.from_json(raw)
-    if intent.id != cascade_id.decode("utf-8", "replace"):
+    if intent.id != decode_name(cascade_id):
         raise ValueError(f"id {intent.id!r} differs from its field {cascade_id!r}")
     return intent
 

@@ -376,4 +376,9 @@ def _toml(value) -> str:
 
 
 def main() -> None:
+    # Names that are no UTF-8 are text with lone surrogates (reaper/names.py): shown as escapes,
+    # as the log's stderr does, never a crash of `reaper dead-letters`.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     cli(prog_name="reaper")

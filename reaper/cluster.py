@@ -11,12 +11,14 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.cluster import RedisCluster
+from redis.connection import ConnectionPool
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from . import scripts
 from .errors import RedisUnavailable
 from .keys import QUARANTINE_TTL_S, Keys
+from .names import CLIENT_OPTIONS, encode_name
 from .presence import OnlineList
 
 
@@ -25,9 +27,18 @@ def connect(url: str, options: dict) -> RedisCluster:
     parts = urlsplit(url)
     url = parts._replace(scheme=parts.scheme.removesuffix("+cluster")).geturl()
     try:
-        return RedisCluster.from_url(url, decode_responses=False, **options)
+        return RedisCluster.from_url(url, decode_responses=False, connection_pool_class=_NamesAsReadPool,
+                                     encoding_errors=CLIENT_OPTIONS["encoding_errors"], **options)
     except RedisClusterException as exc:  # no node answered: like a single Redis that is down
         raise RedisUnavailable(f"redis cluster: {exc}") from exc
+
+
+class _NamesAsReadPool(ConnectionPool):
+    """A node's pool whose connections send names as read (reaper/names.py): RedisCluster
+    hands its nodes only the options it knows, and a command packer is not one of them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, **CLIENT_OPTIONS})
 
 
 def is_cluster(client) -> bool:
@@ -39,9 +50,17 @@ def primaries(client: RedisCluster) -> list[redis.Redis]:
     return [client.get_redis_connection(node) for node in client.get_primaries()]
 
 
+def pipeline(client: RedisCluster):
+    """A pipeline whose key slots are those of the names reaper sends (reaper/names.py):
+    redis-py gives a cluster pipeline an encoder of its own, which refuses such a name."""
+    pipe = client.pipeline(transaction=False)
+    pipe.encoder = client.encoder
+    return pipe
+
+
 def get_each(client: RedisCluster, names: list[bytes]) -> list:
     """What MGET answers, for keys of many slots: a GET each, one pipeline batch per node."""
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for name in names:
         pipe.get(name)
     return [_nil_for_wrong_type(reply) for reply in pipe.execute(raise_on_error=False)]
@@ -56,7 +75,7 @@ def _nil_for_wrong_type(reply):
 
 
 def exist_each(client: RedisCluster, names: list) -> list[int]:
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for name in names:
         pipe.exists(name)
     return pipe.execute()
@@ -125,11 +144,11 @@ class ClusterTakes:
         return [reply == 1 for reply in replies]
 
     def _evalsha_each(self, format_type: str, takes: list[tuple]) -> list:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for key, quarantine, argv, _ in takes:
             # A quarantine key outside the record's slot (a socket id with braces) cannot be a
             # RENAME target: such a malformed record is deleted instead of kept.
-            if argv[0] == "quarantine" and key_slot(key.encode()) != key_slot(quarantine.encode()):
+            if argv[0] == "quarantine" and key_slot(encode_name(key)) != key_slot(encode_name(quarantine)):
                 argv = ["delete", *argv[1:]]
             pipe.execute_command("EVALSHA", self._take_sha, 2, key, quarantine, "", QUARANTINE_TTL_S,
                                  format_type, *argv)

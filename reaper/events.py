@@ -25,7 +25,9 @@ from .staleness import Verdict
 
 READ_PAGE = 1000  # entries per XREVRANGE while filtering by user
 FIELD = "decision"  # each entry's one field, holding the record as JSON
-_quote = json.encoder.encode_basestring  # a str as JSON text (C code when available)
+# A str as JSON text (C code when available), ASCII: a name that is no UTF-8 (reaper/names.py)
+# stays valid JSON, as "\udcff".
+_quote = json.encoder.encode_basestring_ascii
 REAPED, DEAD_LETTER = "reaped", "dead_letter"
 
 

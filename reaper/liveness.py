@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import redis
 
 from .keys import Keys
+from .names import encode_name
 from .records import GuestRecord, parse_online_entry
 from .staleness import Policy, judge
 from .store import load_records
@@ -28,13 +29,13 @@ class Liveness:
         entries = {u: parse_online_entry(u, raw, self.guest_id_prefix)
                    for u, raw in zip(user_ids, raw_entries) if raw is not None}
         sockets = {u: e.socket_id for u, e in entries.items() if e.is_guest and e.socket_id}
-        names = [self.keys.connection(s).encode() for s in sockets.values()]
+        names = [encode_name(self.keys.connection(s)) for s in sockets.values()]
         records = dict(zip(sockets, load_records(self.client, self.keys, names, self.record_format)))
         return {u: self._decide(entries.get(u), records.get(u), now) for u in user_ids}
 
     def live_sockets(self, socket_ids: list[str], now: float) -> set[str]:
         """The sockets among these whose record is there and not stale."""
-        names = [self.keys.connection(s).encode() for s in socket_ids]
+        names = [encode_name(self.keys.connection(s)) for s in socket_ids]
         records = load_records(self.client, self.keys, names, self.record_format)
         return {s for s, record in zip(socket_ids, records) if self._fresh(record, now)}
 

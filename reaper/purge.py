@@ -8,6 +8,7 @@ from . import reasons
 from .context import Context
 from .events import EventStream, decision
 from .intents import purge_intent
+from .names import decode_name
 from .records import parse_online_entry
 from .store import hscan_batches, scan_batches
 
@@ -62,7 +63,7 @@ def _remove_guest_entries(ctx: Context, dry_run: bool) -> int:
     prefix, count = ctx.config.redis.guest_id_prefix, 0
     audit, now = EventStream.from_config(ctx.client, ctx.keys, ctx.config), ctx.now()
     for batch in hscan_batches(ctx.client, ctx.keys.online, ctx.config.redis.scan_count):
-        guests = [e for e in (parse_online_entry(f.decode(), raw, prefix) for f, raw in batch) if e.is_guest]
+        guests = [e for e in (parse_online_entry(decode_name(f), raw, prefix) for f, raw in batch) if e.is_guest]
         if guests:
             count += len(guests) if dry_run else ctx.client.hdel(ctx.keys.online, *[e.user_id for e in guests])
             audit.write([decision(e.user_id, e.socket_id, reasons.STARTUP_PURGE, "purge", now, dry_run)

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from .names import is_text
+
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 1e11
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
@@ -164,7 +166,7 @@ def _well_formed(key: str, socket_id: str, data: dict, witness: tuple) -> GuestR
     user_id, beat_text, pong_text = data.get("userId"), data.get("lastHeartbeat"), data.get("lastPongReceived")
     heartbeat = _offset_iso(beat_text)
     pong = heartbeat if pong_text == beat_text else _offset_iso(pong_text)  # one write sets both
-    if type(user_id) is str and user_id and heartbeat is not None and pong is not None:
+    if type(user_id) is str and user_id and user_id.isascii() and heartbeat is not None and pong is not None:
         return GuestRecord(key, socket_id, user_id, heartbeat, pong, witness)
     return None
 
@@ -201,6 +203,8 @@ def _user_id_field(data: dict) -> tuple[str | None, str | None]:
         return None, "missing userId"
     if not isinstance(user_id, str):
         return None, f"userId is {type(user_id).__name__}, not a string"
+    if not is_text(user_id):  # "\ud800": no signaling server writes it, no service knows it
+        return None, "userId is not Unicode text (a lone surrogate)"
     return (user_id, None) if user_id else (None, "empty userId")
 
 
@@ -224,7 +228,7 @@ def parse_online_entry(user_id: str, raw: bytes, guest_id_prefix: str) -> Online
         return OnlineEntry(user_id, raw, user_id.startswith(guest_id_prefix), None)
     is_guest = data.get("isGuest") is True or user_id.startswith(guest_id_prefix)
     socket_id = data.get("socketId")
-    socket_id = socket_id if isinstance(socket_id, str) and socket_id else None
+    socket_id = socket_id if isinstance(socket_id, str) and socket_id and is_text(socket_id) else None
     return OnlineEntry(user_id, raw, is_guest, socket_id)
 
 

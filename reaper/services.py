@@ -13,6 +13,7 @@ from loguru import logger
 
 from .config import MongoConfig, ServiceConfig
 from .errors import PermanentError, TransientError
+from .names import encode_name, is_text
 
 # Tests replace this with mongomock.MongoClient; None: pymongo's. pymongo is imported only when
 # MongoDB is used: ~40 ms of every start-up, and `run --once` without mongo.uri needs none of it.
@@ -99,7 +100,7 @@ class UserService(HttpService):
 
 
 def _path_segment(user_id: str) -> str:
-    return quote(user_id, safe="")
+    return quote(encode_name(user_id), safe="")  # a field name that is no UTF-8: its bytes
 
 
 def _count(name: str, reply: httpx.Response, path: tuple[str, ...]) -> int | None:
@@ -144,8 +145,12 @@ class GuestStore:
         return self._client[self._config.database][self._config.collection]
 
     def delete_guests(self, user_ids: list[str]) -> int:
-        """Delete these guests' documents in one round trip."""
-        query = {**self._config.guest_filter, self._config.id_field: {"$in": list(user_ids)}}
+        """Delete these guests' documents in one round trip. An id that is no Unicode text (a
+        users:online field whose name is no UTF-8) matches no document: BSON text is UTF-8."""
+        user_ids = [user_id for user_id in user_ids if is_text(user_id)]
+        if not user_ids:
+            return 0
+        query = {**self._config.guest_filter, self._config.id_field: {"$in": user_ids}}
         return self._run("delete guests", lambda: self._collection.delete_many(query).deleted_count)
 
     def delete_created_before(self, before: datetime) -> int:

@@ -3,7 +3,8 @@
 The packets are socketio.py's; this module publishes them and gathers the answers. tell and
 fence raise Redis errors as redis-py raises them (Teller, the cascade's tell step, maps them onto
 errors.py; the sweep logs a failed fence and goes on); ask turns one into an "unknown" answer,
-as it does a timeout.
+as it does a timeout. A socket id or userId that is no Unicode text (a Redis name that is no
+UTF-8, reaper/names.py) cannot be socket.io's: it is left out of every packet.
 
     ask: NUMSUB → (0: nobody attached, done) → SUBSCRIBE both response channels → PUBLISH the
          fetch request → read answers until every server answered, a socket is found, or the
@@ -21,6 +22,7 @@ from redis.exceptions import NoPermissionError
 from . import cluster
 from .config import NotifyConfig
 from .errors import PermanentError, TransientError
+from .names import is_text
 from .socketio import Channels, broadcast_packet, disconnect_request, fetch_request, parse_answer
 
 ATTACHED, NOT_ATTACHED, UNKNOWN = "attached", "not_attached", "unknown"
@@ -65,10 +67,13 @@ class SignalingCluster:
 
     def tell(self, user_id: str, reason: str) -> int:
         """Broadcast ``event {userId, reason}`` to the namespace; how many servers got it."""
+        if not is_text(user_id):
+            return 0
         return self.client.publish(self.channels.broadcast, self._guest_left(user_id, reason))
 
     def tell_many(self, guests: list[tuple[str, str]]) -> None:
         """tell for each (userId, reason), in one round trip (a cascade batch)."""
+        guests = [(user_id, reason) for user_id, reason in guests if is_text(user_id)]
         if not guests:
             return
         pipe = self._publisher().pipeline(transaction=False)
@@ -86,6 +91,7 @@ class SignalingCluster:
     def fence(self, socket_ids: list[str]) -> int:
         """Disconnect these sockets wherever they are and close their connections; how many
         servers got the request (nobody answers a disconnect)."""
+        socket_ids = [socket_id for socket_id in socket_ids if is_text(socket_id)]
         if not socket_ids:
             return 0
         return self.client.publish(self.channels.request, disconnect_request(socket_ids, close=True))
@@ -96,6 +102,7 @@ class SignalingCluster:
     def ask(self, socket_ids: list[str], timeout_s: float | None = None) -> AskResult:
         """Which of these sockets are attached to some server, within ``timeout_s``
         (default ``notify.ask_timeout``). A Redis error makes every verdict unknown."""
+        socket_ids = [socket_id for socket_id in socket_ids if is_text(socket_id)]
         try:
             return self._ask(frozenset(socket_ids), timeout_s)
         except redis.RedisError as exc:

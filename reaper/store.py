@@ -19,6 +19,7 @@ from . import cluster
 from .config import Config, RedisConfig, split_host_port
 from .errors import RedisUnavailable
 from .keys import Keys
+from .names import CLIENT_OPTIONS, decode_name
 from .records import Malformed, parse_hash_record, parse_json_record
 
 # A cluster that lost a node answers CLUSTERDOWN, or redis-py finds no node for a slot.
@@ -34,7 +35,8 @@ MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
 def connect(config: Config) -> redis.Redis:
     """A client for the master: ``redis.url`` itself, the master that ``redis.sentinels``
     name for ``redis.service_name``, or the cluster ``redis.url`` is a node of; TLS for
-    rediss://. Bytes in and out: records are compared byte for byte."""
+    rediss://. Bytes in and out: records are compared byte for byte, and a name read is sent
+    back as the bytes it was read as (reaper/names.py)."""
     settings = config.redis
     if not settings.tls_verify:
         logger.warning("Redis: redis.tls_verify = false: the server's certificate and host name "
@@ -44,7 +46,7 @@ def connect(config: Config) -> redis.Redis:
         return _sentinel_master(settings, options)
     if settings.is_cluster:
         return cluster.connect(settings.url, options)
-    return redis.Redis.from_url(settings.url, decode_responses=False, **options)
+    return redis.Redis.from_url(settings.url, decode_responses=False, **options, **CLIENT_OPTIONS)
 
 
 def _socket_options(settings: RedisConfig) -> dict:
@@ -79,7 +81,7 @@ def _sentinel_master(settings: RedisConfig, options: dict) -> redis.Redis:
                           sentinel_kwargs={**options, **tls, **sentinel_auth, **no_retry},
                           **options, **tls, **credentials)
     return sentinel.master_for(settings.service_name, decode_responses=False,
-                               connection_pool_class=_MasterFollowingPool)
+                               connection_pool_class=_MasterFollowingPool, **CLIENT_OPTIONS)
 
 
 class _MasterFollowingPool(SentinelConnectionPool):
@@ -301,7 +303,7 @@ def load_records(client: redis.Redis, keys: Keys, names: list[bytes], record_for
     return [
         parse_json_record(key, key[cut:], v) if v is not None
         else _wrong_type_or_gone(keys, n, types[n], "string")
-        for n, v, key in zip(names, values, (n.decode() for n in names))
+        for n, v, key in zip(names, values, map(decode_name, names))
     ]
 
 
@@ -313,7 +315,7 @@ def _load_hashes(client: redis.Redis, keys: Keys, names: list[bytes]):
     empty = [n for n, reply in zip(names, replies) if not isinstance(reply, dict) or not reply]
     types = _types(client, empty)
     return [
-        parse_hash_record(n.decode(), keys.socket_id_of(n.decode()), reply)
+        parse_hash_record(decode_name(n), keys.socket_id_of(decode_name(n)), reply)
         if n not in types else _wrong_type_or_gone(keys, n, types[n], "hash")
         for n, reply in zip(names, replies)
     ]
@@ -331,7 +333,7 @@ def _types(client: redis.Redis, names: list[bytes]) -> dict[bytes, str]:
 def _wrong_type_or_gone(keys: Keys, name: bytes, redis_type: str, expected: str):
     if redis_type == "none":
         return None
-    key = name.decode()
+    key = decode_name(name)
     if redis_type == expected:  # an empty hash reads as gone; a present one is just empty
         return Malformed(key, keys.socket_id_of(key), f"empty {expected}", redis_type)
     return Malformed(key, keys.socket_id_of(key), f"wrong Redis type {redis_type}", redis_type)

@@ -53,6 +53,7 @@ from .events import EventStream, decision
 from .guard import allowance, is_mass_expiry
 from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
+from .names import decode_name
 from .notify import SweepNotify
 from .presence import OnlineList
 from .records import Malformed, OnlineEntry, parse_online_entry
@@ -293,7 +294,7 @@ class Sweep:
         batches = hscan_batches(self.client, self.keys.online, self.config.redis.scan_count)
         with self._read_ahead(batches) as read:
             for batch in read:
-                yield [parse_online_entry(f.decode(), v, prefix) for f, v in batch]
+                yield [parse_online_entry(decode_name(f), v, prefix) for f, v in batch]
 
     def _read_ahead(self, batches: Iterator) -> closing:
         return closing(store.read_ahead(batches, self.stopping, self.turn))
@@ -309,7 +310,7 @@ class Sweep:
                 cursor, registered, *left = self._online_page(
                     keys=[self.keys.online], args=[cursor, count, prefix, self.keys.connection_prefix])
             self.report.registered_online += registered
-            yield [parse_online_entry(f.decode(), v, prefix) for f, v in zip(left[::2], left[1::2])]
+            yield [parse_online_entry(decode_name(f), v, prefix) for f, v in zip(left[::2], left[1::2])]
             if int(cursor) == 0:
                 return
 

@@ -6,6 +6,7 @@ from redis.cluster import RedisCluster
 
 import reaper.store
 from reaper.keys import Keys
+from reaper.names import decode_name
 
 
 INTENTS, DUE = "reaper:cascade:intents", "reaper:cascade:due"  # on a single Redis; keys_of(r) for both
@@ -18,11 +19,11 @@ def keys_of(r) -> Keys:
 
 def intents(r) -> dict[str, dict]:
     """reaper:cascade:intents as {cascade id: intent}."""
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
+    return {decode_name(k): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
 
 
 def due_ids(r) -> set[str]:
-    return {m.decode() for m in r.zrange(keys_of(r).due, 0, -1)}
+    return {decode_name(m) for m in r.zrange(keys_of(r).due, 0, -1)}
 
 
 def assert_intents_consistent(r) -> None:

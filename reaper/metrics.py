@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.core import CounterMetricFamily
 
 from . import reasons
-from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, USERS_ALL
+from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL
 from .jobs import CASCADE, CLEANUP, SWEEP
 from .sweep import SweepReport
 
@@ -21,7 +21,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 SWEEP_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 GUEST_STATES = ("responsive", "unresponsive", "malformed", "orphan")
 STEP_TARGETS = {ONLINE: "redis", AUTH: "auth_service", AUTH_ALL: "auth_service",
-                USERS_ALL: "user_service", MONGO: "mongo", MONGO_ALL: "mongo"}
+                USERS_ALL: "user_service", MONGO: "mongo", MONGO_ALL: "mongo", TELL: "signaling"}
+CIRCUIT_TARGETS = ("auth_service", "mongo", "signaling", "user_service")  # breaker.Circuits, as targets
 SKEW_HELP = ("over the fresh records of the last sweep, of lastHeartbeat minus Redis TIME: "
              "positive when a writer's clock is ahead of Redis. A writer whose clock is behind "
              "cannot be told from an older heartbeat, so lags do not show here.")
@@ -49,8 +50,12 @@ FAMILIES = (
     Family("reaper_malformed", "Malformed guest records seen by sweeps.", "malformed"),
     Family("reaper_skipped_live", "Guests left alone because they turned out live: compare-and-"
            "delete refused, or live again before the auth-service and MongoDB steps.", "skipped_live"),
+    Family("reaper_kept_attached", "Guests dead by their records but kept because socket.io still "
+           "holds their socket (notify.ask_before_reap).", "kept_attached"),
     Family("reaper_cascade_failures", "Failed cascade steps since start, by target.", "step_failed.",
            "target", tuple(sorted(set(STEP_TARGETS.values()))), lambda step: STEP_TARGETS.get(step, step)),
+    Family("reaper_circuit_opened", "Times a downstream's circuit opened (failures in a row), by "
+           "target.", "circuit_opened.", "target", CIRCUIT_TARGETS, lambda name: name.replace("-", "_")),
     Family("reaper_dead_letters", "Cascades moved to the dead letters since start.", "dead_letters"),
     Family("reaper_cascades_completed", "Cascades completed since start.", "cascades_completed"),
     Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job",

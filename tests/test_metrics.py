@@ -32,9 +32,12 @@ def test_before_any_sweep_every_family_is_there_and_counters_are_zero():
     scraped = samples(metrics_of(Counters(), leads=False))
     for reason in ("heartbeat_timeout", "ping_timeout", "orphan", "malformed", "startup_purge"):
         assert value(scraped, "reaper_reaped_total", reason=reason) == 0
-    for target in ("auth_service", "mongo", "redis", "user_service"):
+    for target in ("auth_service", "mongo", "redis", "signaling", "user_service"):
         assert value(scraped, "reaper_cascade_failures_total", target=target) == 0
+    for target in ("auth_service", "mongo", "signaling", "user_service"):
+        assert value(scraped, "reaper_circuit_opened_total", target=target) == 0
     assert value(scraped, "reaper_skipped_live_total") == 0
+    assert value(scraped, "reaper_kept_attached_total") == 0
     assert value(scraped, "reaper_sweep_duration_seconds_count") == 0
     assert value(scraped, "reaper_leader") == 0 and value(scraped, "reaper_paused") == 0
     assert value(scraped, "reaper_redis_reachable") == 0  # not known to answer before the startup step
@@ -83,6 +86,10 @@ def test_counters_are_read_at_scrape_time_and_steps_add_up_by_target():
     counters.add("step_failed.mongo_all", 1)
     counters.add("dead_letters", 2)
     counters.add("job_failed.cleanup")
+    counters.add("kept_attached", 6)
+    counters.add("step_failed.tell", 2)
+    counters.add("circuit_opened.auth-service")
+    counters.add("circuit_opened.signaling", 3)
     scraped = samples(metrics)
 
     assert value(scraped, "reaper_reaped_total", reason="orphan") == 3
@@ -95,6 +102,11 @@ def test_counters_are_read_at_scrape_time_and_steps_add_up_by_target():
     assert value(scraped, "reaper_cascade_failures_total", target="mongo") == 1
     assert value(scraped, "reaper_dead_letters_total") == 2
     assert value(scraped, "reaper_job_failures_total", job="cleanup") == 1
+    assert value(scraped, "reaper_kept_attached_total") == 6
+    assert value(scraped, "reaper_cascade_failures_total", target="signaling") == 2
+    assert value(scraped, "reaper_circuit_opened_total", target="auth_service") == 1
+    assert value(scraped, "reaper_circuit_opened_total", target="signaling") == 3
+    assert value(scraped, "reaper_circuit_opened_total", target="user_service") == 0
     counters.add("reaped.orphan")
     assert value(samples(metrics), "reaper_reaped_total", reason="orphan") == 4
 

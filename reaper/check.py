@@ -1,4 +1,4 @@
-"""`reaper check`: can reaper reach what it works with? One line each, OK or FAIL."""
+"""`reaper check`: can reaper reach what it works with? One line each: OK, FAIL, WARN or disabled."""
 
 from dataclasses import dataclass
 
@@ -7,7 +7,9 @@ import redis
 from . import cluster
 from .config import Config, mask_url
 from .errors import RedisUnavailable, StepError
+from .purge import COLD
 from .services import AuthService, GuestStore, UserService
+from .signaling import SignalingCluster
 from .store import REDIS_DOWN, connect, describe_connection, ping
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
@@ -47,6 +49,7 @@ def check_redis(config: Config) -> list[Line]:
         ping(client)
         infos = cluster.info_of_each(client) if cluster.is_cluster(client) else [client.info()]
         mode = _mode(config, client)
+        signaling = check_signaling(config, client)
     except (RedisUnavailable, *REDIS_DOWN, redis.RedisError) as exc:  # also ACL and protocol errors
         return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {exc}")]
     finally:
@@ -58,7 +61,27 @@ def check_redis(config: Config) -> list[Line]:
     if any(p.startswith("allkeys-") for p in policies):
         lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
                           "records; reaper skips orphans in sweeps after an eviction"))
-    return lines
+    return [*lines, signaling]
+
+
+def check_signaling(config: Config, client: redis.Redis) -> Line:
+    """How many signaling servers the socket.io adapter's request channel has, where reaper
+    uses them: [notify], and startup.purge = "cold", which purges when there are none."""
+    notify, cold = config.notify.enabled, config.startup.purge == COLD
+    if not (notify or cold):
+        return Line("signaling", OFF, f"(notify.enabled = false, startup.purge = {config.startup.purge})")
+    tier = SignalingCluster(client, config.notify)
+    try:
+        servers, channel = tier.servers(), tier.channels.request
+    except redis.RedisError as exc:  # e.g. an ACL without PUBSUB
+        return Line("signaling", FAIL, f"PUBSUB NUMSUB {tier.channels.request}: {exc}")
+    if servers:
+        start = "; a `reaper run` starting now sweeps instead of purging" if cold else ""
+        return Line("signaling", OK, f"{servers} server(s) subscribe {channel}{start}")
+    effects = ([f"a `reaper run` starting now purges all guest state (startup.purge = {COLD})"]
+               if cold else []) + (["nothing is fenced or told"] if notify else [])
+    return Line("signaling", WARN, f"no server subscribes {channel}: {'; '.join(effects)}. If signaling "
+                "servers are up, they use another channel: see notify.channel_prefix and notify.namespace")
 
 
 def _mode(config: Config, client: redis.Redis) -> str:

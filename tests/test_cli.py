@@ -167,7 +167,7 @@ def test_check_all_ok(env):
     assert result.exit_code == 0, result.output
     found = statuses(result.stdout)
     assert {name: status for name, (status, _) in found.items()} == {
-        "redis": "OK", "auth-service": "OK", "user-service": "OK", "mongo": "disabled"}
+        "redis": "OK", "signaling": "WARN", "auth-service": "OK", "user-service": "OK", "mongo": "disabled"}
 
 
 def test_check_fails_when_the_auth_service_is_unhealthy(env, auth_service):
@@ -237,6 +237,56 @@ def test_check_warns_about_an_allkeys_eviction_policy(env, r):
 
 def test_check_does_not_warn_under_noeviction(env):
     assert "redis policy" not in statuses(invoke(["check"], env).stdout)
+
+
+def test_check_warns_that_a_cold_start_would_purge_when_no_signaling_server_subscribes(env):
+    result = invoke(["check"], env)  # startup.purge = "cold" by default
+
+    assert result.exit_code == 0  # a warning, not a failure
+    status, detail = statuses(result.stdout)["signaling"]
+    assert status == "WARN"
+    assert "no server subscribes socket.io-request#/#" in detail and "purges all guest state" in detail
+    assert "fenced" not in detail  # [notify] is off
+
+
+def test_check_counts_the_signaling_servers(env, r):
+    servers = [r.pubsub() for _ in range(2)]
+    for server in servers:  # as the socket.io Redis adapter of a signaling server does
+        server.subscribe("chat-request#/calls#")
+        assert server.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        result = invoke(["check"], {**env, "REAPER_NOTIFY_ENABLED": "true",
+                                    "REAPER_NOTIFY_CHANNEL_PREFIX": "chat", "REAPER_NOTIFY_NAMESPACE": "/calls"})
+    finally:
+        for server in servers:
+            server.close()
+
+    assert result.exit_code == 0
+    status, detail = statuses(result.stdout)["signaling"]
+    assert (status, detail.strip()) == (
+        "OK", "2 server(s) subscribe chat-request#/calls#; a `reaper run` starting now sweeps instead of purging")
+
+
+def test_check_warns_when_notify_reaches_no_server(env, r):
+    listener = r.pubsub()
+    listener.subscribe("socket.io-request#/#")  # the default channel: not the configured one
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        result = invoke(["check"], {**env, "REAPER_NOTIFY_ENABLED": "true", "REAPER_STARTUP_PURGE": "stale",
+                                    "REAPER_NOTIFY_CHANNEL_PREFIX": "chat"})
+    finally:
+        listener.close()
+
+    status, detail = statuses(result.stdout)["signaling"]
+    assert status == "WARN" and "no server subscribes chat-request#/#: nothing is fenced or told" in detail
+    assert "purge" not in detail.split(". If")[0]
+
+
+def test_check_says_the_signaling_tier_is_unused(env):
+    result = invoke(["check"], {**env, "REAPER_STARTUP_PURGE": "stale"})
+
+    status, detail = statuses(result.stdout)["signaling"]
+    assert (status, detail.strip()) == ("disabled", "(notify.enabled = false, startup.purge = stale)")
 
 
 # -- reaper stats ---------------------------------------------------------------------------

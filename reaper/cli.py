@@ -39,6 +39,13 @@ def _load(config_path, **overrides):
     return config
 
 
+def _exit_usage(exc: ConfigError) -> None:
+    """A setting found wrong only when used (server.listen taken, redis.online_key naming no
+    hash): exit 2, as when the file is read."""
+    click.echo(f"reaper: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def _exit_unreachable(exc: Exception) -> None:
     logger.error("Redis unreachable: {}", exc)
     sys.exit(EXIT_REDIS)
@@ -76,8 +83,7 @@ def run(config_path, once, dry_run, force):
     try:
         sys.exit(run_once(config, force, progress=progress_on()) if once else run_daemon(config, force))
     except ConfigError as exc:  # found only when used: server.listen already taken, say
-        click.echo(f"reaper: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        _exit_usage(exc)
     except RedisUnavailable as exc:
         _exit_unreachable(exc)
 
@@ -103,6 +109,8 @@ def purge(config_path, yes, dry_run):
         purging.purge(ctx)
         ctx.drain()
         pending = ctx.pending()
+    except ConfigError as exc:
+        _exit_usage(exc)
     except (RedisUnavailable, *REDIS_DOWN) as exc:
         _exit_unreachable(exc)
     finally:
@@ -145,6 +153,8 @@ def stats(config_path, as_json, watch_s, count):
         terminal.repeat(report, watch_s or 0, 1 if watch_s is None else count, redraw, click.echo)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a watch ends
+    except ConfigError as exc:
+        _exit_usage(exc)
     except (RedisUnavailable, *REDIS_DOWN) as exc:
         _exit_unreachable(exc)
     finally:

@@ -17,7 +17,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from . import cluster
 from .config import Config, RedisConfig, split_host_port
-from .errors import RedisUnavailable
+from .errors import ConfigError, RedisUnavailable
 from .keys import Keys
 from .names import CLIENT_OPTIONS, decode_name
 from .records import Malformed, parse_hash_record, parse_json_record
@@ -156,6 +156,16 @@ def ping(client: redis.Redis) -> None:
         client.ping()
     except REDIS_DOWN as exc:
         raise RedisUnavailable(f"redis: {exc}") from exc
+
+
+def require_hash(client: redis.Redis, key: str, setting: str) -> None:
+    """ConfigError unless ``key`` is a hash or absent. users:online is the signaling service's
+    hash; another type means ``setting`` names the wrong key (or a writer broke it), and every
+    command on it would fail: stop before anything is touched, and say which key and why."""
+    found = client.type(key)
+    found = found.decode() if isinstance(found, bytes) else found
+    if found not in ("hash", "none"):
+        raise ConfigError(setting, key, f"the name of a hash (the online list), but that key holds a {found}")
 
 
 def redis_now(client: redis.Redis) -> float:

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,7 @@ class Row:
     ping: dict = field(default_factory=dict)
     reaped: str = "-"
     note: str = ""
+    round: int = 1  # --repeat: which alternation of floor and reaper
 
 
 def reaper_env(redis_url: str, auth_url: str = "", concurrency: int | None = None,
@@ -244,11 +246,7 @@ def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
         time.sleep(args.idle_s)  # the baseline: PING with nothing else running
     rows.append(Row("idle", ping={**idle.stats(), **slow.stats()}, note="PING alone, no sweep"))
     if "floor" in args.rows:
-        run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url])
-        figures = last_json(run.output)
-        rows.append(Row("floor", run.wall_s, figures["work_s"], run.rss_mb, ping,
-                        note=f"{figures['records']:,} records, {figures['entries']:,} entries read"))
-        print(f"  floor done in {run.wall_s:.1f}s", flush=True)
+        rows.append(floor_row(redis_proc))
     if "naive" in args.rows:
         run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "naive", redis_proc.url,
                                           str(data.CONNECTION_TIMEOUT_S)])
@@ -259,10 +257,25 @@ def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
         dataset = fill(redis_proc, client, args)
     if "reaper" in args.rows:
         rows.append(reaper_row(redis_proc, client, args, dataset))
+    for round_ in range(2, args.repeat + 1):  # the machine's speed drifts: floor and reaper again
+        print(f"  round {round_} of {args.repeat}", flush=True)
+        dataset = fill(redis_proc, client, args)
+        if "floor" in args.rows:
+            rows.append(floor_row(redis_proc, round_))
+        if "reaper" in args.rows:
+            rows.append(reaper_row(redis_proc, client, args, dataset, round_))
     return rows
 
 
-def reaper_row(redis_proc, client, args, dataset) -> Row:
+def floor_row(redis_proc, round_: int = 1) -> Row:
+    run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url])
+    figures = last_json(run.output)
+    print(f"  floor done in {run.wall_s:.1f}s", flush=True)
+    return Row("floor", run.wall_s, figures["work_s"], run.rss_mb, ping,
+               note=f"{figures['records']:,} records, {figures['entries']:,} entries read", round=round_)
+
+
+def reaper_row(redis_proc, client, args, dataset, round_: int = 1) -> Row:
     with tempfile.TemporaryDirectory(prefix="reaper-bench-") as cwd:  # no stray ./reaper.toml
         run, ping = measured(redis_proc, reaper_cmd(args.profile, args.profile_out),
                              env=reaper_env(redis_proc.url, reaper_path=args.reaper_path,
@@ -275,7 +288,7 @@ def reaper_row(redis_proc, client, args, dataset) -> Row:
     note = f"exit {run.returncode}; intents left {pending}" + (" [profiled]" if args.profile else "")
     print(f"  reaper done in {run.wall_s:.1f}s", flush=True)
     return Row("reaper", run.wall_s, float(match.group(2)) if match else None, run.rss_mb, ping,
-               reaped_text(left, dataset), note)
+               reaped_text(left, dataset), note, round_)
 
 
 def print_sweep_table(rows: list[Row], args) -> None:
@@ -285,23 +298,37 @@ def print_sweep_table(rows: list[Row], args) -> None:
               f"{'max ms':>8} {'slow>1ms':>9} {'slowest':>14}  stale reaped")
     print(header + "\n" + "-" * len(header))
     for row in rows:
-        print(f"{row.name:<7} {_cell(row.wall_s, 8, 2)} {_cell(row.work_s, 8, 2)} "
+        name = row.name if row.round == 1 else f"{row.name}{row.round}"
+        print(f"{name:<7} {_cell(row.wall_s, 8, 2)} {_cell(row.work_s, 8, 2)} "
               f"{_cell(row.rss_mb, 7, 0)} {row.ping['p50_ms']:9.2f} {row.ping['p99_ms']:7.2f} "
               f"{row.ping['max_ms']:8.1f} {row.ping['slow_count']:>9} "
               f"{row.ping['slowest_ms']:5.1f} {row.ping['slowest_cmd']:<8}  {row.reaped}   {row.note}")
-    by = {row.name: row for row in rows}
+    by = {(row.name, row.round): row for row in rows}
+    rounds = sorted({row.round for row in rows})
+    pairs = [(by[("reaper", n)], by[("floor", n)]) for n in rounds
+             if ("reaper", n) in by and ("floor", n) in by]
     print()
-    if "reaper" in by and "floor" in by:
-        print(f"reaper/floor: {by['reaper'].wall_s / by['floor'].wall_s:.2f} (wall), "
-              f"{_ratio(by['reaper'].work_s, by['floor'].work_s)} (work)   target <= "
+    if pairs:
+        walls = [reaper.wall_s / floor.wall_s for reaper, floor in pairs]
+        works = [reaper.work_s / floor.work_s for reaper, floor in pairs if reaper.work_s and floor.work_s]
+        print(f"reaper/floor: {_summary(walls)} (wall), {_summary(works)} (work)   target <= "
               f"{TARGETS['reaper/floor']}")
-    if "reaper" in by and "naive" in by:
-        print(f"naive/reaper: {by['naive'].wall_s / by['reaper'].wall_s:.2f} (wall), "
-              f"{_ratio(by['naive'].work_s, by['reaper'].work_s)} (work)")
-    if "reaper" in by:
-        reaper = by["reaper"]
-        print(f"reaper peak RSS {reaper.rss_mb:.0f} MB (target <= {TARGETS['rss_mb']:.0f}), "
-              f"PING p99 {reaper.ping['p99_ms']:.2f} ms (target <= {TARGETS['ping_p99_ms']:.0f})")
+    if ("reaper", 1) in by and ("naive", 1) in by:
+        naive, reaper = by[("naive", 1)], by[("reaper", 1)]
+        print(f"naive/reaper: {naive.wall_s / reaper.wall_s:.2f} (wall), "
+              f"{_ratio(naive.work_s, reaper.work_s)} (work)")
+    reapers = [row for row in rows if row.name == "reaper"]
+    if reapers:
+        print(f"reaper peak RSS {max(r.rss_mb for r in reapers):.0f} MB (target <= {TARGETS['rss_mb']:.0f}), "
+              f"PING p99 {_summary([r.ping['p99_ms'] for r in reapers])} ms (target <= "
+              f"{TARGETS['ping_p99_ms']:.0f})")
+
+
+def _summary(values: list[float]) -> str:
+    """One figure, or each round's and their median (what --repeat is for: a drifting machine)."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} median of {', '.join(f'{v:.2f}' for v in values)}"
 
 
 def _load() -> str:
@@ -419,6 +446,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="registered users in users:online (default N/100, at least 10)")
     parser.add_argument("--rows", default="floor,naive,reaper", help="which rows to measure")
     parser.add_argument("--idle-s", type=float, default=2.0, help="PING baseline duration")
+    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+                        help="measure floor and reaper K times, alternately (refilled each time), "
+                             "and give the median ratio: one pair is at the mercy of a drifting machine")
     parser.add_argument("--cascade-guests", type=int, default=20_000, help="K stale guests (cascade mode)")
     parser.add_argument("--concurrency", type=int, default=16, help="DELETEs in flight (cascade mode)")
     parser.add_argument("--compare-standin", action="store_true",
@@ -433,6 +463,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reaper-log", help="write the reaper run's output here")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.registered is None:
         args.registered = max(10, args.guests // 100)
     args.rows = set(args.rows.split(","))

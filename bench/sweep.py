@@ -378,31 +378,38 @@ def rate(stats: dict) -> float:
 
 
 def cascade_mode(redis_proc: RedisProcess, client, args) -> dict:
-    k, concurrency = args.cascade_guests, args.concurrency
-    results = {}
+    """reaper's DELETEs/s and the plain loop's, ``--repeat`` times alternately."""
+    results = {"rounds": []}
     with FastStandIn() as standin:
-        started = time.perf_counter()
-        data.fill(redis_proc, client, k, 1.0, 0)
-        print(f"  filled {k:,} stale guests in {time.perf_counter() - started:.1f}s", flush=True)
-        standin.reset()
-        with tempfile.TemporaryDirectory(prefix="reaper-bench-") as cwd:
-            # --force: all K guests are stale, which the mass-expiry guard would otherwise cap.
-            run = run_child(reaper_cmd(args.profile, args.profile_out, "--force"),
-                            env=reaper_env(redis_proc.url, standin.url, concurrency, args.reaper_path,
-                                           args.reaper_env),
-                            cwd=cwd)
-        if args.reaper_log:
-            Path(args.reaper_log).write_text(run.output)
-        stats = standin.stats()
-        results["reaper"] = {**stats, "rate": rate(stats), "wall_s": run.wall_s, "rss_mb": run.rss_mb,
-                             "exit": run.returncode, "intents_left": client.hlen("reaper:cascade:intents")}
-        standin.reset()
-        run = run_child([sys.executable, WORKLOADS, "httpx", standin.url, str(k), str(concurrency)])
-        stats = standin.stats()
-        results["httpx"] = {**stats, "rate": rate(stats), "wall_s": run.wall_s, "rss_mb": run.rss_mb,
-                            "exit": run.returncode}
+        for round_ in range(1, args.repeat + 1):
+            results["rounds"].append(_cascade_round(redis_proc, client, standin, args))
     if args.compare_standin:
-        results["httpx_vs_tests_standin"] = _httpx_against_tests_standin(k, concurrency)
+        results["httpx_vs_tests_standin"] = _httpx_against_tests_standin(args.cascade_guests, args.concurrency)
+    return results
+
+
+def _cascade_round(redis_proc: RedisProcess, client, standin: "FastStandIn", args) -> dict:
+    k, concurrency, results = args.cascade_guests, args.concurrency, {}
+    started = time.perf_counter()
+    data.fill(redis_proc, client, k, 1.0, 0)
+    print(f"  filled {k:,} stale guests in {time.perf_counter() - started:.1f}s", flush=True)
+    standin.reset()
+    with tempfile.TemporaryDirectory(prefix="reaper-bench-") as cwd:
+        # --force: all K guests are stale, which the mass-expiry guard would otherwise cap.
+        run = run_child(reaper_cmd(args.profile, args.profile_out, "--force"),
+                        env=reaper_env(redis_proc.url, standin.url, concurrency, args.reaper_path,
+                                       args.reaper_env),
+                        cwd=cwd)
+    if args.reaper_log:
+        Path(args.reaper_log).write_text(run.output)
+    stats = standin.stats()
+    results["reaper"] = {**stats, "rate": rate(stats), "wall_s": run.wall_s, "rss_mb": run.rss_mb,
+                         "exit": run.returncode, "intents_left": client.hlen("reaper:cascade:intents")}
+    standin.reset()
+    run = run_child([sys.executable, WORKLOADS, "httpx", standin.url, str(k), str(concurrency)])
+    stats = standin.stats()
+    results["httpx"] = {**stats, "rate": rate(stats), "wall_s": run.wall_s, "rss_mb": run.rss_mb,
+                        "exit": run.returncode}
     return results
 
 
@@ -423,15 +430,18 @@ def print_cascade_table(results: dict, args) -> None:
     header = (f"{'side':<22} {'DELETEs':>8} {'DELETE/s':>9} {'wall s':>7} {'RSS MB':>7} "
               f"{'pauses>10ms':>12} {'paused s':>9}")
     print(header + "\n" + "-" * len(header))
-    for name, label in (("reaper", "reaper run --once"), ("httpx", "plain httpx loop"),
-                        ("httpx_vs_tests_standin", "httpx vs tests StandIn")):
-        if name in results:
-            r = results[name]
-            print(f"{label:<22} {r['deletes']:>8,} {r['rate']:>9.0f} {r['wall_s']:>7.2f} "
-                  f"{_cell(r.get('rss_mb'), 7, 0)} {r.get('gaps', '-'):>12} {_cell(r.get('gap_s'), 9, 2)}")
-    share = results["reaper"]["rate"] / results["httpx"]["rate"]
-    print(f"\nreaper/httpx: {share:.2f}   target >= {TARGETS['cascade_share']}   "
-          f"(reaper exit {results['reaper']['exit']}, intents left {results['reaper']['intents_left']})")
+    rounds = results["rounds"]
+    sides = [(f"{label}{'' if len(rounds) == 1 else f' {n}'}", r[name]) for n, r in enumerate(rounds, 1)
+             for name, label in (("reaper", "reaper run --once"), ("httpx", "plain httpx loop"))]
+    if "httpx_vs_tests_standin" in results:
+        sides.append(("httpx vs tests StandIn", results["httpx_vs_tests_standin"]))
+    for label, r in sides:
+        print(f"{label:<22} {r['deletes']:>8,} {r['rate']:>9.0f} {r['wall_s']:>7.2f} "
+              f"{_cell(r.get('rss_mb'), 7, 0)} {r.get('gaps', '-'):>12} {_cell(r.get('gap_s'), 9, 2)}")
+    shares = [r["reaper"]["rate"] / r["httpx"]["rate"] for r in rounds]
+    print(f"\nreaper/httpx: {_summary(shares)}   target >= {TARGETS['cascade_share']}   (reaper exit "
+          f"{', '.join(str(r['reaper']['exit']) for r in rounds)}, intents left "
+          f"{', '.join(str(r['reaper']['intents_left']) for r in rounds)})")
 
 
 # -- main --------------------------------------------------------------------------------------

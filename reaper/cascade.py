@@ -31,8 +31,8 @@ from .errors import PermanentError, StepError, TransientError
 from .events import DEAD_LETTER, EventStream, outcome
 from .intents import (AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent)
 from .keys import Keys
-from .names import decode_name
 from .liveness import GONE, LIVE, Liveness
+from .names import decode_name
 from .presence import OnlineList
 from .retry import RetryPolicy
 from .services import AuthService, GuestStore, UserService

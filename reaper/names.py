@@ -55,6 +55,7 @@ class _NamesAsRead:
             return self._exact.pack(*args)
 
 
-# Stateless: one for every connection. With ENCODING_ERRORS, also a cluster's key slots.
+# Stateless: one for every connection. encoding_errors: a cluster's key slot of such a name is
+# that of the bytes sent.
 PACKER = _NamesAsRead()
 CLIENT_OPTIONS = {"command_packer": PACKER, "encoding_errors": _ERRORS}

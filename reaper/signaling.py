@@ -91,7 +91,7 @@ class SignalingCluster:
     def fence(self, socket_ids: list[str]) -> int:
         """Disconnect these sockets wherever they are and close their connections; how many
         servers got the request (nobody answers a disconnect)."""
-        socket_ids = [socket_id for socket_id in socket_ids if is_text(socket_id)]
+        socket_ids = _socket_io_ids(socket_ids)
         if not socket_ids:
             return 0
         return self.client.publish(self.channels.request, disconnect_request(socket_ids, close=True))
@@ -102,7 +102,7 @@ class SignalingCluster:
     def ask(self, socket_ids: list[str], timeout_s: float | None = None) -> AskResult:
         """Which of these sockets are attached to some server, within ``timeout_s``
         (default ``notify.ask_timeout``). A Redis error makes every verdict unknown."""
-        socket_ids = [socket_id for socket_id in socket_ids if is_text(socket_id)]
+        socket_ids = _socket_io_ids(socket_ids)
         try:
             return self._ask(frozenset(socket_ids), timeout_s)
         except redis.RedisError as exc:
@@ -224,3 +224,8 @@ class _Listener:
         if message is not None and message["type"] == "subscribe":
             self.confirmed += 1
         return message
+
+
+def _socket_io_ids(socket_ids: list[str]) -> list[str]:
+    """Those that can be socket.io's: text (a Redis name that is no UTF-8 cannot)."""
+    return [socket_id for socket_id in socket_ids if is_text(socket_id)]

@@ -7,10 +7,11 @@ import redis
 from . import cluster
 from .config import Config, mask_url
 from .errors import RedisUnavailable, StepError
+from .keys import Keys
 from .purge import COLD
 from .services import AuthService, GuestStore, UserService
 from .signaling import SignalingCluster
-from .store import REDIS_DOWN, connect, describe_connection, ping
+from .store import REDIS_DOWN, connect, describe_connection, key_type, ping
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
 
@@ -49,6 +50,7 @@ def check_redis(config: Config) -> list[Line]:
         ping(client)
         infos = cluster.info_of_each(client) if cluster.is_cluster(client) else [client.info()]
         mode = _mode(config, client)
+        key_types = check_key_types(config, client)
         signaling = check_signaling(config, client)
     except (RedisUnavailable, *REDIS_DOWN, redis.RedisError) as exc:  # also ACL and protocol errors
         return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {exc}")]
@@ -61,7 +63,20 @@ def check_redis(config: Config) -> list[Line]:
     if any(p.startswith("allkeys-") for p in policies):
         lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
                           "records; reaper skips orphans in sweeps after an eviction"))
-    return [*lines, signaling]
+    return [*lines, key_types, signaling]
+
+
+def check_key_types(config: Config, client: redis.Redis) -> Line:
+    """users:online and reaper's own keys, each of the type reaper reads it as: one of another
+    type makes every sweep (or cascade, or the lease) fail on it."""
+    expected = Keys.from_config(config.redis).expected_types()
+    found = {key: key_type(client, key) for key in expected}
+    wrong = [f"{key} holds a {found[key]}, not a {kind}" for key, kind in expected.items()
+             if found[key] not in (kind, "none")]
+    if wrong:
+        return Line("keys", FAIL, "; ".join(wrong) + " (another writer, or a redis.online_key / "
+                    "redis.reaper_prefix naming someone else's keys)")
+    return Line("keys", OK, f"{config.redis.online_key} and reaper's own keys are of the types reaper reads")
 
 
 def check_signaling(config: Config, client: redis.Redis) -> Line:

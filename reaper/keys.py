@@ -80,6 +80,11 @@ class Keys:
         """Stream, capped near events.max_len: one decision record per reaped guest."""
         return self.reaper_prefix + "events"
 
+    def expected_types(self) -> dict[str, str]:
+        """The single keys reaper reads, and the Redis type each must have when it exists."""
+        return {self.online: "hash", self.intents: "hash", self.due: "zset", self.dead: "list",
+                self.state: "hash", self.leader: "string", self.paused: "string", self.events: "stream"}
+
     def quarantine(self, original_key: str) -> str:
         """Where a malformed record is moved. On a cluster it must stay in its slot (RENAME):
         braces around the original's name, unless that name brings its own hash tag."""

@@ -158,12 +158,17 @@ def ping(client: redis.Redis) -> None:
         raise RedisUnavailable(f"redis: {exc}") from exc
 
 
+def key_type(client: redis.Redis, key: str) -> str:
+    """What TYPE says of ``key``: "none" when it is absent."""
+    found = client.type(key)
+    return found.decode() if isinstance(found, bytes) else found
+
+
 def require_hash(client: redis.Redis, key: str, setting: str) -> None:
     """ConfigError unless ``key`` is a hash or absent. users:online is the signaling service's
     hash; another type means ``setting`` names the wrong key (or a writer broke it), and every
     command on it would fail: stop before anything is touched, and say which key and why."""
-    found = client.type(key)
-    found = found.decode() if isinstance(found, bytes) else found
+    found = key_type(client, key)
     if found not in ("hash", "none"):
         raise ConfigError(setting, key, f"the name of a hash (the online list), but that key holds a {found}")
 

@@ -10,6 +10,7 @@ import tomllib
 import pymongo.errors
 import pytest
 
+from reaper import pause as pausing
 from reaper.config import SECTIONS, as_masked_dict, load_config
 from support.redis_proc import find_free_port
 from support.cli import invoke
@@ -167,7 +168,8 @@ def test_check_all_ok(env):
     assert result.exit_code == 0, result.output
     found = statuses(result.stdout)
     assert {name: status for name, (status, _) in found.items()} == {
-        "redis": "OK", "signaling": "WARN", "auth-service": "OK", "user-service": "OK", "mongo": "disabled"}
+        "redis": "OK", "keys": "OK", "signaling": "WARN", "auth-service": "OK", "user-service": "OK",
+        "mongo": "disabled"}
 
 
 def test_check_fails_when_the_auth_service_is_unhealthy(env, auth_service):
@@ -237,6 +239,36 @@ def test_check_warns_about_an_allkeys_eviction_policy(env, r):
 
 def test_check_does_not_warn_under_noeviction(env):
     assert "redis policy" not in statuses(invoke(["check"], env).stdout)
+
+
+def test_check_fails_on_keys_of_another_type_naming_each(env, r):
+    keys = keys_of(r)
+    r.set("users:online", "oops")
+    r.rpush(keys.state, "x")
+    r.hset(keys.due, "a", "1")
+
+    result = invoke(["check"], env)
+
+    assert result.exit_code == 1
+    status, detail = statuses(result.stdout)["keys"]
+    assert status == "FAIL"
+    assert "users:online holds a string, not a hash" in detail
+    assert f"{keys.state} holds a list, not a hash" in detail
+    assert f"{keys.due} holds a hash, not a zset" in detail
+    assert statuses(result.stdout)["redis"][0] == "OK"  # Redis itself answers
+
+
+def test_check_takes_reapers_own_keys_as_they_are_written(env, r, ctx_factory, world):
+    world.guest(1, age=3600)  # reaped: an intent, its due time, a decision record
+    ctx = ctx_factory(auth_service__base_url="http://127.0.0.1:9")  # the DELETE fails: a retry
+    ctx.sweep()
+    ctx.drain()
+    pausing.pause(r, keys_of(r), 60.0, reason="test")
+    r.lpush(keys_of(r).dead, json.dumps({"id": "guest:old"}))
+    r.set(keys_of(r).leader, "host:1:token", px=60_000)
+    assert all(r.exists(key) for key in keys_of(r).expected_types() if key != "users:online")
+
+    assert statuses(invoke(["check"], env).stdout)["keys"][0] == "OK"
 
 
 def test_check_warns_that_a_cold_start_would_purge_when_no_signaling_server_subscribes(env):

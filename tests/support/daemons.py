@@ -28,7 +28,12 @@ class Daemon:
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # fail with what it was doing, not a bare timeout
+            self.kill()
+            raise AssertionError(f"reaper still running {timeout}s after {sig!r}; its log ends:\n"
+                                 f"{self.stderr()[-4000:]}") from None
 
     def kill(self) -> None:
         self.proc.kill()

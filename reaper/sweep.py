@@ -565,8 +565,8 @@ class Sweep:
         taken = self._take_with_entries(doomed)
         unclear = [i for i, outcome in enumerate(taken) if outcome == 2]
         for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear])):
-            taken[i] = ok
-        return [ok == 1 for ok in taken]
+            taken[i] = int(ok)  # the script's 1 or 0, as the long way answered
+        return [outcome == 1 for outcome in taken]
 
     def _take_with_entries(self, doomed: list[tuple]) -> list[int]:
         """Single Redis: each record and its users:online entry in one step (TAKE_GUEST), so the

@@ -15,11 +15,9 @@ auth-service is not left idle at batch boundaries.
 import json
 import queue
 import threading
-import time
 from collections import deque
 from itertools import islice
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import redis
 from loguru import logger
@@ -29,9 +27,10 @@ from .breaker import Circuit, CircuitOpen, Circuits
 from .counters import Counters
 from .errors import PermanentError, StepError, TransientError
 from .events import DEAD_LETTER, EventStream, outcome
-from .intents import (AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent)
+from .gate import CLEAR, NOT_A_GUEST_ID, UNKNOWN, Check, Cleared, Gate, NotCleared
+from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent
 from .keys import Keys
-from .liveness import GONE, LIVE, Liveness
+from .liveness import LIVE
 from .names import decode_name
 from .presence import OnlineList
 from .retry import RetryPolicy
@@ -46,8 +45,9 @@ MIN_WAIT_S = 0.01
 WRITE_BACK_S = 0.05
 INTERRUPTED = "interrupted"  # the answer of a DELETE left unsent because we are stopping
 NOT_SENT = "not sent"  # the answer of a DELETE whose guest a fresh liveness check found back
-# A DELETE goes out at most this long after its guest's liveness check (checked again if older).
-LIVENESS_FRESH_S = 2.0
+# How long a cascade waits when the gate cannot tell whether its guest is live (no recent
+# record pass): about one sweep, which makes the pass it needs.
+UNKNOWN_WAIT_S = 30.0
 
 
 @dataclass
@@ -79,11 +79,16 @@ class Claimed:
     interrupted: bool = False  # its step was not sent because we are stopping
     changed: bool = False  # steps done since ``raw`` was stored
     settled: bool = False  # done, and settled as soon as its last step was written back
-    checked_at: float = 0.0  # monotonic time of its last liveness check
+    check: Check | None = None  # the gate's last word on its guest
+    waiting: bool = False  # the gate could not tell whether its guest is live: later, uncharged
+
+    @property
+    def guest(self) -> tuple[str, str | None]:
+        return self.intent.user_id, self.intent.socket_id
 
     @property
     def active(self) -> bool:
-        return self.dropped is None and not self.replaced and not self.settled
+        return self.dropped is None and not self.replaced and not self.settled and not self.waiting
 
     def done(self, step: str) -> None:
         if step in self.intent.steps:
@@ -110,6 +115,8 @@ class DrainReport:
     dead: int = 0
     skipped_live: int = 0
     skipped_registered: int = 0
+    not_a_guest_id: int = 0
+    waiting: int = 0  # the gate could not tell yet whether the guest is live: after the next sweep
 
 
 class Senders:
@@ -177,9 +184,9 @@ class DeleteStream:
     """
 
     def __init__(self, senders: Senders, circuit: Circuit, send, write_back,
-                 stopping: threading.Event | None, recheck=None):
+                 stopping: threading.Event | None, recheck=None, admit=None):
         self.senders, self.circuit, self.send, self.write_back = senders, circuit, send, write_back
-        self.stopping, self.recheck = stopping, recheck
+        self.stopping, self.recheck, self.admit = stopping, recheck, admit
         self.window, self.write_every = 2 * senders.count, max(1, senders.count * 3 // 4)
         self._unsent: deque[tuple[Batch, Claimed]] = deque()
         self._unwritten = 0  # taken from _unsent, answer not yet written back
@@ -233,16 +240,16 @@ class DeleteStream:
             elif not self._sent_and_unanswered():
                 batch, claimed = self._unsent.popleft()
                 self._unwritten += 1
-                self._answer(batch, claimed, _failure_of(self.circuit.call, self.send, claimed))
+                self._answer(batch, claimed, self._send_if_cleared(claimed))
             else:
                 return  # the probe waits until nothing is out
 
     def _keep_fresh(self) -> None:
-        """A DELETE goes out only on a recent liveness check. A slow auth-service can take minutes
-        over a batch, so the next DELETEs are checked again once theirs is LIVENESS_FRESH_S old."""
-        if self.recheck is None or time.monotonic() - self._unsent[0][1].checked_at <= LIVENESS_FRESH_S:
-            return
-        self.recheck([claimed for _, claimed in islice(self._unsent, self.window)])
+        """A DELETE goes out only on a recent check. A slow auth-service can take minutes over a
+        batch, so the next DELETEs are checked again, together, once theirs is getting old (the
+        gate checks each one again anyway, alone, when it is older than its bound as it leaves)."""
+        if self.recheck is not None:
+            self.recheck([claimed for _, claimed in islice(self._unsent, self.window)])
 
     def _submit(self, batch: Batch, claimed: Claimed) -> None:
         self._unwritten += 1
@@ -253,10 +260,18 @@ class DeleteStream:
     def run(self, batch: Batch, claimed: Claimed) -> None:
         """In a sender's thread: one DELETE, its answer queued for the writer."""
         try:
-            error = _failure_of(self.circuit.call, self.send, claimed)
+            error = self._send_if_cleared(claimed)
         except BaseException as exc:  # noqa: BLE001 - answered whatever happens, or the writer waits for ever
             error = exc
         self._landed(batch, claimed, error)
+
+    def _send_if_cleared(self, claimed: Claimed) -> BaseException | None:
+        """The gate decides as the DELETE leaves; its refusal is the answer (NotCleared)."""
+        try:
+            guest = self.admit(claimed)
+        except NotCleared as refused:
+            return refused
+        return _failure_of(self.circuit.call, self.send, guest)
 
     def _landed(self, batch: Batch, claimed: Claimed, error) -> None:
         with self._lock:
@@ -303,12 +318,13 @@ class DeleteStream:
 
 
 class CascadeRunner:
-    def __init__(self, client: redis.Redis, keys: Keys, targets: Targets, liveness: Liveness,
-                 retry: RetryPolicy, counters: Counters, *, concurrency: int, batch_size: int,
+    def __init__(self, client: redis.Redis, keys: Keys, targets: Targets, gate: Gate,
+                 retry: RetryPolicy, counters: Counters, *, concurrency: int, batch_size: int, scan_count: int,
                  claim_timeout_s: float, max_age_s: float, guest_id_prefix: str,
                  breaker_failures: int = 5, breaker_cooldown_s: float = 10.0,
                  audit: EventStream | None = None):
-        self.client, self.keys, self.targets, self.liveness = client, keys, targets, liveness
+        self.client, self.keys, self.targets, self.gate = client, keys, targets, gate
+        self.scan_count = scan_count  # for a record pass of its own (Liveness.survey)
         self.audit = audit  # where cascades that ended early or dead are recorded
         self.retry, self.counters = retry, counters
         self.batch_size, self.claim_timeout_s, self.max_age_s = batch_size, claim_timeout_s, max_age_s
@@ -332,9 +348,10 @@ class CascadeRunner:
         """Run every cascade due when the drain starts, batch by batch, until none is left or
         we are stopping. Retries it schedules wait for a later drain, however short their delay."""
         report = DrainReport()
-        stream = DeleteStream(self._senders, self.circuits.auth, self._delete_guest,
+        stream = DeleteStream(self._senders, self.circuits.auth, self.targets.auth.delete_guest,
                               lambda answers: self._write_answers(answers, report), stopping,
-                              recheck=lambda claimed: self._drop_live(claimed, now_fn(), report))
+                              recheck=lambda claimed: self._recheck(claimed, now_fn, report),
+                              admit=lambda claimed: self._admit(claimed, now_fn))
         try:
             self._run(stream, now_fn, stopping, report)
         except BaseException:
@@ -342,8 +359,9 @@ class CascadeRunner:
             raise
         if report.claimed or report.dead:
             logger.info("Cascades: claimed={} completed={} retrying={} dead={} skipped_live={} "
-                        "waiting_for_circuit={}", report.claimed, report.completed, report.retrying,
-                        report.dead, report.skipped_live, report.deferred)
+                        "waiting_for_circuit={}{}", report.claimed, report.completed, report.retrying,
+                        report.dead, report.skipped_live, report.deferred,
+                        f" waiting_for_next_sweep={report.waiting}" if report.waiting else "")
         return report
 
     def _run(self, stream: DeleteStream, now_fn, stopping, report: DrainReport) -> None:
@@ -352,7 +370,7 @@ class CascadeRunner:
             stopped = stopping is not None and stopping.is_set()
             batch = None if stopped else self._start(stream, now_fn(), started, report)
             if running is not None:
-                self._finish(running, stream, report)
+                self._finish(running, stream, report, now_fn)
             if batch is None:
                 return
             running = batch
@@ -390,7 +408,8 @@ class CascadeRunner:
         self._drop_live_sockets(_needing(claimed, ONLINE), now, report)
         self._remove_entries(_needing(claimed, ONLINE))
         stream.pump()
-        self._drop_live(claimed, now, report)
+        self._survey_if_needed(now)
+        self._check(claimed, now, report)
         deletes = _needing(claimed, AUTH)
         if self.targets.auth.enabled:
             stream.add(batch, deletes)
@@ -398,17 +417,19 @@ class CascadeRunner:
             self._skip(deletes, AUTH)
         return batch
 
-    def _finish(self, batch: Batch, stream: DeleteStream, report: DrainReport) -> None:
+    def _finish(self, batch: Batch, stream: DeleteStream, report: DrainReport, now_fn) -> None:
         stream.run_until(lambda: batch.deletes_open == 0)
         for step in AFTER_AUTH:
-            self._phase(batch.claimed, step, report)
+            self._phase(batch.claimed, step, report, now_fn)
         self._settle_all(batch.claimed, batch.now, report)
 
-    def _phase(self, batch: list[Claimed], step: str, report: DrainReport) -> None:
+    def _phase(self, batch: list[Claimed], step: str, report: DrainReport, now_fn) -> None:
+        if step in (MONGO, TELL):  # the gate's check must be fresh for these calls too
+            self._recheck(_needing(batch, step), now_fn, report)
         todo = _needing(batch, step)
         if not todo:
             return
-        self._phases[step](todo)
+        self._phases[step](todo, now_fn, report)
         if self._work_after(batch, step):
             self._write_progress(todo, report)
 
@@ -421,6 +442,8 @@ class CascadeRunner:
         for claimed, error in answers:
             if error is INTERRUPTED:
                 claimed.interrupted = True
+            elif isinstance(error, NotCleared):
+                self._refused(claimed, error.check, report)
             elif error is not NOT_SENT:
                 self._record(claimed, AUTH, error)
         self._write_progress([claimed for claimed, _ in answers], report)
@@ -474,65 +497,127 @@ class CascadeRunner:
         """A socket whose record is there and fresh was never reaped (a Redis Cluster sweep that
         died between writing the intent and the removal) or beat again: its entry stays."""
         sockets = [c.intent.socket_id for c in batch if c.intent.socket_id]
-        live = self.liveness.live_sockets(sockets, now) if sockets else set()
+        live = self.gate.liveness.live_sockets(sockets, now) if sockets else set()
         for claimed in batch:
             if claimed.intent.socket_id in live:
                 self._drop(claimed, LIVE, report)
 
-    def _drop_live(self, batch: list[Claimed], now: float, report: DrainReport) -> None:
-        """Never a live guest: a user connected again (or registered) keeps its records."""
+    # -- the gate
+    def _survey_if_needed(self, now: float) -> None:
+        """No record pass recent enough to say who is live anywhere (no sweep yet, or none for a
+        while): make one, rather than leave every cascade waiting for a sweep."""
+        if self.gate.liveness.needs_survey():
+            live = self.gate.liveness.survey(now, self.scan_count)
+            logger.info("Cascade: read every guest record to know who is live ({} live users)", live.count)
+
+    def _check(self, batch: list[Claimed], now: float, report: DrainReport) -> None:
+        """The gate's word on each guest with an irreversible step left: a user connected again
+        (or registered, or no guest at all) keeps its records."""
         checked = [c for c in batch if c.active and c.intent.needs_liveness_check]
-        states = self.liveness.of([c.intent.user_id for c in checked], now)
-        for claimed in batch:
-            claimed.checked_at = time.monotonic()
-        for claimed in checked:
-            state = states[claimed.intent.user_id]
-            if state != GONE:
-                self._drop(claimed, state, report)
+        for claimed, check in zip(checked, self.gate.check([c.guest for c in checked], now)):
+            self._judged(claimed, check, report)
+
+    def _recheck(self, batch: list[Claimed], now_fn, report: DrainReport) -> None:
+        """Those whose check is older than the gate trusts, checked again in one round trip."""
+        stale = [c for c in batch if c.active and c.check is not None and not self.gate.fresh(c.check)]
+        if stale:
+            self._check(stale, now_fn(), report)
+
+    def _admit(self, claimed: Claimed, now_fn) -> Cleared:
+        """At the moment of one call: a check older than the gate's bound is made again."""
+        check = claimed.check
+        if check is None or not self.gate.fresh(check):
+            check = self.gate.check([claimed.guest], now_fn())[0]
+        return self.gate.clear(check)
+
+    def _refused(self, claimed: Claimed, check: Check, report: DrainReport) -> None:
+        """The gate said no at the moment of a call. A CLEAR check that was too old by then (the
+        process stalled between checking and calling) is no verdict: the cascade waits."""
+        if check.verdict == CLEAR:
+            claimed.waiting = True
+        else:
+            self._judged(claimed, check, report)
+
+    def _judged(self, claimed: Claimed, check: Check, report: DrainReport) -> None:
+        claimed.check = check
+        if check.verdict == CLEAR:
+            return
+        if check.verdict == UNKNOWN:
+            claimed.waiting = True
+            return
+        self._drop(claimed, check.verdict, report)
 
     def _drop(self, claimed: Claimed, state: str, report: DrainReport) -> None:
         claimed.dropped = state
         if state == LIVE:
             report.skipped_live += 1
             self.counters.add("skipped_live")
+            logger.info("Cascade: {} is live again; its database records are kept", claimed.intent.user_id)
+        elif state == NOT_A_GUEST_ID:
+            report.not_a_guest_id += 1
+            self.counters.add(NOT_A_GUEST_ID)
+            self.gate.refuse_id(claimed.intent.user_id, f"cascade {claimed.intent.reason}")
         else:
             report.skipped_registered += 1
             self.counters.add("skipped_registered")
-        logger.info("Cascade: {} is {} again; its database records are kept",
-                    claimed.intent.user_id, state)
+            logger.info("Cascade: {} is a registered user's; its records are kept", claimed.intent.user_id)
 
-    def _delete_guest(self, claimed: Claimed) -> None:
-        self.targets.auth.delete_guest(claimed.intent.user_id)
-
-    def _delete_in_mongo(self, batch: list[Claimed]) -> None:
+    def _delete_in_mongo(self, batch: list[Claimed], now_fn, report: DrainReport) -> None:
         if not self.targets.mongo.enabled:
             return self._skip(batch, MONGO)
+        cleared = self._cleared(batch, now_fn, report)
+        if not cleared:
+            return
         error = _failure_of(self.circuits.mongo.call, self.targets.mongo.delete_guests,
-                            [c.intent.user_id for c in batch])
-        for claimed in batch:
+                            [guest for _, guest in cleared])
+        for claimed, _ in cleared:
             self._record(claimed, MONGO, error)
 
-    def _tell(self, batch: list[Claimed]) -> None:
+    def _tell(self, batch: list[Claimed], now_fn, report: DrainReport) -> None:
         """guestLeft for every guest of the batch still to be told, in one round trip. It does
         not wait for the auth-service or MongoDB steps: the guest already left the online list,
         and its clients should hear so now, not after an outage elsewhere."""
         if not self.targets.tell.enabled:
             return self._skip(batch, TELL)
+        cleared = self._cleared(batch, now_fn, report)
+        if not cleared:
+            return
         error = _failure_of(self.circuits.signaling.call, self.targets.tell.tell_guests,
-                            [(c.intent.user_id, c.intent.reason) for c in batch])
-        for claimed in batch:
+                            [(guest, c.intent.reason) for c, guest in cleared])
+        for claimed, _ in cleared:
             self._record(claimed, TELL, error)
+
+    def _cleared(self, batch: list[Claimed], now_fn, report: DrainReport) -> list[tuple[Claimed, Cleared]]:
+        """The guests of a batch call the gate lets through now; the others are judged."""
+        cleared = []
+        for claimed in batch:
+            try:
+                cleared.append((claimed, self._admit(claimed, now_fn)))
+            except NotCleared as refused:
+                self._refused(claimed, refused.check, report)
+        return cleared
 
     def _purge_phase(self, step: str):
         target = {AUTH_ALL: self.targets.auth, USERS_ALL: self.targets.users, MONGO_ALL: self.targets.mongo}[step]
 
-        def run(batch: list[Claimed]) -> None:
+        def run(batch: list[Claimed], now_fn, report: DrainReport) -> None:
             if not target.enabled:
                 return self._skip(batch, step)
             for claimed in batch:
-                self._record(claimed, step, _failure_of(self.circuit_of(step).call, _purge_step, step, target))
+                self._record(claimed, step, _failure_of(self.circuit_of(step).call, self._purge_step, step, target,
+                                                        claimed))
 
         return run
+
+    def _purge_step(self, step: str, target, claimed: Claimed) -> None:
+        """One try of a purge's delete-everything call, if the gate allows it now; a step it
+        refuses is dropped for good: replaying it later could only be worse."""
+        permit = self.gate.purge_step(step)
+        if permit is None:
+            self.counters.add(f"purge_dropped.{step}")
+            return
+        count = target.delete_all(permit) if step == MONGO_ALL else target.cleanup_all(permit)
+        logger.info("Purge: {} done (deleted: {})", step, "unknown" if count is None else count)
 
     @staticmethod
     def _skip(batch: list[Claimed], step: str) -> None:
@@ -581,6 +666,9 @@ class CascadeRunner:
             return [intent.id, claimed.raw, "done", "", now]
         if claimed.interrupted and not claimed.failures:  # stopped before its turn: not a failure
             return [intent.id, claimed.raw, "retry", intent.to_json(), now]
+        if claimed.waiting and not claimed.failures:  # not known to be gone yet: not a failure
+            report.waiting += 1
+            return [intent.id, claimed.raw, "retry", intent.to_json(), now + UNKNOWN_WAIT_S]
         if not claimed.failures and not claimed.deferred:  # cannot happen with known steps; never spin on it
             claimed.fail(intent.steps[0], TransientError(f"step {intent.steps[0]} was not run"))
         _note_errors(claimed)
@@ -664,11 +752,6 @@ def _failure_of(operation, *args) -> BaseException | None:
     return None
 
 
-def _purge_step(step: str, target) -> None:
-    count = target.delete_all() if step == MONGO_ALL else target.cleanup_all()
-    logger.info("Purge: {} done (deleted: {})", step, "unknown" if count is None else count)
-
-
 def read_intent(cascade_id: bytes, raw: bytes) -> Intent:
     """The intent stored under ``cascade_id``; ValueError when it cannot be run as it stands."""
     intent = Intent.from_json(raw)
@@ -676,6 +759,3 @@ def read_intent(cascade_id: bytes, raw: bytes) -> Intent:
         raise ValueError(f"id {intent.id!r} differs from its field {cascade_id!r}")
     return intent
 
-
-def utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)

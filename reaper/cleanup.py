@@ -3,10 +3,9 @@
 from loguru import logger
 
 from . import reasons
-from .cascade import utc
 from .context import Context
 from .errors import StepError
-from .services import iso
+from .services import iso, utc
 
 
 def periodic_cleanup(ctx: Context) -> bool:
@@ -18,7 +17,8 @@ def periodic_cleanup(ctx: Context) -> bool:
 
 
 def _retention(ctx: Context) -> bool:
-    cutoff = utc(ctx.now() - ctx.config.timing.retention_s)
+    now, timing = ctx.now(), ctx.config.timing
+    cutoff = utc(now - timing.retention_s)
     targets = ctx.targets
     jobs = [(t.name, t.cleanup_before) for t in (targets.auth, targets.users) if t.enabled]
     if targets.mongo.enabled:
@@ -27,10 +27,13 @@ def _retention(ctx: Context) -> bool:
         for name, _ in jobs:
             logger.info("Retention: would delete {} guests created before {} [dry run]", name, iso(cutoff))
         return True
+    permit = ctx.gate.retention(now - timing.retention_s, now, timing.connection_timeout_s + timing.clock_skew_s)
+    if permit is None:
+        return False
     ok = True
     for name, delete_before in jobs:
         try:
-            count = delete_before(cutoff)
+            count = delete_before(permit)
             logger.info("Retention: {} deleted {} guests created before {}", name,
                         "some" if count is None else count, iso(cutoff))
         except StepError as exc:

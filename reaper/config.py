@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
+from .guest_ids import prefix_problem
 from .socketio import RESERVED_EVENTS
 
 DEFAULT_PATHS = (Path("reaper.toml"), Path("/etc/reaper/reaper.toml"))
@@ -204,7 +205,15 @@ def load_config(
     config = _build(values, source=str(file_path) if file_path else "defaults")
     config = _with_signaling_redis_env(config, environ)
     _check_redis_connection(config.redis)
+    _check_guest_id_prefix(config.redis)
     return config
+
+
+def _check_guest_id_prefix(redis: RedisConfig) -> None:
+    """An empty prefix would make every users:online entry a guest's and every id a guest id."""
+    problem = prefix_problem(redis.guest_id_prefix)
+    if problem:
+        raise ConfigError("redis.guest_id_prefix", redis.guest_id_prefix, problem)
 
 
 def _find_file(path, environ) -> Path | None:

@@ -10,6 +10,7 @@ from .cascade import CascadeRunner, DrainReport, Targets
 from .config import Config
 from .counters import Counters
 from .events import EventStream
+from .gate import NOT_A_GUEST_ID, Gate
 from .keys import Keys
 from .liveness import Liveness
 from .retry import RetryPolicy
@@ -21,6 +22,11 @@ from .terminal import Progress
 from .sweep import SweepReport, sweep
 
 
+# The last record pass stands for "now" this many sweep intervals (with users:online and the
+# reaped socket read at the moment of the call, reaper/liveness.py).
+LIVE_USERS_SWEEPS = 3
+
+
 @dataclass
 class Context:
     config: Config
@@ -30,6 +36,7 @@ class Context:
     runner: CascadeRunner
     counters: Counters
     stopping: threading.Event
+    gate: Gate
     last_sweep: SweepReport | None = None
     progress: Progress | None = None  # a line on a terminal while a long sweep or purge runs
 
@@ -46,25 +53,25 @@ class Context:
             Teller(SignalingCluster(client, config.notify) if config.notify.enabled else None),
         )
         counters = Counters()
-        liveness = Liveness(client, keys, Policy.from_config(config.timing),
-                            config.redis.record_format, config.redis.guest_id_prefix)
+        gate = open_gate(client, keys, config)
         runner = CascadeRunner(
-            client, keys, targets, liveness, RetryPolicy.from_config(config.cascade), counters,
+            client, keys, targets, gate, RetryPolicy.from_config(config.cascade), counters,
             concurrency=config.cascade.concurrency, batch_size=config.cascade.batch_size,
+            scan_count=config.redis.scan_count,
             claim_timeout_s=config.cascade.claim_timeout_s,
             max_age_s=config.safety.cascade_max_age_s, guest_id_prefix=config.redis.guest_id_prefix,
             breaker_failures=config.cascade.breaker_failures,
             breaker_cooldown_s=config.cascade.breaker_cooldown_s,
             audit=EventStream.from_config(client, keys, config),
         )
-        return cls(config, client, keys, targets, runner, counters, stopping or threading.Event())
+        return cls(config, client, keys, targets, runner, counters, stopping or threading.Event(), gate)
 
     def now(self) -> float:
         return redis_now(self.client)
 
     def sweep(self, force: bool = False) -> SweepReport:
         report = sweep(self.client, self.config, self.keys, self.targets.enabled_steps(),
-                       force=force, stopping=self.stopping, progress=self.progress)
+                       force=force, stopping=self.stopping, progress=self.progress, gate=self.gate)
         for reason, count in report.reaped.items():
             self.counters.add(f"reaped.{reason}", 0 if report.dry_run else count)
         for reason, count in report.stale.items():
@@ -73,6 +80,7 @@ class Context:
         self.counters.add("malformed", report.malformed)
         self.counters.add("skipped_live", report.skipped_live)
         self.counters.add("kept_attached", report.attached)
+        self.counters.add(NOT_A_GUEST_ID, report.not_a_guest_id)
         self.last_sweep = report
         if not report.dry_run:
             self._remember(report)
@@ -106,3 +114,12 @@ class Context:
         for target in (self.targets.auth, self.targets.users, self.targets.mongo):
             target.close()
         self.client.close()
+
+
+def open_gate(client: redis.Redis, keys: Keys, config: Config) -> Gate:
+    """The gate of every irreversible call, with what it asks: who is live (the sweep's record
+    passes, kept for three sweeps' time) and whether a signaling server is attached."""
+    liveness = Liveness(client, keys, Policy.from_config(config.timing), config.redis.record_format,
+                        config.redis.guest_id_prefix,
+                        max_age_s=LIVE_USERS_SWEEPS * config.timing.heartbeat_interval_s)
+    return Gate(liveness, config.redis.guest_id_prefix, SignalingCluster(client, config.notify))

@@ -50,6 +50,12 @@ FAMILIES = (
     Family("reaper_malformed", "Malformed guest records seen by sweeps.", "malformed"),
     Family("reaper_skipped_live", "Guests left alone because they turned out live: compare-and-"
            "delete refused, or live again before the auth-service and MongoDB steps.", "skipped_live"),
+    Family("reaper_not_a_guest_id", "Reaped ids that are no guest ids (a registered user's, a route "
+           "like cleanup-all, a path): their Redis state cleaned, no external call made.",
+           "not_a_guest_id"),
+    Family("reaper_purge_dropped", "Purge steps the gate dropped because a signaling server was "
+           "attached when they were tried, by step.", "purge_dropped.", "step",
+           (AUTH_ALL, USERS_ALL, MONGO_ALL)),
     Family("reaper_kept_attached", "Guests dead by their records but kept because socket.io still "
            "holds their socket (notify.ask_before_reap).", "kept_attached"),
     Family("reaper_cascade_failures", "Failed cascade steps since start, by target.", "step_failed.",

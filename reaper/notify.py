@@ -14,6 +14,7 @@ import redis
 from loguru import logger
 
 from .config import Config
+from .gate import Gate
 from .signaling import SignalingCluster
 
 LOUD_KEPT = 20  # guests kept as attached logged at WARNING per sweep; the rest at DEBUG
@@ -22,18 +23,19 @@ LOUD_KEPT = 20  # guests kept as attached logged at WARNING per sweep; the rest 
 class SweepNotify:
     """One sweep's ask and fence. Shared by the sweep's first pass and its second look."""
 
-    def __init__(self, tier: SignalingCluster, asking: bool, fencing: bool):
-        self.tier, self.asking, self.fencing = tier, asking, fencing
+    def __init__(self, tier: SignalingCluster, asking: bool, fencing: bool, gate: Gate | None = None):
+        self.tier, self.asking, self.fencing, self.gate = tier, asking, fencing, gate
         self.kept = 0
 
     @classmethod
-    def of(cls, client: redis.Redis, config: Config) -> "SweepNotify | None":
-        """None when the configuration asks nothing of a sweep: then it costs nothing."""
+    def of(cls, client: redis.Redis, config: Config, gate: Gate | None = None) -> "SweepNotify | None":
+        """None when the configuration asks nothing of a sweep: then it costs nothing. Without a
+        gate nothing is fenced: every fence passes it."""
         notify = config.notify
-        fencing = notify.enabled and notify.fence and not config.safety.dry_run
+        fencing = notify.enabled and notify.fence and not config.safety.dry_run and gate is not None
         if not (notify.ask_before_reap or fencing):
             return None
-        return cls(SignalingCluster(client, notify), notify.ask_before_reap, fencing)
+        return cls(SignalingCluster(client, notify), notify.ask_before_reap, fencing, gate)
 
     def attached(self, socket_ids: list[str]) -> set[str]:
         """The sockets among these that some server still holds. Empty when not asking, when
@@ -56,10 +58,12 @@ class SweepNotify:
                    "kept (a frozen app, or a writer that stopped refreshing records)",
                    user_id, socket_id, reason)
 
-    def fence(self, socket_ids: list[str]) -> None:
-        """Disconnect these sockets before their records go. A Redis error stops the sweep, as
-        any other would: no guest's records are removed without its fence."""
-        if self.fencing and socket_ids:
-            servers = self.tier.fence(socket_ids)
+    def fence(self, doomed: list[tuple[str, str | None]], now: float) -> None:
+        """Disconnect the sockets of these (socketId, userId) that the gate lets go, before their
+        records go. A Redis error stops the sweep, as any other would: no guest's records are
+        removed without its fence."""
+        permit = self.gate.fence(doomed, now) if self.fencing and doomed else None
+        if permit is not None:
+            servers = self.tier.fence(permit)
             logger.info("Notify: fenced {} socket(s) before their records go (the request reached {} "
-                        "server(s))", len(socket_ids), servers)
+                        "server(s))", len(permit.detail), servers)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import redis
 from loguru import logger
 
-from .cascade import utc
 from .keys import Keys
-from .services import iso
+from .services import iso, utc
 from .store import redis_now
 
 PAUSED, RESUMED = "paused", "resumed"

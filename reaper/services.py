@@ -4,8 +4,7 @@ Each maps its failures onto errors.py: 5xx, timeouts and connection errors are
 TransientError; other 4xx are PermanentError. Nothing here retries; the cascade does.
 """
 
-from datetime import datetime
-from urllib.parse import quote
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -13,7 +12,8 @@ from loguru import logger
 
 from .config import MongoConfig, ServiceConfig
 from .errors import PermanentError, TransientError
-from .names import encode_name, is_text
+from .gate import Cleared, Permit, require
+from .names import is_text
 
 # Tests replace this with mongomock.MongoClient; None: pymongo's. pymongo is imported only when
 # MongoDB is used: ~40 ms of every start-up, and `run --once` without mongo.uri needs none of it.
@@ -73,15 +73,18 @@ class AuthService(HttpService):
     def __init__(self, config: ServiceConfig, max_connections: int = 16, dry_run: bool = False):
         super().__init__("auth-service", config, max_connections, dry_run)
 
-    def delete_guest(self, user_id: str) -> None:
+    def delete_guest(self, guest: Cleared) -> None:
         """DELETE one guest; 404 means it is gone already, which is what we wanted."""
-        self.request("DELETE", f"/auth/guest/{_path_segment(user_id)}", ok_statuses=(200, 202, 204, 404))
+        require(guest, Cleared)
+        self.request("DELETE", f"/auth/guest/{guest.segment}", ok_statuses=(200, 202, 204, 404))
 
-    def cleanup_before(self, before: datetime) -> int | None:
-        reply = self.request("DELETE", "/auth/guest/cleanup", params={"before": iso(before)})
+    def cleanup_before(self, permit: Permit) -> int | None:
+        require(permit, Permit)
+        reply = self.request("DELETE", "/auth/guest/cleanup", params={"before": iso(utc(permit.detail))})
         return _count(self.name, reply, ("deletedCount",))
 
-    def cleanup_all(self) -> int | None:
+    def cleanup_all(self, permit: Permit) -> int | None:
+        require(permit, Permit)
         reply = self.request("DELETE", "/auth/guest/cleanup-all")
         return _count(self.name, reply, ("data", "deletedCount"))
 
@@ -90,17 +93,15 @@ class UserService(HttpService):
     def __init__(self, config: ServiceConfig, max_connections: int = 4, dry_run: bool = False):
         super().__init__("user-service", config, max_connections, dry_run)
 
-    def cleanup_before(self, before: datetime) -> int | None:
-        self.request("DELETE", "/guests/cleanup", params={"before": iso(before)})
+    def cleanup_before(self, permit: Permit) -> int | None:
+        require(permit, Permit)
+        self.request("DELETE", "/guests/cleanup", params={"before": iso(utc(permit.detail))})
         return None
 
-    def cleanup_all(self) -> int | None:
+    def cleanup_all(self, permit: Permit) -> int | None:
+        require(permit, Permit)
         reply = self.request("DELETE", "/guests/cleanup-all")
         return _count(self.name, reply, ("data", "removedUsers"))
-
-
-def _path_segment(user_id: str) -> str:
-    return quote(encode_name(user_id), safe="")  # a field name that is no UTF-8: its bytes
 
 
 def _count(name: str, reply: httpx.Response, path: tuple[str, ...]) -> int | None:
@@ -113,6 +114,10 @@ def _count(name: str, reply: httpx.Response, path: tuple[str, ...]) -> int | Non
     except (ValueError, KeyError, TypeError, IndexError):
         logger.warning("{}: unexpected reply body {!r} (wanted {})", name, reply.text[:200], ".".join(path))
         return None
+
+
+def utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 def iso(moment: datetime) -> str:
@@ -144,20 +149,24 @@ class GuestStore:
     def _collection(self):
         return self._client[self._config.database][self._config.collection]
 
-    def delete_guests(self, user_ids: list[str]) -> int:
+    def delete_guests(self, guests: list[Cleared]) -> int:
         """Delete these guests' documents in one round trip. An id that is no Unicode text (a
         users:online field whose name is no UTF-8) matches no document: BSON text is UTF-8."""
-        user_ids = [user_id for user_id in user_ids if is_text(user_id)]
+        for guest in guests:
+            require(guest, Cleared)
+        user_ids = [guest.user_id for guest in guests if is_text(guest.user_id)]
         if not user_ids:
             return 0
         query = {**self._config.guest_filter, self._config.id_field: {"$in": user_ids}}
         return self._run("delete guests", lambda: self._collection.delete_many(query).deleted_count)
 
-    def delete_created_before(self, before: datetime) -> int:
-        query = {**self._config.guest_filter, self._config.created_field: {"$lt": before}}
+    def delete_created_before(self, permit: Permit) -> int:
+        require(permit, Permit)
+        query = {**self._config.guest_filter, self._config.created_field: {"$lt": utc(permit.detail)}}
         return self._run("retention", lambda: self._collection.delete_many(query).deleted_count)
 
-    def delete_all(self) -> int:
+    def delete_all(self, permit: Permit) -> int:
+        require(permit, Permit)
         query = dict(self._config.guest_filter)
         return self._run("delete all guests", lambda: self._collection.delete_many(query).deleted_count)
 

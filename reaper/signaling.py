@@ -22,6 +22,7 @@ from redis.exceptions import NoPermissionError
 from . import cluster
 from .config import NotifyConfig
 from .errors import PermanentError, TransientError
+from .gate import Cleared, Permit, require
 from .names import is_text
 from .socketio import Channels, broadcast_packet, disconnect_request, fetch_request, parse_answer
 
@@ -65,21 +66,25 @@ class SignalingCluster:
             return cluster.subscribers(self.client, channel)
         return int(dict(self.client.pubsub_numsub(channel)).get(channel.encode(), 0))
 
-    def tell(self, user_id: str, reason: str) -> int:
-        """Broadcast ``event {userId, reason}`` to the namespace; how many servers got it."""
-        if not is_text(user_id):
-            return 0
-        return self.client.publish(self.channels.broadcast, self._guest_left(user_id, reason))
+    def servers_or_transient(self) -> int:
+        """servers(), with a Redis error as a TransientError: asked before each purge step."""
+        try:
+            return self.servers()
+        except redis.RedisError as exc:
+            raise TransientError(f"signaling: asking who is attached: {exc}") from exc
 
-    def tell_many(self, guests: list[tuple[str, str]]) -> None:
-        """tell for each (userId, reason), in one round trip (a cascade batch)."""
-        guests = [(user_id, reason) for user_id, reason in guests if is_text(user_id)]
+    def tell_many(self, guests: list[tuple[Cleared, str]]) -> int:
+        """Broadcast ``event {userId, reason}`` to the namespace for each guest the gate cleared,
+        in one round trip (a cascade batch); how many servers got them, summed."""
+        for guest, _ in guests:
+            require(guest, Cleared)
+        guests = [(guest.user_id, reason) for guest, reason in guests if is_text(guest.user_id)]
         if not guests:
-            return
+            return 0
         pipe = self._publisher().pipeline(transaction=False)
         for user_id, reason in guests:
             pipe.publish(self.channels.broadcast, self._guest_left(user_id, reason))
-        pipe.execute()
+        return sum(pipe.execute())
 
     def _publisher(self) -> redis.Redis:
         """Where to publish: a Redis Cluster refuses PUBLISH in a pipeline, but any one node
@@ -88,10 +93,11 @@ class SignalingCluster:
             return self.client.get_redis_connection(self.client.get_default_node())
         return self.client
 
-    def fence(self, socket_ids: list[str]) -> int:
-        """Disconnect these sockets wherever they are and close their connections; how many
-        servers got the request (nobody answers a disconnect)."""
-        socket_ids = _socket_io_ids(socket_ids)
+    def fence(self, permit: Permit) -> int:
+        """Disconnect the sockets the gate let through wherever they are and close their
+        connections; how many servers got the request (nobody answers a disconnect)."""
+        require(permit, Permit)
+        socket_ids = _socket_io_ids(permit.detail)
         if not socket_ids:
             return 0
         return self.client.publish(self.channels.request, disconnect_request(socket_ids, close=True))
@@ -145,7 +151,7 @@ class Teller:
     def enabled(self) -> bool:
         return self.tier is not None
 
-    def tell_guests(self, guests: list[tuple[str, str]]) -> None:
+    def tell_guests(self, guests: list[tuple[Cleared, str]]) -> None:
         try:
             self.tier.tell_many(guests)
         except NoPermissionError as exc:  # an ACL without PUBLISH: retrying cannot help

@@ -47,12 +47,15 @@ from dataclasses import dataclass, field
 import redis
 from loguru import logger
 
-from . import cluster, reasons, scripts, store
+from . import cluster, guest_ids, reasons, scripts, store
 from .config import Config
 from .events import EventStream, decision
+from .gate import Gate
 from .guard import allowance, is_mass_expiry
 from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
+from .live_users import LiveUsers
+from .liveness import live_user_of
 from .names import decode_name
 from .notify import SweepNotify
 from .presence import OnlineList
@@ -87,6 +90,7 @@ class SweepReport:
     skipped_live: int = 0
     deferred: int = 0
     attached: int = 0  # dead by their records, but socket.io still holds their sockets: kept
+    not_a_guest_id: int = 0  # reaped in Redis, but their id may reach no service (reaper/guest_ids.py)
     socketless_seen: int = 0  # guest entries naming no socket; left for a sequential sweep when late
     mass_expiry: bool = False
     orphans_skipped: bool = False
@@ -213,8 +217,10 @@ class Sweep:
                  now: float, budget: int | None, skip_orphans: bool,
                  stopping: threading.Event | None = None, quiet: bool = False,
                  warned: set[str] | None = None, notify: SweepNotify | None = None,
-                 progress: Progress | None = None, overlapped: bool = False):
+                 progress: Progress | None = None, overlapped: bool = False, gate: Gate | None = None):
         self.client, self.config, self.keys = client, config, keys
+        self.gate = gate  # publishes who is live, and refuses ids that are not guests'; None: `stats`
+        self.live: LiveUsers | None = None  # users with a live record, while the record pass runs
         self.quiet = quiet  # `reaper stats` counts without telling
         self.progress = progress  # a line on a terminal; None: nothing drawn
         self.audit = EventStream.from_config(client, keys, config)
@@ -418,7 +424,7 @@ class Sweep:
         return [e for e in orphans if e.socket_id not in attached] if attached else orphans
 
     def _take_orphans(self, chosen: list[OnlineEntry]) -> list[bool]:
-        self._fence([e.socket_id for e in chosen if e.socket_id])
+        self._fence([(e.socket_id, e.user_id) for e in chosen if e.socket_id])
         if self.cluster_takes:
             return self._take_orphans_on_cluster(chosen)
         taken = []
@@ -440,14 +446,27 @@ class Sweep:
         """The guest's intent as written; "" when it has no step left, and then none is written:
         the sweep leaves no cascade with nothing to do, and no removal without its intent while
         a step is left."""
-        if not remove_entry and not self.irreversible:
+        irreversible = self.irreversible if self._is_guest_id(user_id) else []
+        if not remove_entry and not irreversible:
             return ""
-        return guest_intent(user_id, socket_id, reason, self.now, remove_entry, self.irreversible).to_json()
+        return guest_intent(user_id, socket_id, reason, self.now, remove_entry, irreversible).to_json()
+
+    def _is_guest_id(self, user_id: str) -> bool:
+        return guest_ids.problem(user_id, self.config.redis.guest_id_prefix) is None
 
     # -- guest_connection:*
     def _record_pass(self) -> None:
         count = self.config.redis.scan_count
+        board = self.gate.liveness.board if self.gate is not None else None
+        if board is not None:
+            # Sized by the last pass, or by the online list on the first: an undersized filter
+            # only makes more users look live, which defers them to the next sweep.
+            expected = board.expected or self.client.hlen(self.keys.online)
+            self.live = LiveUsers(expected, time.monotonic())
         self._judge_all(scan_batches(self.client, self.keys.connection_pattern, count), scanned=True)
+        if board is not None and not self._stopped():  # a pass cut short would miss live users
+            board.publish(self.live)
+        self.live = None
 
     def _records_again(self, keys: list[str]) -> None:
         """Records held back, read and judged again: one that moved on is live now, and kept."""
@@ -482,20 +501,26 @@ class Sweep:
         now, policy, report = self.now, self.policy, self.report
         add_age, stale = report.skew.add, report.stale
         doomed, readable, responsive = [], 0, 0
+        live = []
         for record in present:
             if type(record) is Malformed:
                 doomed.append(self._malformed(record))
+                if live_user_of(record, now, policy):
+                    live.append(record.user_id)
                 continue
             verdict = judge(record.last_heartbeat, record.last_pong, now, policy)
             readable += 1
             responsive += verdict.responsive
             if verdict.reason is None:
                 add_age(verdict.heartbeat_age_s)  # the writers' clock lead, for metrics
+                live.append(record.user_id)
             else:
                 stale[verdict.reason] += 1
                 doomed.append((record, verdict.reason, verdict))
         report.total += readable
         report.responsive += responsive
+        if self.live is not None:
+            self.live.add_all(live)
         return doomed
 
     def _within_budget(self, doomed: list[tuple]) -> list[tuple]:
@@ -536,10 +561,11 @@ class Sweep:
         if not self.quiet:
             self.notify.keep(user_id, socket_id, reason)
 
-    def _fence(self, socket_ids: list[str]) -> None:
-        if self.notify is not None and self.notify.fencing and socket_ids:
+    def _fence(self, doomed: list[tuple[str | None, str | None]]) -> None:
+        """(socketId, userId) of the guests about to be taken: the gate decides which sockets go."""
+        if self.notify is not None and self.notify.fencing and doomed:
             with self.turn:
-                self.notify.fence(socket_ids)
+                self.notify.fence(doomed, self.now)
 
     def _malformed(self, record: Malformed):
         self.report.malformed += 1
@@ -559,7 +585,7 @@ class Sweep:
             self._taken(doomed, self._take_records(doomed))
 
     def _take_records(self, doomed: list[tuple]) -> list[bool]:
-        self._fence([r.socket_id for r, _, _ in doomed if r.user_id])  # before the records go
+        self._fence([(r.socket_id, r.user_id) for r, _, _ in doomed if r.user_id])  # before the records go
         if self.cluster_takes:
             return self._take_then_settle(doomed)
         taken = self._take_with_entries(doomed)
@@ -680,6 +706,8 @@ class Sweep:
         for one in decisions:
             self.report.reaped[one.reason] += 1
             done += 1
+            if not self._is_guest_id(one.user_id):
+                self._not_a_guest_id(one.user_id)
             if not self.quiet:
                 logger.log("INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
                            one.user_id, one.socket_id or "-", one.reason, one.detail,
@@ -687,6 +715,12 @@ class Sweep:
         if decisions and not (self.quiet or self.dry_run):
             with self.turn:
                 self.audit.write(decisions)
+
+    def _not_a_guest_id(self, user_id: str) -> None:
+        """Reaped in Redis by the usual rules, but no service, MongoDB or socket.io hears of it."""
+        self.report.not_a_guest_id += 1
+        if self.gate is not None and not self.quiet:
+            self.gate.refuse_id(user_id, "sweep")
 
     def _show_progress(self) -> None:
         if self.progress is not None:
@@ -697,7 +731,7 @@ class Sweep:
 
 def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[str],
           force: bool = False, stopping: threading.Event | None = None,
-          progress: Progress | None = None) -> SweepReport:
+          progress: Progress | None = None, gate: Gate | None = None) -> SweepReport:
     """One full sweep against Redis's clock, with the mass-expiry guard."""
     started = time.monotonic()
     store.require_hash(client, keys.online, "redis.online_key")
@@ -705,9 +739,9 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
     skip_orphans = _evictions_grew(client, keys, config.safety.dry_run)
     budget = None if config.safety.dry_run else allowance(config.safety, force)
     args = (client, config, keys, irreversible, now)
-    notify = SweepNotify.of(client, config)
+    notify = SweepNotify.of(client, config, gate)
     first = Sweep(*args, budget, skip_orphans, stopping, notify=notify, progress=progress,
-                  overlapped=_may_overlap(client, keys))
+                  overlapped=_may_overlap(client, keys), gate=gate)
     report = first.run()
     if not (config.safety.dry_run or report.interrupted):
         client.hset(keys.state, "socketless_entries", report.socketless_seen)
@@ -716,7 +750,7 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
         _warn_mass_expiry(report, config)
     elif report.deferred and not report.interrupted:
         _second_look(Sweep(*args, None, skip_orphans, stopping, warned=first.warned, notify=notify,
-                           progress=progress), first.held, report)
+                           progress=progress, gate=gate), first.held, report)
     report.duration_s = time.monotonic() - started
     if progress is not None:
         progress.done()
@@ -733,6 +767,7 @@ def _second_look(second: Sweep, held: HeldBack, report: SweepReport) -> None:
     report.quarantined += later.quarantined
     report.skipped_live += later.skipped_live
     report.attached += later.attached
+    report.not_a_guest_id += later.not_a_guest_id
     report.interrupted = later.interrupted
     report.deferred = 0
 

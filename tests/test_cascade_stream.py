@@ -10,10 +10,10 @@ from collections import Counter
 import pymongo.errors
 import pytest
 
-import reaper.cascade
 from reaper import scripts
 from reaper.cascade import Senders
 from reaper.intents import guest_intent
+from support.clocks import ManualClock
 from support.guests import record, redis_now
 from support.standin import wait_for
 
@@ -206,10 +206,10 @@ def test_a_delete_that_raises_past_except_exception_still_gets_an_answer(r, ctx_
     ctx = ctx_factory(NO_MONGO, cascade__concurrency=2)
     original = ctx.targets.auth.delete_guest
 
-    def escaping(user_id: str) -> None:
-        if user_id == users[2]:
+    def escaping(guest) -> None:
+        if guest.user_id == users[2]:
             raise Escaped("out of the blue")
-        original(user_id)
+        original(guest)
 
     monkeypatch.setattr(ctx.targets.auth, "delete_guest", escaping)
     reports = []
@@ -297,21 +297,22 @@ def test_settle_answers_each_cascade_of_a_group_in_order(r):
 
 def test_a_guest_back_while_a_slow_auth_service_works_through_the_batch_keeps_its_user(
         r, ctx_factory, auth_service, world, monkeypatch):
-    """The liveness check of a batch is repeated for the DELETEs still to go once it is
-    LIVENESS_FRESH_S old: a slow auth-service must not carry a DELETE past a guest's return."""
+    """The gate's check of a batch is repeated for the DELETEs still to go once it is older
+    than the gate trusts: a slow auth-service must not carry a DELETE past a guest's return."""
     users = queue_cascades(r, 4)
-    monkeypatch.setattr(reaper.cascade, "LIVENESS_FRESH_S", 0.0)
-    original = reaper.cascade.CascadeRunner._delete_guest
+    ctx = ctx_factory(NO_MONGO, cascade__batch_size=4, cascade__concurrency=1)
+    clock = ManualClock()
+    ctx.gate.clock = clock  # the gate's checks age only when a DELETE takes long
+    original = ctx.targets.auth.delete_guest
 
-    def first_delete_sees_the_last_guest_come_back(self, claimed):
-        if claimed.intent.user_id == users[0]:
+    def first_delete_sees_the_last_guest_come_back(guest):
+        clock.advance(ctx.gate.fresh_s + 1)  # a slow DELETE: every check before it is old now
+        if guest.user_id == users[0]:
             world.write_record("sock3", record("sock3", users[3], world.now))  # back, same socket
             world.entry(users[3], "sock3")
-        original(self, claimed)
+        original(guest)
 
-    monkeypatch.setattr(reaper.cascade.CascadeRunner, "_delete_guest",
-                        first_delete_sees_the_last_guest_come_back)
-    ctx = ctx_factory(NO_MONGO, cascade__batch_size=4, cascade__concurrency=1)
+    monkeypatch.setattr(ctx.targets.auth, "delete_guest", first_delete_sees_the_last_guest_come_back)
 
     report = ctx.drain()
 

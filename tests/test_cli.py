@@ -347,6 +347,7 @@ def test_stats_json_counts_the_world_and_writes_nothing(env, r, small_world):
         "stale_by_reason": {"heartbeat_timeout": 1, "ping_timeout": 1},
         "orphans_now": 1,
         "malformed_now": 1,
+        "not_a_guest_id_now": 0,
         "registered_online": 1,
         "cascades": {"pending": 0, "due_now": 0, "dead": 0},
         "last_sweep_age_s": None,

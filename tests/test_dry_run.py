@@ -10,6 +10,7 @@ from reaper.config import ServiceConfig
 from reaper.daemon import run_once
 from reaper.intents import guest_intent
 from reaper.services import AuthService, UserService
+from support.gates import cleared, permit
 from support.guests import record
 from sweep_helpers import keys_of
 
@@ -70,11 +71,11 @@ def test_stats_reads_only(r, world, ctx_factory, mongo):
 
 
 @pytest.mark.parametrize("call", [
-    lambda auth, users: auth.delete_guest("guest_1"),
-    lambda auth, users: auth.cleanup_all(),
-    lambda auth, users: auth.cleanup_before(datetime(2030, 1, 1)),
-    lambda auth, users: users.cleanup_all(),
-    lambda auth, users: users.cleanup_before(datetime(2030, 1, 1)),
+    lambda auth, users: auth.delete_guest(cleared("guest_1")),
+    lambda auth, users: auth.cleanup_all(permit("auth_all")),
+    lambda auth, users: auth.cleanup_before(permit("retention", datetime(2030, 1, 1).timestamp())),
+    lambda auth, users: users.cleanup_all(permit("users_all")),
+    lambda auth, users: users.cleanup_before(permit("retention", datetime(2030, 1, 1).timestamp())),
 ], ids=["delete_guest", "auth_cleanup_all", "auth_cleanup", "users_cleanup_all", "users_cleanup"])
 def test_the_http_clients_refuse_to_write_in_a_dry_run(auth_service, user_service, call):
     auth = AuthService(ServiceConfig(base_url=auth_service.url), dry_run=True)
@@ -93,7 +94,7 @@ def test_the_http_clients_refuse_to_write_in_a_dry_run(auth_service, user_servic
 def test_without_dry_run_the_same_client_sends(auth_service):
     auth = AuthService(ServiceConfig(base_url=auth_service.url))
     try:
-        auth.delete_guest("guest_1")
+        auth.delete_guest(cleared("guest_1"))
     finally:
         auth.close()
     assert auth_service.wait_for(lambda: auth_service.deleted_guests() == ["guest_1"])

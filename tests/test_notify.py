@@ -12,6 +12,7 @@ from reaper.errors import PermanentError
 from reaper.msgpack import unpackb
 from reaper.purge import purge
 from reaper.signaling import SignalingCluster, Teller
+from support.gates import cleared
 from support.guests import CONN, record
 from support.redis_proc import find_free_port
 from support.standin import wait_for
@@ -31,7 +32,7 @@ def told(*guests) -> list[dict]:
 def hear_marker(ctx, clients, marker="guest_marker") -> None:
     """Tell a marker to every client and wait until each heard it: Redis delivers in publish
     order, so whatever a client has not heard by then was never sent."""
-    SignalingCluster(ctx.client, ctx.config.notify).tell(marker, "orphan")
+    SignalingCluster(ctx.client, ctx.config.notify).tell_many([(cleared(marker), "orphan")])
     for client in clients:
         assert wait_for(lambda: {"userId": marker, "reason": "orphan"} in guest_left(client), timeout=10)
 
@@ -171,7 +172,7 @@ def test_a_publish_refused_by_an_acl_is_a_permanent_failure(r, redis_server):
                           password="secret")
     try:
         with pytest.raises(PermanentError, match="signaling: .*publish"):
-            Teller(SignalingCluster(limited, NotifyConfig())).tell_guests([("guest_1", "orphan")])
+            Teller(SignalingCluster(limited, NotifyConfig())).tell_guests([(cleared("guest_1"), "orphan")])
     finally:
         limited.close()
         r.acl_deluser("reaper-no-publish")

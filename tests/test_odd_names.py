@@ -13,6 +13,7 @@ import redis
 from reaper import names
 from reaper.purge import purge
 from reaper.signaling import SignalingCluster
+from support.gates import cleared, permit
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import assert_intents_consistent, intents, keys_of
 
@@ -145,9 +146,9 @@ def test_socketio_is_never_told_about_an_odd_name(ctx_factory, r):
     try:
         confirmed = [listener.get_message(timeout=5) for _ in range(2)]
         assert [m["type"] for m in confirmed] == ["subscribe", "subscribe"]
-        assert tier.fence([odd]) == 0  # nothing published
-        assert tier.tell(names.decode_name(ODD_GUEST), "orphan") == 0
-        assert tier.fence([odd, "sock1"]) == 1  # the other one still goes, to our listener
+        assert tier.fence(permit("fence", [odd])) == 0  # nothing published
+        assert tier.tell_many([(cleared(names.decode_name(ODD_GUEST)), "orphan")]) == 0
+        assert tier.fence(permit("fence", [odd, "sock1"])) == 1  # the other one still goes, to our listener
     finally:
         listener.close()
 

@@ -13,6 +13,7 @@ from reaper.config import NotifyConfig
 from reaper.daemon import startup
 from reaper.jobs import SWEEP
 from reaper.signaling import ATTACHED, NOT_ATTACHED, UNKNOWN, SignalingCluster
+from support.gates import cleared, permit
 from support.redis_proc import find_free_port
 from support.signaling import NodeTier
 from support.standin import wait_for
@@ -29,6 +30,10 @@ def notify_cluster(r):
     return make
 
 
+def tell(cluster: SignalingCluster, user_id: str, reason: str) -> int:
+    return cluster.tell_many([(cleared(user_id), reason)])
+
+
 def guest_left(client) -> list:
     return [args[0] for args in client.received("guestLeft")]
 
@@ -39,7 +44,7 @@ def test_every_client_on_every_server_hears_guest_left(signaling: NodeTier, noti
     first, second = signaling.servers(2)
     clients = [signaling.client(first), signaling.client(second), signaling.client(second)]
 
-    receivers = notify_cluster().tell("guest_6f1c2a9e", "heartbeat_timeout")
+    receivers = tell(notify_cluster(), "guest_6f1c2a9e", "heartbeat_timeout")
 
     assert receivers == 2  # each server's adapter PSUBSCRIBEs the broadcast channel
     for client in clients:
@@ -52,7 +57,7 @@ def test_tell_many_sends_one_event_per_guest_in_order(signaling, notify_cluster)
     clients = [signaling.client(first), signaling.client(second)]
     guests = [(f"guest_{n}", reason) for n, reason in enumerate(["orphan", "ping_timeout", "malformed"])]
 
-    notify_cluster().tell_many(guests)
+    notify_cluster().tell_many([(cleared(u), why) for u, why in guests])
 
     for client in clients:
         assert wait_for(lambda: len(guest_left(client)) == 3, timeout=10)
@@ -62,7 +67,7 @@ def test_tell_many_sends_one_event_per_guest_in_order(signaling, notify_cluster)
 def test_tell_uses_the_configured_event_name(signaling, notify_cluster):
     client = signaling.client(signaling.servers(1)[0])
 
-    notify_cluster(event="guestGone").tell("guest_1", "orphan")
+    tell(notify_cluster(event="guestGone"), "guest_1", "orphan")
 
     assert client.expect("message", name="guestGone")["args"] == [{"userId": "guest_1", "reason": "orphan"}]
     assert client.received("guestLeft") == []
@@ -72,8 +77,8 @@ def test_tell_reaches_only_the_configured_prefix_and_namespace(signaling, notify
     custom = signaling.client(signaling.servers(1, "voip-sig", "/calls")[0])
     default = signaling.client(signaling.servers(1)[0])
 
-    assert notify_cluster(**CUSTOM).tell("guest_1", "orphan") == 1
-    notify_cluster().tell("guest_marker", "orphan")
+    assert tell(notify_cluster(**CUSTOM), "guest_1", "orphan") == 1
+    tell(notify_cluster(), "guest_marker", "orphan")
 
     assert custom.expect("message", name="guestLeft")["args"] == [{"userId": "guest_1", "reason": "orphan"}]
     default.expect("message", name="guestLeft")
@@ -90,7 +95,7 @@ def test_fence_disconnects_the_socket_on_whichever_server_holds_it(signaling, no
     clients = [signaling.client(servers[0]), signaling.client(servers[1])]
     target, bystander = clients[holder], clients[1 - holder]
 
-    assert notify_cluster().fence([target.id]) == 2
+    assert notify_cluster().fence(permit("fence", [target.id])) == 2
 
     assert target.expect("disconnect")["reason"] == "io server disconnect"
     holding = servers[holder]
@@ -106,7 +111,7 @@ def test_fence_of_several_sockets_at_once(signaling, notify_cluster):
     first, second = signaling.servers(2)
     a, b, c = signaling.client(first), signaling.client(second), signaling.client(second)
 
-    notify_cluster().fence([a.id, b.id, "not-connected-anywhere"])
+    notify_cluster().fence(permit("fence", [a.id, b.id, "not-connected-anywhere"]))
 
     a.expect("disconnect")
     b.expect("disconnect")
@@ -115,7 +120,7 @@ def test_fence_of_several_sockets_at_once(signaling, notify_cluster):
 
 def test_fence_with_an_empty_list_sends_nothing(signaling, notify_cluster):
     client = signaling.client(signaling.servers(1)[0])
-    assert notify_cluster().fence([]) == 0
+    assert notify_cluster().fence(permit("fence", [])) == 0
     assert notify_cluster().ask([client.id]).verdict(client.id) == ATTACHED
 
 
@@ -158,7 +163,7 @@ def test_with_no_server_nothing_is_attached_and_nobody_waits(r, signaling, notif
     assert answer.verdict("Qx7b2M1dZk_AAAB") == NOT_ATTACHED
     assert (answer.complete, answer.expected, answer.answered) == (True, 0, 0)
     assert "no signaling server subscribes socket.io-request#/#" in answer.why
-    assert cluster.servers() == 0 and cluster.tell("guest_1", "orphan") == 0 and cluster.fence(["x"]) == 0
+    assert cluster.servers() == 0 and tell(cluster, "guest_1", "orphan") == 0 and cluster.fence(permit("fence", ["x"])) == 0
     assert r.pubsub_channels() == []  # nothing subscribed, nothing left behind
 
 
@@ -325,6 +330,6 @@ def test_a_redis_error_makes_ask_unknown_and_tell_and_fence_raise():
 
     assert answer.verdict("s1") == UNKNOWN and answer.why.startswith("redis: ")
     with pytest.raises(redis.ConnectionError):
-        cluster.tell("guest_1", "orphan")
+        tell(cluster, "guest_1", "orphan")
     with pytest.raises(redis.ConnectionError):
-        cluster.fence(["s1"])
+        cluster.fence(permit("fence", ["s1"]))

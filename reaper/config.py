@@ -86,6 +86,7 @@ class TimingConfig:
     max_missed_pings: int = _int(3)
     retention_s: float = _duration("24h", 0.001)
     clock_skew_s: float = _duration("5s")
+    max_future_s: float = _duration("5m")  # a timestamp further ahead makes its record malformed
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,12 @@ class GuestRecord:
     last_pong: float  # epoch seconds
     witness: tuple = field(default=(b"", b""), repr=False)  # what compare-and-delete compares
 
+    def malformed(self, problem: str, redis_type: str) -> "Malformed":
+        """This record as malformed after all: readable, but judged unbelievable (a timestamp in
+        the future, reaper/staleness.py)."""
+        return Malformed(self.key, self.socket_id, problem, redis_type, self.user_id,
+                         self.last_heartbeat, self.last_pong, self.witness)
+
 
 @dataclass(slots=True)
 class Malformed:

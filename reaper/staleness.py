@@ -14,19 +14,26 @@ class Policy:
     ping_interval_s: float
     max_missed_pings: int
     clock_skew_s: float
+    max_future_s: float = TimingConfig.max_future_s
     # The thresholds in whole microseconds, worked out once: judge() runs for every record.
     heartbeat_limit_us: int = field(init=False, repr=False, compare=False)
     ping_interval_us: int = field(init=False, repr=False, compare=False)
+    # Below these a heartbeat's age, or a pong's silence less clock_skew, is a timestamp
+    # further ahead than max_future.
+    heartbeat_future_us: int = field(init=False, repr=False, compare=False)
+    pong_future_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "heartbeat_limit_us",
                            _micros(self.connection_timeout_s + self.clock_skew_s))
         object.__setattr__(self, "ping_interval_us", max(1, _micros(self.ping_interval_s)))
+        object.__setattr__(self, "heartbeat_future_us", -_micros(self.max_future_s))
+        object.__setattr__(self, "pong_future_us", -_micros(self.max_future_s + self.clock_skew_s))
 
     @classmethod
     def from_config(cls, timing: TimingConfig) -> "Policy":
         return cls(timing.connection_timeout_s, timing.ping_interval_s,
-                   timing.max_missed_pings, timing.clock_skew_s)
+                   timing.max_missed_pings, timing.clock_skew_s, timing.max_future_s)
 
 
 @dataclass(slots=True)
@@ -56,13 +63,25 @@ def _micros(seconds: float) -> int:
 
 
 def judge(last_heartbeat: float, last_pong: float, now: float, policy: Policy) -> Verdict:
+    """Stale, live, or MALFORMED: a timestamp beyond ``now + max_future`` would keep its record
+    live for ever (SPEC §1); the sweep quarantines it like any malformed record."""
     age = now - last_heartbeat
     # missed_pings() and _micros() inlined: this runs for every record of every sweep.
-    missed = max(0, round((now - last_pong - policy.clock_skew_s) * 1_000_000) // policy.ping_interval_us)
-    if round(age * 1_000_000) > policy.heartbeat_limit_us:
+    age_us = round(age * 1_000_000)
+    silent_us = round((now - last_pong - policy.clock_skew_s) * 1_000_000)
+    missed = max(0, silent_us // policy.ping_interval_us)
+    if age_us < policy.heartbeat_future_us or silent_us < policy.pong_future_us:
+        reason = reasons.MALFORMED
+    elif age_us > policy.heartbeat_limit_us:
         reason = reasons.HEARTBEAT_TIMEOUT
     elif missed >= policy.max_missed_pings:
         reason = reasons.PING_TIMEOUT
     else:
         reason = None
     return Verdict(reason, age, missed)
+
+
+def future_problem(last_heartbeat: float, last_pong: float, now: float) -> str:
+    """What a record that judge() found MALFORMED is malformed by, for logs and the audit trail."""
+    name, when = ("lastHeartbeat", last_heartbeat) if last_heartbeat >= last_pong else ("lastPongReceived", last_pong)
+    return f"timestamp in the future: {name} {when - now:.0f}s ahead of Redis TIME"

@@ -61,7 +61,7 @@ from .notify import SweepNotify
 from .presence import OnlineList
 from .records import Malformed, OnlineEntry, parse_online_entry
 from .skew import Skew
-from .staleness import Policy, judge
+from .staleness import Policy, future_problem, judge
 from .store import hscan_batches, redis_now, scan_batches
 from .terminal import Progress
 
@@ -509,6 +509,10 @@ class Sweep:
                     live.append(record.user_id)
                 continue
             verdict = judge(record.last_heartbeat, record.last_pong, now, policy)
+            if verdict.reason is reasons.MALFORMED:  # a timestamp beyond timing.max_future
+                problem = future_problem(record.last_heartbeat, record.last_pong, now)
+                doomed.append(self._malformed(record.malformed(problem, self.record_type)))
+                continue
             readable += 1
             responsive += verdict.responsive
             if verdict.reason is None:

@@ -55,6 +55,7 @@ def test_defaults_when_no_file_and_no_environment():
     assert loaded.timing.max_missed_pings == 3
     assert loaded.timing.retention_s == 86400
     assert loaded.timing.clock_skew_s == 5
+    assert loaded.timing.max_future_s == 300
     assert loaded.startup.purge == "cold"
     assert loaded.auth_service.base_url == "http://auth-service:3001"
     assert loaded.user_service.base_url == "http://user-service:3002"
@@ -262,8 +263,19 @@ def test_durations_in_the_environment(raw, seconds):
 
 def test_clock_skew_may_be_zero_where_other_durations_may_not(tmp_path):
     assert load_config(None, {"REAPER_TIMING_CLOCK_SKEW": "0s"}).timing.clock_skew_s == 0
+    assert load_config(None, {"REAPER_TIMING_MAX_FUTURE": "0"}).timing.max_future_s == 0
     error = config_error(lambda: load_config(None, {"REAPER_TIMING_PING_INTERVAL": "0s"}))
     assert "greater than zero" in error.expected
+
+
+@pytest.mark.parametrize("text, environ, seconds", [
+    ('"1h"', {}, 3600), ("90", {}, 90), ('"0s"', {}, 0), ('"1h"', {"REAPER_TIMING_MAX_FUTURE": "30s"}, 30),
+])
+def test_max_future_is_a_duration_of_zero_or_more(tmp_path, text, environ, seconds):
+    loaded = load_toml(tmp_path, f"[timing]\nmax_future = {text}\n", environ)
+    assert loaded.timing.max_future_s == seconds
+    error = config_error(lambda: load_config(None, {"REAPER_TIMING_MAX_FUTURE": "-30s"}))
+    assert error.key == "timing.max_future"
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -306,6 +318,10 @@ BAD_FILES = [
     ('[timing]\nconnection_timeout = "0s"\n', "timing.connection_timeout", "0s", "greater than zero"),
     ('[timing]\nheartbeat_interval = -30\n', "timing.heartbeat_interval", -30, DURATION),
     ('[timing]\nclock_skew = "-5s"\n', "timing.clock_skew", "-5s", DURATION),
+    ('[timing]\nmax_future = "-5m"\n', "timing.max_future", "-5m", DURATION),
+    ('[timing]\nmax_future = -1\n', "timing.max_future", -1, DURATION),
+    ('[timing]\nmax_future = "a year"\n', "timing.max_future", "a year", DURATION),
+    ('[timing]\nmax_future = inf\n', "timing.max_future", float("inf"), DURATION),
     ('[timing]\nretention = nan\n', "timing.retention", "nan", DURATION),
     ('[timing]\nretention = inf\n', "timing.retention", float("inf"), DURATION),
     ('[timing]\nretention = true\n', "timing.retention", True, DURATION),

@@ -135,8 +135,9 @@ def test_policy_thresholds_are_worked_out_not_compared():
 
     assert (policy.heartbeat_limit_us, policy.ping_interval_us) == (185_000_000, 60_000_000)
     assert policy == Policy(180.0, 60.0, 3, 5.0)
+    assert (policy.heartbeat_future_us, policy.pong_future_us) == (-300_000_000, -305_000_000)
     assert repr(policy) == ("Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, "
-                            "clock_skew_s=5)")
+                            "clock_skew_s=5, max_future_s=300.0)")
 
 
 # -- intents ----------------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from reaper.config import CascadeConfig, SafetyConfig, TimingConfig
 from reaper.guard import allowance, is_mass_expiry
 from reaper.intents import Intent, guest_intent, purge_intent
 from reaper.retry import RetryPolicy
-from reaper.staleness import Policy, judge, missed_pings
+from reaper.staleness import Policy, future_problem, judge, missed_pings
 
 NOW = 1_800_000_000.0
 DEFAULTS = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5)
-HB, PING = reasons.HEARTBEAT_TIMEOUT, reasons.PING_TIMEOUT
+HB, PING, MALFORMED = reasons.HEARTBEAT_TIMEOUT, reasons.PING_TIMEOUT, reasons.MALFORMED
+YEAR = 365 * 24 * 3600
 
 
 def verdict(heartbeat_age, pong_age, policy=DEFAULTS):
@@ -46,11 +47,14 @@ def verdict(heartbeat_age, pong_age, policy=DEFAULTS):
     (400, 400, HB, 6),
     (185.001, 185, HB, 3),
     (185, 185, PING, 3),
-    # writer clock ahead of Redis: negative ages are live
+    # writer clock ahead of Redis: negative ages are live, up to max_future (5 min)
     (-30, -30, None, 0),
-    (-1e6, -1e6, None, 0),
+    (-300, -300, None, 0),
     (-30, 200, PING, 3),
     (200, -30, HB, 0),
+    # further ahead, a record would stay live for ever: malformed
+    (-300.001, -300.001, MALFORMED, 0),
+    (-1e6, -1e6, MALFORMED, 0),
 ])
 def test_judge_with_the_default_policy(heartbeat_age, pong_age, reason, missed):
     found = verdict(heartbeat_age, pong_age)
@@ -95,9 +99,69 @@ def test_missed_pings(pong_age, missed):
 
 
 def test_policy_from_config_takes_the_timing_section():
-    timing = TimingConfig(connection_timeout_s=120, ping_interval_s=20, max_missed_pings=4, clock_skew_s=1)
-    assert Policy.from_config(timing) == Policy(120, 20, 4, 1)
+    timing = TimingConfig(connection_timeout_s=120, ping_interval_s=20, max_missed_pings=4, clock_skew_s=1,
+                          max_future_s=30)
+    assert Policy.from_config(timing) == Policy(120, 20, 4, 1, 30)
     assert Policy.from_config(TimingConfig()) == DEFAULTS
+    assert DEFAULTS.max_future_s == TimingConfig().max_future_s == 300
+
+
+# -- far-future timestamps (SPEC §1: beyond now + max_future a record is malformed) ------------
+
+
+@pytest.mark.parametrize("heartbeat_ahead, pong_ahead, reason", [
+    (0, 0, None),
+    (299.999, 299.999, None),
+    (300, 300, None),  # exactly max_future ahead: still believed
+    (300.001, 300.001, MALFORMED),
+    (301, 0, MALFORMED),
+    (YEAR, YEAR, MALFORMED),
+    (99_999_999_999 - NOW, 99_999_999_999 - NOW, MALFORMED),  # epoch 99999999999: the year 5138
+    (253402300799 - NOW, 0, MALFORMED),  # 9999-12-31T23:59:59Z
+    # either timestamp alone: a pong far ahead keeps a record from ever ping-timing-out
+    (0, 300.001, MALFORMED),
+    (0, YEAR, MALFORMED),
+    (-10, YEAR, MALFORMED),
+    (YEAR, -10, MALFORMED),
+    # and it is said even where the other timestamp makes the record stale
+    (-3600, YEAR, MALFORMED),
+    (YEAR, -3600, MALFORMED),
+    (-3600, 300, HB),
+    (300, -3600, PING),
+])
+def test_a_timestamp_beyond_max_future_is_malformed(heartbeat_ahead, pong_ahead, reason):
+    found = judge(NOW + heartbeat_ahead, NOW + pong_ahead, NOW, DEFAULTS)
+
+    assert found.reason == reason
+    assert found.stale is (reason is not None)
+
+
+@pytest.mark.parametrize("policy, heartbeat_ahead, pong_ahead, reason", [
+    (Policy(180, 60, 3, 5, 0), 0, 0, None),
+    (Policy(180, 60, 3, 5, 0), 0.001, 0, MALFORMED),  # 0: nothing ahead of Redis TIME
+    (Policy(180, 60, 3, 5, 0), 0, 0.001, MALFORMED),
+    (Policy(180, 60, 3, 0, 0), 0, 0.001, MALFORMED),
+    (Policy(180, 60, 3, 30, 10), 10, 10, None),  # clock_skew widens ages, not leads
+    (Policy(180, 60, 3, 30, 10), 10.001, 0, MALFORMED),
+    (Policy(180, 60, 3, 30, 10), 0, 10.001, MALFORMED),
+    (Policy(180, 60, 3, 5, 86400), 86400, 86400, None),
+    (Policy(180, 60, 3, 5, 86400), 86400.001, 0, MALFORMED),
+    (Policy(0.5, 0.1, 3, 0, 0.5), 0.5, 0.5, None),
+    (Policy(0.5, 0.1, 3, 0, 0.5), 0.5, 0.501, MALFORMED),
+])
+def test_max_future_with_other_policies(policy, heartbeat_ahead, pong_ahead, reason):
+    assert judge(NOW + heartbeat_ahead, NOW + pong_ahead, NOW, policy).reason == reason
+
+
+@pytest.mark.parametrize("heartbeat_ahead, pong_ahead, words", [
+    (YEAR, YEAR, "lastHeartbeat 31536000s ahead"),
+    (YEAR, 0, "lastHeartbeat 31536000s ahead"),
+    (-30, 3600, "lastPongReceived 3600s ahead"),
+    (600, 3600, "lastPongReceived 3600s ahead"),
+])
+def test_future_problem_names_the_timestamp_furthest_ahead(heartbeat_ahead, pong_ahead, words):
+    problem = future_problem(NOW + heartbeat_ahead, NOW + pong_ahead, NOW)
+    assert problem.startswith("timestamp in the future: ") and words in problem
 
 
 # -- mass-expiry guard --------------------------------------------------------------------

@@ -184,9 +184,9 @@ class DeleteStream:
     """
 
     def __init__(self, senders: Senders, circuit: Circuit, send, write_back,
-                 stopping: threading.Event | None, recheck=None, admit=None):
+                 stopping: threading.Event | None, recheck=None, admit=None, fresh=None):
         self.senders, self.circuit, self.send, self.write_back = senders, circuit, send, write_back
-        self.stopping, self.recheck, self.admit = stopping, recheck, admit
+        self.stopping, self.recheck, self.admit, self.fresh = stopping, recheck, admit, fresh
         self.window, self.write_every = 2 * senders.count, max(1, senders.count * 3 // 4)
         self._unsent: deque[tuple[Batch, Claimed]] = deque()
         self._unwritten = 0  # taken from _unsent, answer not yet written back
@@ -248,7 +248,7 @@ class DeleteStream:
         """A DELETE goes out only on a recent check. A slow auth-service can take minutes over a
         batch, so the next DELETEs are checked again, together, once theirs is getting old (the
         gate checks each one again anyway, alone, when it is older than its bound as it leaves)."""
-        if self.recheck is not None:
+        if self.recheck is not None and not self.fresh(self._unsent[0][1]):
             self.recheck([claimed for _, claimed in islice(self._unsent, self.window)])
 
     def _submit(self, batch: Batch, claimed: Claimed) -> None:
@@ -351,7 +351,8 @@ class CascadeRunner:
         stream = DeleteStream(self._senders, self.circuits.auth, self.targets.auth.delete_guest,
                               lambda answers: self._write_answers(answers, report), stopping,
                               recheck=lambda claimed: self._recheck(claimed, now_fn, report),
-                              admit=lambda claimed: self._admit(claimed, now_fn))
+                              admit=lambda claimed: self._admit(claimed, now_fn),
+                              fresh=lambda claimed: claimed.check is None or self.gate.fresh(claimed.check))
         try:
             self._run(stream, now_fn, stopping, report)
         except BaseException:
@@ -408,7 +409,8 @@ class CascadeRunner:
         self._drop_live_sockets(_needing(claimed, ONLINE), now, report)
         self._remove_entries(_needing(claimed, ONLINE))
         stream.pump()
-        self._survey_if_needed(now)
+        if any(c.intent.needs_liveness_check for c in claimed):
+            self._survey_if_needed(now)
         self._check(claimed, now, report)
         deletes = _needing(claimed, AUTH)
         if self.targets.auth.enabled:

@@ -110,11 +110,16 @@ def _check_http(service) -> Line:
         return Line(service.name, OFF, "(base_url is empty)")
     try:
         service.health()
-        return Line(service.name, OK, f"{service._client.base_url}health")
+        return Line(service.name, OK, health_url(str(service._client.base_url)))
     except StepError as exc:
         return Line(service.name, FAIL, str(exc))
     finally:
         service.close()
+
+
+def health_url(base_url: str) -> str:
+    """Where `GET /health` went, as shown: the base URL's path and /health, its password masked."""
+    return mask_url(base_url.rstrip("/") + "/health")
 
 
 def _check_mongo(config: Config, mongo_client) -> Line:

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 import redis
 
-from . import cluster
-from .config import Config, mask_url
+from . import cluster, redact
+from .config import Config, mask_url, secrets_of
 from .errors import RedisUnavailable, StepError
 from .keys import Keys
 from .purge import COLD
@@ -45,7 +45,7 @@ def check_redis(config: Config) -> list[Line]:
     try:
         client = connect(config)  # a cluster client asks its nodes at once
     except RedisUnavailable as exc:
-        return [Line("redis", FAIL, f"{where}: {exc}")]
+        return [Line("redis", FAIL, f"{where}: {_said(exc, config)}")]
     try:
         ping(client)
         infos = cluster.info_of_each(client) if cluster.is_cluster(client) else [client.info()]
@@ -53,7 +53,7 @@ def check_redis(config: Config) -> list[Line]:
         key_types = check_key_types(config, client)
         signaling = check_signaling(config, client)
     except (RedisUnavailable, *REDIS_DOWN, redis.RedisError) as exc:  # also ACL and protocol errors
-        return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {exc}")]
+        return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {_said(exc, config)}")]
     finally:
         client.close()
     versions = "/".join(sorted({str(info.get("redis_version", "?")) for info in infos}))
@@ -89,7 +89,7 @@ def check_signaling(config: Config, client: redis.Redis) -> Line:
     try:
         servers, channel = tier.servers(), tier.channels.request
     except redis.RedisError as exc:  # e.g. an ACL without PUBSUB
-        return Line("signaling", FAIL, f"PUBSUB NUMSUB {tier.channels.request}: {exc}")
+        return Line("signaling", FAIL, f"PUBSUB NUMSUB {tier.channels.request}: {_said(exc, config)}")
     if servers:
         start = "; a `reaper run` starting now sweeps instead of purging" if cold else ""
         return Line("signaling", OK, f"{servers} server(s) subscribe {channel}{start}")
@@ -110,11 +110,22 @@ def _check_http(service) -> Line:
         return Line(service.name, OFF, "(base_url is empty)")
     try:
         service.health()
-        return Line(service.name, OK, f"{service._client.base_url}health")
+        return Line(service.name, OK, health_url(str(service._client.base_url)))
     except StepError as exc:
-        return Line(service.name, FAIL, str(exc))
+        return Line(service.name, FAIL, _said(exc))
     finally:
         service.close()
+
+
+def health_url(base_url: str) -> str:
+    """Where `GET /health` went, as shown: the base URL's path and /health, its password masked."""
+    return mask_url(base_url.rstrip("/") + "/health")
+
+
+def _said(exc: Exception, config: Config | None = None) -> str:
+    """An error as a check line shows it: one line, credentials masked (the configuration's own
+    secrets too, when given)."""
+    return redact.printable(redact.scrub(str(exc), secrets_of(config) if config else ()))
 
 
 def _check_mongo(config: Config, mongo_client) -> Line:
@@ -126,6 +137,6 @@ def _check_mongo(config: Config, mongo_client) -> Line:
         return Line("mongo", OK, f"{mask_url(config.mongo.uri)} {config.mongo.database}."
                                  f"{config.mongo.collection}")
     except StepError as exc:
-        return Line("mongo", FAIL, str(exc))
+        return Line("mongo", FAIL, _said(exc, config))
     finally:
         store.close()

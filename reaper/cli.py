@@ -2,15 +2,18 @@
 
 import json
 import os
+import re
 import sys
 
 import click
+import redis
 from loguru import logger
 
 from . import deadletters
 from . import logs
 from . import pause as pausing
 from . import purge as purging
+from . import redact
 from .check import check as run_check
 from .config import as_masked_dict, load_config, mask_url, secrets_of
 from .context import Context
@@ -157,6 +160,8 @@ def stats(config_path, as_json, watch_s, count):
         _exit_usage(exc)
     except (RedisUnavailable, *REDIS_DOWN) as exc:
         _exit_unreachable(exc)
+    except redis.ResponseError as exc:
+        _exit_refused(exc)
     finally:
         ctx.close()
 
@@ -233,14 +238,37 @@ def events(config_path, user_id, since_s, as_json, limit):
     """The audit trail: who removed which guest, when and why. One decision record per reaped
     guest, newest first: its reason (heartbeat_timeout, ping_timeout, orphan, malformed) and
     what the sweep observed (heartbeat age, missed pings, the malformed record's problem).
-    Kept in the stream <reaper_prefix>events, about events.max_len of them. Reads only."""
+    Kept in the stream <reaper_prefix>events, about events.max_len of them. Reads only.
+    Entries it cannot read are skipped and counted ("N entries unreadable, skipped"; with
+    --json a last line {"unreadable": N})."""
     from . import events as audit
 
     config = _load(config_path)
-    found = _on_redis(config, lambda client, keys: audit.EventStream(client, keys, config.events.max_len)
-                      .read(redis_now(client), since_s, user_id, limit))
-    if not (as_json and not found):  # no JSON lines for no records, not even an empty one
-        click.echo(audit.as_json_lines(found) if as_json else audit.as_text(found))
+    found = _reading(config, lambda client, keys: audit.EventStream(client, keys, config.events.max_len)
+                     .query(redis_now(client), since_s, user_id, limit))
+    if as_json:  # no JSON lines for no records, not even an empty one
+        if found.records or found.unreadable:
+            click.echo(audit.as_json_lines(found.records, found.unreadable))
+    else:
+        click.echo(audit.as_text(found.records, found.unreadable))
+
+
+def _reading(config, action):
+    """_on_redis for the commands that read reaper's own keys: a key of another type is a
+    configuration error (exit 2), any other refusal by Redis exit 3; one line, no traceback."""
+    try:
+        return _on_redis(config, action)
+    except ConfigError as exc:
+        _exit_usage(exc)
+    except redis.ResponseError as exc:
+        _exit_refused(exc)
+
+
+def _exit_refused(exc: Exception) -> None:
+    """Redis answered with an error: a key changed type meanwhile (exit 2, as a key of another
+    type is), or it refuses us, e.g. an ACL (exit 3: Redis cannot be used)."""
+    click.echo(f"reaper: Redis refused: {redact.printable(str(exc))}", err=True)
+    sys.exit(EXIT_USAGE if str(exc).startswith("WRONGTYPE") else EXIT_REDIS)
 
 
 @cli.group(name="dead-letters")
@@ -256,9 +284,10 @@ def dead_letters():
               help="Show at most this many, newest first.")
 def list_dead_letters(config_path, as_json, limit):
     """List dead letters, newest first. Each shows its cascade id, user, reason, age, how
-    long it has been dead, attempts, and the last error of each step that failed. Reads only."""
+    long it has been dead, attempts, and the last error of each step that failed. A letter that
+    cannot be read is listed by its id only (drop it), and counted ("unreadable"). Reads only."""
     config = _load(config_path)
-    found = _on_redis(config, lambda client, keys: deadletters.DeadLetters(client, keys).listing(limit))
+    found = _reading(config, lambda client, keys: deadletters.DeadLetters(client, keys).listing(limit))
     click.echo(json.dumps(found, sort_keys=True) if as_json else deadletters.as_text(found))
 
 
@@ -280,7 +309,7 @@ def retry_dead_letters(config_path, letter_id, every):
     were left."""
     cascade_id = _one_or_all(letter_id, every)
     config = _load(config_path)
-    outcome = _on_redis(config, lambda client, keys: deadletters.DeadLetters(client, keys).retry(cascade_id))
+    outcome = _reading(config, lambda client, keys: deadletters.DeadLetters(client, keys).retry(cascade_id))
     click.echo("\n".join(outcome.lines()))
     sys.exit(0 if outcome.complete else 1)
 
@@ -301,7 +330,7 @@ def drop_dead_letters(config_path, letter_id, every, yes):
             raise click.UsageError("not on a terminal: pass --yes to confirm")
         what = f"the dead letter {cascade_id}" if cascade_id else "every dead letter"
         click.confirm(f"Drop {what} for good? Its remaining steps will never run", abort=True)
-    outcome = _on_redis(config, lambda client, keys: deadletters.DeadLetters(client, keys).drop(cascade_id))
+    outcome = _reading(config, lambda client, keys: deadletters.DeadLetters(client, keys).drop(cascade_id))
     click.echo("\n".join(outcome.lines()))
     sys.exit(0 if outcome.complete else 1)
 
@@ -381,8 +410,12 @@ def _toml(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     return json.dumps(value)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def main() -> None:

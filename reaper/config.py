@@ -9,7 +9,9 @@ Durations are stored in seconds, in attributes ending in ``_s`` (key ``connectio
 is attribute ``connection_timeout_s``).
 """
 
+import base64
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
+from . import redact
 from .durations import format_duration, parse_duration
 from .errors import ConfigError
 from .guest_ids import prefix_problem
@@ -243,14 +246,11 @@ def _from_environ(environ: Mapping[str, str]) -> dict:
         if not name.startswith("REAPER_") or name == "REAPER_CONFIG":
             continue
         if name not in names:
-            shown = "***" if any(w in name for w in _SECRET_WORDS) else mask_url(raw)
-            raise ConfigError(name, shown, "a known REAPER_<SECTION>_<KEY> variable")
+            raise ConfigError(name, _unknown_value(_env_key_part(name), raw),
+                              "a known REAPER_<SECTION>_<KEY> variable")
         section, key = names[name]
         found.setdefault(section, {})[key] = _EnvValue(raw)
     return found
-
-
-_SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")  # an unknown variable may still hold one
 
 
 def _env_name(section: str, key: str) -> str:
@@ -294,9 +294,10 @@ def _build(values: dict, source: str) -> Config:
     sections = {}
     for section, table in values.items():
         if section not in SECTIONS:
-            raise ConfigError(section, table, f"one of the sections {', '.join(SECTIONS)}")
+            raise ConfigError(section, _unknown_value(section, table),
+                              f"one of the sections {', '.join(SECTIONS)}")
         if not isinstance(table, dict):
-            raise ConfigError(section, table, "a table of keys")
+            raise ConfigError(section, _masked_text(table), "a table of keys")
         sections[section] = _build_section(section, getattr(defaults, section), table)
     return dataclasses.replace(defaults, source=source, **sections)
 
@@ -306,7 +307,8 @@ def _build_section(section: str, default, table: dict):
     changes = {}
     for key, raw in table.items():
         if key not in by_key:
-            raise ConfigError(f"{section}.{key}", raw, f"one of the keys {', '.join(by_key)}")
+            raise ConfigError(f"{section}.{key}", _unknown_value(key, raw),
+                              f"one of the keys {', '.join(by_key)}")
         f = by_key[key]
         changes[f.name] = _convert(f"{section}.{key}", raw, f)
     return dataclasses.replace(default, **changes)
@@ -314,7 +316,76 @@ def _build_section(section: str, default, table: dict):
 
 def _convert(key: str, raw: Any, f: dataclasses.Field) -> Any:
     kind = f.metadata.get("kind") or {bool: "bool", int: "int", float: "float"}.get(f.type, "str")
-    return _CONVERTERS[kind](key, raw, f.metadata)
+    try:
+        return _CONVERTERS[kind](key, raw, f.metadata)
+    except ConfigError as exc:
+        raise ConfigError(exc.key, _shown(exc.value, f), redact.scrub(exc.expected)) from None
+
+
+class _Hidden:
+    """The value a configuration error shows instead of a secret's, or an unknown key's."""
+
+    def __repr__(self) -> str:
+        return "***"
+
+
+HIDDEN = _Hidden()
+
+
+def _shown(value: Any, f: dataclasses.Field) -> Any:
+    """What an error may show of a key's value: nothing of a secret (a URL's, masked), and of
+    any other value every URL password and credential-looking text masked."""
+    if f.metadata.get("kind") in _URL_KINDS:  # a URL's password is its only secret
+        return _masked_text(value)
+    if f.metadata.get("secret") or _looks_secret(f.name):
+        return HIDDEN
+    return _masked_text(value)
+
+
+def _masked_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return type(value)(redact.scrub(mask_url(value))) if value else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_masked_text(v) for v in value)
+    if isinstance(value, dict):
+        return {k: HIDDEN if _looks_secret(str(k)) else _masked_text(v) for k, v in value.items()}
+    return value
+
+
+def _unknown_value(name: str, value: Any) -> Any:
+    """What an error shows of an unknown key's value (of each key, in an unknown section): nothing
+    when its name looks like a secret's, even misspelled ("tokn", "pasword"), else as _masked_text."""
+    if _looks_secret(name, fuzzy=True):
+        return HIDDEN
+    if isinstance(value, dict):
+        return {k: _unknown_value(str(k), v) for k, v in value.items()}
+    return _masked_text(value)
+
+
+def _env_key_part(name: str) -> str:
+    """REAPER_AUTH_SERVICE_TOKN -> TOKN: the part after a known section, if any."""
+    rest = name.removeprefix("REAPER_")
+    section = next((s for s in SECTIONS if rest.startswith(s.upper() + "_")), "")
+    return rest[len(section) + 1:] if section else rest
+
+
+# A known key whose name says it holds a secret. An unknown one is judged more broadly
+# (any of these word parts, or a near miss of a secret's name), since its value is not needed.
+_SECRET_NAME = re.compile(r"token|passw|pwd|secret|credential|api[_-]?key|private[_-]?key", re.IGNORECASE)
+_SECRET_PARTS = re.compile(r"pass|pw|tok|secr|cred|auth|key|sig|priv|cookie|session|bearer|jwt|cert",
+                           re.IGNORECASE)
+_SECRET_WORDS = ("token", "password", "passwd", "secret", "credential", "credentials", "apikey", "key",
+                 "auth", "pass", "pwd")
+
+
+def _looks_secret(name: str, fuzzy: bool = False) -> bool:
+    if _SECRET_NAME.search(name):
+        return True
+    if not fuzzy:
+        return False
+    parts = [p for p in re.split(r"[^a-z0-9]+", name.lower()) if p]
+    return bool(_SECRET_PARTS.search(name)) or any(
+        difflib.get_close_matches(p, _SECRET_WORDS, n=1, cutoff=0.75) for p in parts)
 
 
 def _to_bool(key, raw, meta):
@@ -621,7 +692,7 @@ def _check_tls_files(redis: RedisConfig) -> None:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***."""
+    """The URL with its password (if any) replaced by ***, and any secret in its query."""
     url = _QUERY_PASSWORD.sub(r"\1***", url)  # redis-py also reads ?password=
     try:
         parts = urlsplit(url)
@@ -635,7 +706,9 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=f"{userinfo}@{host}").geturl()
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+# password= (redis-py reads it), and any other query parameter named like a secret (?token=).
+_QUERY_PASSWORD = re.compile(r"([?&][\w.-]*(?:passw(?:or)?d|pwd|token|secret|api[_-]?key|apikey|credential|"
+                             r"signature)[\w.-]*=)[^&#]*", re.IGNORECASE)
 
 
 def _passwords_in(url: str) -> list[str]:
@@ -647,11 +720,39 @@ def _passwords_in(url: str) -> list[str]:
 
 
 def secrets_of(config: Config) -> list[str]:
-    """Every secret value in the configuration, for the log redactor."""
-    found = [config.auth_service.token, config.user_service.token, config.redis.sentinel_password]
-    for url in (config.redis.url, config.mongo.uri):
-        found += _passwords_in(url)
+    """Every secret value in the configuration, for the log redactor: secret keys' values, the
+    password of every URL (base_url too), and the Basic credential httpx makes of a URL's userinfo."""
+    found = []
+    for section in SECTIONS:
+        obj = getattr(config, section)
+        for f in dataclasses.fields(obj):
+            found += _secrets_in(getattr(obj, f.name), f)
     return list(dict.fromkeys(s for s in found if s))
+
+
+def _secrets_in(value: Any, f: dataclasses.Field) -> list[str]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    texts = [v for v in values if isinstance(v, str) and v]
+    if f.metadata.get("kind") not in _URL_KINDS and (f.metadata.get("secret") or _looks_secret(f.name)):
+        return texts
+    found = []
+    for text in texts:
+        if "://" in text:
+            found += _passwords_in(text) + _basic_credentials(text)
+    return found
+
+
+def _basic_credentials(url: str) -> list[str]:
+    """base64("user:password"): what an Authorization: Basic header (which httpx makes of a URL's
+    userinfo) carries, and a reply may echo."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return [base64.b64encode(f"{unquote(user or '')}:{unquote(password)}".encode()).decode()]
 
 
 _URL_KINDS = ("redis_url", "http_url", "mongo_uri")
@@ -664,19 +765,24 @@ def _masked(value: str, is_url: bool) -> str:
 
 
 def as_masked_dict(config: Config) -> dict:
-    """The effective configuration as TOML-shaped data, secrets masked."""
+    """The effective configuration as TOML-shaped data, secrets masked: secret keys' values, and
+    the password of every URL whatever its key (base_url too)."""
     out: dict = {}
     for section in SECTIONS:
         obj = getattr(config, section)
-        table = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if f.metadata.get("secret"):
-                value = _masked(value, is_url=f.metadata.get("kind") in _URL_KINDS)
-            elif f.metadata.get("kind") == "duration":
-                value = format_duration(value)
-            elif isinstance(value, tuple):
-                value = list(value)  # as TOML writes it
-            table[_key_of(f)] = value
-        out[section] = table
+        out[section] = {_key_of(f): _masked_value(getattr(obj, f.name), f) for f in dataclasses.fields(obj)}
     return out
+
+
+def _masked_value(value: Any, f: dataclasses.Field) -> Any:
+    if f.metadata.get("secret") or _looks_secret(f.name):
+        if isinstance(value, str):
+            return _masked(value, is_url=f.metadata.get("kind") in _URL_KINDS)
+        return "***" if value else value
+    if f.metadata.get("kind") == "duration":
+        return format_duration(value)
+    if isinstance(value, str):
+        return mask_url(value) if "://" in value else value
+    if isinstance(value, tuple):
+        return [mask_url(v) if isinstance(v, str) and "://" in v else v for v in value]  # as TOML writes it
+    return value

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import redis
 
-from .intents import Intent
+from . import ownkeys, redact
+from .intents import PURGE_ID, Intent, guest_id
 from .keys import Keys
 from .store import redis_now
 
 PAGE = 1000  # letters read per LRANGE
+SHOWN_CHARS = 300  # of one value in `dead-letters list`: a huge one is cut
 
 # KEYS[1] = dead letters (list)   KEYS[2] = cascade intents (hash)   KEYS[3] = cascade due (zset)
 # ARGV[1] = the letter exactly as read   ARGV[2] = cascade id   ARGV[3] = intent JSON   ARGV[4] = due
@@ -40,28 +42,29 @@ return 1
 class Letter:
     raw: bytes  # exactly as stored: LREM removes this value and no other
     id: str
-    data: dict
+    data: dict  # {} when it cannot be read
     intent: Intent | None  # None when it cannot be replayed as it stands
 
     @classmethod
     def parse(cls, raw: bytes) -> "Letter":
         try:
-            data = json.loads(raw)
+            value = ownkeys.loads(raw)
         except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return cls(raw, _fingerprint(raw), {}, None)
-        cascade_id = data.get("id") if isinstance(data.get("id"), str) else _fingerprint(raw)
-        try:
-            intent = Intent.from_json(raw)
-        except ValueError:
-            intent = None
-        return cls(raw, cascade_id, data, intent)
+            value = None
+        data = _fields_of(value)
+        if data is None:
+            return cls(raw, _id_of(value, raw), {}, None)
+        return cls(raw, data["id"], data, _intent_of(raw))
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.data)
 
     def summary(self, now: float) -> dict:
-        """What `reaper dead-letters list` shows of it."""
-        created, dead_at = _number(self.data.get("created")), _number(self.data.get("dead_at"))
-        return {
+        """What `reaper dead-letters list` shows of it: of one that cannot be read, only its id
+        (to drop it by), the rest skipped."""
+        created, dead_at = self.data.get("created"), self.data.get("dead_at")
+        return {"readable": self.readable,
             "id": self.id, "user_id": self.data.get("user_id"), "reason": self.data.get("reason"),
             "age_s": None if created is None else round(now - created, 1),
             "dead_for_s": None if dead_at is None else round(now - dead_at, 1),
@@ -71,13 +74,55 @@ class Letter:
         }
 
 
+# Each field a letter may hold and the types reaper writes it with; a letter with another is
+# unreadable (listed as skipped, never replayed). Fields of a later version are ignored.
+_TEXT, _NUMBER, _NONE = (str,), (int, float), (type(None),)
+FIELDS = {"id": _TEXT, "reason": _TEXT + _NONE, "user_id": _TEXT + _NONE, "socket_id": _TEXT + _NONE,
+          "created": _NUMBER + _NONE, "dead_at": _NUMBER + _NONE, "attempts": (int,) + _NONE,
+          "steps": (list,) + _NONE, "errors": (dict,) + _NONE, "last_error": _TEXT + _NONE,
+          "raw": _TEXT + _NONE}
+
+
+def _fields_of(value) -> dict | None:
+    """The letter's fields, or None when it is not one reaper wrote: not an object, no id, or a
+    field of another type."""
+    if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+        return None
+    known = {k: v for k, v in value.items() if k in FIELDS}
+    return known if all(_fits(k, v) for k, v in known.items()) else None
+
+
+def _fits(name: str, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, FIELDS[name]):
+        return False
+    if name == "steps" and value is not None:
+        return all(isinstance(step, str) for step in value)
+    if name == "errors" and value is not None:
+        return all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return True
+
+
+def _intent_of(raw: bytes) -> Intent | None:
+    """The intent to replay, or None: one that cannot run as it stands, or whose id is not the
+    one its user's cascade has (a replay would run beside that cascade, not instead of it)."""
+    try:
+        intent = Intent.from_json(raw)
+    except (ValueError, TypeError):
+        return None
+    own_id = PURGE_ID if intent.user_id is None else guest_id(intent.user_id)
+    return intent if intent.id == own_id else None
+
+
+def _id_of(value, raw: bytes) -> str:
+    """A letter's own id when it names one, else a fingerprint: either way `drop ID` finds it."""
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return value["id"]
+    return _fingerprint(raw)
+
+
 def _fingerprint(raw: bytes) -> str:
     """An id for a letter that carries none: stable, so `drop` can name it."""
     return "raw:" + hashlib.sha1(raw).hexdigest()[:12]
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass
@@ -117,7 +162,12 @@ def _names(ids: list[str], shown: int = 10) -> str:
     if not ids:
         return ""
     more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return ": " + ", ".join(ids[:shown]) + more
+    return ": " + ", ".join(_shown(i) for i in ids[:shown]) + more
+
+
+def _shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """Text of a letter as a line shows it: scrubbed of credentials, cut, controls escaped."""
+    return redact.printable(redact.cut(redact.scrub(text), limit))
 
 
 class DeadLetters:
@@ -126,10 +176,15 @@ class DeadLetters:
         self._retry = client.register_script(RETRY_LETTER)
 
     def count(self) -> int:
+        self._require_list()
         return self.client.llen(self.keys.dead)
+
+    def _require_list(self) -> None:
+        ownkeys.require_types(self.client, self.keys.reaper_prefix, {self.keys.dead: ownkeys.LIST})
 
     def letters(self, limit: int | None = None) -> Iterator[Letter]:
         """Newest first, one page at a time."""
+        self._require_list()
         start = 0
         while limit is None or start < limit:
             stop = start + PAGE - 1 if limit is None else min(start + PAGE, limit) - 1
@@ -140,8 +195,11 @@ class DeadLetters:
             start = stop + 1
 
     def listing(self, limit: int) -> dict:
-        now = redis_now(self.client)
-        return {"total": self.count(), "letters": [l.summary(now) for l in self.letters(limit)]}
+        """The newest ``limit`` letters, and how many of them cannot be read (listed by id only)."""
+        now, total = redis_now(self.client), self.count()
+        letters = [_scrubbed(l.summary(now)) for l in self.letters(limit)]
+        return {"total": total, "letters": letters,
+                "unreadable": sum(1 for letter in letters if not letter["readable"])}
 
     def select(self, cascade_id: str | None) -> list[Letter]:
         """Every letter (None), or the newest one with this id (none when there is none)."""
@@ -178,6 +236,17 @@ class DeadLetters:
         return chosen
 
 
+def _scrubbed(value):
+    """Every text of a summary scrubbed of credentials: a last error may quote a reply."""
+    if isinstance(value, str):
+        return redact.scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
 def fresh(intent: Intent, now: float) -> Intent:
     """The intent starting over: no attempts, no errors, and a new age (cascade_max_age)."""
     return dataclasses.replace(intent, created=now, attempts=0, last_error=None, errors={},
@@ -196,17 +265,21 @@ def format_age(seconds: float | None) -> str:
 
 
 def as_text(listing: dict) -> str:
-    letters, total = listing["letters"], listing["total"]
+    letters, total, skipped = listing["letters"], listing["total"], listing.get("unreadable", 0)
     if not total:
         return "No dead letters."
     lines = [f"{_count(total)} (newest first):"]
     for letter in letters:
-        lines.append(f"{letter['id']}  user={letter['user_id'] or '-'}  reason={letter['reason'] or '-'}  "
+        lines.append(f"{_shown(letter['id'])}  user={_shown(letter['user_id'] or '-')}  "
+                     f"reason={_shown(letter['reason'] or '-')}  "
                      f"age={format_age(letter['age_s'])}  dead for {format_age(letter['dead_for_s'])}  "
-                     f"attempts={letter['attempts'] if letter['attempts'] is not None else '?'}"
+                     f"attempts={_shown(str(letter['attempts'])) if letter['attempts'] is not None else '?'}"
                      + ("" if letter["replayable"] else "  (unreadable: drop only)"))
         errors = letter["errors"] or ({"error": letter["last_error"]} if letter["last_error"] else {})
-        lines.extend(f"    {step}: {error}" for step, error in errors.items())
+        lines.extend(f"    {_shown(step)}: {_shown(error)}" for step, error in errors.items())
+    if skipped:
+        lines.append(f"{skipped} {'entry' if skipped == 1 else 'entries'} unreadable, skipped: listed "
+                     "by id only (`reaper dead-letters drop ID` removes one)")
     if total > len(letters):
         lines.append(f"... and {total - len(letters)} older (--limit to see more)")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 import redis
 
-from . import reasons, scripts
+from . import ownkeys, reasons, redact, scripts
 from .config import Config
 from .keys import Keys
 from .staleness import Verdict
@@ -90,27 +90,59 @@ def decision(user_id: str, socket_id: str | None, reason: str, seen: Verdict | s
 
 def outcome(user_id: str | None, socket_id: str | None, reason: str, event: str, now: float,
             note: str | None) -> Decision:
-    """A cascade's end worth auditing: ``event`` is skipped_<state> or dead_letter."""
+    """A cascade's end worth auditing: ``event`` is skipped_<state> or dead_letter. The note
+    (the last error) may quote a reply: kept scrubbed of credentials."""
     return Decision(user_id=user_id or "-", socket_id=socket_id or None, reason=reason, at=now,
-                    note=note, event=event)
+                    note=None if note is None else redact.scrub(note), event=event)
 
 
-def from_entry(entry_id: bytes | str, raw: dict) -> dict:
-    """A stream entry as `reaper events` shows it: id, its Redis time, and the record's fields."""
+def from_entry(entry_id: bytes | str, raw: dict) -> dict | None:
+    """A stream entry as `reaper events` shows it: id, its Redis time, and the record's fields;
+    None when it holds nothing that can be shown (the reader skips and counts it)."""
     entry_id = _text(entry_id)
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {_text(k): v for k, v in raw.items()}
     record = _record(fields.pop(FIELD, None))
-    if record is None:  # not one of ours: shown field by field, as it is
-        record = fields
-    return {"id": entry_id, "time": _iso(int(entry_id.split("-")[0]) / 1000), **record}
+    if record is None:  # not one of ours: its other fields are shown, as they are
+        if not fields:
+            return None
+        record = {k: _text(v) for k, v in fields.items()}
+    return {"id": entry_id, "time": _time_of(entry_id), **record}
 
 
-def _record(text: str | None) -> dict | None:
+def _time_of(entry_id: str) -> str:
     try:
-        record = json.loads(text) if text is not None else None
+        return _iso(int(entry_id.split("-")[0]) / 1000)
+    except (ValueError, OverflowError, OSError):  # an id given by hand, past the year 9999
+        return "?"
+
+
+# Each field a decision record may hold, and what it must be to be shown; others are dropped.
+_TEXT, _NUMBER_OR_NULL, _FLAG = (str,), (int, float, type(None)), (bool,)
+SCHEMA = {"event": _TEXT, "user_id": _TEXT, "socket_id": _TEXT, "reason": _TEXT, "at": _NUMBER_OR_NULL,
+          "heartbeat_age_s": _NUMBER_OR_NULL, "missed_pings": (int,), "orphan": _FLAG, "dry_run": _FLAG,
+          "problem": _TEXT, "note": _TEXT}
+REQUIRED = ("user_id", "reason")
+
+
+def _record(raw: bytes | str | None) -> dict | None:
+    """The decision record in the entry's field, or None when it is not one reaper wrote: not
+    UTF-8, not JSON, not an object, or a field of another type than reaper writes."""
+    if raw is None:
+        return None
+    try:
+        record = ownkeys.loads(raw)
     except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in REQUIRED):
+        return None
+    shown = {k: v for k, v in record.items() if k in SCHEMA}
+    return shown if all(_fits(k, v) for k, v in shown.items()) else None
+
+
+def _fits(name: str, value) -> bool:
+    if isinstance(value, bool) and bool not in SCHEMA[name]:
+        return False  # JSON true is no number
+    return isinstance(value, SCHEMA[name])
 
 
 def _text(value) -> str:
@@ -130,19 +162,31 @@ def since_id(now: float, since_s: float) -> str:
 # -- showing ------------------------------------------------------------------------------
 
 COLUMNS = (("time", 24), ("user", 20), ("socket", 20), ("reason", 17))
+SHOWN_CHARS = 300  # of one value in the table: a huge one is cut, never a screenful
 
 
-def as_text(found: list[dict]) -> str:
-    """A table, newest first; the last column says what was observed."""
+def as_text(found: list[dict], unreadable: int = 0) -> str:
+    """A table, newest first; the last column says what was observed. Values are scrubbed of
+    credentials and shown on one line, control characters escaped."""
+    lines = [_skipped(unreadable)] if unreadable else []
     if not found:
-        return "No decision records."
+        return "\n".join(["No decision records."] + lines)
     header = "".join(f"{title:<{width}} " for title, width in COLUMNS) + "observed"
-    return "\n".join([header] + [_row(event) for event in found])
+    return "\n".join([header] + [_row(event) for event in found] + lines)
+
+
+def _skipped(unreadable: int) -> str:
+    return f"{unreadable} {'entry' if unreadable == 1 else 'entries'} unreadable, skipped"
 
 
 def _row(event: dict) -> str:
     cells = [event["time"], event.get("user_id", "?"), event.get("socket_id", "-"), event.get("reason", "?")]
-    return "".join(f"{cell:<{width}} " for cell, (_, width) in zip(cells, COLUMNS)) + _observed(event)
+    return "".join(f"{_shown(cell):<{width}} " for cell, (_, width) in zip(cells, COLUMNS)) + \
+        _shown(_observed(event), 2 * SHOWN_CHARS)
+
+
+def _shown(value, limit: int = SHOWN_CHARS) -> str:
+    return redact.printable(redact.cut(redact.scrub(str(value)), limit))
 
 
 def _observed(event: dict) -> str:
@@ -162,8 +206,23 @@ def _observed(event: dict) -> str:
     return ", ".join(parts)
 
 
-def as_json_lines(found: list[dict]) -> str:
-    return "\n".join(json.dumps(event, sort_keys=True) for event in found)
+def as_json_lines(found: list[dict], unreadable: int = 0) -> str:
+    """One object per record, its text scrubbed of credentials; after them, when entries were
+    skipped, one more: {"unreadable": N}."""
+    lines = [json.dumps(_scrubbed(event), sort_keys=True) for event in found]
+    return "\n".join(lines + ([json.dumps({"unreadable": unreadable})] if unreadable else []))
+
+
+def _scrubbed(event: dict) -> dict:
+    return {k: redact.scrub(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+@dataclass
+class Found:
+    """What a read found: the records to show, and how many entries could not be read."""
+
+    records: list[dict]
+    unreadable: int = 0
 
 
 # -- I/O ---------------------------------------------------------------------------------------
@@ -173,6 +232,7 @@ class EventStream:
 
     def __init__(self, client: redis.Redis, keys: Keys, max_len: int):
         self.client, self.key, self.max_len = client, keys.events, max_len
+        self.prefix = keys.reaper_prefix
         self._add = client.register_script(scripts.ADD_EVENTS)
 
     @classmethod
@@ -189,15 +249,28 @@ class EventStream:
 
     def read(self, now: float, since_s: float | None = None, user_id: str | None = None,
              limit: int = 100) -> list[dict]:
+        return self.query(now, since_s, user_id, limit).records
+
+    def query(self, now: float, since_s: float | None = None, user_id: str | None = None,
+              limit: int = 100) -> Found:
         """At most ``limit`` records, newest first, of ``user_id`` (or anyone), not older than
-        ``since_s`` before ``now`` (Redis time)."""
+        ``since_s`` before ``now`` (Redis time); entries that cannot be read are counted."""
+        ownkeys.require_types(self.client, self.prefix, {self.key: ownkeys.STREAM})
         oldest = "-" if since_s is None else since_id(now, since_s)
-        found, newest = [], "+"
-        while len(found) < limit:
-            page = self.client.xrevrange(self.key, newest, oldest, count=READ_PAGE if user_id else limit)
-            shown = [from_entry(i, raw) for i, raw in page]
-            found += [e for e in shown if user_id is None or e.get("user_id") == user_id]
-            if len(page) < (READ_PAGE if user_id else limit):
+        found, newest, page_size = Found([]), "+", READ_PAGE if user_id else limit
+        while len(found.records) < limit:
+            page = self.client.xrevrange(self.key, newest, oldest, count=page_size)
+            for entry_id, raw in page:
+                self._take(found, from_entry(entry_id, raw), user_id)
+            if len(page) < page_size:
                 break
             newest = "(" + _text(page[-1][0])
-        return found[:limit]
+        found.records = found.records[:limit]
+        return found
+
+    @staticmethod
+    def _take(found: Found, event: dict | None, user_id: str | None) -> None:
+        if event is None:
+            found.unreadable += 1
+        elif user_id is None or event.get("user_id") == user_id:
+            found.records.append(event)

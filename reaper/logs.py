@@ -1,28 +1,36 @@
 """Logging, configured once at the entry point: loguru to stderr, text or JSON lines.
 
 The standard library's loggers (apscheduler, httpx, pymongo, redis) are routed through
-loguru, and every known secret is replaced by *** in everything written: messages, bound
-values and tracebacks alike.
+loguru, and every known secret, and whatever looks like a credential (reaper/redact.py), is
+replaced by *** in everything written: messages, bound values and tracebacks alike.
+
+Nothing logged can forge a line. In text, a message is one line with its control characters
+escaped (a guest id "guest_1\nERROR" is written ``guest_1\nERROR``); a traceback keeps its
+lines but each is indented, so no line but reaper's own starts with a timestamp. In JSON, one
+object per line, ASCII only: every control character is an escape.
 """
 
 import json
 import logging
 import sys
+import traceback
 
 from loguru import logger
 
+from . import redact
+
 QUIET_LIBRARIES = ("apscheduler", "httpx", "httpcore", "pymongo", "redis", "urllib3")
-TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}"  # loguru appends the traceback
-MASK = "***"
+MASK = redact.MASK
+TRACE_INDENT = "    "  # before each line of a traceback in text
 
 
 def configure(level: str = "INFO", fmt: str = "text", secrets=(), sink=None) -> None:
     logger.remove()
-    redact = _redactor(secrets)
+    scrub = redact.scrubber(secrets)
     stream = sink or sys.stderr
-    write = _json_writer(stream, redact) if fmt == "json" else _text_writer(stream, redact)
-    logger.add(write, level=level, format="{message}" if fmt == "json" else TEXT_FORMAT,
-               backtrace=False, diagnose=False)
+    write = _json_writer(stream, scrub) if fmt == "json" else _text_writer(stream, scrub)
+    # The writers build each line from the record; loguru's own formatting is not used.
+    logger.add(write, level=level, format="{message}", backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_Intercept()], level=logging.INFO, force=True)
     for name in QUIET_LIBRARIES:  # their INFO is per request or per job run: too much
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -30,27 +38,30 @@ def configure(level: str = "INFO", fmt: str = "text", secrets=(), sink=None) -> 
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
-def _redactor(secrets):
-    # Longest first, so a secret containing another is masked whole.
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def redact(text: str) -> str:
-        for secret in ordered:
-            text = text.replace(secret, MASK)
-        return text
-
-    return redact
-
-
-def _text_writer(stream, redact):
+def _text_writer(stream, scrub):
     def write(message) -> None:
-        stream.write(redact(str(message)))
+        stream.write(text_line(message.record, scrub))
         stream.flush()
 
     return write
 
 
-def _json_writer(stream, redact):
+def text_line(record, scrub) -> str:
+    """``time | LEVEL | message``, then the traceback if any, indented; newline-terminated."""
+    time = record["time"].strftime("%Y-%m-%d %H:%M:%S.") + f"{record['time'].microsecond // 1000:03d}"
+    line = f"{time} | {record['level'].name: <7} | {redact.printable(scrub(record['message']))}\n"
+    if record["exception"] is not None and record["exception"].type is not None:
+        line += _traceback_text(record["exception"], scrub)
+    return line
+
+
+def _traceback_text(exc, scrub) -> str:
+    text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+    lines = redact.printable_lines(scrub(text)).rstrip("\n").split("\n")
+    return "".join(f"{TRACE_INDENT}{line}\n" for line in lines)
+
+
+def _json_writer(stream, scrub):
     def write(message) -> None:
         record = message.record
         line = {"time": record["time"].isoformat(), "level": record["level"].name,
@@ -58,23 +69,23 @@ def _json_writer(stream, redact):
         line.update(record["extra"])
         if record["exception"] is not None:
             line["exception"] = _exception_text(record["exception"])
-        stream.write(json.dumps(_redacted(line, redact), default=str) + "\n")
+        stream.write(json.dumps(_redacted(line, scrub), default=str) + "\n")
         stream.flush()
 
     return write
 
 
-def _redacted(value, redact):
+def _redacted(value, scrub):
     """Every string in a JSON-shaped value, redacted before encoding (escaping would hide it)."""
     if isinstance(value, str):
-        return redact(value)
+        return scrub(value)
     if isinstance(value, dict):
-        return {k: _redacted(v, redact) for k, v in value.items()}
+        return {scrub(str(k)): _redacted(v, scrub) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redacted(v, redact) for v in value]
+        return [_redacted(v, scrub) for v in value]
     if isinstance(value, (int, float, bool)) or value is None:
         return value
-    return redact(str(value))
+    return scrub(str(value))
 
 
 def _exception_text(exc) -> str:

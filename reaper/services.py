@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from loguru import logger
 
+from . import redact
 from .config import MongoConfig, ServiceConfig
 from .errors import PermanentError, TransientError
 from .gate import Cleared, Permit, require
@@ -39,7 +40,7 @@ class HttpService:
             raise TransientError(f"{self.name}: {method} {path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in ok_statuses:
             return response
-        detail = f"{self.name}: {method} {path}: HTTP {response.status_code} {response.text[:200]!r}"
+        detail = f"{self.name}: {method} {path}: HTTP {response.status_code} {redact.reply(response)}"
         if response.status_code >= 500 or response.status_code == 429:
             raise TransientError(detail)
         raise PermanentError(detail)
@@ -112,7 +113,7 @@ def _count(name: str, reply: httpx.Response, path: tuple[str, ...]) -> int | Non
             value = value[part]
         return int(value)
     except (ValueError, KeyError, TypeError, IndexError):
-        logger.warning("{}: unexpected reply body {!r} (wanted {})", name, reply.text[:200], ".".join(path))
+        logger.warning("{}: unexpected reply body {} (wanted {})", name, redact.reply(reply), ".".join(path))
         return None
 
 

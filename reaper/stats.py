@@ -1,9 +1,15 @@
-"""`reaper stats`: what Redis holds now, judged as a sweep would, writing nothing."""
+"""`reaper stats`: what Redis holds now, judged as a sweep would, writing nothing.
+
+Reaper's own keys are read defensively: one of another type stops it with one line (exit 2),
+a value it cannot read is left out and counted ("unreadable")."""
 
 import dataclasses
+import math
 
+from . import redact
 from .context import Context
 from .leader import read_holder
+from .ownkeys import HASH, LIST, ZSET, require_types
 from .pause import paused_state
 from .store import require_hash
 from .sweep import Sweep
@@ -13,10 +19,11 @@ def collect(ctx: Context) -> dict:
     read_only = dataclasses.replace(ctx.config, safety=dataclasses.replace(ctx.config.safety, dry_run=True))
     now = ctx.now()
     require_hash(ctx.client, ctx.keys.online, "redis.online_key")
+    _require_own_types(ctx)
     report = Sweep(ctx.client, read_only, ctx.keys, [], now, None, False, quiet=True).run()
-    state = {k.decode(): v.decode() for k, v in ctx.client.hgetall(ctx.keys.state).items()}
-    last = state.get("last_sweep_at")
-    return {
+    state = read_state(ctx.client.hgetall(ctx.keys.state))
+    last = state.last_sweep_at
+    found = {
         "guests": {"total": report.total, "responsive": report.responsive,
                    "unresponsive": report.unresponsive},
         "stale_now": sum(report.stale.values()),
@@ -27,11 +34,53 @@ def collect(ctx: Context) -> dict:
         "registered_online": report.registered_online,
         "cascades": {"pending": ctx.pending(), "due_now": ctx.client.zcount(ctx.keys.due, "-inf", now),
                      "dead": ctx.dead()},
-        "last_sweep_age_s": None if last is None else round(now - float(last), 1),
-        "mass_expiry": state.get("mass_expiry") == "1",
+        "last_sweep_age_s": None if last is None else round(now - last, 1),
+        "mass_expiry": state.mass_expiry,
         "leader": _leader(ctx),
         "paused": _paused(ctx),
     }
+    if state.unreadable:  # only then: the report's shape stays as it was when all is well
+        found["unreadable"] = state.unreadable
+    return found
+
+
+def _require_own_types(ctx: Context) -> None:
+    keys = ctx.keys
+    require_types(ctx.client, keys.reaper_prefix,
+                  {keys.intents: HASH, keys.due: ZSET, keys.dead: LIST, keys.state: HASH})
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """What stats shows of ``<prefix>state``; ``unreadable`` counts the fields it could not read."""
+
+    last_sweep_at: float | None
+    mass_expiry: bool
+    unreadable: int
+
+
+def read_state(raw: dict) -> State:
+    """The fields of the state hash, as written by the sweep (reaper/context.py). Pure."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    last, unreadable = None, 0
+    if "last_sweep_at" in fields:
+        last = _finite(fields["last_sweep_at"])
+        unreadable += last is None
+    mass = fields.get("mass_expiry", "0")
+    unreadable += mass not in ("0", "1")
+    return State(last, mass == "1", unreadable)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _leader(ctx: Context) -> dict | None:
@@ -63,8 +112,10 @@ def as_text(stats: dict) -> str:
         ("leader", _leader_text(stats["leader"])),
         ("paused", _paused_text(stats["paused"])),
     ]
-    return "\n".join(f"{name + ':':<19} {value}" for name, value in rows)
-
+    if stats.get("unreadable"):
+        rows.append(("unreadable", f"{stats['unreadable']} value(s) of reaper's state hash unreadable, "
+                                   "skipped"))
+    return "\n".join(f"{name + ':':<19} {redact.printable(str(value))}" for name, value in rows)
 
 def _by_reason(by_reason: dict) -> str:
     return f" ({', '.join(f'{k} {v}' for k, v in sorted(by_reason.items()))})" if by_reason else ""

@@ -20,6 +20,7 @@ from reaper.events import FIELD
 from reaper.services import AuthService
 from support.cli import invoke
 from support.echo import EchoService, bodies
+from support.gates import cleared, permit
 from sweep_helpers import keys_of
 
 TOKEN = "tok-Zq8v3PLuS-91f2"
@@ -57,7 +58,7 @@ def test_a_refusal_that_echoes_the_credentials_is_kept_scrubbed_and_short(creden
         config = load_config(None, {**environ, "REAPER_AUTH_SERVICE_BASE_URL": echo.url(userinfo)})
         service = AuthService(config.auth_service)
         with pytest.raises(PermanentError) as refused:
-            service.delete_guest("guest_1")
+            service.delete_guest(cleared("guest_1"))
         service.close()
 
     message = str(refused.value)
@@ -73,7 +74,7 @@ def test_an_unexpected_cleanup_reply_is_logged_scrubbed(mode, logs):
         config = load_config(None, {"REAPER_AUTH_SERVICE_TOKEN": TOKEN,
                                     "REAPER_AUTH_SERVICE_BASE_URL": echo.url(f"{USER}:{PASSWORD}")})
         service = AuthService(config.auth_service)
-        assert service.cleanup_all() is None
+        assert service.cleanup_all(permit("auth_all")) is None
         service.close()
 
     [warning] = logs.at("WARNING", "unexpected reply body")

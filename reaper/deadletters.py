@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from . import scripts
 from .intents import Intent
 from .keys import Keys
-from .store import redis_now
+from .store import redis_now, require_types
 
 PAGE = 1000  # letters read per LRANGE
 
@@ -27,7 +28,9 @@ PAGE = 1000  # letters read per LRANGE
 # ARGV[1] = the letter exactly as read   ARGV[2] = cascade id   ARGV[3] = intent JSON   ARGV[4] = due
 # Returns 1 moved, 0 gone meanwhile, -1 left alone: a cascade with that id is pending already.
 # A letter leaves the list only together with its intent's scheduling: never lost, never twice.
-RETRY_LETTER = """
+RETRY_LETTER = scripts.CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'list', KEYS[2], 'hash', KEYS[3], 'zset')
+if refused then return refused end
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return -1 end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
@@ -140,11 +143,13 @@ class DeadLetters:
             start = stop + 1
 
     def listing(self, limit: int) -> dict:
+        require_types(self.client, self.keys, ("dead",))
         now = redis_now(self.client)
         return {"total": self.count(), "letters": [l.summary(now) for l in self.letters(limit)]}
 
     def select(self, cascade_id: str | None) -> list[Letter]:
         """Every letter (None), or the newest one with this id (none when there is none)."""
+        require_types(self.client, self.keys, ("dead", "intents", "due"))  # what retry writes
         if cascade_id is None:
             return list(self.letters())
         return next(([l] for l in self.letters() if l.id == cascade_id), [])

@@ -5,14 +5,14 @@ import dataclasses
 from .context import Context
 from .leader import read_holder
 from .pause import paused_state
-from .store import require_hash
+from .store import require_types
 from .sweep import Sweep
 
 
 def collect(ctx: Context) -> dict:
     read_only = dataclasses.replace(ctx.config, safety=dataclasses.replace(ctx.config.safety, dry_run=True))
     now = ctx.now()
-    require_hash(ctx.client, ctx.keys.online, "redis.online_key")
+    require_types(ctx.client, ctx.keys)
     report = Sweep(ctx.client, read_only, ctx.keys, [], now, None, False, quiet=True).run()
     state = {k.decode(): v.decode() for k, v in ctx.client.hgetall(ctx.keys.state).items()}
     last = state.get("last_sweep_at")

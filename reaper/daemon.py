@@ -228,7 +228,7 @@ def drain(ctx: Context, lost: LostIntents) -> DrainReport:
     that lost their schedule scheduled again (at most every cleanup interval), then the drain."""
     require_types(ctx.client, ctx.keys)
     if not ctx.config.safety.dry_run:
-        lost.reschedule_if_due(ctx.now() + ctx.config.safety.cascade_delay_s)
+        lost.reschedule_if_due(lambda: ctx.now() + ctx.config.safety.cascade_delay_s)
     return ctx.drain()
 
 

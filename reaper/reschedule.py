@@ -29,12 +29,12 @@ class LostIntents:
         self._reschedule = client.register_script(scripts.RESCHEDULE)
         self._next = None  # monotonic time of the next pass; the first one runs at once
 
-    def reschedule_if_due(self, due: float) -> list[str]:
-        """``reschedule(due)`` when a pass is due, else nothing."""
+    def reschedule_if_due(self, due: Callable[[], float]) -> list[str]:
+        """``reschedule(due())`` when a pass is due, else nothing (and no Redis call)."""
         if self._next is not None and self.clock() < self._next:
             return []
         self._next = self.clock() + self.every_s
-        return self.reschedule(due)
+        return self.reschedule(due())
 
     def reschedule(self, due: float) -> list[str]:
         """Give every intent without a schedule one at ``due`` (Redis time); their ids."""

@@ -19,9 +19,9 @@ from .config import as_masked_dict, load_config, mask_url, secrets_of
 from .context import Context
 from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
 from .durations import parse_duration
-from .errors import ConfigError, RedisUnavailable
+from .errors import ConfigError, RedisRefused, RedisUnavailable
 from .keys import Keys
-from .store import REDIS_DOWN, connect, ping, redis_now
+from .store import REDIS_DOWN, connect, ping, redis_now, refusals
 from .terminal import progress_on
 
 config_option = click.option(
@@ -50,7 +50,8 @@ def _exit_usage(exc: ConfigError) -> None:
 
 
 def _exit_unreachable(exc: Exception) -> None:
-    logger.error("Redis unreachable: {}", exc)
+    """Exit 3 with one line: Redis unreachable, or refusing writes (RedisRefused)."""
+    logger.error("{}: {}", "Redis refuses writes" if isinstance(exc, RedisRefused) else "Redis unreachable", exc)
     sys.exit(EXIT_REDIS)
 
 
@@ -80,8 +81,8 @@ def run(config_path, once, dry_run, force):
     stats every cleanup_interval, and cascade retries as they fall due. Stops cleanly on
     SIGTERM/SIGINT.
 
-    Exit codes: 0 done; 1 some cascade steps wait for retry; 2 configuration error;
-    3 Redis unreachable."""
+    Exit codes: 0 done; 1 some cascade steps wait for retry; 2 configuration error (or a key
+    reaper writes holds another Redis type); 3 Redis unreachable or refusing writes."""
     config = _load(config_path, **{"safety.dry_run": dry_run})
     try:
         sys.exit(run_once(config, force, progress=progress_on()) if once else run_daemon(config, force))
@@ -108,10 +109,11 @@ def purge(config_path, yes, dry_run):
     ctx = _reach(Context.open, config)
     ctx.progress = progress_on()  # None unless stderr is a terminal
     try:
-        ping(ctx.client)
-        purging.purge(ctx)
-        ctx.drain()
-        pending = ctx.pending()
+        with refusals():  # a write Redis refuses, a key of the wrong type: one line, exit 3 or 2
+            ping(ctx.client)
+            purging.purge(ctx)
+            ctx.drain()
+            pending = ctx.pending()
     except ConfigError as exc:
         _exit_usage(exc)
     except (RedisUnavailable, *REDIS_DOWN) as exc:
@@ -151,9 +153,10 @@ def stats(config_path, as_json, watch_s, count):
         return _watch_header(watch_s) + statistics.as_text(found) + "\n"  # a blank line between reports
 
     try:
-        ping(ctx.client)
-        redraw = not as_json and sys.stdout.isatty()
-        terminal.repeat(report, watch_s or 0, 1 if watch_s is None else count, redraw, click.echo)
+        with refusals():
+            ping(ctx.client)
+            redraw = not as_json and sys.stdout.isatty()
+            terminal.repeat(report, watch_s or 0, 1 if watch_s is None else count, redraw, click.echo)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a watch ends
     except ConfigError as exc:
@@ -218,8 +221,11 @@ def _on_redis(config, action):
     """action(client, keys) on a fresh connection; exit 3 when Redis is unreachable."""
     client = _reach(connect, config)
     try:
-        ping(client)
-        return action(client, Keys.from_config(config.redis))
+        with refusals():
+            ping(client)
+            return action(client, Keys.from_config(config.redis))
+    except ConfigError as exc:  # a reaper key of the wrong type (WrongKeyType)
+        _exit_usage(exc)
     except (RedisUnavailable, *REDIS_DOWN) as exc:
         _exit_unreachable(exc)
     finally:

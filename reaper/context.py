@@ -104,7 +104,9 @@ class Context:
         return DrainReport()
 
     def pending(self) -> int:
-        return self.client.zcard(self.keys.due)
+        """Cascades not done: every intent, scheduled or not (one that lost its schedule is
+        pending too, until reaper/reschedule.py gives it one again)."""
+        return self.client.hlen(self.keys.intents)
 
     def dead(self) -> int:
         return self.client.llen(self.keys.dead)

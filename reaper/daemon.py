@@ -3,7 +3,8 @@
     run → connect (retry) → lease → startup (leader only) → scheduler → wait → stop → release
 
 Every job passes the gate first (jobs.Gate): a paused replica and one that does not hold the
-leader lease do nothing, so replicas side by side never do the same work twice.
+leader lease do nothing, so replicas side by side never do the same work twice. Connecting and
+the startup step are tried again with backoff while Redis is in trouble (reaper/outage.py).
 """
 
 import signal
@@ -12,6 +13,7 @@ import threading
 from loguru import logger
 
 from . import purge as purging
+from .cascade import DrainReport
 from .cleanup import periodic_cleanup
 from .config import Config
 from .context import Context
@@ -19,13 +21,14 @@ from .errors import RedisUnavailable
 from .jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
 from .leader import elect
 from .monitor import Monitor
+from .outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, Trouble, trouble_of, wait_out
 from .pause import PauseWatch
+from .reschedule import LostIntents
 from .signaling import SignalingCluster
-from .store import REDIS_DOWN, ping
+from .store import REDIS_DOWN, explain, ping, refusals, require_types
 from .terminal import Progress
 
 EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
-RECONNECT_MAX_S = 30.0
 
 
 def run_once(config: Config, force: bool = False, mongo_client=None, progress: Progress | None = None) -> int:
@@ -35,8 +38,9 @@ def run_once(config: Config, force: bool = False, mongo_client=None, progress: P
     ctx.progress = progress
     gate = _gate(ctx)
     try:
-        ping(ctx.client)
-        return _one_cycle(ctx, force, gate)
+        with refusals():
+            ping(ctx.client)
+            return _one_cycle(ctx, force, gate)
     except REDIS_DOWN as exc:
         raise RedisUnavailable(f"redis: {exc}") from exc
     finally:
@@ -56,7 +60,7 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
     if gate.allows(SWEEP):
         ctx.sweep(force=force)
     if gate.allows(CASCADE):
-        ctx.drain()
+        drain(ctx, lost_intents(ctx))
     if gate.allows(CLEANUP):
         cleaned = periodic_cleanup(ctx)
     pending = ctx.pending()
@@ -78,13 +82,15 @@ def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
 def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor) -> int:
     stopping = threading.Event()
     _stop_on_signals(stopping)
-    ctx = _open_when_reachable(config, mongo_client, stopping)
+    outage = Outage("retrying with backoff")  # said once for connecting and the startup step
+    ctx = wait_out(lambda: Context.open(config, mongo_client, stopping=stopping), stopping, outage,
+                   monitor.waiting)  # a cluster client asks its nodes at once
     if ctx is None:
         return EXIT_OK
     gate = _gate(ctx)
     monitor.attach(ctx, gate)
     try:
-        start_now = _start_up(ctx, gate)
+        start_now = wait_out(lambda: _start_up(ctx, gate), stopping, outage, monitor.waiting)
         if start_now is not None:
             monitor.ready()
             _serve(ctx, config, force, start_now, gate, monitor)
@@ -102,10 +108,11 @@ def _gate(ctx: Context) -> Gate:
 
 def _lead(gate: Gate) -> bool:
     """Try for the lease now and keep it renewed from here on; RedisUnavailable when Redis
-    could not be asked."""
+    could not be asked, RedisRefused when it refused the write."""
     leads = gate.leadership.tick()
     if gate.leadership.error:
-        raise RedisUnavailable(f"redis: {gate.leadership.error}")
+        failure = gate.leadership.failure
+        raise (explain(failure) or RedisUnavailable(f"redis: {gate.leadership.error}")) from failure
     gate.leadership.start()
     return leads
 
@@ -115,15 +122,11 @@ def _leader_name(gate: Gate) -> str:
     return holder.name if holder else "another replica"
 
 
-def _start_up(ctx: Context, gate: Gate) -> set | None:
-    """Wait for Redis, then the startup step; from the top again if Redis drops meanwhile.
-    None when told to stop first."""
-    while _wait_for_redis(ctx):
-        try:
-            return first_step(ctx, gate)
-        except (RedisUnavailable, *REDIS_DOWN) as exc:
-            logger.warning("Run: Redis unreachable during the startup step ({}); trying again", exc)
-    return None
+def _start_up(ctx: Context, gate: Gate) -> set:
+    """The startup step, once Redis answers: wait_out tries it again from the top while Redis is
+    unreachable, refuses writes, or holds a reaper key of the wrong type."""
+    ping(ctx.client)
+    return first_step(ctx, gate)
 
 
 def first_step(ctx: Context, gate: Gate) -> set:
@@ -164,29 +167,6 @@ def _stop_on_signals(stopping: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def _open_when_reachable(config: Config, mongo_client, stopping: threading.Event) -> Context | None:
-    """Context.open; a cluster client asks its nodes at once, so it too waits for Redis."""
-    return _until_reachable(stopping, lambda: Context.open(config, mongo_client, stopping=stopping))
-
-
-def _wait_for_redis(ctx: Context) -> bool:
-    """Until Redis answers; False when told to stop before it did."""
-    return _until_reachable(ctx.stopping, lambda: ping(ctx.client) or True) is not None
-
-
-def _until_reachable(stopping: threading.Event, attempt):
-    """attempt(), again with backoff while Redis is unreachable; None when told to stop first."""
-    delay = 1.0
-    while not stopping.is_set():
-        try:
-            return attempt()
-        except RedisUnavailable as exc:
-            logger.warning("Run: Redis unreachable ({}); trying again in {:g}s", exc, delay)
-            stopping.wait(delay)
-            delay = min(RECONNECT_MAX_S, delay * 2)
-    return None
-
-
 def startup(ctx: Context) -> set:
     """The startup step of ``startup.purge``; returns the jobs that should run at once."""
     mode = ctx.config.startup.purge
@@ -224,8 +204,8 @@ def jobs(ctx: Context, force: bool, gate: Gate, monitor: Monitor | None = None) 
         forced["once"] = False  # --force lifts the guard for one sweep that really ran
         monitor.swept(report)
 
-    outage = RedisOutage(ctx, monitor)
-    work = {SWEEP: sweep_job, CASCADE: lambda: monitor.drained(ctx.drain()),
+    outage, lost = RedisOutage(ctx, monitor), lost_intents(ctx)
+    work = {SWEEP: sweep_job, CASCADE: lambda: monitor.drained(drain(ctx, lost)),
             CLEANUP: lambda: periodic_cleanup(ctx)}
     idle = {SWEEP: monitor.stood_by}
     guarded = {name: outage.guard(name, gate.guard(name, job, idle.get(name))) for name, job in work.items()}
@@ -238,44 +218,65 @@ def jobs(ctx: Context, force: bool, gate: Gate, monitor: Monitor | None = None) 
     return {**guarded, SWEEP: sweep_turn}
 
 
+def lost_intents(ctx: Context) -> LostIntents:
+    """Intents without a schedule are looked for once per cleanup interval, by the cascade job."""
+    return LostIntents(ctx.client, ctx.keys, ctx.counters, every_s=ctx.config.timing.cleanup_interval_s)
+
+
+def drain(ctx: Context, lost: LostIntents) -> DrainReport:
+    """The cascade job: reaper's keys checked (WrongKeyType before anything is claimed), intents
+    that lost their schedule scheduled again (at most every cleanup interval), then the drain."""
+    require_types(ctx.client, ctx.keys)
+    if not ctx.config.safety.dry_run:
+        lost.reschedule_if_due(lambda: ctx.now() + ctx.config.safety.cascade_delay_s)
+    return ctx.drain()
+
+
 class RedisOutage:
-    """Says once that Redis went away and once that it is back, however many job runs notice:
-    a job every 100 ms must not print a traceback every 100 ms while Redis restarts."""
+    """Says once that Redis is in trouble (unreachable, refusing writes, holding a reaper key of
+    the wrong type) and once that it is over, however many job runs notice: a job every 100 ms
+    must not print a traceback every 100 ms while Redis restarts."""
+
+    COUNTED = {UNREACHABLE: "redis_unreachable", REFUSED: "redis_refused", WRONG_TYPE: "wrong_key_type"}
 
     def __init__(self, ctx: Context, monitor: Monitor | None = None):
         self.ctx, self.monitor = ctx, monitor
-        self._down = False
+        self.outage = Outage("jobs wait for it and go on when it is over")
+        self._failed: set[str] = set()  # the jobs that met the trouble in hand
         self._lock = threading.Lock()
 
     def guard(self, name: str, job):
         def run() -> None:
             try:
                 job()
-            except (RedisUnavailable, *REDIS_DOWN) as exc:
-                self._went_down(name, exc)
+            except Exception as exc:  # noqa: BLE001 - sorted by trouble_of; a bug is raised
+                trouble = trouble_of(exc)
+                if trouble is None:
+                    raise
+                self._went_down(name, trouble, exc)
                 return
-            self._came_back()
+            self._came_back(name)
 
         return run
 
-    def _went_down(self, name: str, exc: Exception) -> None:
-        self.ctx.counters.add(f"redis_unreachable.{name}")
+    def _went_down(self, name: str, trouble: Trouble, exc: Exception) -> None:
+        self.ctx.counters.add(f"{self.COUNTED[trouble.kind]}.{name}")
+        with self._lock:
+            self._failed.add(name)
         if self.monitor is not None:
-            self.monitor.redis_down(exc)
-        with self._lock:
-            first, self._down = not self._down, True
-        if first:
-            logger.warning("Run: Redis unreachable ({}); jobs wait for it and go on when it is back", exc)
-        else:
-            logger.debug("Run: job {} skipped, Redis still unreachable: {}", name, exc)
+            self.monitor.redis_down(exc, trouble)
+        if not self.outage.began(trouble):
+            logger.debug("Run: job {} skipped", name)
 
-    def _came_back(self) -> None:
+    def _came_back(self, name: str) -> None:
+        """Over once a job that met the trouble succeeds: a drain with nothing due writes nothing,
+        so its success says nothing of a Redis that refuses the sweep's writes."""
         with self._lock:
-            was_down, self._down = self._down, False
-        if was_down:
-            logger.info("Run: Redis reachable again")
-            if self.monitor is not None:
-                self.monitor.redis_up()
+            over = name in self._failed
+            if over:
+                self._failed.clear()
+        if over and self.outage.ended() and self.monitor is not None:
+            self.monitor.redis_up()
 
 
 def _intervals(config: Config) -> dict:

@@ -11,16 +11,15 @@ schedules its intent. The liveness check still guards its irreversible steps.
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
 
-from . import ownkeys, redact
+from . import ownkeys, redact, scripts
 from .intents import PURGE_ID, Intent, guest_id
 from .keys import Keys
-from .store import redis_now
+from .store import redis_now, require_types
 
 PAGE = 1000  # letters read per LRANGE
 SHOWN_CHARS = 300  # of one value in `dead-letters list`: a huge one is cut
@@ -29,7 +28,9 @@ SHOWN_CHARS = 300  # of one value in `dead-letters list`: a huge one is cut
 # ARGV[1] = the letter exactly as read   ARGV[2] = cascade id   ARGV[3] = intent JSON   ARGV[4] = due
 # Returns 1 moved, 0 gone meanwhile, -1 left alone: a cascade with that id is pending already.
 # A letter leaves the list only together with its intent's scheduling: never lost, never twice.
-RETRY_LETTER = """
+RETRY_LETTER = scripts.CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'list', KEYS[2], 'hash', KEYS[3], 'zset')
+if refused then return refused end
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return -1 end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
@@ -180,7 +181,7 @@ class DeadLetters:
         return self.client.llen(self.keys.dead)
 
     def _require_list(self) -> None:
-        ownkeys.require_types(self.client, self.keys.reaper_prefix, {self.keys.dead: ownkeys.LIST})
+        require_types(self.client, self.keys, ("dead",))
 
     def letters(self, limit: int | None = None) -> Iterator[Letter]:
         """Newest first, one page at a time."""
@@ -203,6 +204,7 @@ class DeadLetters:
 
     def select(self, cascade_id: str | None) -> list[Letter]:
         """Every letter (None), or the newest one with this id (none when there is none)."""
+        require_types(self.client, self.keys, ("dead", "intents", "due"))  # what retry writes
         if cascade_id is None:
             return list(self.letters())
         return next(([l] for l in self.letters() if l.id == cascade_id), [])

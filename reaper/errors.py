@@ -2,7 +2,9 @@
 
     ReaperError
     ├── ConfigError            bad configuration: exit 2, before anything is touched
+    │   └── WrongKeyType       a key reaper writes holds another Redis type: nothing touched
     ├── RedisUnavailable       Redis cannot be reached: exit 3
+    │   └── RedisRefused       Redis answers but refuses writes (READONLY, OOM, NOPERM...)
     └── StepError              a cascade step failed
         ├── TransientError     5xx, timeout, connection error: retried later
         └── PermanentError     other 4xx, refused request: dead letter at once
@@ -23,8 +25,30 @@ class ConfigError(ReaperError):
         super().__init__(f"config: {key} = {value!r}: expected {expected}")
 
 
+class WrongKeyType(ConfigError):
+    """A key reaper writes holds another Redis type, so every script writing it would fail:
+    another writer uses it, or a setting names someone else's key. Raised before the first
+    write (each script checks its keys' types first), so nothing was changed."""
+
+    def __init__(self, key: str | None, found: str | None, wanted: str | None, said: str = ""):
+        """``said``: Redis's own words, when a command (not a script) refused a key it does not name."""
+        if key is None:
+            message = f"redis: {said}; `reaper check` names the key"
+        else:
+            message = (f"redis: {key} holds a {found}, not a {wanted} (another writer uses it, or a "
+                       "redis.* setting names someone else's key); nothing was changed")
+        ReaperError.__init__(self, message)
+        self.key, self.value, self.expected = "redis.reaper_prefix", key, wanted
+        self.redis_key, self.found, self.wanted = key, found, wanted
+
+
 class RedisUnavailable(ReaperError):
     """Redis did not answer; nothing can be decided without it."""
+
+
+class RedisRefused(RedisUnavailable):
+    """Redis answers but refuses to write (a read-only replica, maxmemory reached, an ACL, a
+    failed save): nothing can be done until it accepts writes again."""
 
 
 class StepError(ReaperError):

@@ -22,6 +22,7 @@ from . import ownkeys, reasons, redact, scripts
 from .config import Config
 from .keys import Keys
 from .staleness import Verdict
+from .store import require_type
 
 READ_PAGE = 1000  # entries per XREVRANGE while filtering by user
 FIELD = "decision"  # each entry's one field, holding the record as JSON
@@ -255,7 +256,7 @@ class EventStream:
               limit: int = 100) -> Found:
         """At most ``limit`` records, newest first, of ``user_id`` (or anyone), not older than
         ``since_s`` before ``now`` (Redis time); entries that cannot be read are counted."""
-        ownkeys.require_types(self.client, self.prefix, {self.key: ownkeys.STREAM})
+        require_type(self.client, self.key, "stream")
         oldest = "-" if since_s is None else since_id(now, since_s)
         found, newest, page_size = Found([]), "+", READ_PAGE if user_id else limit
         while len(found.records) < limit:

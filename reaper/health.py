@@ -5,7 +5,8 @@ Healthy: Redis answered the jobs that last asked it, and a sweep turn finished w
 sweep turn is a sweep on the leader; on a replica that stands by, or while reaper is paused,
 it is the check that found it must not sweep (it asked Redis whether it is paused and who
 leads): that replica is doing its job, so probes and the watchdog must not kill it.
-Ready: the startup step is done, and no stop signal has come.
+Ready: the startup step is done, and no stop signal has come. Until it is, /healthz says why it
+is not when Redis holds it up (unreachable, refusing writes, a key of the wrong type).
 
 The decisions are pure functions of a snapshot and ``now`` (a monotonic clock: only ages
 are measured here); ``Health`` keeps what the jobs told it.
@@ -31,6 +32,8 @@ class Snapshot:
     turn: str | None = None  # SWEPT, STANDBY or PAUSED
     turn_at: float | None = None
     redis_error: str | None = None
+    redis_trouble: str = "redis unreachable"  # what redis_error means (reaper/outage.py's kinds)
+    waiting: str | None = None  # what holds the startup step up, while it is tried again
 
 
 @dataclass(frozen=True)
@@ -45,13 +48,14 @@ class Answer:
 
 def healthz(state: Snapshot, now: float, interval_s: float) -> Answer:
     if state.ready_at is None:
-        return _unhealthy("starting: the startup step has not finished")
+        why = f": {state.waiting}; retrying with backoff" if state.waiting else ""
+        return _unhealthy(f"starting: the startup step has not finished{why}")
     limit_s = LATE_AFTER_INTERVALS * interval_s
     since = state.turn_at if state.turn_at is not None else state.ready_at
     facts = {"role": ROLES.get(state.turn), "last_turn_age_s": _age(state.turn_at, now),
              "limit_s": limit_s}
     if state.redis_error is not None:
-        return _unhealthy(f"redis unreachable: {state.redis_error}", facts)
+        return _unhealthy(f"{state.redis_trouble}: {state.redis_error}", facts)
     if now - since > limit_s:
         return _unhealthy(f"{_late(state.turn)} for {now - since:.1f}s, more than "
                           f"{LATE_AFTER_INTERVALS} x heartbeat_interval ({limit_s:g}s)", facts)
@@ -98,8 +102,12 @@ class Health:
         """A sweep turn finished: SWEPT, or STANDBY / PAUSED after asking Redis. Redis answered."""
         self._change(turn=turn, turn_at=self.clock(), redis_error=None)
 
-    def redis_down(self, error: str) -> None:
-        self._change(redis_error=error)
+    def redis_down(self, error: str, trouble: str = "redis unreachable") -> None:
+        self._change(redis_error=error, redis_trouble=trouble)
+
+    def waiting(self, why: str | None) -> None:
+        """What holds the startup step up (None: nothing now)."""
+        self._change(waiting=why)
 
     def redis_up(self) -> None:
         self._change(redis_error=None)

@@ -6,6 +6,8 @@ from datetime import datetime, timedelta, timezone
 from loguru import logger
 
 from .counters import Counters
+from .errors import RedisRefused
+from .store import explain
 
 SWEEP, CLEANUP, CASCADE = "sweep", "cleanup", "cascade"
 PAUSED, STANDBY = "paused", "standby"  # why the gate refused a job
@@ -68,11 +70,20 @@ class Gate:
         if self.pause_watch.paused():
             return PAUSED
         if not self.leadership.confirm():
+            self._refused()
             holder = self.leadership.holder
             logger.debug("Job {}: skipped; {} leads, not this replica", job_id,
                          holder.name if holder else "no replica")
             return STANDBY
         return None
+
+    def _refused(self) -> None:
+        """A lease Redis refused to write (a read-only replica, OOM) is no reason to stand by:
+        raised, so the job's outage guard says that Redis refuses writes."""
+        failure = self.leadership.failure
+        known = explain(failure) if failure is not None else None
+        if isinstance(known, RedisRefused):
+            raise known from failure
 
     def guard(self, job_id: str, job, idle=None):
         """``job()`` when allowed; else ``idle(why)``, when given."""

@@ -68,6 +68,7 @@ class Attempt:
     holder: Holder | None = None  # who leads when we do not (None: nobody, or unknown)
     healed: bool = False  # the key had no expiry and was given one
     error: str | None = None
+    failure: Exception | None = None  # what Redis raised, when it could not be asked
 
 
 def read_holder(client: redis.Redis, key: str) -> Holder | None:
@@ -122,6 +123,7 @@ class Leadership:
         self.interval_s = lease.lease_s / 3
         self.holder: Holder | None = None  # the other replica seen leading at the last try
         self.error: str | None = None  # why the last try could not ask Redis
+        self.failure: Exception | None = None  # and what Redis raised then
         self._leader = False
         self._wait_s = 0.0
         self._lock = threading.Lock()
@@ -174,12 +176,12 @@ class Leadership:
                 return Attempt(True)
             return Attempt(False, read_holder(self.lease.client, self.lease.key))
         except redis.RedisError as exc:
-            return Attempt(False, error=f"{type(exc).__name__}: {exc}")
+            return Attempt(False, error=f"{type(exc).__name__}: {exc}", failure=exc)
 
     def _settle(self, attempt: Attempt) -> bool:
         event = decide(self._leader, attempt.held)
         seen_before = self.holder
-        self.error = attempt.error
+        self.error, self.failure = attempt.error, attempt.failure
         self._leader = attempt.held
         if attempt.held or attempt.holder or not attempt.error:
             self.holder = attempt.holder
@@ -220,6 +222,7 @@ class Unelected:
     is_leader = True
     holder = None
     error = None
+    failure = None
 
     def __init__(self):
         self.me = replica_name(new_token())

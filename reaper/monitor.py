@@ -16,6 +16,7 @@ from .config import Config
 from .context import Context
 from .health import Health
 from .metrics import CONTENT_TYPE, Metrics
+from .outage import UNREACHABLE, Trouble
 from .sdnotify import Notifier
 from .server import Endpoint, Reply, Routes, serve
 from .sweep import SweepReport
@@ -80,9 +81,18 @@ class Monitor:
     def turn_finished(self) -> None:
         self.notifier.watchdog()
 
-    def redis_down(self, exc: Exception) -> None:
-        self.health.redis_down(f"{type(exc).__name__}: {exc}")
-        self.metrics.redis_up.set(0)
+    def redis_down(self, exc: Exception, trouble: Trouble | None = None) -> None:
+        """A job met Redis trouble: unreachable (the metric says so), refusing writes, or a key
+        of the wrong type (it answers, but reaper cannot work)."""
+        if trouble is None or trouble.kind == UNREACHABLE:
+            self.health.redis_down(f"{type(exc).__name__}: {exc}")
+            self.metrics.redis_up.set(0)
+        else:
+            self.health.redis_down(trouble.detail, trouble.kind)
+
+    def waiting(self, trouble: Trouble | None) -> None:
+        """What holds the startup step up, for /healthz; None once nothing does."""
+        self.health.waiting(None if trouble is None else str(trouble))
 
     def redis_up(self) -> None:
         self.health.redis_up()
@@ -104,10 +114,13 @@ class Monitor:
         """Pending and dead cascades (and the leader's last mass-expiry verdict), in one round trip."""
         keys = self.ctx.keys
         pipe = self.ctx.client.pipeline(transaction=False)
-        pipe.zcard(keys.due)
+        pipe.hlen(keys.intents)  # pending: every intent, with its schedule or not (reaper/reschedule.py)
         pipe.llen(keys.dead)
         pipe.hget(keys.state, "mass_expiry")
-        pending, dead, mass_expiry = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        if any(isinstance(reply, Exception) for reply in replies):
+            return  # a key of the wrong type: the leader's jobs say so, the gauges keep their values
+        pending, dead, mass_expiry = replies
         self.metrics.record_tier(pending, dead, mass_expiry == b"1" if with_mass_expiry else None)
 
     def _check_watchdog(self) -> None:

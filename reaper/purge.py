@@ -10,7 +10,7 @@ from .events import EventStream, decision
 from .intents import purge_intent
 from .names import decode_name
 from .records import parse_online_entry
-from .store import hscan_batches, require_hash, scan_batches
+from .store import hscan_batches, require_types, scan_batches
 
 COLD, ALL, STALE, OFF = "cold", "all", "stale", "off"
 
@@ -25,7 +25,7 @@ class PurgeReport:
 
 def purge(ctx: Context) -> PurgeReport:
     """Delete all guest state. The database calls are a cascade: recorded first, retried."""
-    require_hash(ctx.client, ctx.keys.online, "redis.online_key")
+    require_types(ctx.client, ctx.keys)
     dry_run = ctx.config.safety.dry_run
     steps = ctx.targets.purge_steps()
     if steps and not dry_run:

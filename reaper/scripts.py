@@ -7,6 +7,24 @@ TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each
 ENTRY_BATCH = 250  # entries per REMOVE_ENTRY call: ~2 Redis calls each
 EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
 
+# Every script that writes first checks that the keys it writes (and users:online, where it
+# removes entries) are absent or of the type reaper keeps there, and refuses before its first
+# write with an error naming the key: Redis keeps what a failed script wrote, so one failing
+# half-way (WRONGTYPE on its last write) would keep a removal and lose its intent.
+# The error reads "WRONGTYPE <key> holds a <type>, not a <type>" (store.explain parses it).
+# Use: local refused = wrong_type(KEYS[1], 'hash', ...) if refused then return refused end
+CHECK_TYPES = """
+local function wrong_type(...)
+  local expected = {...}
+  for i = 1, #expected, 2 do
+    local found = redis.call('TYPE', expected[i]).ok
+    if found ~= 'none' and found ~= expected[i + 1] then
+      return redis.error_reply('WRONGTYPE ' .. expected[i] .. ' holds a ' .. found .. ', not a ' .. expected[i + 1])
+    end
+  end
+end
+"""
+
 # KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)
 # then for record i (from 1): KEYS[2i+1] = guest_connection:{socketId}, KEYS[2i+2] = its quarantine key
 # ARGV[1] = due time   ARGV[2] = quarantine TTL (s)
@@ -18,7 +36,7 @@ EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
 # Takes each record away only if it still holds what the sweep read, and records its cascade in
 # the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
 # Of a key of another type the sweep read only the type, so only the type is compared.
-_UNCHANGED = """
+_UNCHANGED = CHECK_TYPES + """
 local function unchanged(key, a)
   local seen = ARGV[a + 1]
   if seen == 'string' and ARGV[3] == 'string' then
@@ -57,6 +75,8 @@ local function take_each(take, first_key, first_arg, per_record)
 end
 """
 TAKE_RECORD = _UNCHANGED + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
 local function take(key, quarantine, a)
   if not unchanged(key, a) then return 0 end
   remove(key, quarantine, a)
@@ -79,6 +99,8 @@ return take_each(take, 3, 4, 6)
 # prefix and its JSON names this socket. Whatever else it holds, the sweep's own rules say the
 # same; anything less clear goes back to the sweep (2), which takes it the long way.
 TAKE_GUEST = _UNCHANGED + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash')
+if refused then return refused end
 local prefix = ARGV[4]
 local function ours(user, socket)
   local value = redis.call('HGET', KEYS[3], user)
@@ -111,7 +133,9 @@ return take_each(take, 4, 5, 8)
 # Returns one 1 (taken) or 0 (left alone) per orphan.
 # Removes an orphan entry only if its socket still has no record and the entry is unchanged:
 # a guest that connected meanwhile keeps it. Its intent, if any step is left, in the same step.
-TAKE_ORPHAN = """
+TAKE_ORPHAN = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'zset')
+if refused then return refused end
 local function take(a)
   local k = tonumber(ARGV[a + 4])
   if k > 0 and redis.call('EXISTS', KEYS[k]) == 1 then return 0 end
@@ -132,7 +156,9 @@ return taken
 
 # KEYS[1] = users:online   ARGV[2i-1], ARGV[2i] = userId and entry value read, for entry i
 # Returns per entry 1 removed, 2 already gone, 0 changed since it was read (left alone).
-REMOVE_ENTRY = """
+REMOVE_ENTRY = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash')
+if refused then return refused end
 local removed = {}
 for i = 1, #ARGV / 2 do
   local v = redis.call('HGET', KEYS[1], ARGV[2 * i - 1])
@@ -159,7 +185,9 @@ SETTLE_ONLINE_BATCH = 150  # cascades per SETTLE_ONLINE call: ~3 Redis calls eac
 # that step in the intents it wrote, deleting those with nothing left. Only an intent still
 # byte-equal to what the sweep wrote and still due when it was scheduled: one replaced (the guest
 # reaped again, a cascade's write-back) or claimed by a cascade meanwhile is left to its cascade.
-SETTLE_ONLINE = """
+SETTLE_ONLINE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
 local due = tonumber(ARGV[1])
 local settled = {}
 for a = 2, #ARGV, 3 do
@@ -189,7 +217,9 @@ ONLINE_PAGE = 250  # users:online entries per ONLINE_PAGE call: an HSCAN page, a
 # of the value; an entry it cannot read, a socketless one, one that is a guest's by isGuest alone,
 # and one whose socket has no record go back to the sweep, which judges them by its own rules.
 # So the sweep parses the few entries that may be orphans, not the million that are not.
-ONLINE_PAGE_SCRIPT = """
+ONLINE_PAGE_SCRIPT = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash')
+if refused then return refused end
 local prefix, records = ARGV[3], ARGV[4]
 local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local fields = page[2]
@@ -237,7 +267,9 @@ return found
 # past the claim: a claimer that dies mid-step leaves them due again once the claim runs out.
 # A due id without an intent is dropped here, in the same step, so an intent written a moment
 # later keeps its schedule.
-CLAIM_DUE = """
+CLAIM_DUE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'zset', KEYS[2], 'hash')
+if refused then return refused end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local out = {0}
 for _, id in ipairs(ids) do
@@ -254,6 +286,28 @@ end
 return out
 """
 
+RESCHEDULE_PAGE = 500  # intents per RESCHEDULE call: an HSCAN step and a ZSCORE each, ~0.5 ms
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)
+# ARGV[1] = HSCAN cursor   ARGV[2] = COUNT   ARGV[3] = due time for an intent found unscheduled
+# Returns {next cursor, id of each intent scheduled again}.
+# Every script writes an intent and its schedule together, so an intent without one was left by
+# a failure (a script that failed half-way, the due key deleted or evicted): no cascade would
+# ever claim it. One HSCAN page of the intents, each without a schedule given one.
+RESCHEDULE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out, fields = {page[1]}, page[2]
+for i = 1, #fields, 2 do
+  if not redis.call('ZSCORE', KEYS[2], fields[i]) then
+    redis.call('ZADD', KEYS[2], ARGV[3], fields[i])
+    out[#out + 1] = fields[i]
+  end
+end
+return out
+"""
+
 SETTLE_BATCH = 250  # cascades per SETTLE call: ~4 Redis calls each
 
 # KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = dead letters (list)
@@ -261,7 +315,9 @@ SETTLE_BATCH = 250  # cascades per SETTLE call: ~4 Redis calls each
 #   new intent JSON (retry) or dead letter (dead), due time (retry)
 # Returns one 1 (settled) or 0 (left alone) per cascade.
 # Settles a cascade only if nobody replaced it since the claim (a guest reaped again starts afresh).
-SETTLE = """
+SETTLE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list')
+if refused then return refused end
 local settled = {}
 for a = 1, #ARGV, 5 do
   local id, action = ARGV[a], ARGV[a + 2]
@@ -337,7 +393,9 @@ return 1
 # Returns per cascade 1 (written, held) or 0 (one is pending already: left as it is).
 # Writes an intent before its removal, due only after the hold so no cascade runs it before the
 # removal is known; a pending cascade of the same guest is not replaced by one that may not happen.
-HOLD_INTENTS = """
+HOLD_INTENTS = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
 local held = {}
 for a = 2, #ARGV, 2 do
   local fresh = redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1])
@@ -353,7 +411,9 @@ return held
 #   put: removal done, a pending cascade was there: replaced by ours, as TAKE_RECORD would
 #   drop: the removal did not happen: the held intent goes (if it is still ours)
 # Returns per cascade 1 (done) or 0 (the intent was not ours any more).
-CONFIRM_INTENTS = """
+CONFIRM_INTENTS = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
 local done = {}
 for a = 2, #ARGV, 3 do
   local id, json, action = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -380,7 +440,9 @@ EVENTS_BATCH = 250  # decision records per ADD_EVENTS call: one XADD each, ~0.5 
 # ARGV[1] = the cap (MAXLEN ~)   ARGV[2..] = one decision record (JSON) each
 # Returns how many were added. One call per batch, so the records cost one argument each on the
 # wire, not one per field; MAXLEN ~ trims whole nodes of the oldest, keeping the stream near the cap.
-ADD_EVENTS = """
+ADD_EVENTS = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'stream')
+if refused then return refused end
 for i = 2, #ARGV do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'decision', ARGV[i])
 end

@@ -9,17 +9,15 @@ import math
 from . import redact
 from .context import Context
 from .leader import read_holder
-from .ownkeys import HASH, LIST, ZSET, require_types
 from .pause import paused_state
-from .store import require_hash
+from .store import require_types
 from .sweep import Sweep
 
 
 def collect(ctx: Context) -> dict:
     read_only = dataclasses.replace(ctx.config, safety=dataclasses.replace(ctx.config.safety, dry_run=True))
     now = ctx.now()
-    require_hash(ctx.client, ctx.keys.online, "redis.online_key")
-    _require_own_types(ctx)
+    require_types(ctx.client, ctx.keys)
     report = Sweep(ctx.client, read_only, ctx.keys, [], now, None, False, quiet=True).run()
     state = read_state(ctx.client.hgetall(ctx.keys.state))
     last = state.last_sweep_at
@@ -42,12 +40,6 @@ def collect(ctx: Context) -> dict:
     if state.unreadable:  # only then: the report's shape stays as it was when all is well
         found["unreadable"] = state.unreadable
     return found
-
-
-def _require_own_types(ctx: Context) -> None:
-    keys = ctx.keys
-    require_types(ctx.client, keys.reaper_prefix,
-                  {keys.intents: HASH, keys.due: ZSET, keys.dead: LIST, keys.state: HASH})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Reading guest state from Redis in bounded batches: SCAN, never KEYS."""
 
 import queue
+import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
 import redis
@@ -17,7 +18,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from . import cluster
 from .config import Config, RedisConfig, split_host_port
-from .errors import ConfigError, RedisUnavailable
+from .errors import ConfigError, ReaperError, RedisRefused, RedisUnavailable, WrongKeyType
 from .keys import Keys
 from .names import CLIENT_OPTIONS, decode_name
 from .records import Malformed, parse_hash_record, parse_json_record
@@ -30,6 +31,19 @@ READ_AHEAD_SWITCH_S = 0.0005
 MGET_BATCH = 1000
 _END = object()
 MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
+# Errors by which Redis refuses a write it would otherwise do: a read-only replica, maxmemory with
+# noeviction, an ACL, a failed RDB save, too few replicas (min-replicas-to-write).
+REFUSED_CLASSES = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
+                   redis.exceptions.NoPermissionError: "NOPERM"}
+REFUSED_CODES = ("MISCONF", "NOREPLICAS")
+_SCRIPT_NOPERM = "The user executing the script can't run"  # an ACL refusing a script's command (ERR)
+_SCRIPT_TRAIL = re.compile(r"\s*script: \w+, on @user_script:\d+\.?$")
+_PIPELINE_HEAD = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.S)
+# The keys require_types checks by default: users:online and every key reaper writes. The leader
+# lease and the pause switch are left out: their readers take a key of another type for "held by
+# someone else" and "paused", and wait it out.
+CHECKED = ("online", "intents", "due", "dead", "state", "events")
+_WRONG_TYPE = re.compile(r"^WRONGTYPE (?P<key>.+) holds a (?P<found>\w+), not a (?P<wanted>\w+)$", re.S)
 
 
 def connect(config: Config) -> redis.Redis:
@@ -168,9 +182,67 @@ def require_hash(client: redis.Redis, key: str, setting: str) -> None:
     """ConfigError unless ``key`` is a hash or absent. users:online is the signaling service's
     hash; another type means ``setting`` names the wrong key (or a writer broke it), and every
     command on it would fail: stop before anything is touched, and say which key and why."""
-    found = key_type(client, key)
+    _require_online(key, key_type(client, key), setting)
+
+
+def _require_online(key: str, found: str, setting: str) -> None:
     if found not in ("hash", "none"):
         raise ConfigError(setting, key, f"the name of a hash (the online list), but that key holds a {found}")
+
+
+def require_type(client: redis.Redis, key: str, wanted: str) -> None:
+    """WrongKeyType unless ``key`` is absent or of Redis type ``wanted``."""
+    found = key_type(client, key)
+    if found not in (wanted, "none"):
+        raise WrongKeyType(key, found, wanted)
+
+
+def require_types(client: redis.Redis, keys: Keys, names: tuple[str, ...] = CHECKED) -> None:
+    """users:online a hash (ConfigError, as require_hash) and each key reaper writes absent or of
+    its type (WrongKeyType), in one round trip: what a sweep, a purge or a drain checks before
+    it touches anything. ``names``: those Keys properties only."""
+    expected = keys.expected_types()
+    found = _types(client, [getattr(keys, name) for name in names])
+    for name in names:
+        key = getattr(keys, name)
+        if name == "online":
+            _require_online(key, found[key], "redis.online_key")
+        elif found[key] not in (expected[key], "none"):
+            raise WrongKeyType(key, found[key], expected[key])
+
+
+def explain(exc: Exception) -> ReaperError | None:
+    """What a Redis error means to reaper: WrongKeyType when a script refused a key of another type
+    (scripts.CHECK_TYPES), RedisRefused when Redis refuses writes; None for anything else."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    text = _PIPELINE_HEAD.sub("", _SCRIPT_TRAIL.sub("", str(exc)))
+    wrong = _WRONG_TYPE.match(text)
+    if wrong:
+        return WrongKeyType(wrong["key"], wrong["found"], wrong["wanted"])
+    if text.startswith("WRONGTYPE "):  # a command's own: it does not say which key
+        return WrongKeyType(None, None, None, text)
+    code = REFUSED_CLASSES.get(type(exc))
+    if code is not None:
+        return RedisRefused(f"{code} {text}")
+    if text.startswith(REFUSED_CODES):
+        return RedisRefused(text)
+    if text.startswith(_SCRIPT_NOPERM):
+        return RedisRefused(f"NOPERM {text}")
+    return None
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Raises the Redis errors reaper knows the meaning of as that meaning (explain); other errors
+    pass unchanged."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        known = explain(exc)
+        if known is None:
+            raise
+        raise known from exc
 
 
 def redis_now(client: redis.Redis) -> float:

@@ -738,7 +738,7 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
           progress: Progress | None = None, gate: Gate | None = None) -> SweepReport:
     """One full sweep against Redis's clock, with the mass-expiry guard."""
     started = time.monotonic()
-    store.require_hash(client, keys.online, "redis.online_key")
+    store.require_types(client, keys)
     now = redis_now(client)
     skip_orphans = _evictions_grew(client, keys, config.safety.dry_run)
     budget = None if config.safety.dry_run else allowance(config.safety, force)

@@ -6,13 +6,13 @@ import io
 import json
 import logging
 import re
-import sys
 
 import pytest
 from loguru import logger
 
 from reaper import logs
 from support.guests import record
+from support.logs import restore_logging  # noqa: F401 - autouse: loguru back as it was
 
 # A line as reaper writes it: "2024-01-01 12:00:00.000 | LEVEL   | message"
 REAPER_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ")
@@ -37,14 +37,6 @@ HOSTILE = {
     "right-to-left override": ("guest_1\u202etxt.exe", "guest_1\\u202etxt.exe"),
     "tab": ("guest_1\tx", "guest_1\\tx"),
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    yield
-    logger.remove()
-    logger.add(sys.stderr)
-    logging.basicConfig(handlers=[logging.StreamHandler()], level=logging.WARNING, force=True)
 
 
 def configured(fmt: str, secrets=()) -> io.StringIO:

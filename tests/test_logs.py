@@ -3,7 +3,6 @@
 import io
 import json
 import logging
-import sys
 from datetime import datetime
 
 import pytest
@@ -11,6 +10,7 @@ from loguru import logger
 
 from reaper import logs
 from reaper.config import load_config, secrets_of
+from support.logs import restore_logging  # noqa: F401 - autouse: loguru back as it was
 
 SECRET_ENV = {
     "REAPER_REDIS_URL": "redis://reaper:r%40dis-pw@cache:6379/0",
@@ -19,14 +19,6 @@ SECRET_ENV = {
     "REAPER_USER_SERVICE_TOKEN": "user-token-456",
 }
 LEAKS = ("r%40dis-pw", "r@dis-pw", "mongo-pw", "auth-token-123", "user-token-456")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    yield
-    logger.remove()
-    logger.add(sys.stderr)
-    logging.basicConfig(handlers=[logging.StreamHandler()], level=logging.WARNING, force=True)
 
 
 def configured(fmt="text", level="INFO", secrets=()) -> io.StringIO:

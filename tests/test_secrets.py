@@ -6,8 +6,6 @@ credentials reaper sent is kept, logged and shown cut short and scrubbed of them
 import base64
 import io
 import json
-import logging
-import sys
 
 import pytest
 from loguru import logger
@@ -22,6 +20,7 @@ from support.cli import invoke
 from support.echo import EchoService, bodies
 from support.gates import cleared, permit
 from sweep_helpers import keys_of
+from support.logs import restore_logging  # noqa: F401 - autouse: loguru back as it was
 
 TOKEN = "tok-Zq8v3PLuS-91f2"
 USER, PASSWORD = "svc", "PaSSw0rd-7d1e"
@@ -38,14 +37,6 @@ MODES = list(bodies("Bearer x"))
 def assert_no_leak(text: str) -> None:
     for leak in LEAKS:
         assert leak not in text
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    yield
-    logger.remove()
-    logger.add(sys.stderr)
-    logging.basicConfig(handlers=[logging.StreamHandler()], level=logging.WARNING, force=True)
 
 
 # -- reply bodies ----------------------------------------------------------------------------------

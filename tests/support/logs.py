@@ -1,5 +1,9 @@
 """Capturing what reaper logs, for assertions."""
 
+import logging
+import sys
+
+import pytest
 from loguru import logger
 
 
@@ -21,3 +25,13 @@ class Logs:
 
     def close(self) -> None:
         logger.remove(self._sink)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """For tests that configure logging as the CLI does: loguru and the standard library's
+    logging back to stderr afterwards."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+    logging.basicConfig(handlers=[logging.StreamHandler()], level=logging.WARNING, force=True)

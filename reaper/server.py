@@ -2,9 +2,10 @@
 what the jobs recorded (never waiting for Redis), on threads of its own.
 
 Bounded, so that no client, slow or hostile, can take the descriptors and threads the cascade
-needs: at most CAP connections at a time (one thread each), each cut DEADLINE_S after accept
-however it trickles its bytes. Over the cap, a newcomer takes the place of the oldest connection
-once that one is past a grace, or is closed at once, without a thread (admission.py decides).
+needs: at most CAP connections at a time, served by a pool of as many threads, each cut
+DEADLINE_S after accept however it trickles its bytes. Over the cap, a newcomer takes the place
+of the oldest connection once that one is past a grace, or is closed at once (admission.py
+decides).
 Nothing reaches stderr but through loguru: a reset or a broken pipe is one DEBUG line.
 """
 
@@ -15,8 +16,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlsplit
 
 from loguru import logger
@@ -94,13 +96,14 @@ def printable(text: str) -> str:
     return cut.translate(_PRINTABLE)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
     request_queue_size = 128  # a burst waits in the kernel's backlog rather than being refused
 
     def __init__(self, address: tuple, family: int, routes: Routes, admission: Admission):
         self.address_family, self.routes, self.admission = family, routes, admission
         self.changed = threading.Condition()  # guards admission; notified when a place frees
+        # As many threads as places, made when first needed: a thread per connection held, never more.
+        self.workers = ThreadPoolExecutor(admission.cap, thread_name_prefix="reaper-http")
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -110,7 +113,7 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request: socket.socket, client_address) -> None:
         if self._admit(request):
-            super().process_request(request, client_address)  # a thread of its own
+            self.workers.submit(self._serve, request, client_address)
             return
         logger.debug("HTTP: {} turned away: {} connections held", client_address[0], len(self.admission))
         self.shutdown_request(request)
@@ -123,6 +126,14 @@ class _Server(ThreadingHTTPServer):
                 return False
             self.admission.take(request, time.monotonic())
             return True
+
+    def _serve(self, request: socket.socket, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
 
     def service_actions(self) -> None:
         # serve_forever calls this after every accept and every poll interval.
@@ -137,9 +148,11 @@ class _Server(ThreadingHTTPServer):
             self.changed.notify_all()
         super().shutdown_request(request)
 
-    def cut_everyone(self) -> None:
+    def server_close(self) -> None:
         with self.changed:
             _cut(self.admission.everyone(), "the endpoint closes")
+        super().server_close()
+        self.workers.shutdown(wait=True)  # soon: every connection was just cut
 
     def handle_error(self, request, client_address) -> None:
         # socketserver's own prints a traceback on stderr, outside the logging setup.
@@ -185,7 +198,6 @@ class Endpoint:
 
     def close(self) -> None:
         self._server.shutdown()
-        self._server.cut_everyone()
         self._server.server_close()
         self._thread.join()
 

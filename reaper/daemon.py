@@ -20,6 +20,7 @@ from .context import Context
 from .errors import RedisUnavailable
 from .jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
 from .leader import elect
+from .limits import raise_open_files
 from .monitor import Monitor
 from .outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, Trouble, trouble_of, wait_out
 from .pause import PauseWatch
@@ -70,6 +71,7 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
 
 
 def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
+    raise_open_files()
     monitor = Monitor(config)
     monitor.listen(config.server.listen)  # a bad address stops here, before Redis is touched
     try:

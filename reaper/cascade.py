@@ -45,9 +45,6 @@ MIN_WAIT_S = 0.01
 WRITE_BACK_S = 0.05
 INTERRUPTED = "interrupted"  # the answer of a DELETE left unsent because we are stopping
 NOT_SENT = "not sent"  # the answer of a DELETE whose guest a fresh liveness check found back
-# How long a cascade waits when the gate cannot tell whether its guest is live (no recent
-# record pass): about one sweep, which makes the pass it needs.
-UNKNOWN_WAIT_S = 30.0
 
 
 @dataclass
@@ -320,11 +317,15 @@ class DeleteStream:
 class CascadeRunner:
     def __init__(self, client: redis.Redis, keys: Keys, targets: Targets, gate: Gate,
                  retry: RetryPolicy, counters: Counters, *, concurrency: int, batch_size: int, scan_count: int,
+                 unsure_wait_s: float = 30.0,
                  claim_timeout_s: float, max_age_s: float, guest_id_prefix: str,
                  breaker_failures: int = 5, breaker_cooldown_s: float = 10.0,
                  audit: EventStream | None = None):
         self.client, self.keys, self.targets, self.gate = client, keys, targets, gate
         self.scan_count = scan_count  # for a record pass of its own (Liveness.survey)
+        # How long a cascade waits when the gate cannot tell yet whether its guest is live: one
+        # sweep interval, after which a new record pass has its word.
+        self.unsure_wait_s = unsure_wait_s
         self.audit = audit  # where cascades that ended early or dead are recorded
         self.retry, self.counters = retry, counters
         self.batch_size, self.claim_timeout_s, self.max_age_s = batch_size, claim_timeout_s, max_age_s
@@ -670,7 +671,7 @@ class CascadeRunner:
             return [intent.id, claimed.raw, "retry", intent.to_json(), now]
         if claimed.waiting and not claimed.failures:  # not known to be gone yet: not a failure
             report.waiting += 1
-            return [intent.id, claimed.raw, "retry", intent.to_json(), now + UNKNOWN_WAIT_S]
+            return [intent.id, claimed.raw, "retry", intent.to_json(), now + self.unsure_wait_s]
         if not claimed.failures and not claimed.deferred:  # cannot happen with known steps; never spin on it
             claimed.fail(intent.steps[0], TransientError(f"step {intent.steps[0]} was not run"))
         _note_errors(claimed)

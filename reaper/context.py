@@ -57,7 +57,7 @@ class Context:
         runner = CascadeRunner(
             client, keys, targets, gate, RetryPolicy.from_config(config.cascade), counters,
             concurrency=config.cascade.concurrency, batch_size=config.cascade.batch_size,
-            scan_count=config.redis.scan_count,
+            scan_count=config.redis.scan_count, unsure_wait_s=config.timing.heartbeat_interval_s,
             claim_timeout_s=config.cascade.claim_timeout_s,
             max_age_s=config.safety.cascade_max_age_s, guest_id_prefix=config.redis.guest_id_prefix,
             breaker_failures=config.cascade.breaker_failures,

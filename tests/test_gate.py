@@ -185,7 +185,8 @@ def next_round(ctx):
     """Another sweep, then a drain with every pending cascade due now (no waiting out a delay)."""
     ctx.sweep()
     due = Keys.from_config(ctx.config.redis).due
-    ctx.client.zadd(due, {cascade_id: 0 for cascade_id in ctx.client.zrange(due, 0, -1)})
+    for cascade_id in ctx.client.zrange(due, 0, -1):
+        ctx.client.zadd(due, {cascade_id: 0})
     return ctx.drain()
 
 

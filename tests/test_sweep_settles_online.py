@@ -314,7 +314,11 @@ def test_an_entry_goes_with_its_record_exactly_when_the_sweeps_rule_says(ctx_fac
     steps = ["auth"] if environ is AUTH_ONLY and guest_ids.problem(user, "guest_") is None else []
     assert [i["steps"] for i in intents(r).values()] == ([steps] if steps else [])
     assert_intents_consistent(r)
-    ctx.drain()
+    for _ in range(2):  # guest_1 is live on other sockets: a second record pass agrees, then it is dropped
+        ctx.drain()
+        ctx.sweep(force=True)
+        for cascade_id in r.zrange(DUE, 0, -1):
+            r.zadd(DUE, {cascade_id: 0})
     assert intents(r) == {} and due_ids(r) == set()
 
 

@@ -21,6 +21,7 @@ from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
 from .durations import parse_duration
 from .errors import ConfigError, RedisRefused, RedisUnavailable
 from .keys import Keys
+from .signaling import SignalingCluster
 from .store import REDIS_DOWN, connect, ping, redis_now, refusals
 from .terminal import progress_on
 
@@ -311,11 +312,14 @@ def retry_dead_letters(config_path, letter_id, every):
     """Replay dead letters. Moves the newest letter with this cascade ID (as `reaper
     dead-letters list` shows it, e.g. guest:guest_6f1c2a9e), or --all of them, back to the
     pending cascades: attempts start again from 0, due now. The daemon's next cascade run
-    takes them, and the liveness check still spares a guest that is back. Exit 1 when some
-    were left."""
+    takes them, and the liveness check still spares a guest that is back. A purge's letter
+    (cleanup-all, delete every guest) is left, and the reason said, while a signaling server is
+    attached: the tier holds live guests. Exit 0 when every letter chosen was moved, 1 when
+    some were left (refused on a live tier, pending already, unreadable, or no such ID)."""
     cascade_id = _one_or_all(letter_id, every)
     config = _load(config_path)
-    outcome = _reading(config, lambda client, keys: deadletters.DeadLetters(client, keys).retry(cascade_id))
+    outcome = _reading(config, lambda client, keys: deadletters.DeadLetters(
+        client, keys, SignalingCluster(client, config.notify)).retry(cascade_id))
     click.echo("\n".join(outcome.lines()))
     sys.exit(0 if outcome.complete else 1)
 

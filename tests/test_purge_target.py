@@ -3,6 +3,7 @@ sentinels name now (and their service), a cluster's primaries, a server's addres
 and db; never redis.url's host when sentinels decide, never a password. In `reaper purge`'s
 question, and in the log of every purge (`--yes`, and the daemon's startup purge)."""
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def locked(tmp_path_factory):
         yield server, socket
     finally:
         server.close()
-        socket_dir.rmdir() if not any(socket_dir.iterdir()) else None
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("url, target", [

@@ -24,6 +24,7 @@ from loguru import logger
 
 from . import scripts
 from .breaker import Circuit, CircuitOpen, Circuits
+from .burials import Burials
 from .counters import Counters
 from .errors import PermanentError, StepError, TransientError
 from .events import DEAD_LETTER, EventStream, outcome
@@ -320,7 +321,7 @@ class CascadeRunner:
                  unsure_wait_s: float = 30.0,
                  claim_timeout_s: float, max_age_s: float, guest_id_prefix: str,
                  breaker_failures: int = 5, breaker_cooldown_s: float = 10.0,
-                 audit: EventStream | None = None):
+                 audit: EventStream | None = None, dead_letters_max: int = 10_000):
         self.client, self.keys, self.targets, self.gate = client, keys, targets, gate
         self.scan_count = scan_count  # for a record pass of its own (Liveness.survey)
         # How long a cascade waits when the gate cannot tell yet whether its guest is live: one
@@ -330,6 +331,7 @@ class CascadeRunner:
         self.retry, self.counters = retry, counters
         self.batch_size, self.claim_timeout_s, self.max_age_s = batch_size, claim_timeout_s, max_age_s
         self.circuits = Circuits.build(breaker_failures, breaker_cooldown_s, counters)
+        self.burials = Burials(counters, dead_letters_max)  # told once per batch
         self._senders = Senders(concurrency)
         self._claim = client.register_script(scripts.CLAIM_DUE)
         self._settle = client.register_script(scripts.SETTLE)
@@ -359,6 +361,8 @@ class CascadeRunner:
         except BaseException:
             stream.abandon()
             raise
+        finally:
+            self.burials.tell()
         if report.claimed or report.dead:
             logger.info("Cascades: claimed={} completed={} retrying={} dead={} skipped_live={} "
                         "waiting_for_circuit={}{}", report.claimed, report.completed, report.retrying,
@@ -425,6 +429,7 @@ class CascadeRunner:
         for step in AFTER_AUTH:
             self._phase(batch.claimed, step, report, now_fn)
         self._settle_all(batch.claimed, batch.now, report)
+        self.burials.tell()
 
     def _phase(self, batch: list[Claimed], step: str, report: DrainReport, now_fn) -> None:
         if step in (MONGO, TELL):  # the gate's check must be fresh for these calls too
@@ -482,9 +487,12 @@ class CascadeRunner:
         """SETTLE each cascade (its argument list): 1 settled, 0 replaced meanwhile. One call per
         SETTLE_BATCH, by EVALSHA (the script is loaded again only if Redis lost it)."""
         size = scripts.SETTLE_BATCH
-        return [settled for start in range(0, len(settles), size)
-                for settled in self._settle(keys=self._settle_keys,
-                                            args=[a for args in settles[start:start + size] for a in args])]
+        replies = [settled for start in range(0, len(settles), size)
+                   for settled in self._settle(keys=self._settle_keys,
+                                               args=[a for args in settles[start:start + size] for a in args])]
+        buried = sum(1 for args, settled in zip(settles, replies) if settled and args[2] == "dead")
+        self.burials.settled(buried, sum(settled - 1 for settled in replies if settled > 1))
+        return [min(settled, 1) for settled in replies]
 
     # -- steps
     def _remove_entries(self, batch: list[Claimed]) -> None:
@@ -705,21 +713,21 @@ class CascadeRunner:
             return self.retry.delay(claimed.intent.attempts)
         return MIN_WAIT_S  # refused a moment ago; the circuit has closed since
 
-    def _bury(self, intent: Intent, permanent: bool, now: float, report: DrainReport) -> tuple[str, str, float]:
+    def _bury(self, intent: Intent, permanent: bool, now: float, report: DrainReport) -> tuple[str, str, int]:
+        """SETTLE's last arguments for a dead letter; it is told with the others of its batch."""
         report.dead += 1
         self.counters.add("dead_letters")
         why = "refused" if permanent else f"still failing after {self.max_age_s:.0f}s"
-        logger.error("Cascade: {} ({}) moved to dead letters, {}: {}", intent.id, intent.reason,
-                     why, intent.last_error)
-        return "dead", dead_letter(intent, now), now
+        self.burials.add(intent.id, intent.user_id, why, intent.last_error or "")
+        return "dead", dead_letter(intent, now), self.burials.cap
 
     def _bury_unreadable(self, cascade_id: bytes, raw: bytes, exc: Exception) -> None:
-        logger.error("Cascade: {!r} is unreadable ({}); moved to dead letters", cascade_id, exc)
-        letter = json.dumps({"id": cascade_id.decode("utf-8", "replace"),
-                             "raw": raw.decode("utf-8", "replace"),
+        shown = cascade_id.decode("utf-8", "replace")
+        letter = json.dumps({"id": shown, "raw": raw.decode("utf-8", "replace"),
                              "last_error": f"unreadable intent: {exc}"})
-        self._settle_each([[cascade_id, raw, "dead", letter, 0]])
+        self._settle_each([[cascade_id, raw, "dead", letter, self.burials.cap]])
         self.counters.add("dead_letters")
+        self.burials.add(repr(shown), None, "unreadable", str(exc))
 
     def close(self) -> None:
         self._senders.close()

@@ -15,13 +15,14 @@ from . import pause as pausing
 from . import purge as purging
 from . import redact
 from .check import check as run_check
-from .config import as_masked_dict, load_config, mask_url, secrets_of
+from .config import as_masked_dict, load_config, secrets_of
 from .context import Context
 from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
 from .durations import parse_duration
 from .errors import ConfigError, RedisRefused, RedisUnavailable
 from .keys import Keys
-from .store import REDIS_DOWN, connect, ping, redis_now, refusals
+from .signaling import SignalingCluster
+from .store import REDIS_DOWN, connect, describe_target, ping, redis_now, refusals
 from .terminal import progress_on
 
 config_option = click.option(
@@ -101,16 +102,17 @@ def purge(config_path, yes, dry_run):
     users:online (never registered users), and all guests in the auth-service, user-service
     and MongoDB. Use it when no signaling server holds live guests."""
     config = _load(config_path, **{"safety.dry_run": dry_run})
-    if not (yes or dry_run):
-        if not sys.stdin.isatty():
-            raise click.UsageError("not on a terminal: pass --yes to confirm the purge")
-        click.confirm(f"Delete all guest state in {mask_url(config.redis.url)} and the databases?",
-                      abort=True)
+    ask = not (yes or dry_run)
+    if ask and not sys.stdin.isatty():
+        raise click.UsageError("not on a terminal: pass --yes to confirm the purge")
     ctx = _reach(Context.open, config)
     ctx.progress = progress_on()  # None unless stderr is a terminal
     try:
         with refusals():  # a write Redis refuses, a key of the wrong type: one line, exit 3 or 2
             ping(ctx.client)
+            if ask:  # names the Redis it will purge: with sentinels, the master they name now
+                click.confirm(f"Delete all guest state in {describe_target(ctx.client)} and the "
+                              "databases?", abort=True)
             purging.purge(ctx)
             ctx.drain()
             pending = ctx.pending()
@@ -311,11 +313,14 @@ def retry_dead_letters(config_path, letter_id, every):
     """Replay dead letters. Moves the newest letter with this cascade ID (as `reaper
     dead-letters list` shows it, e.g. guest:guest_6f1c2a9e), or --all of them, back to the
     pending cascades: attempts start again from 0, due now. The daemon's next cascade run
-    takes them, and the liveness check still spares a guest that is back. Exit 1 when some
-    were left."""
+    takes them, and the liveness check still spares a guest that is back. A purge's letter
+    (cleanup-all, delete every guest) is left, and the reason said, while a signaling server is
+    attached: the tier holds live guests. Exit 0 when every letter chosen was moved, 1 when
+    some were left (refused on a live tier, pending already, unreadable, or no such ID)."""
     cascade_id = _one_or_all(letter_id, every)
     config = _load(config_path)
-    outcome = _reading(config, lambda client, keys: deadletters.DeadLetters(client, keys).retry(cascade_id))
+    outcome = _reading(config, lambda client, keys: deadletters.DeadLetters(
+        client, keys, SignalingCluster(client, config.notify)).retry(cascade_id))
     click.echo("\n".join(outcome.lines()))
     sys.exit(0 if outcome.complete else 1)
 

@@ -123,6 +123,7 @@ class SafetyConfig:
     mass_reap_per_sweep: int = _int(100)
     cascade_max_age_s: float = _duration("24h", 0.001)
     cascade_delay_s: float = _duration("0s")
+    dead_letters_max: int = _int(10_000)  # the oldest are trimmed past this
 
 
 @dataclass(frozen=True)

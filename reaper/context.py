@@ -63,6 +63,7 @@ class Context:
             breaker_failures=config.cascade.breaker_failures,
             breaker_cooldown_s=config.cascade.breaker_cooldown_s,
             audit=EventStream.from_config(client, keys, config),
+            dead_letters_max=config.safety.dead_letters_max,
         )
         return cls(config, client, keys, targets, runner, counters, stopping or threading.Event(), gate)
 

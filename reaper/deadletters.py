@@ -6,7 +6,9 @@ intent that could not even be read is kept as ``{id, raw, last_error}``.
 
 Replaying a letter moves it back to the pending cascades as a fresh start (attempts 0,
 created and due now), atomically: the letter leaves the list in the same script that
-schedules its intent. The liveness check still guards its irreversible steps.
+schedules its intent. The liveness check still guards its irreversible steps. A purge's letter
+(cleanup-all, delete all guests) is replayed only while no signaling server is attached: on a
+live tier the drain's gate would drop it anyway, so it stays, and the operator is told why.
 """
 
 import dataclasses
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import redis
 
 from . import ownkeys, redact, scripts
-from .intents import PURGE_ID, Intent, guest_id
+from .intents import PURGE_ID, PURGE_STEPS, Intent, guest_id
 from .keys import Keys
 from .store import redis_now, require_types
 
@@ -135,15 +137,17 @@ class Outcome:
     pending: list[str] = field(default_factory=list)  # a cascade with that id runs already
     unreadable: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # no such letter, or gone meanwhile
+    refused: list[str] = field(default_factory=list)  # why each purge letter was left (a live tier)
 
     @property
     def complete(self) -> bool:
-        return not (self.pending or self.unreadable or self.missing)
+        return not (self.pending or self.unreadable or self.missing or self.refused)
 
     def lines(self) -> list[str]:
         lines = []
         if self.done or self.complete:
             lines.append(f"{self.verb.capitalize()} {_count(len(self.done))}{_names(self.done)}")
+        lines.extend(self.refused)
         if self.pending:
             lines.append(f"Left {len(self.pending)}, a cascade with the same id is pending already "
                          f"(retry once it is done, or drop the letter){_names(self.pending)}")
@@ -171,9 +175,25 @@ def _shown(text: str, limit: int = SHOWN_CHARS) -> str:
     return redact.printable(redact.cut(redact.scrub(text), limit))
 
 
+def purge_refusal(intent: Intent, servers: int | str) -> str | None:
+    """Why a purge's letter may not be replayed now, or None: ``servers`` signaling servers are
+    attached (or why that could not be asked). A guest's letter is never refused here."""
+    steps = [step for step in intent.steps if step in PURGE_STEPS]
+    if not steps or servers == 0:
+        return None
+    what = f"purge step{'s' if len(steps) > 1 else ''} {', '.join(steps)} not retried"
+    if isinstance(servers, str):
+        return f"{what}: {servers}, so the tier may hold live guests; retry once that can be asked"
+    attached = "1 signaling server is" if servers == 1 else f"{servers} signaling servers are"
+    return (f"{what}: {attached} attached, so the tier holds live guests; it would be dropped anyway "
+            f"(retry it once the tier is cold, or `reaper dead-letters drop {intent.id}`)")
+
+
 class DeadLetters:
-    def __init__(self, client: redis.Redis, keys: Keys):
-        self.client, self.keys = client, keys
+    def __init__(self, client: redis.Redis, keys: Keys, tier=None):
+        """``tier``: the signaling servers (signaling.SignalingCluster), asked before a purge's
+        letter is replayed; None for a tier without the socket.io adapter (always cold)."""
+        self.client, self.keys, self.tier = client, keys, tier
         self._retry = client.register_script(RETRY_LETTER)
 
     def count(self) -> int:
@@ -218,10 +238,23 @@ class DeadLetters:
             if letter.intent is None:
                 outcome.unreadable.append(letter.id)
                 continue
+            refusal = purge_refusal(letter.intent, self._servers()) if _purges(letter.intent) else None
+            if refusal:
+                outcome.refused.append(refusal)
+                continue
             moved = self._retry(keys=[self.keys.dead, self.keys.intents, self.keys.due],
                                 args=[letter.raw, letter.intent.id, fresh(letter.intent, now).to_json(), now])
             {1: outcome.done, 0: outcome.missing, -1: outcome.pending}[moved].append(letter.id)
         return outcome
+
+    def _servers(self) -> int | str:
+        """Signaling servers attached now (PUBSUB NUMSUB), or why Redis would not say."""
+        if self.tier is None:
+            return 0
+        try:
+            return self.tier.servers()
+        except redis.ResponseError as exc:  # an ACL without PUBSUB, say; unreachable: raised
+            return f"could not ask whether a signaling server is attached ({redact.printable(str(exc))})"
 
     def drop(self, cascade_id: str | None) -> Outcome:
         """Remove the selected letters for good."""
@@ -236,6 +269,10 @@ class DeadLetters:
         if cascade_id is not None and not chosen:
             outcome.missing.append(cascade_id)
         return chosen
+
+
+def _purges(intent: Intent) -> bool:
+    return any(step in PURGE_STEPS for step in intent.steps)
 
 
 def _scrubbed(value):

@@ -63,6 +63,8 @@ FAMILIES = (
     Family("reaper_circuit_opened", "Times a downstream's circuit opened (failures in a row), by "
            "target.", "circuit_opened.", "target", CIRCUIT_TARGETS, lambda name: name.replace("-", "_")),
     Family("reaper_dead_letters", "Cascades moved to the dead letters since start.", "dead_letters"),
+    Family("reaper_dead_letters_trimmed", "Old dead letters trimmed (oldest first) to keep the list at "
+           "safety.dead_letters_max.", "dead_letters_trimmed"),
     Family("reaper_cascades_completed", "Cascades completed since start.", "cascades_completed"),
     Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job",
            (SWEEP, CASCADE, CLEANUP)),

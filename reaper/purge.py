@@ -10,7 +10,7 @@ from .events import EventStream, decision
 from .intents import purge_intent
 from .names import decode_name
 from .records import parse_online_entry
-from .store import hscan_batches, require_types, scan_batches
+from .store import describe_target, hscan_batches, require_types, scan_batches
 
 COLD, ALL, STALE, OFF = "cold", "all", "stale", "off"
 
@@ -27,6 +27,8 @@ def purge(ctx: Context) -> PurgeReport:
     """Delete all guest state. The database calls are a cascade: recorded first, retried."""
     require_types(ctx.client, ctx.keys)
     dry_run = ctx.config.safety.dry_run
+    target = describe_target(ctx.client)  # the Redis actually purged, said before and after
+    logger.info("Purge: deleting all guest state in {}{}", target, " [dry run]" if dry_run else "")
     steps = ctx.targets.purge_steps()
     if steps and not dry_run:
         intent = purge_intent(reasons.STARTUP_PURGE, ctx.now(), steps)
@@ -40,8 +42,8 @@ def purge(ctx: Context) -> PurgeReport:
         ctx.progress.done()
     ctx.counters.add(f"reaped.{reasons.STARTUP_PURGE}", 0 if dry_run else report.online_entries)
     verb = "would delete" if dry_run else "deleted"
-    logger.info("Purge: {} {} guest records, {} guest sessions, {} online entries; database "
-                "cleanup: {}{}", verb, report.connections, report.sessions, report.online_entries,
+    logger.info("Purge: {} {} guest records, {} guest sessions, {} online entries in {}; database "
+                "cleanup: {}{}", verb, report.connections, report.sessions, report.online_entries, target,
                 ", ".join(steps) or "none configured", " [dry run]" if dry_run else "")
     return report
 

@@ -312,15 +312,23 @@ SETTLE_BATCH = 250  # cascades per SETTLE call: ~4 Redis calls each
 
 # KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = dead letters (list)
 # then for cascade i, ARGV[5i-4 .. 5i]: cascade id, intent JSON as claimed, "retry" | "done" | "dead",
-#   new intent JSON (retry) or dead letter (dead), due time (retry)
-# Returns one 1 (settled) or 0 (left alone) per cascade.
+#   new intent JSON (retry) or dead letter (dead), due time (retry) or the dead letters' cap (dead)
+# Returns per cascade 0 (left alone) or 1 (settled) plus the old dead letters trimmed to make room.
 # Settles a cascade only if nobody replaced it since the claim (a guest reaped again starts afresh).
+# A dead letter goes to the head (newest first); the list is cut to its cap from the tail (oldest)
+# in the same step, so it never holds more than the cap (a cap below 1: no cut).
 SETTLE = CHECK_TYPES + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list')
 if refused then return refused end
+local function bury(letter, cap)
+  redis.call('LPUSH', KEYS[3], letter)
+  local over = cap and cap >= 1 and redis.call('LLEN', KEYS[3]) - cap or 0
+  if over > 0 then redis.call('LTRIM', KEYS[3], 0, cap - 1) return over end
+  return 0
+end
 local settled = {}
 for a = 1, #ARGV, 5 do
-  local id, action = ARGV[a], ARGV[a + 2]
+  local id, action, trimmed = ARGV[a], ARGV[a + 2], 0
   local ours = redis.call('HGET', KEYS[1], id) == ARGV[a + 1]
   if ours and action == 'retry' then
     redis.call('HSET', KEYS[1], id, ARGV[a + 3])
@@ -328,9 +336,9 @@ for a = 1, #ARGV, 5 do
   elseif ours then
     redis.call('HDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    if action == 'dead' then redis.call('LPUSH', KEYS[3], ARGV[a + 3]) end
+    if action == 'dead' then trimmed = bury(ARGV[a + 3], tonumber(ARGV[a + 4])) end
   end
-  table.insert(settled, ours and 1 or 0)
+  table.insert(settled, ours and 1 + trimmed or 0)
 end
 return settled
 """

@@ -31,6 +31,7 @@ READ_AHEAD_SWITCH_S = 0.0005
 MGET_BATCH = 1000
 _END = object()
 MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
+TARGET_NODES = 10  # a cluster's primaries named by describe_target, at most
 # Errors by which Redis refuses a write it would otherwise do: a read-only replica, maxmemory with
 # noeviction, an ACL, a failed RDB save, too few replicas (min-replicas-to-write).
 REFUSED_CLASSES = {redis.exceptions.ReadOnlyError: "READONLY", redis.exceptions.OutOfMemoryError: "OOM",
@@ -153,6 +154,29 @@ def describe_connection(config: Config, client: redis.Redis) -> str:
     if _uses_tls(settings):
         parts.append(_describe_tls(settings))
     return "; ".join(parts)
+
+
+def describe_target(client: redis.Redis) -> str:
+    """Which Redis ``client`` works on, as a purge names it: the master the sentinels name now
+    and their service, a cluster's primaries, or the server's address (or unix socket) and db.
+    Made of the connection's own settings, never of the URL: no credential, and never a host
+    reaper does not use (with sentinels, redis.url's host is not dialled)."""
+    if cluster.is_cluster(client):
+        nodes = sorted(_address(node.host, node.port) for node in client.get_primaries())
+        more = f" and {len(nodes) - TARGET_NODES} more" if len(nodes) > TARGET_NODES else ""
+        return f"Redis Cluster {', '.join(nodes[:TARGET_NODES])}{more}"
+    pool = client.connection_pool
+    settings, db = pool.connection_kwargs, f"db {pool.connection_kwargs.get('db') or 0}"
+    if isinstance(pool, SentinelConnectionPool):
+        host, port = pool.get_master_address()  # asks the sentinels now
+        return f"Redis {_address(host, port)} {db} (master of sentinel service {pool.service_name!r})"
+    if settings.get("path"):
+        return f"Redis unix:{settings['path']} {db}"
+    return f"Redis {_address(settings.get('host', 'localhost'), settings.get('port', 6379))} {db}"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe_tls(settings: RedisConfig) -> str:

@@ -110,14 +110,17 @@ class Authority:
         return None if self._standing is None else self._standing.refusal
 
     def acknowledge(self, pause: bytes) -> bool:
-        """The leader's word that it saw this pause: written once per pause, only while this
-        replica holds the lease. True when written now or before."""
-        if pause == self._acked:
+        """A pause seen elsewhere (at a job's start): from now on the calls are refused, however
+        young the last answer; then the leader's word that it saw the pause, written once per
+        pause and only while this replica holds the lease. True when written now or before."""
+        with self._lock:
+            self._standing = Standing(PAUSED, self.clock() + self.fresh_s, pause=pause)
+            if pause == self._acked:
+                return True
+            if self.client.get(self.keys.leader) != self.token.encode():
+                return False
+            self._write_ack(pause)
             return True
-        if self.client.get(self.keys.leader) != self.token.encode():
-            return False
-        self._write_ack(pause)
-        return True
 
     def _ask(self) -> Standing:
         """Redis's word now; a replica that cannot ask may not act (it cannot know it leads)."""

@@ -12,8 +12,8 @@ import time
 import pytest
 import redis
 
-from reaper import scripts
-from reaper.authority import LEASE, PAUSED, UNASKED, Authority, Unauthorized, judge
+from reaper import daemon
+from reaper.authority import LEASE, PAUSED, UNASKED, Authority, Unauthorized, acknowledged_by, judge
 from reaper.gate import Check, CLEAR
 from reaper.intents import AUTH_ALL, USERS_ALL, purge_intent
 from reaper.keys import Keys
@@ -154,6 +154,41 @@ def test_one_answer_for_many_threads_at_once(r):
     assert answers == [True] * 16
     calls = r.info("commandstats")
     assert calls["cmdstat_get"]["calls"] == 2 and calls["cmdstat_pttl"]["calls"] == 1  # one ask
+
+
+def test_a_pause_seen_at_a_jobs_start_refuses_at_once_and_the_leader_acknowledges_it(r):
+    r.set(KEYS.leader, TOKEN, px=10_000)
+    mine = authority(r)
+    assert mine.allows()
+    r.set(KEYS.paused, b"by hand")
+
+    assert mine.acknowledge(b"by hand")
+    assert not mine.allows() and mine.refusal == PAUSED  # however young the last answer was
+    assert acknowledged_by(r.get(KEYS.pause_ack), b"by hand") == "web-1:42"
+    assert acknowledged_by(r.get(KEYS.pause_ack), b"another pause") is None
+
+
+def test_a_replica_that_does_not_lead_does_not_acknowledge(r):
+    r.set(KEYS.leader, OTHER, px=10_000)
+    r.set(KEYS.paused, b"x")
+
+    assert authority(r).acknowledge(b"x") is False
+    assert not authority(r).allows()
+    assert not r.exists(KEYS.pause_ack)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_daemon_gives_the_gate_an_authority_with_its_token_and_the_gates_bound(r, ctx_factory, dry_run):
+    ctx = ctx_factory(safety__dry_run=dry_run)
+    gate = daemon._gate(ctx)
+    try:
+        if dry_run:  # it calls nothing, and holds no lease to check
+            assert ctx.gate.authority is None
+        else:
+            assert ctx.gate.authority.token == gate.leadership.lease.token
+            assert ctx.gate.authority.fresh_s == ctx.gate.fresh_s == 2.0
+    finally:
+        gate.leadership.stop()
 
 
 # -- the gate asks it ------------------------------------------------------------------------------

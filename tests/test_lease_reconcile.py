@@ -4,7 +4,6 @@ how long a replica believes it leads runs on the monotonic clock."""
 
 import os
 import signal
-import threading
 
 import pytest
 

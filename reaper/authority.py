@@ -92,35 +92,40 @@ class Authority:
 
     def allows(self) -> bool:
         """True when this replica may act now; a refusal is counted, and said once."""
+        return self._current().refusal is None
+
+    def require(self) -> None:
+        """Unauthorized unless this replica may act now."""
+        refusal = self._current().refusal
+        if refusal is not None:
+            raise Unauthorized(refusal)
+
+    def _current(self) -> Standing:
         with self._lock:
             standing = self._standing
             if standing is None or self.clock() >= standing.until:
                 standing = self._standing = self._ask()
             self._tell(standing)
-            return standing.refusal is None
-
-    def require(self) -> None:
-        """Unauthorized unless this replica may act now."""
-        if not self.allows():
-            raise Unauthorized(self._standing.refusal)
+            return standing
 
     @property
     def refusal(self) -> str | None:
         """Why the last answer refused, without asking Redis; None when it allowed."""
         return None if self._standing is None else self._standing.refusal
 
-    def acknowledge(self, pause: bytes) -> bool:
-        """A pause seen elsewhere (at a job's start): from now on the calls are refused, however
-        young the last answer; then the leader's word that it saw the pause, written once per
-        pause and only while this replica holds the lease. True when written now or before."""
+    def pause_seen(self, pause: bytes | None) -> None:
+        """What a job's start saw of the pause (its identity; None: none). A pause refuses the
+        next call at once, however young the last answer, and the leader acknowledges it (once
+        per pause, only while this replica holds the lease). No pause: a refusal for a pause is
+        not trusted any longer, the next call asks Redis again."""
         with self._lock:
+            if pause is None:
+                if self._standing is not None and self._standing.refusal == PAUSED:
+                    self._standing = None
+                return
             self._standing = Standing(PAUSED, self.clock() + self.fresh_s, pause=pause)
-            if pause == self._acked:
-                return True
-            if self.client.get(self.keys.leader) != self.token.encode():
-                return False
-            self._write_ack(pause)
-            return True
+            if pause != self._acked and self.client.get(self.keys.leader) == self.token.encode():
+                self._write_ack(pause)
 
     def _ask(self) -> Standing:
         """Redis's word now; a replica that cannot ask may not act (it cannot know it leads)."""
@@ -159,7 +164,7 @@ class Authority:
         """Said once when refusals begin (and again if their reason changes), and when they end."""
         if standing.refusal is None:
             if self._said is not None:
-                logger.info("Gate: this replica may act again ({} calls were held back)", self.held_back)
+                logger.info("Gate: this replica may act again (calls held back meanwhile: {})", self.held_back)
             self._said, self.held_back = None, 0
             return
         self.held_back += 1

@@ -111,7 +111,7 @@ def _gate(ctx: Context) -> Gate:
         return Gate(PauseWatch(ctx.client, ctx.keys), leadership)
     authority = Authority(ctx.client, ctx.keys, leadership.lease.token, ctx.gate.fresh_s)
     ctx.gate.authority = authority
-    return Gate(PauseWatch(ctx.client, ctx.keys, authority.acknowledge), leadership)
+    return Gate(PauseWatch(ctx.client, ctx.keys, authority.pause_seen), leadership)
 
 
 def _lead(gate: Gate) -> bool:

@@ -110,11 +110,12 @@ def change(seen: bytes | None, now: Pause | None) -> str | None:
 
 class PauseWatch:
     """What every job asks first. Says once per pause that this replica does nothing, and
-    once that it works again. ``acknowledge(identity)``, when given, hears of every pause seen
-    (the leader writes its acknowledgement, reaper/authority.py)."""
+    once that it works again. ``seen(identity or None)``, when given, hears what each look
+    found: the running work's gate refuses at once, and the leader acknowledges the pause
+    (reaper/authority.py)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, acknowledge=None):
-        self.client, self.keys, self.acknowledge = client, keys, acknowledge
+    def __init__(self, client: redis.Redis, keys: Keys, seen=None):
+        self.client, self.keys, self.seen = client, keys, seen
         self._seen: bytes | None = None
         self._lock = threading.Lock()
 
@@ -127,8 +128,8 @@ class PauseWatch:
             logger.info("Paused: {}; doing nothing", state.describe())
         elif event == RESUMED:
             logger.info("Resumed: the pause is over; jobs run again")
-        if state is not None and self.acknowledge is not None:
-            self.acknowledge(state.identity)
+        if self.seen is not None:
+            self.seen(state.identity if state else None)
         return state is not None
 
     @property

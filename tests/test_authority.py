@@ -61,6 +61,7 @@ def authority(r, clock=None, token: str = TOKEN) -> Authority:
     return Authority(r, KEYS, token, 2.0, clock or ManualClock())
 
 
+@pytest.mark.cluster_too
 def test_a_replica_may_act_only_while_redis_holds_its_token(r):
     r.set(KEYS.leader, TOKEN, px=10_000)
     clock = ManualClock()
@@ -135,7 +136,7 @@ def test_refusals_are_said_once_and_their_end_with_how_many_were_held_back(r, lo
     r.set(KEYS.leader, TOKEN, px=10_000)
     clock.advance(2.01)
     assert mine.allows()
-    assert logs.at("INFO", "Gate: this replica may act again (5 calls were held back)")
+    assert logs.at("INFO", "Gate: this replica may act again (calls held back meanwhile: 5)")
     assert len(logs.at("WARNING", "Gate: ")) == 1
 
 
@@ -156,24 +157,38 @@ def test_one_answer_for_many_threads_at_once(r):
     assert calls["cmdstat_get"]["calls"] == 2 and calls["cmdstat_pttl"]["calls"] == 1  # one ask
 
 
+@pytest.mark.cluster_too
 def test_a_pause_seen_at_a_jobs_start_refuses_at_once_and_the_leader_acknowledges_it(r):
     r.set(KEYS.leader, TOKEN, px=10_000)
     mine = authority(r)
     assert mine.allows()
     r.set(KEYS.paused, b"by hand")
 
-    assert mine.acknowledge(b"by hand")
+    mine.pause_seen(b"by hand")
     assert not mine.allows() and mine.refusal == PAUSED  # however young the last answer was
     assert acknowledged_by(r.get(KEYS.pause_ack), b"by hand") == "web-1:42"
     assert acknowledged_by(r.get(KEYS.pause_ack), b"another pause") is None
+
+
+def test_a_job_that_sees_no_pause_trusts_no_old_refusal_for_one(r, logs):
+    r.set(KEYS.leader, TOKEN, px=10_000)
+    r.set(KEYS.paused, b"x")
+    mine = authority(r)
+    assert not mine.allows()
+    r.delete(KEYS.paused)  # `reaper resume`
+
+    mine.pause_seen(None)  # a job's start saw it
+    assert mine.allows()  # at once, not after the bound
+    assert logs.at("INFO", "Gate: this replica may act again (calls held back meanwhile: 1)")
 
 
 def test_a_replica_that_does_not_lead_does_not_acknowledge(r):
     r.set(KEYS.leader, OTHER, px=10_000)
     r.set(KEYS.paused, b"x")
 
-    assert authority(r).acknowledge(b"x") is False
-    assert not authority(r).allows()
+    mine = authority(r)
+    mine.pause_seen(b"x")
+    assert not mine.allows()
     assert not r.exists(KEYS.pause_ack)
 
 
@@ -235,6 +250,7 @@ def drain_losing_the_lease(ctx, r, after: int, advance_s: float, clock: ManualCl
     return ctx.drain()
 
 
+@pytest.mark.cluster_too
 def test_a_drain_stops_at_the_next_delete_once_the_lease_is_lost(r, ctx_factory, auth_service, logs):
     ctx = ctx_factory({"REAPER_MONGO_URI": ""}, cascade__concurrency=1, cascade__batch_size=5)
     clock = ManualClock()
@@ -333,6 +349,7 @@ def test_a_drain_claims_nothing_for_a_replica_that_lost_the_lease(r, ctx_factory
 
 # -- a sweep whose replica loses the lease midway ----------------------------------------------------
 
+@pytest.mark.cluster_too
 def test_a_sweep_stops_before_its_next_fence_and_take(r, world, ctx_factory, monkeypatch):
     for n in range(60):
         world.guest(n, age=400)

@@ -33,8 +33,8 @@ def deleted(standin) -> list[str]:
     return [q.path[len(AUTH_GUEST):] for q in standin.calls("DELETE", AUTH_GUEST)]
 
 
-def intents(r) -> list[dict]:
-    return [json.loads(raw) for raw in r.hvals(KEYS.intents)]
+def intents(r, keys=KEYS) -> list[dict]:
+    return [json.loads(raw) for raw in r.hvals(keys.intents)]
 
 
 def drain_paused_after(ctx, after: int, clock: ManualClock):
@@ -63,6 +63,7 @@ def leading_ctx(ctx_factory, environ=None, **overrides):
 
 # -- in process: each irreversible step stops at its gate ------------------------------------------
 
+@pytest.mark.cluster_too
 def test_a_pause_stops_the_next_delete_and_the_leader_acknowledges_it(r, ctx_factory, auth_service, logs):
     ctx, clock = leading_ctx(ctx_factory, {"REAPER_MONGO_URI": ""}, cascade__concurrency=1,
                              cascade__batch_size=5)
@@ -72,14 +73,15 @@ def test_a_pause_stops_the_next_delete_and_the_leader_acknowledges_it(r, ctx_fac
 
     assert deleted(auth_service) == users[:3]
     assert report.claimed == 5 and report.held == 2 and report.completed == 3
-    assert len(intents(r)) == 9 and {i["attempts"] for i in intents(r)} == {0} and r.llen(KEYS.dead) == 0
-    due = dict(r.zrange(KEYS.due, 0, -1, withscores=True))
+    assert len(intents(r, ctx.keys)) == 9 and {i["attempts"] for i in intents(r, ctx.keys)} == {0} and r.llen(ctx.keys.dead) == 0
+    due = dict(r.zrange(ctx.keys.due, 0, -1, withscores=True))
     assert [due[f"guest:{u}".encode()] for u in users[5:]] == list(range(5, 12))  # no claim since
-    assert acknowledged_by(r.get(KEYS.pause_ack), r.get(KEYS.paused)) is not None
+    assert acknowledged_by(r.get(ctx.keys.pause_ack), r.get(ctx.keys.paused)) is not None
     assert len(logs.at("WARNING", "Gate: reaper is paused")) == 1
     assert logs.at("INFO", "Gate: pause acknowledged")
 
 
+@pytest.mark.cluster_too
 def test_a_pause_stops_the_mongo_and_tell_steps(r, ctx_factory, auth_service, users):
     ctx, clock = leading_ctx(ctx_factory, notify__enabled=True)
     guests = queue_cascades(r, ctx.keys, 4, ["auth", "mongo", "tell"])
@@ -97,8 +99,8 @@ def test_a_pause_stops_the_mongo_and_tell_steps(r, ctx_factory, auth_service, us
     assert listener.get_message(timeout=5)["data"] == b"marker"  # no guestLeft before it
     listener.close()
     assert report.held == 4
-    assert sorted(i["steps"] for i in intents(r)) == [["mongo", "tell"]] * 4
-    assert {i["attempts"] for i in intents(r)} == {0}
+    assert sorted(i["steps"] for i in intents(r, ctx.keys)) == [["mongo", "tell"]] * 4
+    assert {i["attempts"] for i in intents(r, ctx.keys)} == {0}
 
 
 def test_a_pause_stops_a_purges_cleanup_all(r, ctx_factory, auth_service, user_service):
@@ -222,6 +224,7 @@ def test_pause_with_an_idle_daemon_is_acknowledged_at_its_next_job(r, launch, en
     assert leader.stop() == 0
 
 
+@pytest.mark.cluster_too
 def test_pause_with_no_daemon_running_says_it_could_not_confirm(r, env):
     started = time.monotonic()
     result = invoke(["pause"], env)
@@ -233,6 +236,7 @@ def test_pause_with_no_daemon_running_says_it_could_not_confirm(r, env):
     assert paused_state(r, KEYS) is not None  # the pause holds all the same
 
 
+@pytest.mark.cluster_too
 def test_pause_says_so_when_the_leader_does_not_answer_in_time(r, env):
     r.set(KEYS.leader, OTHER, px=60_000)  # a leader that never answers (frozen, say)
 

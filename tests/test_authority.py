@@ -350,7 +350,8 @@ def test_a_drain_claims_nothing_for_a_replica_that_lost_the_lease(r, ctx_factory
 # -- a sweep whose replica loses the lease midway ----------------------------------------------------
 
 @pytest.mark.cluster_too
-def test_a_sweep_stops_before_its_next_fence_and_take(r, world, ctx_factory, monkeypatch):
+@pytest.mark.parametrize("force", [False, True], ids=["budget", "forced"])  # forced: takes one behind
+def test_a_sweep_stops_before_its_next_fence_and_take(r, world, ctx_factory, monkeypatch, force):
     for n in range(60):
         world.guest(n, age=400)
     ctx = ctx_factory({"REAPER_MONGO_URI": ""}, notify__enabled=True, redis__scan_count=10)
@@ -368,7 +369,7 @@ def test_a_sweep_stops_before_its_next_fence_and_take(r, world, ctx_factory, mon
 
     monkeypatch.setattr(SignalingCluster, "fence", fence_then_lose)
 
-    report = ctx.sweep()
+    report = ctx.sweep(force=force)
 
     assert len(fenced) == 1 and report.interrupted
     taken = 60 - len(world.records())

@@ -28,7 +28,7 @@ from .burials import Burials
 from .counters import Counters
 from .errors import PermanentError, StepError, TransientError
 from .events import DEAD_LETTER, EventStream, outcome
-from .gate import CLEAR, NOT_A_GUEST_ID, UNKNOWN, Check, Cleared, Gate, NotCleared
+from .gate import CLEAR, NOT_A_GUEST_ID, UNKNOWN, Check, Cleared, Gate, NotCleared, Unauthorized
 from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent
 from .keys import Keys
 from .liveness import LIVE
@@ -75,6 +75,7 @@ class Claimed:
     dropped: str | None = None  # why the cascade ended early (live, registered)
     replaced: bool = False  # a newer intent took its place while it ran: hands off
     interrupted: bool = False  # its step was not sent because we are stopping
+    held: bool = False  # its step was not sent because this replica may not act now (the gate)
     changed: bool = False  # steps done since ``raw`` was stored
     settled: bool = False  # done, and settled as soon as its last step was written back
     check: Check | None = None  # the gate's last word on its guest
@@ -115,6 +116,7 @@ class DrainReport:
     skipped_registered: int = 0
     not_a_guest_id: int = 0
     waiting: int = 0  # the gate could not tell yet whether the guest is live: after the next sweep
+    held: int = 0  # left pending as they were: this replica lost the lease, or reaper is paused
 
 
 class Senders:
@@ -192,6 +194,7 @@ class DeleteStream:
         self._answered = threading.Condition(self._lock)
         self._out = 0  # handed to the senders, not answered
         self._answers: list[tuple[Batch, Claimed, object]] = []
+        self.held: Unauthorized | None = None  # the gate said this replica may not act: send no more
 
     @property
     def unsent(self) -> int:
@@ -224,7 +227,7 @@ class DeleteStream:
         self.senders.take_back(self)
 
     def _stopped(self) -> bool:
-        return self.stopping is not None and self.stopping.is_set()
+        return self.held is not None or (self.stopping is not None and self.stopping.is_set())
 
     def _feed(self) -> None:
         while self._unsent and self._unwritten < self.window and not self._stopped():
@@ -264,11 +267,15 @@ class DeleteStream:
         self._landed(batch, claimed, error)
 
     def _send_if_cleared(self, claimed: Claimed) -> BaseException | None:
-        """The gate decides as the DELETE leaves; its refusal is the answer (NotCleared)."""
+        """The gate decides as the DELETE leaves; its refusal is the answer (NotCleared). One that
+        this replica may not act at all (Unauthorized) stops the stream: nothing more is sent."""
         try:
             guest = self.admit(claimed)
         except NotCleared as refused:
             return refused
+        except Unauthorized as held:
+            self.held = held
+            return held
         return _failure_of(self.circuit.call, self.send, guest)
 
     def _landed(self, batch: Batch, claimed: Claimed, error) -> None:
@@ -301,14 +308,15 @@ class DeleteStream:
             batch.deletes_open -= 1
 
     def _interrupt(self) -> None:
-        """Stopping: DELETEs not yet sent stay pending for the next run, due at once; those in
-        flight are waited for (each within the auth-service timeout)."""
+        """Stopping, or held by the gate: DELETEs not yet sent stay pending for the next run, due
+        at once; those in flight are waited for (each within the auth-service timeout)."""
+        why = self.held or INTERRUPTED
         while self._unsent:
             batch, claimed = self._unsent.popleft()
             self._unwritten += 1
-            self._answer(batch, claimed, INTERRUPTED)
+            self._answer(batch, claimed, why)
         for batch, claimed in self.senders.take_back(self):  # handed, not started
-            self._landed(batch, claimed, INTERRUPTED)
+            self._landed(batch, claimed, why)
 
     def _sent_and_unanswered(self) -> int:
         with self._lock:
@@ -365,15 +373,16 @@ class CascadeRunner:
             self.burials.tell()
         if report.claimed or report.dead:
             logger.info("Cascades: claimed={} completed={} retrying={} dead={} skipped_live={} "
-                        "waiting_for_circuit={}{}", report.claimed, report.completed, report.retrying,
+                        "waiting_for_circuit={}{}{}", report.claimed, report.completed, report.retrying,
                         report.dead, report.skipped_live, report.deferred,
-                        f" waiting_for_next_sweep={report.waiting}" if report.waiting else "")
+                        f" waiting_for_next_sweep={report.waiting}" if report.waiting else "",
+                        f" held_back={report.held}" if report.held else "")
         return report
 
     def _run(self, stream: DeleteStream, now_fn, stopping, report: DrainReport) -> None:
         started, running = now_fn(), None
         while True:
-            stopped = stopping is not None and stopping.is_set()
+            stopped = stream.held is not None or (stopping is not None and stopping.is_set())
             batch = None if stopped else self._start(stream, now_fn(), started, report)
             if running is not None:
                 self._finish(running, stream, report, now_fn)
@@ -404,7 +413,10 @@ class CascadeRunner:
         return batch
 
     def _start(self, stream: DeleteStream, now: float, due_by: float, report: DrainReport) -> Batch | None:
-        """Claim a batch and run it up to its DELETEs, which join the stream; None when none is due."""
+        """Claim a batch and run it up to its DELETEs, which join the stream; None when none is
+        due, or when this replica may not act now (it lost the lease, or reaper is paused)."""
+        if not self.gate.may_act():
+            return None
         claimed = self.claim(now, report, due_by=due_by)
         if claimed is None:
             return None
@@ -450,6 +462,8 @@ class CascadeRunner:
         for claimed, error in answers:
             if error is INTERRUPTED:
                 claimed.interrupted = True
+            elif isinstance(error, Unauthorized):
+                claimed.held = True
             elif isinstance(error, NotCleared):
                 self._refused(claimed, error.check, report)
             elif error is not NOT_SENT:
@@ -599,13 +613,18 @@ class CascadeRunner:
             self._record(claimed, TELL, error)
 
     def _cleared(self, batch: list[Claimed], now_fn, report: DrainReport) -> list[tuple[Claimed, Cleared]]:
-        """The guests of a batch call the gate lets through now; the others are judged."""
+        """The guests of a batch call the gate lets through now; the others are judged. When this
+        replica may not act, none: the whole batch stays as it was."""
         cleared = []
         for claimed in batch:
             try:
                 cleared.append((claimed, self._admit(claimed, now_fn)))
             except NotCleared as refused:
                 self._refused(claimed, refused.check, report)
+            except Unauthorized:
+                for held in batch:
+                    held.held = True
+                return []
         return cleared
 
     def _purge_phase(self, step: str):
@@ -639,6 +658,8 @@ class CascadeRunner:
     def _record(self, claimed: Claimed, step: str, error: BaseException | None) -> None:
         if error is None:
             claimed.done(step)
+        elif isinstance(error, Unauthorized):  # not tried: this replica may not act now
+            claimed.held = True
         elif isinstance(error, CircuitOpen):
             claimed.deferred[step] = error
         elif isinstance(error, StepError):
@@ -675,7 +696,8 @@ class CascadeRunner:
             if not claimed.dropped:
                 self._completed(report)
             return [intent.id, claimed.raw, "done", "", now]
-        if claimed.interrupted and not claimed.failures:  # stopped before its turn: not a failure
+        if (claimed.interrupted or claimed.held) and not claimed.failures:  # not tried: no failure
+            report.held += claimed.held
             return [intent.id, claimed.raw, "retry", intent.to_json(), now]
         if claimed.waiting and not claimed.failures:  # not known to be gone yet: not a failure
             report.waiting += 1

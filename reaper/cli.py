@@ -15,6 +15,7 @@ from . import pause as pausing
 from . import purge as purging
 from . import redact
 from .check import check as run_check
+from .authority import wait_for_ack
 from .config import as_masked_dict, load_config, secrets_of
 from .context import Context
 from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
@@ -201,13 +202,36 @@ def _duration(examples: str):
 @click.option("--for", "for_s", metavar="DURATION", callback=_duration('"30s", "10m", "2h"'),
               help="Resume by itself after this long (e.g. 30m); without it, until `reaper resume`.")
 @click.option("--reason", default="", help="Why; shown in the replicas' logs and by `reaper stats`.")
-def pause(config_path, for_s, reason):
-    """Pause every replica on this Redis: before each job they check this switch and, while it
-    is set, say so once and do nothing else (`reaper run --once` too). Cascades stay recorded
-    and run after `reaper resume`."""
+@click.option("--wait", "wait_s", metavar="DURATION", default="10s", show_default=True,
+              callback=_duration('"10s", "1m"'),
+              help="How long to wait for the leader to acknowledge the pause.")
+@click.option("--no-wait", is_flag=True, help="Return once the pause is written; wait for no one.")
+def pause(config_path, for_s, reason, wait_s, no_wait):
+    """Pause every replica on this Redis. Work in flight stops at its next call (within 2 s:
+    the calls already sent finish, nothing new starts; cascades stay recorded, due at once) and
+    no job runs until `reaper resume` (`reaper run --once` too).
+
+    Returns once the leader has acknowledged the pause (`Acknowledged by web-1:4242`). When none
+    does within --wait, or no replica holds the lease, it says it could not confirm, with a
+    WARNING, and exits 0 all the same: the pause is set, and every replica honours it."""
     config = _load(config_path)
-    state = _on_redis(config, lambda client, keys: pausing.pause(client, keys, for_s, reason=reason))
+    state, ack = _on_redis(config, lambda client, keys: _pause(client, keys, for_s, reason,
+                                                               None if no_wait else wait_s))
     click.echo(f"Paused {state.describe()}" if state else "Paused, and already over")
+    if ack is not None and ack.by is not None:
+        click.echo(f"Acknowledged by {ack.by}, the leader: it starts no new call while paused")
+    elif ack is not None:
+        logger.warning("Pause: {} (is a reaper running?); the pause is set all the same",
+                       f"no leader acknowledged within {wait_s:g}s" if ack.leader else
+                       "no replica holds the leader lease, so none acknowledged")
+
+
+def _pause(client, keys, for_s, reason, wait_s):
+    """The pause written, and the leader's acknowledgement when waited for (None: not waited)."""
+    state = pausing.pause(client, keys, for_s, reason=reason)
+    if state is None or wait_s is None:
+        return state, None
+    return state, wait_for_ack(client, keys, state.identity, wait_s)
 
 
 @cli.command()

@@ -3,7 +3,8 @@
     run → connect (retry) → lease → startup (leader only) → scheduler → wait → stop → release
 
 Every job passes the gate first (jobs.Gate): a paused replica and one that does not hold the
-leader lease do nothing, so replicas side by side never do the same work twice. Connecting and
+leader lease do nothing, so replicas side by side never do the same work twice. Work already
+running asks again at each claim, take and irreversible call (reaper/authority.py). Connecting and
 the startup step are tried again with backoff while Redis is in trouble (reaper/outage.py).
 """
 
@@ -19,7 +20,8 @@ from .config import Config
 from .context import Context
 from .errors import RedisUnavailable
 from .jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
-from .leader import elect
+from .authority import Authority
+from .leader import Leadership, elect
 from .limits import raise_open_files
 from .monitor import Monitor
 from .outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, Trouble, trouble_of, wait_out
@@ -104,8 +106,14 @@ def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor) -> 
 
 
 def _gate(ctx: Context) -> Gate:
+    """The jobs' gate, and the authority the irreversible calls' gate asks (a dry run calls
+    nothing, and holds no lease to check)."""
     leadership = elect(ctx.client, ctx.keys.leader, ctx.config.leader.lease_s, ctx.config.safety.dry_run)
-    return Gate(PauseWatch(ctx.client, ctx.keys), leadership)
+    if not isinstance(leadership, Leadership):
+        return Gate(PauseWatch(ctx.client, ctx.keys), leadership)
+    authority = Authority(ctx.client, ctx.keys, leadership.lease.token, ctx.gate.fresh_s)
+    ctx.gate.authority = authority
+    return Gate(PauseWatch(ctx.client, ctx.keys, authority.pause_seen), leadership)
 
 
 def _lead(gate: Gate) -> bool:

@@ -9,6 +9,10 @@ Everything is decided when the call is made, not when the work was queued: a gue
 trusted for at most ``fresh_s`` (FRESH_S) and made again when older. The services take nothing
 but what this module mints (``Cleared``, ``Permit``), so no other path reaches them.
 
+Before any of these the gate asks its ``authority`` (reaper/authority.py) whether this replica may
+act at all: it still holds the leader lease and reaper is not paused. Refused, it makes no call
+and raises Unauthorized (retention: None), so the work in hand stays pending as it was.
+
 A guest is cleared when its id is a guest id (reaper/guest_ids.py) and it is live nowhere: no
 ``users:online`` entry naming a fresh record, no fresh record on the socket it was reaped on,
 and not among the users the last complete record pass saw live (reaper/live_users.py).
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from . import guest_ids
+from .authority import Unauthorized
 from .liveness import GONE, LIVE, REGISTERED, SEEN, UNKNOWN, Liveness
 
 # A check stands for "now" this long; the README promises it.
@@ -85,12 +90,23 @@ class NotCleared(Exception):
 
 class Gate:
     def __init__(self, liveness: Liveness, guest_id_prefix: str, tier=None,
-                 fresh_s: float = FRESH_S, clock=time.monotonic):
+                 fresh_s: float = FRESH_S, clock=time.monotonic, authority=None):
         self.liveness, self.prefix, self.tier = liveness, guest_id_prefix, tier
+        self.authority = authority  # None: anyone may act (an operator's command, a test)
         self.fresh_s, self.clock = fresh_s, clock
         self._refused_ids: set[str] = set()  # logged once each
         self._seen: dict[str, set[int]] = {}  # userId -> serials of the passes that saw it live
         self._lock = threading.Lock()
+
+    # -- this replica
+    def may_act(self) -> bool:
+        """Does this replica still lead, and is reaper not paused? Asked before each claim and
+        take too; the answer is shared only while fresher than the bound (reaper/authority.py)."""
+        return self.authority is None or self.authority.allows()
+
+    def _authorized(self) -> None:
+        if self.authority is not None:
+            self.authority.require()
 
     # -- guests
     def check(self, guests: list[tuple[str, str | None]], now: float) -> list[Check]:
@@ -121,7 +137,9 @@ class Gate:
         return self.clock() - check.at <= self.fresh_s
 
     def clear(self, check: Check) -> Cleared:
-        """The guest of a fresh CLEAR check, minted for one call; NotCleared otherwise."""
+        """The guest of a fresh CLEAR check, minted for one call; NotCleared otherwise, and
+        Unauthorized when this replica may not act now."""
+        self._authorized()
         if check.verdict != CLEAR or not self.fresh(check):
             raise NotCleared(check)
         if guest_ids.problem(check.user_id, self.prefix) is not None:  # never trust the caller
@@ -142,7 +160,8 @@ class Gate:
     def fence(self, doomed: list[tuple[str, str | None]], now: float) -> Permit | None:
         """The sockets among (socketId, userId) that may be disconnected now: a guest id's, and
         whose record is not live (a fence disconnects a socket, not a user: the heartbeat of
-        that very socket is what must have stopped)."""
+        that very socket is what must have stopped). Unauthorized when this replica may not act."""
+        self._authorized()
         candidates = [(s, u) for s, u in doomed if s and u and guest_ids.problem(u, self.prefix) is None]
         for s, u in doomed:
             if u and guest_ids.problem(u, self.prefix) is not None:
@@ -155,7 +174,9 @@ class Gate:
     def purge_step(self, step: str) -> Permit | None:
         """May a purge's delete-everything step go now? Only while no signaling server is
         attached: deleting every guest while guests connect is the one harm a purge must never
-        do. Asked on every try; a Redis error asking is a TransientError (tried again later)."""
+        do. Asked on every try; a Redis error asking is a TransientError (tried again later).
+        Unauthorized when this replica may not act now: the step stays as it was."""
+        self._authorized()
         servers = 0 if self.tier is None else self.tier.servers_or_transient()
         if servers:
             logger.warning("Gate: purge step {} dropped: {} signaling server(s) attached now, so the "
@@ -166,7 +187,10 @@ class Gate:
     # -- retention
     def retention(self, cutoff: float, now: float, youngest_s: float) -> Permit | None:
         """Deleting guests created before ``cutoff`` (Redis time): never one young enough to be
-        within its heartbeat timeout, whatever ``timing.retention`` says."""
+        within its heartbeat timeout, whatever ``timing.retention`` says. None too when this
+        replica may not act now (the next cleanup tries again)."""
+        if not self.may_act():
+            return None
         if now - cutoff < youngest_s:
             logger.error("Gate: retention refused: its cutoff is {:.0f}s before now, less than the "
                          "{:.0f}s a live guest may go without a heartbeat", now - cutoff, youngest_s)
@@ -175,4 +199,4 @@ class Gate:
 
 
 __all__ = ["CLEAR", "NOT_A_GUEST_ID", "LIVE", "REGISTERED", "UNKNOWN", "Check", "Cleared", "Gate",
-           "NotCleared", "Permit", "require"]
+           "NotCleared", "Permit", "Unauthorized", "require"]

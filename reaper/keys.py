@@ -76,6 +76,11 @@ class Keys:
         return self.reaper_prefix + "paused"
 
     @property
+    def pause_ack(self) -> str:
+        """String (JSON: the pause's fingerprint, the replica): the leader saw that pause."""
+        return self.reaper_prefix + "pause_ack"
+
+    @property
     def events(self) -> str:
         """Stream, capped near events.max_len: one decision record per reaped guest."""
         return self.reaper_prefix + "events"

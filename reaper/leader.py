@@ -8,12 +8,19 @@ Only the expiry Redis keeps decides: no replica compares its clock with another'
 whose renewal fails (taken, ran out, Redis error) stops leading on the spot. A replica that
 stands by tries again lease/3 later, or just after the holder's lease runs out if that is
 sooner, so one takes over within the lease after the leader dies.
+
+A reply can be lost after Redis applied the command (a timeout, a connection reset; redis-py
+then sends it again): the key holds our own token though we did not hear so. The next try finds
+our token and renews it: a replica never stands by behind itself. Timing is on the monotonic
+clock: the tries' intervals, and how long this replica may believe it leads (``is_leader``)
+without a renewal, which a frozen process outlives.
 """
 
 import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import redis
@@ -67,6 +74,7 @@ class Attempt:
     held: bool
     holder: Holder | None = None  # who leads when we do not (None: nobody, or unknown)
     healed: bool = False  # the key had no expiry and was given one
+    reconciled: bool = False  # the key held our own token already: a reply we never heard
     error: str | None = None
     failure: Exception | None = None  # what Redis raised, when it could not be asked
 
@@ -102,6 +110,8 @@ class Lease:
         if reply[0] == 1:
             return Attempt(True)
         holder = Holder(reply[1].decode(errors="replace"), int(reply[2]) / 1000)
+        if holder.token == self.token and self.renew():  # ours: a SET or renewal we never heard back
+            return Attempt(True, reconciled=True)
         return Attempt(False, holder, healed=reply[3] == 1)
 
     def renew(self) -> bool:
@@ -117,14 +127,15 @@ class Leadership:
     ``confirm()`` is what a job asks: it renews the lease on the spot, so a job starts only
     while Redis says this replica holds it."""
 
-    def __init__(self, lease: Lease):
-        self.lease = lease
+    def __init__(self, lease: Lease, clock=time.monotonic):
+        self.lease, self.clock = lease, clock
         self.me = replica_name(lease.token)
         self.interval_s = lease.lease_s / 3
         self.holder: Holder | None = None  # the other replica seen leading at the last try
         self.error: str | None = None  # why the last try could not ask Redis
         self.failure: Exception | None = None  # and what Redis raised then
         self._leader = False
+        self._until = 0.0  # on ``clock``: the lease runs out by then at the latest, unless renewed
         self._wait_s = 0.0
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -132,7 +143,9 @@ class Leadership:
 
     @property
     def is_leader(self) -> bool:
-        return self._leader
+        """Leading, as far as this replica knows, and not past its lease since the last renewal
+        (a process frozen longer than its lease believes nothing when it wakes)."""
+        return self._leader and self.clock() < self._until
 
     def tick(self) -> bool:
         """Renew when leading, try to acquire otherwise; True when this replica leads after it."""
@@ -169,14 +182,21 @@ class Leadership:
                 logger.error("Leader: lease check failed: {}: {}", type(exc).__name__, exc)
 
     def _attempt(self) -> Attempt:
+        sent = self.clock()  # the lease Redis grants runs from no earlier than this
         try:
-            if not self._leader:
-                return self.lease.acquire()
-            if self.lease.renew():
-                return Attempt(True)
-            return Attempt(False, read_holder(self.lease.client, self.lease.key))
+            attempt = self._try()
         except redis.RedisError as exc:
             return Attempt(False, error=f"{type(exc).__name__}: {exc}", failure=exc)
+        if attempt.held:
+            self._until = sent + self.lease.lease_s
+        return attempt
+
+    def _try(self) -> Attempt:
+        if not self._leader:
+            return self.lease.acquire()
+        if self.lease.renew():
+            return Attempt(True)
+        return Attempt(False, read_holder(self.lease.client, self.lease.key))
 
     def _settle(self, attempt: Attempt) -> bool:
         event = decide(self._leader, attempt.held)
@@ -195,7 +215,10 @@ class Leadership:
         if attempt.healed:
             logger.warning("Leader: {} had no expiry (written by hand?); it now runs out in {}",
                            self.lease.key, format_duration(self.lease.lease_s))
-        if event == GAINED:
+        if event == GAINED and attempt.reconciled:
+            logger.info("Leader: this replica ({}) is the leader: the lease holds its own token (a "
+                        "reply from Redis was lost, e.g. to a timeout)", self.me)
+        elif event == GAINED:
             logger.info("Leader: this replica ({}) is now the leader", self.me)
         elif event == LOST:
             logger.info("Leader: this replica ({}) lost the lease {}", self.me, _why_lost(attempt))

@@ -1,12 +1,15 @@
-"""The pause switch: while ``<prefix>paused`` exists, every replica skips every job.
+"""The pause switch: while ``<prefix>paused`` exists, every replica skips every job, and the
+work already running stops at its next gate (reaper/authority.py).
 
 `reaper pause [--for 30m]` writes who paused, when and why (with a PX expiry when a duration
-is given); `reaper resume` deletes it. Any value counts, even one written by hand with
-redis-cli: an operator who set the key means "stop".
+is given), then waits for the leader's acknowledgement (``<prefix>pause_ack``); `reaper resume`
+deletes both. Any value counts, even one written by hand with redis-cli: an operator who set the
+key means "stop".
 """
 
 import getpass
 import json
+import secrets
 import socket
 import threading
 from dataclasses import dataclass
@@ -63,15 +66,18 @@ def pause(client: redis.Redis, keys: Keys, for_s: float | None = None, by: str |
     """Pause every replica, until `resume()` or for ``for_s`` seconds."""
     now = redis_now(client)
     value = {"by": by or operator(), "since": iso(utc(now)),
-             "until": None if for_s is None else iso(utc(now + for_s)), "reason": reason}
+             "until": None if for_s is None else iso(utc(now + for_s)), "reason": reason,
+             "id": secrets.token_hex(4)}  # two pauses alike are still two: each is acknowledged
     px = None if for_s is None else max(1, round(for_s * 1000))
     client.set(keys.paused, json.dumps(value), px=px)
     return paused_state(client, keys)
 
 
 def resume(client: redis.Redis, keys: Keys) -> bool:
-    """Lift the pause; False when there was none."""
-    return client.delete(keys.paused) == 1
+    """Lift the pause (and its acknowledgement); False when there was none."""
+    resumed = client.delete(keys.paused) == 1
+    client.delete(keys.pause_ack)  # apart: another slot on a cluster
+    return resumed
 
 
 def paused_state(client: redis.Redis, keys: Keys) -> Pause | None:
@@ -104,10 +110,12 @@ def change(seen: bytes | None, now: Pause | None) -> str | None:
 
 class PauseWatch:
     """What every job asks first. Says once per pause that this replica does nothing, and
-    once that it works again."""
+    once that it works again. ``seen(identity or None)``, when given, hears what each look
+    found: the running work's gate refuses at once, and the leader acknowledges the pause
+    (reaper/authority.py)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
-        self.client, self.keys = client, keys
+    def __init__(self, client: redis.Redis, keys: Keys, seen=None):
+        self.client, self.keys, self.seen = client, keys, seen
         self._seen: bytes | None = None
         self._lock = threading.Lock()
 
@@ -120,6 +128,8 @@ class PauseWatch:
             logger.info("Paused: {}; doing nothing", state.describe())
         elif event == RESUMED:
             logger.info("Resumed: the pause is over; jobs run again")
+        if self.seen is not None:
+            self.seen(state.identity if state else None)
         return state is not None
 
     @property

@@ -50,7 +50,7 @@ from loguru import logger
 from . import cluster, guest_ids, reasons, scripts, store
 from .config import Config
 from .events import EventStream, decision
-from .gate import Gate
+from .gate import Gate, Unauthorized
 from .guard import allowance, is_mass_expiry
 from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
@@ -269,11 +269,14 @@ class Sweep:
 
     def _steps(self, *steps) -> SweepReport:
         with closing(_OneBehind()) as self._behind:
-            for step in steps:
-                if self._stopped():
-                    break
-                step()
-                self._behind.flush()  # every answer handled before the next step reads state
+            try:
+                for step in steps:
+                    if self._stopped():
+                        break
+                    step()
+                    self._behind.flush()  # every answer handled before the next step reads state
+            except Unauthorized:  # this replica lost the lease, or reaper is paused: the gate said it
+                self.report.interrupted = True
         return self.report
 
     def _stopped(self) -> bool:
@@ -424,6 +427,7 @@ class Sweep:
         return [e for e in orphans if e.socket_id not in attached] if attached else orphans
 
     def _take_orphans(self, chosen: list[OnlineEntry]) -> list[bool]:
+        self._authorized()
         self._fence([(e.socket_id, e.user_id) for e in chosen if e.socket_id])
         if self.cluster_takes:
             return self._take_orphans_on_cluster(chosen)
@@ -588,7 +592,13 @@ class Sweep:
         else:  # the budget does: a refused take gives its place back before the next is claimed
             self._taken(doomed, self._take_records(doomed))
 
+    def _authorized(self) -> None:
+        """Right before each fence and take: a replica that lost the lease, or is paused, stops."""
+        if self.gate is not None and not self.gate.may_act():
+            raise Unauthorized(self.gate.authority.refusal)
+
     def _take_records(self, doomed: list[tuple]) -> list[bool]:
+        self._authorized()
         self._fence([(r.socket_id, r.user_id) for r, _, _ in doomed if r.user_id])  # before the records go
         if self.cluster_takes:
             return self._take_then_settle(doomed)

@@ -213,7 +213,7 @@ def jobs(ctx: Context, force: bool, gate: Gate, monitor: Monitor | None = None) 
 
     def sweep_turn():
         turn()
-        monitor.turn_finished()  # not after a crash: APScheduler has the exception
+        monitor.turn_finished()  # not after a crash: the scheduler counts and logs it
 
     return {**guarded, SWEEP: sweep_turn}
 

@@ -56,7 +56,7 @@ from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
 from .live_users import LiveUsers
 from .liveness import live_user_of
-from .names import decode_name
+from .names import decode_name, encode_name
 from .notify import SweepNotify
 from .presence import OnlineList
 from .records import Malformed, OnlineEntry, parse_online_entry
@@ -471,7 +471,7 @@ class Sweep:
     def _records_again(self, keys: list[str]) -> None:
         """Records held back, read and judged again: one that moved on is live now, and kept."""
         count = self.config.redis.scan_count
-        self._judge_all(([key.encode() for key in keys[start:start + count]]
+        self._judge_all(([encode_name(key) for key in keys[start:start + count]]
                          for start in range(0, len(keys), count)), scanned=False)
 
     def _judge_all(self, batches: Iterator[list[bytes]], scanned: bool) -> None:
@@ -781,11 +781,11 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
     if report.dry_run:  # nothing was held back in a dry run: say what would have been
         would = min(limit, sum(report.reaped.values()))
         report.deferred = sum(report.reaped.values()) - would
+    reaping = f"reaping at most {limit} per sweep" if limit else "holding them: none is reaped until it clears"
     logger.warning(
-        "Sweep: mass expiry: {} of {} guests look dead (more than {:.0%}); reaping at most {} per "
-        "sweep, {} held back. Check the signaling servers' heartbeat writer and clocks; "
-        "`reaper run --force` lifts the limit for one run.",
-        report.dead, report.guests, config.safety.max_reap_fraction, limit, report.deferred)
+        "Sweep: mass expiry: {} of {} guests look dead (more than {:.0%}); {}, {} held back. Check the "
+        "signaling servers' heartbeat writer and clocks; `reaper run --force` lifts the hold for one run.",
+        report.dead, report.guests, config.safety.max_reap_fraction, reaping, report.deferred)
 
 
 def _may_overlap(client: redis.Redis, keys: Keys) -> bool:

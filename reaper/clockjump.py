@@ -73,9 +73,10 @@ def decide(previous: Reading | None, current: Reading, held_until: float | None,
 
 
 class ClockWatch:
-    """Looks at Redis TIME for the jobs that judge guests (the sweep) or act on them (the drain):
-    each look is compared with the one before, in this process. A jump is said once (WARNING),
-    counted (``clock_jumps``), and the hold written to reaper:state; its end is said at INFO."""
+    """Looks at Redis TIME for the jobs that judge guests (the sweep) or act on them (the drain,
+    retention): each look is compared with the one before, in this process. A jump is said once
+    (WARNING), counted (``clock_jumps``), and the hold written to reaper:state; its end is said
+    at INFO."""
 
     def __init__(self, client: redis.Redis, keys: Keys, clock_skew_s: float, connection_timeout_s: float,
                  counters: Counters, mono: Callable[[], float] = time.monotonic):

@@ -441,3 +441,54 @@ def test_check_and_stats_say_nothing_of_a_hold_that_is_over(r, cli_env):
 
     assert not [line for line in check.stdout.splitlines() if line.startswith("clock:")]
     assert "clock_hold_left_s" not in json.loads(stats.stdout)
+
+
+def test_the_daemons_jobs_hold_through_a_jump_and_go_on_after_it(r, world, jumpy, auth_service):
+    """The scheduled jobs (gate, sweep, cascade, cleanup, monitor) on the jumpy client."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from reaper.jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
+    from reaper.leader import elect
+    from reaper.monitor import Monitor
+    from reaper.pause import PauseWatch
+
+    ctx = jumpy(timing__heartbeat_interval="200ms", timing__cascade_interval="100ms")
+    leadership = elect(ctx.client, ctx.keys.leader, 10, False)
+    assert leadership.tick()
+    gate = Gate(PauseWatch(ctx.client, ctx.keys), leadership)
+    monitor = Monitor(ctx.config).attach(ctx, gate)
+    monitor.ready()
+    reports = []
+    jobs = daemon.jobs(ctx, False, gate, monitor)
+    sweep_turn = jobs[SWEEP]
+
+    def turn():
+        sweep_turn()
+        reports.append(ctx.last_sweep)
+
+    def gauge(name: str) -> float:
+        text = monitor.metrics.exposition().decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}[name]
+
+    with Heartbeats(ctx.client, 300) as live:
+        scheduler = build_scheduler(ctx.counters, {**jobs, SWEEP: turn},
+                                    {SWEEP: 0.2, CASCADE: 0.1, CLEANUP: 0.5}, {SWEEP, CASCADE})
+        scheduler.start()
+        try:
+            assert wait_for(lambda: len(reports) >= 2, timeout=30)
+            live.pause()
+            ctx.client.step(3600)
+            dead = _dead(ctx.client, 5)
+            assert wait_for(lambda: gauge("reaper_clock_hold_seconds") > 0, timeout=30)
+            assert gauge("reaper_clock_jumps_total") == 1
+            _untouched(r, world, live, auth_service)
+            live.resume()
+
+            assert auth_service.wait_for(lambda: set(auth_service.deleted_guests()) == dead, timeout=60)
+            assert wait_for(lambda: gauge("reaper_clock_hold_seconds") == 0, timeout=30)
+            _untouched(r, world, live, auth_service)
+            assert ctx.counters.get("job_failed.sweep") == ctx.counters.get("job_failed.cascade") == 0
+        finally:
+            scheduler.shutdown(wait=True)
+            leadership.stop()
+            monitor.close()

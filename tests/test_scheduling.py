@@ -16,7 +16,7 @@ from reaper.jobs import CASCADE, CLEANUP, SWEEP, Gate, Slot, build_scheduler, ca
 from reaper.leader import elect
 from reaper.monitor import Monitor
 from reaper.pause import PauseWatch
-from support.clocks import WallClock
+from support.clocks import ManualClock, WallClock
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 
@@ -188,6 +188,23 @@ def test_a_step_of_the_wall_clock_does_not_bunch_runs(scheduled, wall):
     # One run per point of the monotonic grid at most: however loaded the machine, never more runs
     # than intervals passed (plus the one in progress at the step).
     assert len(after) <= (after[-1] - stepped_at) / 0.2 + 2, after
+
+
+@pytest.mark.parametrize("step_s", [-300, 300, -86_400], ids=["back-300s", "forward-300s", "back-a-day"])
+def test_healthz_ages_the_last_turn_on_the_monotonic_clock_only(make_config, wall, step_s):
+    mono = ManualClock(5000.0)
+    monitor = Monitor(make_config(timing__heartbeat_interval="30s"), clock=mono)  # late after 90 s
+    monitor.ready()
+    monitor.health.turned("swept")
+
+    wall.step(step_s)
+    mono.advance(89)
+
+    assert monitor.health.healthz().status == 200
+    assert monitor.health.healthz().body["last_turn_age_s"] == 89
+    mono.advance(2)
+    assert monitor.health.healthz().status == 503  # the monotonic clock, not the wall, says late
+    monitor.close()
 
 
 @pytest.mark.parametrize("step_s", [-300, 300], ids=["back-300s", "forward-300s"])

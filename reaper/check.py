@@ -7,11 +7,12 @@ import redis
 from . import cluster, redact
 from .config import Config, mask_url, secrets_of
 from .errors import RedisUnavailable, StepError
+from .clockjump import HOLD_FIELD, hold_end
 from .keys import Keys
 from .purge import COLD
 from .services import AuthService, GuestStore, UserService
 from .signaling import SignalingCluster
-from .store import REDIS_DOWN, connect, describe_connection, key_type, ping
+from .store import REDIS_DOWN, connect, describe_connection, key_type, ping, redis_now
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
 
@@ -52,6 +53,7 @@ def check_redis(config: Config) -> list[Line]:
         mode = _mode(config, client)
         key_types = check_key_types(config, client)
         signaling = check_signaling(config, client)
+        clock = check_clock(config, client)
     except (RedisUnavailable, *REDIS_DOWN, redis.RedisError) as exc:  # also ACL and protocol errors
         return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {_said(exc, config)}")]
     finally:
@@ -63,7 +65,20 @@ def check_redis(config: Config) -> list[Line]:
     if any(p.startswith("allkeys-") for p in policies):
         lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
                           "records; reaper skips orphans in sweeps after an eviction"))
-    return [*lines, key_types, signaling]
+    return [*lines, key_types, signaling, *clock]
+
+
+def check_clock(config: Config, client: redis.Redis) -> list[Line]:
+    """A WARN line while a clock jump's hold lasts (reaper/clockjump.py); none otherwise."""
+    try:
+        until = hold_end(client.hget(Keys.from_config(config.redis).state, HOLD_FIELD))
+    except redis.ResponseError:  # reaper:state of another type: the keys line says so
+        return []
+    left = None if until is None else until - redis_now(client)
+    if left is None or left <= 0:
+        return []
+    return [Line("clock", WARN, f"Redis TIME jumped against reaper's clock: no guest is judged by its "
+                 f"timestamps, and no cascade or retention runs, for {left:.0f}s more")]
 
 
 def check_key_types(config: Config, client: redis.Redis) -> Line:

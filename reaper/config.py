@@ -120,7 +120,7 @@ class SafetyConfig:
     dry_run: bool = False
     max_reap_fraction: float = field(default=0.5, metadata={"kind": "fraction"})
     mass_expiry_min: int = _int(50)
-    mass_reap_per_sweep: int = _int(100)
+    mass_reap_per_sweep: int = _int(0, minimum=0)  # while mass expiry holds; 0: none (--force lifts it)
     cascade_max_age_s: float = _duration("24h", 0.001)
     cascade_delay_s: float = _duration("0s")
     dead_letters_max: int = _int(10_000)  # the oldest are trimmed past this

@@ -7,6 +7,7 @@ import redis
 from loguru import logger
 
 from .cascade import CascadeRunner, DrainReport, Targets
+from .clockjump import ClockWatch
 from .config import Config
 from .counters import Counters
 from .events import EventStream
@@ -39,6 +40,7 @@ class Context:
     gate: Gate
     last_sweep: SweepReport | None = None
     progress: Progress | None = None  # a line on a terminal while a long sweep or purge runs
+    clock: ClockWatch | None = None  # Redis TIME against our monotonic clock (reaper/clockjump.py)
 
     @classmethod
     def open(cls, config: Config, mongo_client=None, client: redis.Redis | None = None,
@@ -65,14 +67,17 @@ class Context:
             audit=EventStream.from_config(client, keys, config),
             dead_letters_max=config.safety.dead_letters_max,
         )
-        return cls(config, client, keys, targets, runner, counters, stopping or threading.Event(), gate)
+        clock = ClockWatch(client, keys, config.timing.clock_skew_s, config.timing.connection_timeout_s, counters)
+        return cls(config, client, keys, targets, runner, counters, stopping or threading.Event(), gate,
+                   clock=clock)
 
     def now(self) -> float:
         return redis_now(self.client)
 
     def sweep(self, force: bool = False) -> SweepReport:
         report = sweep(self.client, self.config, self.keys, self.targets.enabled_steps(),
-                       force=force, stopping=self.stopping, progress=self.progress, gate=self.gate)
+                       force=force, stopping=self.stopping, progress=self.progress, gate=self.gate,
+                       clock=self.clock)
         for reason, count in report.reaped.items():
             self.counters.add(f"reaped.{reason}", 0 if report.dry_run else count)
         for reason, count in report.stale.items():

@@ -65,7 +65,7 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
     if gate.allows(CASCADE):
         drain(ctx, lost_intents(ctx))
     if gate.allows(CLEANUP):
-        cleaned = periodic_cleanup(ctx)
+        cleaned = cleanup(ctx)
     pending = ctx.pending()
     if pending:
         logger.warning("Run: {} cascades wait for a retry; run again later", pending)
@@ -216,14 +216,14 @@ def jobs(ctx: Context, force: bool, gate: Gate, monitor: Monitor | None = None) 
 
     outage, lost = RedisOutage(ctx, monitor), lost_intents(ctx)
     work = {SWEEP: sweep_job, CASCADE: lambda: monitor.drained(drain(ctx, lost)),
-            CLEANUP: lambda: periodic_cleanup(ctx)}
+            CLEANUP: lambda: cleanup(ctx)}
     idle = {SWEEP: monitor.stood_by}
     guarded = {name: outage.guard(name, gate.guard(name, job, idle.get(name))) for name, job in work.items()}
     turn = guarded[SWEEP]
 
     def sweep_turn():
         turn()
-        monitor.turn_finished()  # not after a crash: APScheduler has the exception
+        monitor.turn_finished()  # not after a crash: the scheduler counts and logs it
 
     return {**guarded, SWEEP: sweep_turn}
 
@@ -235,11 +235,24 @@ def lost_intents(ctx: Context) -> LostIntents:
 
 def drain(ctx: Context, lost: LostIntents) -> DrainReport:
     """The cascade job: reaper's keys checked (WrongKeyType before anything is claimed), intents
-    that lost their schedule scheduled again (at most every cleanup interval), then the drain."""
+    that lost their schedule scheduled again (at most every cleanup interval), then the drain.
+    Not while a clock jump's hold lasts: the gate judges liveness by timestamps too."""
     require_types(ctx.client, ctx.keys)
+    if clock_holds(ctx):
+        return DrainReport()
     if not ctx.config.safety.dry_run:
         lost.reschedule_if_due(lambda: ctx.now() + ctx.config.safety.cascade_delay_s)
     return ctx.drain()
+
+
+def cleanup(ctx: Context) -> bool:
+    """The cleanup job; not while a clock jump's hold lasts: retention's cutoff is Redis time."""
+    return True if clock_holds(ctx) else periodic_cleanup(ctx)
+
+
+def clock_holds(ctx: Context) -> bool:
+    """Does a clock jump's hold last (reaper/clockjump.py)? Each job that asks is a look too."""
+    return ctx.clock is not None and ctx.clock.look(ctx.now, ctx.config.safety.dry_run)[1].holding
 
 
 class RedisOutage:

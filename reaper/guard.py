@@ -1,7 +1,8 @@
 """The mass-expiry guard (SPEC §3 "Bounded effect"). Pure.
 
 When most guests look dead at once, the heartbeat writer or a clock is broken, not the
-guests: reaper then reaps only a few per sweep and says so.
+guests: reaper then holds them (reaps none, or the few per sweep ``mass_reap_per_sweep``
+allows) until the condition clears or an operator forces it, and says so.
 """
 
 from .config import SafetyConfig

@@ -1,7 +1,18 @@
-"""The APScheduler wiring: three interval jobs on one scheduler, errors never swallowed, and
-the gate every job passes first: not paused, and this replica leads."""
+"""The scheduled jobs: one thread per job on reaper's monotonic clock, errors never swallowed,
+and the gate every job passes first: not paused, and this replica leads.
 
-from datetime import datetime, timedelta, timezone
+Each job runs on a grid of its own (start + k x interval) of ``time.monotonic``, so a step of
+the host's wall clock (NTP, `date -s`, a VM restored from a snapshot) neither delays nor bunches
+a run (SPEC §3: scheduling runs on a monotonic clock). APScheduler 3, used before, computes run
+times from the wall clock: stepped back 300 s, it ran no job for 300 s. A job never runs twice
+at once; runs missed while it ran, or while the process was held up, collapse into one.
+"""
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from loguru import logger
 
@@ -13,46 +24,101 @@ SWEEP, CLEANUP, CASCADE = "sweep", "cleanup", "cascade"
 PAUSED, STANDBY = "paused", "standby"  # why the gate refused a job
 
 
-def build_scheduler(counters: Counters, jobs: dict, intervals: dict, start_now: set):
+@dataclass(frozen=True)
+class Slot:
+    """Where a job stands on its grid at ``now``: the grid point to run at, and how many passed."""
+
+    due: float
+    passed: int
+
+
+def catch_up(due: float, interval_s: float, now: float) -> Slot:
+    """The last grid point (due + k x interval, k >= 0) not after ``now``: a job woken late runs
+    once for all the points it slept through. Pure."""
+    passed = max(0, math.floor((now - due) / interval_s))
+    return Slot(due + passed * interval_s, passed)
+
+
+def next_slot(ran_at: float, interval_s: float, now: float) -> Slot:
+    """After the run of grid point ``ran_at`` ends at ``now``: the first later point after
+    ``now``, and how many points the run overlapped (skipped, as one instance at most runs). Pure."""
+    over = catch_up(ran_at, interval_s, now)
+    return Slot(over.due + interval_s, over.passed)
+
+
+class Job:
+    """One job's thread: waits for its grid point on the monotonic clock, runs, and says what
+    went wrong in our words (counted: job_failed / job_missed / job_overlapped.<id>)."""
+
+    def __init__(self, job_id: str, func: Callable[[], None], interval_s: float, at_once: bool,
+                 counters: Counters, stop: threading.Event, clock: Callable[[], float]):
+        self.id, self.func, self.interval_s, self.at_once = job_id, func, interval_s, at_once
+        self.counters, self.stop, self.clock = counters, stop, clock
+        self.thread = threading.Thread(target=self.loop, name=f"reaper-job-{job_id}", daemon=True)
+
+    def loop(self) -> None:
+        due = self.clock() + (0.0 if self.at_once else self.interval_s)
+        while self._wait_until(due):
+            slot = catch_up(due, self.interval_s, self.clock())
+            if slot.passed:
+                self._missed(slot.passed)
+            self._run()
+            after = next_slot(slot.due, self.interval_s, self.clock())
+            if after.passed:
+                self._overlapped(after.passed)
+            due = after.due
+
+    def _wait_until(self, due: float) -> bool:
+        """False once the scheduler stops; else True at ``due`` (the wait re-checks the clock:
+        an early wake-up never runs a job before its time)."""
+        while (left := due - self.clock()) > 0:
+            if self.stop.wait(left):
+                return False
+        return not self.stop.is_set()
+
+    def _run(self) -> None:
+        try:
+            self.func()
+        except Exception as exc:  # noqa: BLE001 - a job's failure is counted and said, the job goes on
+            self.counters.add(f"job_failed.{self.id}")
+            logger.opt(exception=exc).error("Job {} failed: {}: {}", self.id, type(exc).__name__, exc)
+
+    def _missed(self, runs: int) -> None:
+        self.counters.add(f"job_missed.{self.id}", runs)
+        logger.warning("Job {} missed {} run(s): the process was held up (frozen, or starved of CPU); "
+                       "running once now", self.id, runs)
+
+    def _overlapped(self, runs: int) -> None:
+        self.counters.add(f"job_overlapped.{self.id}", runs)
+        logger.warning("Job {} ran longer than its interval ({:g}s); {} run(s) skipped", self.id,
+                       self.interval_s, runs)
+
+
+class Scheduler:
+    """The jobs' threads: ``start``, then ``shutdown`` lets the runs in hand finish."""
+
+    def __init__(self, jobs: list[Job], stop: threading.Event):
+        self.jobs, self.stop = jobs, stop
+
+    def start(self) -> None:
+        for job in self.jobs:
+            job.thread.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.stop.set()
+        if wait:
+            for job in self.jobs:
+                if job.thread.is_alive():
+                    job.thread.join()
+
+
+def build_scheduler(counters: Counters, jobs: dict, intervals: dict, start_now: set,
+                    clock: Callable[[], float] = time.monotonic) -> Scheduler:
     """One job per id in ``jobs``; those in ``start_now`` run at once, the others after one
-    interval. A job never runs twice at once; missed runs collapse into one."""
-    # Imported here: `run --once` needs no scheduler, and apscheduler (tzlocal, zoneinfo) is
-    # ~20 ms of its start-up.
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(len(jobs))},
-                                    timezone=timezone.utc)
-    now = datetime.now(timezone.utc)
-    for job_id, func in jobs.items():
-        interval = intervals[job_id]
-        scheduler.add_job(
-            func, "interval", seconds=interval, id=job_id, name=job_id,
-            coalesce=True, max_instances=1, misfire_grace_time=max(1, int(interval)),
-            next_run_time=now if job_id in start_now else now + timedelta(seconds=interval),
-        )
-    scheduler.add_listener(_surface(counters), EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
-    return scheduler
-
-
-def _surface(counters: Counters):
-    """APScheduler only logs a failed job; count it and log it in our words too."""
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
-
-    def listener(event) -> None:  # an apscheduler.events.JobExecutionEvent
-        if event.code == EVENT_JOB_ERROR:
-            counters.add(f"job_failed.{event.job_id}")
-            logger.error("Job {} failed: {}: {}", event.job_id, type(event.exception).__name__,
-                         event.exception)
-        elif event.code == EVENT_JOB_MISSED:
-            counters.add(f"job_missed.{event.job_id}")
-            logger.warning("Job {} missed its run time (the previous run took too long)", event.job_id)
-        else:
-            counters.add(f"job_overlapped.{event.job_id}")
-            logger.warning("Job {} is still running; this run is skipped", event.job_id)
-
-    return listener
+    interval. ``clock`` is monotonic; only tests pass another."""
+    stop = threading.Event()
+    return Scheduler([Job(job_id, func, intervals[job_id], job_id in start_now, counters, stop, clock)
+                      for job_id, func in jobs.items()], stop)
 
 
 class Gate:

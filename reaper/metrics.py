@@ -68,6 +68,8 @@ FAMILIES = (
     Family("reaper_cascades_completed", "Cascades completed since start.", "cascades_completed"),
     Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job",
            (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_clock_jumps", "Times Redis TIME moved against reaper's monotonic clock by more "
+           "than timing.clock_skew between two looks (each starts a hold).", "clock_jumps"),
 )
 
 
@@ -118,6 +120,9 @@ class Metrics:
         self.dead = Gauge("reaper_cascades_dead", "Cascades in the dead-letter list.", registry=registry)
         self.mass_expiry = Gauge("reaper_mass_expiry", "1 while the last sweep found a mass expiry "
                                  "and reaped at most safety.mass_reap_per_sweep.", registry=registry)
+        self.clock_hold = Gauge("reaper_clock_hold_seconds", "Seconds left, at the last sweep of this "
+                                "replica, of the hold after a clock jump: no guest judged by its "
+                                "timestamps, no cascade or retention run (0: no hold).", registry=registry)
         self.skew_max = Gauge("reaper_writer_clock_skew_max_seconds", "Largest lead, " + SKEW_HELP,
                               registry=registry)
         self.skew_p95 = Gauge("reaper_writer_clock_skew_p95_seconds", "95th percentile lead, " + SKEW_HELP,
@@ -139,6 +144,7 @@ class Metrics:
         self.sweep_duration.observe(report.duration_s)
         self.last_success.set(report.now + report.duration_s)
         self.mass_expiry.set(int(report.mass_expiry))
+        self.clock_hold.set(report.clock_hold_s)
         skew = report.skew
         self.skew_max.set(_or_nan(skew.max_lead()))
         self.skew_p95.set(_or_nan(skew.lead_quantile(0.95)))

@@ -9,6 +9,9 @@ and systemd's notify protocol. The job wrappers in ``daemon`` call it; it decide
     stop signal         STOPPING=1, /readyz 503
 """
 
+import time
+from collections.abc import Callable
+
 from loguru import logger
 
 from . import health
@@ -26,9 +29,10 @@ class Monitor:
     """Built before Redis is reached (so /healthz answers "starting" meanwhile); ``attach``
     gives it the context and the gate once they exist."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None):
+    def __init__(self, config: Config, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.interval_s = config.timing.heartbeat_interval_s
-        self.health = Health(self.interval_s)
+        self.health = Health(self.interval_s, clock)  # ages on the monotonic clock: the wall clock may step
         self.ctx: Context | None = None
         self.gate = None
         self.metrics = Metrics(self._counts, self._leads, self._paused)

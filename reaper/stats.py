@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 from . import redact
+from .clockjump import HOLD_FIELD, hold_end
 from .context import Context
 from .leader import read_holder
 from .pause import paused_state
@@ -37,6 +38,8 @@ def collect(ctx: Context) -> dict:
         "leader": _leader(ctx),
         "paused": _paused(ctx),
     }
+    if state.clock_hold_until is not None and state.clock_hold_until > now:  # only then, as below
+        found["clock_hold_left_s"] = round(state.clock_hold_until - now, 1)
     if state.unreadable:  # only then: the report's shape stays as it was when all is well
         found["unreadable"] = state.unreadable
     return found
@@ -49,6 +52,7 @@ class State:
     last_sweep_at: float | None
     mass_expiry: bool
     unreadable: int
+    clock_hold_until: float | None = None  # a clock jump's hold (reaper/clockjump.py)
 
 
 def read_state(raw: dict) -> State:
@@ -60,7 +64,7 @@ def read_state(raw: dict) -> State:
         unreadable += last is None
     mass = fields.get("mass_expiry", "0")
     unreadable += mass not in ("0", "1")
-    return State(last, mass == "1", unreadable)
+    return State(last, mass == "1", unreadable, hold_end(fields.get(HOLD_FIELD)))
 
 
 def _text(value) -> str:
@@ -104,6 +108,9 @@ def as_text(stats: dict) -> str:
         ("leader", _leader_text(stats["leader"])),
         ("paused", _paused_text(stats["paused"])),
     ]
+    if stats.get("clock_hold_left_s"):
+        rows.append(("clock hold", f"ACTIVE after a clock jump: no guest judged by its timestamps, no "
+                                   f"cascade or retention run, for {stats['clock_hold_left_s']:g}s more"))
     if stats.get("unreadable"):
         rows.append(("unreadable", f"{stats['unreadable']} value(s) of reaper's state hash unreadable, "
                                    "skipped"))

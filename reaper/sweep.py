@@ -48,6 +48,7 @@ import redis
 from loguru import logger
 
 from . import cluster, guest_ids, reasons, scripts, store
+from .clockjump import ClockWatch
 from .config import Config
 from .events import EventStream, decision
 from .gate import Gate, Unauthorized
@@ -56,7 +57,7 @@ from .intents import guest_id, guest_intent
 from .keys import QUARANTINE_TTL_S, Keys
 from .live_users import LiveUsers
 from .liveness import live_user_of
-from .names import decode_name
+from .names import decode_name, encode_name
 from .notify import SweepNotify
 from .presence import OnlineList
 from .records import Malformed, OnlineEntry, parse_online_entry
@@ -93,6 +94,7 @@ class SweepReport:
     not_a_guest_id: int = 0  # reaped in Redis, but their id may reach no service (reaper/guest_ids.py)
     socketless_seen: int = 0  # guest entries naming no socket; left for a sequential sweep when late
     mass_expiry: bool = False
+    clock_hold_until: float | None = None  # Redis time: a clock jump's hold, when one lasts (reaper/clockjump.py)
     orphans_skipped: bool = False
     interrupted: bool = False
     dry_run: bool = False
@@ -108,6 +110,11 @@ class SweepReport:
         return self.total + self.malformed + self.orphans
 
     @property
+    def clock_hold_s(self) -> float:
+        """What is left of a clock jump's hold (0: none)."""
+        return 0.0 if self.clock_hold_until is None else max(0.0, self.clock_hold_until - self.now)
+
+    @property
     def dead(self) -> int:
         return sum(self.stale.values()) + self.malformed + self.orphans
 
@@ -117,6 +124,7 @@ class SweepReport:
                 f"skipped_live={self.skipped_live} malformed={self.malformed} "
                 f"duration={self.duration_s:.3f}s"
                 + (f" attached={self.attached}" if self.attached else "")
+                + (f" clock_hold={self.clock_hold_s:.0f}s" if self.clock_hold_until is not None else "")
                 + (" (dry run: nothing written)" if self.dry_run else ""))
 
 
@@ -475,7 +483,7 @@ class Sweep:
     def _records_again(self, keys: list[str]) -> None:
         """Records held back, read and judged again: one that moved on is live now, and kept."""
         count = self.config.redis.scan_count
-        self._judge_all(([key.encode() for key in keys[start:start + count]]
+        self._judge_all(([encode_name(key) for key in keys[start:start + count]]
                          for start in range(0, len(keys), count)), scanned=False)
 
     def _judge_all(self, batches: Iterator[list[bytes]], scanned: bool) -> None:
@@ -745,13 +753,15 @@ class Sweep:
 
 def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[str],
           force: bool = False, stopping: threading.Event | None = None,
-          progress: Progress | None = None, gate: Gate | None = None) -> SweepReport:
-    """One full sweep against Redis's clock, with the mass-expiry guard."""
+          progress: Progress | None = None, gate: Gate | None = None,
+          clock: ClockWatch | None = None) -> SweepReport:
+    """One full sweep against Redis's clock, with the mass-expiry guard and, given a ClockWatch,
+    the hold after a clock jump: nobody is taken then, not even with --force."""
     started = time.monotonic()
     store.require_types(client, keys)
-    now = redis_now(client)
+    now, hold_until = _redis_clock(client, config, clock)
     skip_orphans = _evictions_grew(client, keys, config.safety.dry_run)
-    budget = None if config.safety.dry_run else allowance(config.safety, force)
+    budget = 0 if hold_until is not None else None if config.safety.dry_run else allowance(config.safety, force)
     args = (client, config, keys, irreversible, now)
     notify = SweepNotify.of(client, config, gate)
     first = Sweep(*args, budget, skip_orphans, stopping, notify=notify, progress=progress,
@@ -759,10 +769,12 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
     report = first.run()
     if not (config.safety.dry_run or report.interrupted):
         client.hset(keys.state, "socketless_entries", report.socketless_seen)
-    report.mass_expiry = is_mass_expiry(report.guests, report.dead, config.safety)
+    report.clock_hold_until = hold_until
+    # Ages on a clock that just jumped say nothing: no verdict, no mass expiry, no second look.
+    report.mass_expiry = hold_until is None and is_mass_expiry(report.guests, report.dead, config.safety)
     if report.mass_expiry and not force:
         _warn_mass_expiry(report, config)
-    elif report.deferred and not report.interrupted:
+    elif report.deferred and not report.interrupted and hold_until is None:
         _second_look(Sweep(*args, None, skip_orphans, stopping, warned=first.warned, notify=notify,
                            progress=progress, gate=gate), first.held, report)
     report.duration_s = time.monotonic() - started
@@ -770,6 +782,14 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
         progress.done()
     logger.info(report.summary())
     return report
+
+
+def _redis_clock(client: redis.Redis, config: Config, clock: ClockWatch | None) -> tuple[float, float | None]:
+    """Redis TIME, and the end of a clock jump's hold when one lasts (SPEC §3 "Clock jumps")."""
+    if clock is None:
+        return redis_now(client), None
+    now, verdict = clock.look(lambda: redis_now(client), config.safety.dry_run)
+    return now, verdict.hold_until
 
 
 def _second_look(second: Sweep, held: HeldBack, report: SweepReport) -> None:
@@ -791,11 +811,11 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
     if report.dry_run:  # nothing was held back in a dry run: say what would have been
         would = min(limit, sum(report.reaped.values()))
         report.deferred = sum(report.reaped.values()) - would
+    reaping = f"reaping at most {limit} per sweep" if limit else "holding them: none is reaped until it clears"
     logger.warning(
-        "Sweep: mass expiry: {} of {} guests look dead (more than {:.0%}); reaping at most {} per "
-        "sweep, {} held back. Check the signaling servers' heartbeat writer and clocks; "
-        "`reaper run --force` lifts the limit for one run.",
-        report.dead, report.guests, config.safety.max_reap_fraction, limit, report.deferred)
+        "Sweep: mass expiry: {} of {} guests look dead (more than {:.0%}); {}, {} held back. Check the "
+        "signaling servers' heartbeat writer and clocks; `reaper run --force` lifts the hold for one run.",
+        report.dead, report.guests, config.safety.max_reap_fraction, reaping, report.deferred)
 
 
 def _may_overlap(client: redis.Redis, keys: Keys) -> bool:

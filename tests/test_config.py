@@ -63,7 +63,8 @@ def test_defaults_when_no_file_and_no_environment():
     assert loaded.mongo.uri == "" and loaded.mongo.guest_filter == {"isGuest": True}
     assert (loaded.mongo.database, loaded.mongo.collection, loaded.mongo.id_field,
             loaded.mongo.created_field) == ("voip", "users", "userId", "createdAt")
-    assert loaded.safety == config_module.SafetyConfig(False, 0.5, 50, 100, 86400)
+    assert loaded.safety == config_module.SafetyConfig(False, 0.5, 50, 0, 86400)
+    assert loaded.safety.mass_reap_per_sweep == 0  # a mass expiry holds every guest (SPEC §3)
     assert (loaded.log.level, loaded.log.format) == ("INFO", "text")
     assert loaded.server.listen == ""
     assert loaded.notify.enabled is False and loaded.notify.channel_prefix == "socket.io"
@@ -336,6 +337,7 @@ BAD_FILES = [
     ('[safety]\nmass_expiry_min = "50"\n', "safety.mass_expiry_min", "50", "whole number"),
     ('[safety]\nmass_expiry_min = 0\n', "safety.mass_expiry_min", 0, "whole number >= 1"),
     ('[safety]\nmass_reap_per_sweep = true\n', "safety.mass_reap_per_sweep", True, "whole number"),
+    ('[safety]\nmass_reap_per_sweep = -1\n', "safety.mass_reap_per_sweep", -1, "whole number >= 0"),
     ('[timing]\nmax_missed_pings = -1\n', "timing.max_missed_pings", -1, "whole number"),
     ('[safety]\nmax_reap_fraction = 0\n', "safety.max_reap_fraction", 0, "greater than 0 and at most 1"),
     ('[safety]\nmax_reap_fraction = 1.5\n', "safety.max_reap_fraction", 1.5, "at most 1"),
@@ -556,3 +558,14 @@ def test_example_config_loads_to_the_defaults():
     loaded = load_config(EXAMPLE, {})
     assert loaded.source == str(EXAMPLE)
     assert dataclasses.replace(loaded, source="defaults") == load_config(None, {})
+
+
+@pytest.mark.parametrize("where, config", [
+    ("file", lambda tmp: load_config(write(tmp / "reaper.toml", "[safety]\nmass_reap_per_sweep = 0\n"), {})),
+    ("environment", lambda tmp: load_config(None, {"REAPER_SAFETY_MASS_REAP_PER_SWEEP": "0"})),
+])
+def test_a_mass_reap_budget_of_0_is_accepted_and_a_trickle_may_be_set(tmp_path, where, config):
+    """SPEC §10: 0 = none (the default); an operator may allow a trickle."""
+    assert config(tmp_path).safety.mass_reap_per_sweep == 0
+    assert load_config(None, {"REAPER_SAFETY_MASS_REAP_PER_SWEEP": "25"}).safety.mass_reap_per_sweep == 25
+

@@ -186,7 +186,7 @@ def test_is_mass_expiry(safety, guests, stale, mass):
 
 
 @pytest.mark.parametrize("safety, force, expected", [
-    (SafetyConfig(), False, 100),
+    (SafetyConfig(), False, 0),  # holds by default: nothing before the totals are known
     (SafetyConfig(), True, None),
     (SafetyConfig(mass_reap_per_sweep=7), False, 7),
     (SafetyConfig(mass_reap_per_sweep=7), True, None),

@@ -1,6 +1,6 @@
 """Logging, configured once at the entry point: loguru to stderr, text or JSON lines.
 
-The standard library's loggers (apscheduler, httpx, pymongo, redis) are routed through
+The standard library's loggers (httpx, pymongo, redis) are routed through
 loguru, and every known secret, and whatever looks like a credential (reaper/redact.py), is
 replaced by *** in everything written: messages, bound values and tracebacks alike.
 
@@ -19,7 +19,7 @@ from loguru import logger
 
 from . import redact
 
-QUIET_LIBRARIES = ("apscheduler", "httpx", "httpcore", "pymongo", "redis", "urllib3")
+QUIET_LIBRARIES = ("httpx", "httpcore", "pymongo", "redis", "urllib3")
 MASK = redact.MASK
 TRACE_INDENT = "    "  # before each line of a traceback in text
 
@@ -32,10 +32,8 @@ def configure(level: str = "INFO", fmt: str = "text", secrets=(), sink=None) -> 
     # The writers build each line from the record; loguru's own formatting is not used.
     logger.add(write, level=level, format="{message}", backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_Intercept()], level=logging.INFO, force=True)
-    for name in QUIET_LIBRARIES:  # their INFO is per request or per job run: too much
+    for name in QUIET_LIBRARIES:  # their INFO is per request: too much
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Its warnings (a missed or overlapping run) are said again, in our words, by jobs.py.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def _text_writer(stream, scrub):

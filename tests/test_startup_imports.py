@@ -1,6 +1,6 @@
-"""Start-up of `reaper run --once` (issue #4): what a disabled target does not cost. pymongo,
-apscheduler and an httpx client (httpcore, the CA bundle) are ~0.15 s of a run that needs none
-of them when MongoDB and the services are disabled."""
+"""Start-up of `reaper run --once` (issue #4): what a disabled target does not cost. pymongo and
+an httpx client (httpcore, the CA bundle) are ~0.15 s of a run that needs neither when MongoDB
+and the services are disabled."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ from reaper.config import MongoConfig, ServiceConfig
 from reaper.errors import PermanentError
 from reaper.services import AuthService, GuestStore, UserService
 
-HEAVY = ("pymongo", "apscheduler", "httpcore")
+HEAVY = ("pymongo", "httpcore")
 # Prints which of HEAVY the process loaded, once `reaper run --once` has exited.
 PROBE = ("import atexit, sys\n"
          f"atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules]))\n"

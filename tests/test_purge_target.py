@@ -12,8 +12,7 @@ import redis
 
 from support.cli import invoke
 from support.guests import World
-from support.redis_proc import RedisProcess
-from support.sentinel_proc import FAST_SYNC, PasswordRedisProcess, SentinelProcess, replica_of
+from support.sentinel_proc import PasswordRedisProcess, SentinelProcess, failover_set  # noqa: F401 - a fixture
 from support.terminal import on_terminal, operator_env
 
 MASTER_PASSWORD, SENTINEL_PASSWORD = "master-pw-31ad", "sentinel-pw-c04b"
@@ -111,25 +110,6 @@ def test_the_daemons_startup_purge_logs_the_master_it_purged(through_sentinel, l
     assert STARTED.format(target=sentinel_target(port)) in stderr
     assert world.records() == set()
     assert MASTER_PASSWORD not in stderr and SENTINEL_PASSWORD not in stderr
-
-
-@pytest.fixture
-def failover_set(tmp_path):
-    """A master, its synced replica, and a sentinel that knows both."""
-    started = []
-    try:
-        master = RedisProcess(FAST_SYNC, tmpdir=tmp_path / "master").start()
-        started.append(master)
-        replica = replica_of(master, tmpdir=tmp_path / "replica")
-        started.append(replica)
-        sentinel = SentinelProcess(master.port, tmpdir=tmp_path / "sentinel").start()
-        started.append(sentinel)
-        sentinel.wait_for_master(master.port)
-        sentinel.wait_for_replica(replica.port)
-        yield master, replica, sentinel
-    finally:
-        for process in reversed(started):
-            process.close()
 
 
 def test_after_a_failover_the_purge_names_the_new_master(failover_set, isolated_cli):

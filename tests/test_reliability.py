@@ -4,14 +4,10 @@ back after each step so a crash does not repeat it, and `reaper dead-letters`.""
 
 import json
 import os
-import select
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pymongo.errors
 import pytest
@@ -21,6 +17,7 @@ from support.guests import record, redis_now
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 from support.cli import invoke
+from support.terminal import on_terminal
 from sweep_helpers import keys_of
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
@@ -550,36 +547,6 @@ def test_dead_letters_exit_3_when_redis_is_unreachable(cli_env):
     for args in (["list"], ["retry", "--all"], ["drop", "--all", "--yes"]):
         result = invoke(["dead-letters", *args], env)
         assert result.exit_code == 3, (args, result.output)
-
-
-def on_terminal(args: list[str], env: dict, answer: str, cwd: Path) -> tuple[int, str]:
-    """`python -m reaper <args>` with a real terminal for stdin and stdout; ``answer`` is typed
-    once the question shows."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], stdin=slave, stdout=slave,
-                            stderr=slave, env=env, cwd=cwd)
-    os.close(slave)
-    output = b""
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # the child closed the terminal: it exited
-                    break
-                if not chunk:
-                    break
-                output += chunk
-                if answer and b"[y/N]" in output:
-                    os.write(master, answer.encode() + b"\n")
-                    answer = ""
-        return proc.wait(10), output.decode(errors="replace")
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.mark.parametrize("answer, kept", [("n", 3), ("y", 2)])

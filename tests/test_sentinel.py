@@ -14,7 +14,7 @@ from reaper.store import connect
 from support.cli import invoke
 from support.guests import World
 from support.redis_proc import RedisProcess, find_free_port
-from support.sentinel_proc import FAST_SYNC, PasswordRedisProcess, SentinelProcess, replica_of
+from support.sentinel_proc import PasswordRedisProcess, SentinelProcess, failover_set  # noqa: F401 - a fixture
 from support.tls import TlsRedisProcess, make_certificates
 
 MASTER_PASSWORD, SENTINEL_PASSWORD = "master-pw-5e1f", "sentinel-pw-77c2"
@@ -241,25 +241,6 @@ def test_check_names_the_sentinels_and_the_master_they_gave(guarded, isolated_cl
 
 
 # -- failover ----------------------------------------------------------------------------------------
-
-@pytest.fixture
-def failover_set(tmp_path):
-    """A master, its synced replica, and one sentinel that knows both."""
-    started = []
-    try:
-        master = RedisProcess(FAST_SYNC, tmpdir=tmp_path / "master").start()
-        started.append(master)
-        replica = replica_of(master, tmpdir=tmp_path / "replica")
-        started.append(replica)
-        sentinel = SentinelProcess(master.port, tmpdir=tmp_path / "sentinel").start()
-        started.append(sentinel)
-        sentinel.wait_for_master(master.port)
-        sentinel.wait_for_replica(replica.port)
-        yield master, replica, sentinel
-    finally:
-        for process in reversed(started):
-            process.close()
-
 
 def fail_over(sentinel: SentinelProcess, old: RedisProcess, to: RedisProcess) -> None:
     """A planned failover: once ``to`` has every write (WAIT), SENTINEL FAILOVER; then wait until

@@ -3,6 +3,7 @@ test started, on free ports (never 6379), each with its own config file (sentine
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from .redis_proc import RedisProcess
@@ -112,3 +113,22 @@ def replica_of(master: RedisProcess, **kw) -> RedisProcess:
         replica.close()
         raise AssertionError(f"replica {replica.port} never synced with {master.port}")
     return replica
+
+
+@pytest.fixture
+def failover_set(tmp_path):
+    """A master, its synced replica, and one sentinel that knows both (a fixture: import it)."""
+    started = []
+    try:
+        master = RedisProcess(FAST_SYNC, tmpdir=tmp_path / "master").start()
+        started.append(master)
+        replica = replica_of(master, tmpdir=tmp_path / "replica")
+        started.append(replica)
+        sentinel = SentinelProcess(master.port, tmpdir=tmp_path / "sentinel").start()
+        started.append(sentinel)
+        sentinel.wait_for_master(master.port)
+        sentinel.wait_for_replica(replica.port)
+        yield master, replica, sentinel
+    finally:
+        for process in reversed(started):
+            process.close()

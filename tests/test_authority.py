@@ -354,7 +354,9 @@ def test_a_drain_claims_nothing_for_a_replica_that_lost_the_lease(r, ctx_factory
 def test_a_sweep_stops_before_its_next_fence_and_take(r, world, ctx_factory, monkeypatch, force):
     for n in range(60):
         world.guest(n, age=400)
-    ctx = ctx_factory({"REAPER_MONGO_URI": ""}, notify__enabled=True, redis__scan_count=10)
+    # A budget lets the first pass take as it reads (the default 0 takes only in the second look).
+    ctx = ctx_factory({"REAPER_MONGO_URI": ""}, notify__enabled=True, redis__scan_count=10,
+                      safety__mass_reap_per_sweep=100)
     clock = ManualClock()
     ctx.gate.clock = clock
     lead(ctx, clock)

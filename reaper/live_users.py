@@ -14,7 +14,7 @@ import itertools
 import secrets
 
 BITS_PER_USER = 32
-MIN_BITS = 1 << 20  # 128 KiB: a small tier's false positives as rare as a big one's
+MIN_BITS = 1 << 23  # 1 MiB: a small tier's false positives far rarer than a big one's
 _serials = itertools.count(1)
 
 

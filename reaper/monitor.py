@@ -54,9 +54,9 @@ class Monitor:
         return self.gate is not None and self.gate.pause_watch.seen_paused
 
     def routes(self) -> Routes:
-        return {"/healthz": lambda: _json(self.health.healthz()),
+        return {"/livez": lambda: _json(self.health.livez()),
+                "/healthz": lambda: _json(self.health.healthz()),
                 "/readyz": lambda: _json(self.health.readyz()),
-                "/livez": lambda: _json(self.health.livez()),
                 "/metrics": lambda: Reply(200, CONTENT_TYPE, self.metrics.exposition())}
 
     def listen(self, address: str) -> None:

@@ -285,6 +285,18 @@ def test_every_variable_and_every_configmap_key_is_a_real_config_key(name, tmp_p
     assert config.server.listen == ("" if name == "cronjob.yaml" else "0.0.0.0:9108")
 
 
+def test_the_sidecar_reads_the_redis_the_signaling_server_beside_it_writes_to(tmp_path):
+    url = urlsplit(effective_config("sidecar.yaml", tmp_path).redis.url)
+    (signaling,) = [c for c in pod_spec(workload("sidecar.yaml"))["containers"] if c["name"] == "signaling"]
+    env = env_of(signaling)
+    assert (url.hostname, str(url.port)) == (env["REDIS_HOST"]["value"], env["REDIS_PORT"]["value"])
+
+
+@pytest.mark.parametrize("name", ["deployment.yaml", "sidecar.yaml"])
+def test_the_daemons_run_reaper_run(name):
+    assert [*entrypoint_command()[:1], *reaper_container(name)["args"]] == ["reaper", "run"]
+
+
 def test_the_configmap_toml_itself_loads_and_is_refused_with_a_misspelt_key(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text(configmap_toml())

@@ -7,6 +7,10 @@ it is the check that found it must not sweep (it asked Redis whether it is pause
 leads): that replica is doing its job, so probes and the watchdog must not kill it.
 Ready: the startup step is done, and no stop signal has come. Until it is, /healthz says why it
 is not when Redis holds it up (unreachable, refusing writes, a key of the wrong type).
+Alive (/livez, for a liveness probe): what systemd's watchdog hears. A sweep turn finished within
+3 x heartbeat_interval whatever it found, Redis unreachable included: reaper waits out an outage
+by itself, and restarting it would not end one. While starting or stopping it is alive: the
+startup step retries with backoff on its own, and a stop finishes by itself.
 
 The decisions are pure functions of a snapshot and ``now`` (a monotonic clock: only ages
 are measured here); ``Health`` keeps what the jobs told it.
@@ -34,6 +38,7 @@ class Snapshot:
     redis_error: str | None = None
     redis_trouble: str = "redis unreachable"  # what redis_error means (reaper/outage.py's kinds)
     waiting: str | None = None  # what holds the startup step up, while it is tried again
+    beat_at: float | None = None  # when a sweep turn last finished, whatever it found
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,18 @@ def healthz(state: Snapshot, now: float, interval_s: float) -> Answer:
 
 def readyz(state: Snapshot) -> Answer:
     return Answer(state.phase == READY, {"status": state.phase})
+
+
+def livez(state: Snapshot, now: float, interval_s: float) -> Answer:
+    if state.phase != READY:
+        return Answer(True, {"status": state.phase})
+    limit_s = LATE_AFTER_INTERVALS * interval_s
+    since = state.beat_at if state.beat_at is not None else state.ready_at
+    facts = {"last_beat_age_s": _age(state.beat_at, now), "limit_s": limit_s}
+    if now - since > limit_s:
+        return _unhealthy(f"no sweep turn finished for {now - since:.1f}s, more than "
+                          f"{LATE_AFTER_INTERVALS} x heartbeat_interval ({limit_s:g}s)", facts)
+    return Answer(True, {"status": "ok", **facts})
 
 
 def _late(turn: str | None) -> str:
@@ -102,6 +119,10 @@ class Health:
         """A sweep turn finished: SWEPT, or STANDBY / PAUSED after asking Redis. Redis answered."""
         self._change(turn=turn, turn_at=self.clock(), redis_error=None)
 
+    def beat(self) -> None:
+        """A sweep turn finished, whatever it found (Redis unreachable too): the process works."""
+        self._change(beat_at=self.clock())
+
     def redis_down(self, error: str, trouble: str = "redis unreachable") -> None:
         self._change(redis_error=error, redis_trouble=trouble)
 
@@ -117,6 +138,9 @@ class Health:
 
     def readyz(self) -> Answer:
         return readyz(self.snapshot())
+
+    def livez(self) -> Answer:
+        return livez(self.snapshot(), self.clock(), self.interval_s)
 
     def _change(self, **changes) -> None:
         with self._lock:

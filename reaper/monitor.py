@@ -4,8 +4,8 @@ and systemd's notify protocol. The job wrappers in ``daemon`` call it; it decide
     startup step done   READY=1, /readyz 200
     sweep turn          a sweep (leader), or the check that found this replica paused or
                         standing by: /healthz fresh, metrics recorded
-    turn finished       WATCHDOG=1, also when the turn found Redis unreachable: the watchdog
-                        catches a hung process, while reaper waits out a Redis outage itself
+    turn finished       WATCHDOG=1 and /livez fresh, also when the turn found Redis unreachable:
+                        they catch a hung process, while reaper waits out a Redis outage itself
     stop signal         STOPPING=1, /readyz 503
 """
 
@@ -57,7 +57,8 @@ class Monitor:
         return () if self.ctx is None else self.ctx.runner.circuits.all()
 
     def routes(self) -> Routes:
-        return {"/healthz": lambda: _json(self.health.healthz()),
+        return {"/livez": lambda: _json(self.health.livez()),
+                "/healthz": lambda: _json(self.health.healthz()),
                 "/readyz": lambda: _json(self.health.readyz()),
                 "/metrics": Wsgi(self.metrics.app)}
 
@@ -86,6 +87,7 @@ class Monitor:
         self._read_tier(with_mass_expiry=False)
 
     def turn_finished(self) -> None:
+        self.health.beat()
         self.notifier.watchdog()
 
     def redis_down(self, exc: Exception, trouble: Trouble | None = None) -> None:

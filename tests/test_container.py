@@ -1,7 +1,7 @@
-"""The container files: Dockerfile, .dockerignore, deploy/docker-compose.yml and the Kubernetes
-examples. No Docker engine runs here, so the image is not built: its commands (ENTRYPOINT + CMD,
-HEALTHCHECK) are run as they are written against a real daemon, and every REAPER_* variable the
-files set goes through load_config."""
+"""The container files: Dockerfile, requirements.lock, .dockerignore and deploy/docker-compose.yml
+(the Kubernetes manifests: test_k8s.py). No Docker engine runs here, so the image is not built:
+its layers are read as written, its commands (ENTRYPOINT + CMD, HEALTHCHECK) run against a real
+daemon, and every REAPER_* variable the files set goes through load_config."""
 
 import json
 import os
@@ -9,14 +9,20 @@ import shlex
 import signal
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from reaper.config import load_config
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
-from support.yaml_subset import YamlSubsetError, load as load_yaml
+from support.manifests import load as load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's console scripts: `reaper` as the image has it
@@ -90,13 +96,41 @@ def test_the_image_is_slim_python_3_11_and_runs_as_a_numeric_non_root_user():
     assert any(f"--uid {user}" in args for instr, args in steps if instr == "RUN")
 
 
+def copies() -> list[tuple[int, list[str]]]:
+    """(step index, sources) of every COPY."""
+    return [(i, shlex.split(args)[:-1]) for i, (instr, args) in enumerate(dockerfile()) if instr == "COPY"]
+
+
+def pip_installs() -> list[tuple[int, list[str]]]:
+    """(step index, arguments after `pip install`) of every pip install in a RUN."""
+    found = []
+    for i, (instr, args) in enumerate(dockerfile()):
+        for command in args.split("&&") if instr == "RUN" else []:
+            words = shlex.split(command)
+            if words[:2] == ["pip", "install"]:
+                found.append((i, words[2:]))
+    return found
+
+
 def test_the_image_installs_the_package_from_what_it_copies_and_nothing_else():
-    copied = [shlex.split(args)[:-1] for args in instruction("COPY")]
-    assert sorted(sum(copied, [])) == ["README.md", "pyproject.toml", "reaper"]
-    for source in sum(copied, []):
+    copied = sum((sources for _, sources in copies()), [])
+    assert sorted(copied) == ["README.md", "pyproject.toml", "reaper", "requirements.lock"]
+    for source in copied:
         assert (ROOT / source).exists(), source
-    (install,) = [args for args in instruction("RUN") if "pip install" in args]
-    assert "pip install /src" in install
+    (deps, package) = [args for _, args in pip_installs()]
+    assert deps == ["--no-deps", "-r", "/src/requirements.lock"]
+    assert package == ["--no-deps", "/src"]  # resolves nothing: the lock's layer has it all
+    assert all("pip check" in args for instr, args in dockerfile() if instr == "RUN" and "pip install" in args)
+
+
+def test_the_dependencies_are_a_layer_of_their_own_below_the_source():
+    """A change to reaper/ (or to pyproject.toml's version) reuses the cached dependency layer."""
+    (lock_copy,) = [i for i, sources in copies() if sources == ["requirements.lock"]]
+    (source_copy,) = [i for i, sources in copies() if "reaper" in sources]
+    (deps_install,) = [i for i, args in pip_installs() if "/src/requirements.lock" in args]
+    (package_install,) = [i for i, args in pip_installs() if "/src" in args]
+    assert lock_copy < deps_install < source_copy < package_install
+    assert not [i for i, _ in copies() if lock_copy < i < deps_install], "nothing else invalidates that layer"
 
 
 def test_the_entrypoint_is_reaper_run_and_the_healthcheck_is_reaper_health_without_curl():
@@ -123,7 +157,8 @@ def test_dockerignore_keeps_the_sources_and_drops_the_rest():
     for dropped in (".git", ".venv", "tests", "node_modules", "*.toml"):
         assert dropped in patterns
     assert "!pyproject.toml" in patterns
-    assert not {"reaper", "README.md", "pyproject.toml"} & set(patterns)
+    assert "docs" in patterns
+    assert not {"reaper", "README.md", "pyproject.toml", "requirements.lock", "*.lock"} & set(patterns)
 
 
 # -- the Dockerfile's commands against a real daemon ----------------------------------------
@@ -199,19 +234,127 @@ def test_the_healthcheck_of_a_container_whose_reaper_is_not_running_fails(contai
     assert result.stdout.startswith("unhealthy: http://127.0.0.1:") and "ConnectError" in result.stdout
 
 
-# -- docker compose and Kubernetes -----------------------------------------------------------
+# -- requirements.lock ------------------------------------------------------------------------
+
+def image_python() -> str:
+    """The image's Python, "3.11", from the FROM line (python:3.11-slim)."""
+    (image,) = instruction("FROM")
+    return image.split(":", 1)[1].split("-", 1)[0]
+
+
+def image_environment(extra: str = "") -> dict:
+    """Marker values as in the image: Linux, its Python's newest patch release (as -slim follows)."""
+    return {**default_environment(), "sys_platform": "linux", "platform_system": "Linux",
+            "python_version": image_python(), "python_full_version": f"{image_python()}.99", "extra": extra}
+
+
+def read_lock(text: str) -> dict[str, Version]:
+    """name -> pinned version; ValueError for a line that pins nothing exactly or a name twice."""
+    pins = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        specs = list(requirement.specifier)
+        if len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version or requirement.marker:
+            raise ValueError(f"line {number}: {line!r} is not name==version")
+        name = canonicalize_name(requirement.name)
+        if name in pins:
+            raise ValueError(f"line {number}: {requirement.name} pinned twice")
+        pins[name] = Version(specs[0].version)
+    return pins
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def package_version() -> str:
+    """reaper's version, which every image tag in deploy/ pins."""
+    return pyproject()["version"]
+
+
+def runtime_requirements() -> list[Requirement]:
+    return [Requirement(r) for r in pyproject()["dependencies"]]
+
+
+def unmet(requirements: list[Requirement], pins: dict[str, Version]) -> list[str]:
+    """What the pins leave unmet: a requirement not pinned, or pinned to a version it refuses."""
+    problems = []
+    for requirement in requirements:
+        pinned = pins.get(canonicalize_name(requirement.name))
+        if pinned is None:
+            problems.append(f"{requirement.name}: not in the lock")
+        elif not requirement.specifier.contains(pinned, prereleases=True):
+            problems.append(f"{requirement.name}: {pinned} does not satisfy {requirement.specifier}")
+    return problems
+
+
+def requirements_of(name: str, extras: set[str]) -> list[Requirement]:
+    """What an installed distribution requires in the image, with these extras."""
+    found = []
+    for line in metadata.requires(name) or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or any(requirement.marker.evaluate(image_environment(extra))
+                                             for extra in extras | {""}):
+            found.append(requirement)
+    return found
+
+
+def closure(requirements: list[Requirement]) -> set[str]:
+    """The names of every distribution these need, and those need, as installed in this venv."""
+    seen, todo = set(), list(requirements)
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if (name, frozenset(requirement.extras)) in seen:
+            continue
+        seen.add((name, frozenset(requirement.extras)))
+        todo += requirements_of(requirement.name, set(requirement.extras))
+    return {name for name, _ in seen}
+
+
+def test_the_lock_pins_every_runtime_dependency_with_a_version_pyproject_accepts():
+    pins = read_lock((ROOT / "requirements.lock").read_text())
+    direct = runtime_requirements()
+    assert len(direct) >= 6 and unmet(direct, pins) == []
+    for requirement in direct:  # the extras too: redis[hiredis] needs hiredis
+        assert unmet(requirements_of(requirement.name, set(requirement.extras)), pins) == [], requirement
+    assert "hiredis" in pins
+
+
+def test_the_lock_holds_every_dependency_of_a_dependency_and_nothing_of_the_test_extra():
+    pins = read_lock((ROOT / "requirements.lock").read_text())
+    needed = closure(runtime_requirements())
+    assert {"httpx", "httpcore", "h11", "anyio", "idna", "certifi", "dnspython"} <= needed
+    assert needed - set(pins) == set()
+    test_extra = pyproject()["optional-dependencies"]["test"]
+    assert not {canonicalize_name(Requirement(r).name) for r in test_extra} & set(pins)
+    assert "reaper" not in pins
+
+
+@pytest.mark.parametrize("lock, problem", [
+    ("redis>=5.0\n", "is not name==version"),
+    ("redis==8.*\n", "is not name==version"),
+    ("redis==8.2.0\nRedis==8.2.0\n", "pinned twice"),
+    ("redis==8.2.0 ; python_version < '3.12'\n", "is not name==version"),
+])
+def test_a_lock_line_that_pins_nothing_exactly_is_refused(lock, problem):
+    with pytest.raises(ValueError, match=problem):
+        read_lock(lock)
+
+
+def test_a_lock_missing_a_dependency_or_pinning_a_refused_version_is_caught():
+    pins = read_lock("redis==4.6.0\nhttpx==0.29.0\n")
+    assert unmet([Requirement("redis[hiredis]>=5.0"), Requirement("httpx>=0.27"), Requirement("click>=8.1")],
+                 pins) == ["redis: 4.6.0 does not satisfy >=5.0", "click: not in the lock"]
+
+
+# -- docker compose -----------------------------------------------------------------------------
 
 def yaml_file(relative: str):
     return load_yaml((ROOT / relative).read_text())
-
-
-def container_env_vars(container: dict) -> dict:
-    """name -> value of a Kubernetes container's env (secret references as None)."""
-    found = {}
-    for item in container.get("env", []):
-        assert set(item) <= {"name", "value", "valueFrom"}, item
-        found[item["name"]] = item.get("value")
-    return found
 
 
 def compose_default(value: str) -> str:
@@ -242,51 +385,6 @@ def test_compose_runs_reaper_beside_the_signaling_redis_with_env_config_and_the_
     assert reaper["depends_on"]["redis"]["condition"] == "service_healthy"
     assert (ROOT / "deploy" / reaper["build"] / "Dockerfile").is_file()
     assert "noeviction" in services["redis"]["command"]
-
-
-def test_the_kubernetes_sidecar_probes_healthz_and_readyz_on_the_port_reaper_listens_on():
-    deployment = yaml_file("deploy/k8s/sidecar.yaml")
-    assert deployment["kind"] == "Deployment"
-    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
-    assert set(containers) == {"signaling", "reaper"}
-    reaper = containers["reaper"]
-    env = container_env_vars(reaper)
-    assert_real_config(env)
-    listen_port = int(env["REAPER_SERVER_LISTEN"].rsplit(":", 1)[1])
-    ports = {p["name"]: p["containerPort"] for p in reaper["ports"]}
-    assert reaper["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert reaper["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert ports["metrics"] == listen_port
-    assert reaper["args"] == ["run"]
-    assert reaper["securityContext"]["runAsNonRoot"] is True
-    assert str(reaper["securityContext"]["runAsUser"]) == instruction("USER")[-1]
-    # the sidecar reads the same Redis as the signaling server it sits beside
-    signaling = container_env_vars(containers["signaling"])
-    assert (env["REDIS_HOST"], env["REDIS_PORT"]) == (signaling["REDIS_HOST"], signaling["REDIS_PORT"])
-
-
-def test_the_kubernetes_cronjob_runs_reaper_run_once_never_two_at_a_time():
-    cronjob = yaml_file("deploy/k8s/cronjob.yaml")
-    assert cronjob["kind"] == "CronJob"
-    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
-    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] in ("Never", "OnFailure")
-    (reaper,) = pod["containers"]
-    assert [*exec_form(instruction("ENTRYPOINT")[0]), *reaper["args"]] == ["reaper", "run", "--once"]
-    env = container_env_vars(reaper)
-    assert_real_config(env)
-    assert load_config(None, {k: v for k, v in env.items() if k.startswith("REAPER_")}).server.listen == ""
-
-
-@pytest.mark.parametrize("text, problem", [
-    ("a:\n\tb: 1\n", "a tab"),
-    ("a: &x 1\nb: *x\n", "outside the subset"),
-    ("a:\n  - 1\n   - 2\n", "unexpected indentation"),
-    ("a: 1\na: 2\n", "duplicate key"),
-    ("a:\n", "has no value"),
-    ("a: [1, 2\n", "not a JSON-style flow value"),
-])
-def test_the_yaml_reader_refuses_what_it_does_not_understand(text, problem):
-    with pytest.raises(YamlSubsetError) as error:
-        load_yaml(text)
-    assert problem is None or problem in str(error.value)
+    assert reaper["image"] == f"reaper:{package_version()}"
+    assert reaper["read_only"] is True and reaper["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in reaper["security_opt"]

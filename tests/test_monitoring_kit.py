@@ -291,3 +291,22 @@ def _timestamp(text: str) -> datetime:
     """Prometheus' RFC 3339 time with nanoseconds, to microseconds."""
     text = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
     return datetime.fromisoformat(text)
+
+
+def as_promql(query: str) -> str:
+    """A dashboard query with its variables as Grafana fills them for this job and every instance
+    (a label_values() variable query becomes its selector)."""
+    match = re.fullmatch(r"label_values\((.*), *\w+\)", query)
+    query = match[1] if match else query
+    return query.replace("$__rate_interval", "1m").replace("$job", JOB).replace("$instance", ".*")
+
+
+def test_every_dashboard_query_shows_data_through_a_real_prometheus(stack):
+    queries = [as_promql(query) for query in dashboard_queries(dashboard())]
+    empty = []
+
+    def all_answered() -> bool:  # a rate needs two scrapes within its range
+        empty[:] = [query for query in queries if not stack.prometheus.query(query)]
+        return not empty
+
+    assert wait_for(all_answered, timeout=30, interval=0.2), f"no data for: {empty}"

@@ -10,6 +10,7 @@ import redis
 from loguru import logger
 
 from . import deadletters
+from . import lastrun
 from . import logs
 from . import pause as pausing
 from . import purge as purging
@@ -22,6 +23,8 @@ from .daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
 from .durations import parse_duration
 from .errors import ConfigError, RedisRefused, RedisUnavailable
 from .keys import Keys
+from .monitor import Monitor
+from .sdnotify import Notifier
 from .signaling import SignalingCluster
 from .store import REDIS_DOWN, connect, describe_target, ping, redis_now, refusals
 from .terminal import progress_on
@@ -73,25 +76,61 @@ def cli():
     users in the auth-service and MongoDB, without touching live guests or registered users."""
 
 
+def _checked(problem_of):
+    """A click callback: the option's value, or a usage error (exit 2) saying what is wrong."""
+
+    def check(ctx, param, value):
+        problem = None if value is None else problem_of(value)
+        if problem:
+            raise click.BadParameter(f"{value!r}: {problem}", ctx, param)
+        return value
+
+    return check
+
+
 @cli.command()
 @config_option
 @click.option("--once", is_flag=True, help="One sweep, one cleanup, one pass over due cascades; then exit.")
 @dry_run_option
 @click.option("--force", is_flag=True, help="Lift the mass-expiry limit for one sweep.")
-def run(config_path, once, dry_run, force):
+@click.option("--pending-ok", is_flag=True,
+              help="With --once: cascades left to retry at the next run are no failure: exit 0, "
+                   "not 1 (for cron and Kubernetes CronJobs).")
+@click.option("--metrics-file", metavar="PATH", callback=_checked(lastrun.metrics_file_problem),
+              help="With --once: write the metrics to PATH when the run ends, failed or not, in "
+                   "node-exporter's textfile format (name it *.prom), atomically.")
+@click.option("--pushgateway", metavar="URL", callback=_checked(lastrun.pushgateway_problem),
+              help="With --once: push the metrics to this Pushgateway when the run ends, failed or "
+                   f"not, as job={lastrun.JOB!r}. A failed push is a warning; the exit code stays.")
+@click.option("--push-instance", metavar="NAME", default=lastrun.default_instance,
+              show_default="this host's name",
+              help="The instance label of the push (a fixed name for a CronJob, whose pods get new "
+                   "names every run).")
+def run(config_path, once, dry_run, force, pending_ok, metrics_file, pushgateway, push_instance):
     """Run the reaper: the startup step, then a sweep every heartbeat_interval, retention and
     stats every cleanup_interval, and cascade retries as they fall due. Stops cleanly on
     SIGTERM/SIGINT.
 
-    Exit codes: 0 done; 1 some cascade steps wait for retry; 2 configuration error (or a key
-    reaper writes holds another Redis type); 3 Redis unreachable or refusing writes."""
+    Exit codes: 0 done; 1 some cascade steps wait for retry (with --once --pending-ok: 0 unless
+    a retention call failed too); 2 configuration error (or a key reaper writes holds another
+    Redis type); 3 Redis unreachable or refusing writes."""
+    outlets = lastrun.Outlets(metrics_file, pushgateway, push_instance)
+    if not once and (outlets or pending_ok):
+        raise click.UsageError("--pending-ok, --metrics-file and --pushgateway are for --once; the "
+                               "daemon serves its metrics at [server] listen's /metrics")
     config = _load(config_path, **{"safety.dry_run": dry_run})
     try:
-        sys.exit(run_once(config, force, progress=progress_on()) if once else run_daemon(config, force))
+        sys.exit(_once(config, force, pending_ok, outlets) if once else run_daemon(config, force))
     except ConfigError as exc:  # found only when used: server.listen already taken, say
         _exit_usage(exc)
     except RedisUnavailable as exc:
         _exit_unreachable(exc)
+
+
+def _once(config, force: bool, pending_ok: bool, outlets: lastrun.Outlets) -> int:
+    monitor = Monitor(config, Notifier({}))
+    return lastrun.recorded(lambda: run_once(config, force, progress=progress_on(), monitor=monitor,
+                                             pending_ok=pending_ok), monitor.metrics, outlets)
 
 
 @cli.command()

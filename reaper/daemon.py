@@ -27,6 +27,7 @@ from .monitor import Monitor
 from .outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, Trouble, trouble_of, wait_out
 from .pause import PauseWatch
 from .reschedule import LostIntents
+from .sdnotify import Notifier
 from .signaling import SignalingCluster
 from .store import REDIS_DOWN, explain, ping, refusals, require_types
 from .terminal import Progress
@@ -34,16 +35,21 @@ from .terminal import Progress
 EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
 
-def run_once(config: Config, force: bool = False, mongo_client=None, progress: Progress | None = None) -> int:
-    """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11.
-    Holds the leader lease for the run; paused, or another replica leading: nothing, exit 0."""
+def run_once(config: Config, force: bool = False, mongo_client=None, progress: Progress | None = None,
+             monitor: Monitor | None = None, pending_ok: bool = False) -> int:
+    """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11, but
+    0 rather than 1 for cascades left to retry when ``pending_ok``. Holds the leader lease for
+    the run; paused, or another replica leading: nothing, exit 0. ``monitor`` hears of the sweep
+    and of the cascades left, for the metrics a cron run leaves (reaper/lastrun.py)."""
     ctx = Context.open(config, mongo_client)
     ctx.progress = progress
     gate = _gate(ctx)
+    monitor = (monitor or Monitor(config, Notifier({}))).attach(ctx, gate)
     try:
         with refusals():
             ping(ctx.client)
-            return _one_cycle(ctx, force, gate)
+            monitor.redis_up()
+            return _one_cycle(ctx, force, gate, monitor, pending_ok)
     except REDIS_DOWN as exc:
         raise RedisUnavailable(f"redis: {exc}") from exc
     finally:
@@ -51,7 +57,7 @@ def run_once(config: Config, force: bool = False, mongo_client=None, progress: P
         ctx.close()
 
 
-def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
+def _one_cycle(ctx: Context, force: bool, gate: Gate, monitor: Monitor, pending_ok: bool) -> int:
     if gate.pause_watch.paused():
         logger.info("Run: paused; nothing done")
         return EXIT_OK
@@ -61,15 +67,16 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate) -> int:
         return EXIT_OK
     cleaned = True
     if gate.allows(SWEEP):
-        ctx.sweep(force=force)
+        monitor.swept(ctx.sweep(force=force))
     if gate.allows(CASCADE):
         drain(ctx, lost_intents(ctx))
     if gate.allows(CLEANUP):
         cleaned = cleanup(ctx)
+    monitor.drained()
     pending = ctx.pending()
     if pending:
         logger.warning("Run: {} cascades wait for a retry; run again later", pending)
-    return EXIT_OK if cleaned and not pending else EXIT_PENDING
+    return EXIT_OK if cleaned and (pending_ok or not pending) else EXIT_PENDING
 
 
 def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:

@@ -1,23 +1,29 @@
-"""Prometheus metrics, in a registry of reaper's own (not the process-wide default).
+"""Prometheus metrics, in registries of reaper's own (not the process-wide default).
 
 Counters since start come from the one Counters object that also feeds the logs and the stats
-line, read at scrape time. Gauges and the sweep histogram hold what the jobs last recorded, so a
-scrape never waits for Redis.
+line, read at scrape time, as are the circuits' states. Gauges and the sweep histogram hold what
+the jobs last recorded, so a scrape never waits for Redis.
+
+    registry   reaper_* only: what a `run --once` writes to its textfile or pushes
+    served     registry + process_*, python_info, python_gc_*: what /metrics serves, through
+               prometheus_client's own WSGI app (OpenMetrics, gzip and name[] as it negotiates)
 """
 
 import math
-from collections.abc import Callable
+import platform
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import (CollectorRegistry, GCCollector, Gauge, Histogram, Info, PlatformCollector,
+                               ProcessCollector, generate_latest, make_wsgi_app)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import reasons
 from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL
 from .jobs import CASCADE, CLEANUP, SWEEP
 from .sweep import SweepReport
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 SWEEP_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 GUEST_STATES = ("responsive", "unresponsive", "malformed", "orphan")
 STEP_TARGETS = {ONLINE: "redis", AUTH: "auth_service", AUTH_ALL: "auth_service",
@@ -26,6 +32,11 @@ CIRCUIT_TARGETS = ("auth_service", "mongo", "signaling", "user_service")  # brea
 SKEW_HELP = ("over the fresh records of the last sweep, of lastHeartbeat minus Redis TIME: "
              "positive when a writer's clock is ahead of Redis. A writer whose clock is behind "
              "cannot be told from an older heartbeat, so lags do not show here.")
+
+
+def circuit_target(name: str) -> str:
+    """A circuit's name ("auth-service") as a metric's target label ("auth_service")."""
+    return name.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ FAMILIES = (
     Family("reaper_cascade_failures", "Failed cascade steps since start, by target.", "step_failed.",
            "target", tuple(sorted(set(STEP_TARGETS.values()))), lambda step: STEP_TARGETS.get(step, step)),
     Family("reaper_circuit_opened", "Times a downstream's circuit opened (failures in a row), by "
-           "target.", "circuit_opened.", "target", CIRCUIT_TARGETS, lambda name: name.replace("-", "_")),
+           "target.", "circuit_opened.", "target", CIRCUIT_TARGETS, circuit_target),
     Family("reaper_dead_letters", "Cascades moved to the dead letters since start.", "dead_letters"),
     Family("reaper_dead_letters_trimmed", "Old dead letters trimmed (oldest first) to keep the list at "
            "safety.dead_letters_max.", "dead_letters_trimmed"),
@@ -99,14 +110,36 @@ def _counter_family(family: Family, snapshot: dict[str, int]) -> CounterMetricFa
     return metric
 
 
+class CircuitsCollector:
+    """reaper_circuit_open: 1 while a target's circuit is not closed (open: calls refused; or
+    half-open: only the probe let through), read from the breakers at scrape time."""
+
+    def __init__(self, circuits: Callable[[], Iterable]):
+        self.circuits = circuits
+
+    def collect(self):
+        opened = {circuit_target(c.name) for c in self.circuits() if not c.closed}
+        gauge = GaugeMetricFamily("reaper_circuit_open", "1 while the circuit breaker of a downstream "
+                                  "is open: its calls are refused (or only the probe goes) until a "
+                                  "probe succeeds.", labels=["target"])
+        for target in CIRCUIT_TARGETS:
+            gauge.add_metric([target], float(target in opened))
+        yield gauge
+
+
 class Metrics:
     """The metric objects, and what records reports into them."""
 
     def __init__(self, counts: Callable[[], dict[str, int]], leads: Callable[[], bool],
-                 paused: Callable[[], bool]):
-        """``counts``: a Counters snapshot; ``leads``, ``paused``: what this replica last saw."""
-        self.registry = registry = CollectorRegistry()
+                 paused: Callable[[], bool], circuits: Callable[[], Iterable] = tuple):
+        """``counts``: a Counters snapshot; ``leads``, ``paused``: what this replica last saw;
+        ``circuits``: the breakers (breaker.Circuit) as they are now."""
+        # auto_describe: name[] finds a collector by the names it yields (restricted_registry)
+        self.registry = registry = CollectorRegistry(auto_describe=True)
         registry.register(CountersCollector(counts))
+        registry.register(CircuitsCollector(circuits))
+        Info("reaper_build", "reaper's version and the Python that runs it.",
+             registry=registry).info({"version": reaper_version(), "python": platform.python_version()})
         self.guests = Gauge("reaper_guests", "Guests by state in the last sweep of this replica: "
                             "records responsive or not, malformed records, orphans.", ["state"],
                             registry=registry)
@@ -136,6 +169,8 @@ class Metrics:
         self.skew_max.set(math.nan)
         self.skew_p95.set(math.nan)
         self.redis_up.set(0)  # until the startup step has talked to it
+        self.served = served_registry(registry)
+        self.app = make_wsgi_app(self.served)  # the /metrics answer: a WSGI application
 
     def record_sweep(self, report: SweepReport) -> None:
         for state, count in zip(GUEST_STATES, (report.responsive, report.unresponsive,
@@ -157,7 +192,27 @@ class Metrics:
             self.mass_expiry.set(int(mass_expiry))
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """One scrape in the classic text format, everything /metrics serves."""
+        return generate_latest(self.served)
+
+
+def served_registry(own: CollectorRegistry) -> CollectorRegistry:
+    """``own`` and the runtime collectors: process_* (memory, CPU, descriptors, start time),
+    python_info, python_gc_*. Not in ``own``: in a cron run's textfile they would describe a
+    process that has exited, and node-exporter's own process_* would clash with them."""
+    served = CollectorRegistry(auto_describe=True)
+    served.register(own)
+    ProcessCollector(registry=served)
+    PlatformCollector(registry=served)
+    GCCollector(registry=served)
+    return served
+
+
+def reaper_version() -> str:
+    try:
+        return version("reaper")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _or_nan(value: float | None) -> float:

@@ -18,10 +18,10 @@ from . import health
 from .config import Config
 from .context import Context
 from .health import Health
-from .metrics import CONTENT_TYPE, Metrics
+from .metrics import Metrics
 from .outage import UNREACHABLE, Trouble
 from .sdnotify import Notifier
-from .server import Endpoint, Reply, Routes, serve
+from .server import Endpoint, Reply, Routes, Wsgi, serve
 from .sweep import SweepReport
 
 
@@ -35,7 +35,7 @@ class Monitor:
         self.health = Health(self.interval_s, clock)  # ages on the monotonic clock: the wall clock may step
         self.ctx: Context | None = None
         self.gate = None
-        self.metrics = Metrics(self._counts, self._leads, self._paused)
+        self.metrics = Metrics(self._counts, self._leads, self._paused, self._circuits)
         self.notifier = Notifier() if notifier is None else notifier
         self.endpoint: Endpoint | None = None
         self._stopping = False
@@ -53,10 +53,13 @@ class Monitor:
     def _paused(self) -> bool:
         return self.gate is not None and self.gate.pause_watch.seen_paused
 
+    def _circuits(self) -> tuple:
+        return () if self.ctx is None else self.ctx.runner.circuits.all()
+
     def routes(self) -> Routes:
         return {"/healthz": lambda: _json(self.health.healthz()),
                 "/readyz": lambda: _json(self.health.readyz()),
-                "/metrics": lambda: Reply(200, CONTENT_TYPE, self.metrics.exposition())}
+                "/metrics": Wsgi(self.metrics.app)}
 
     def listen(self, address: str) -> None:
         """Serve the routes on ``address`` ("" serves nothing); ConfigError when it cannot."""

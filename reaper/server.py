@@ -1,5 +1,7 @@
 """The HTTP endpoint of ``[server] listen``: GET /healthz, /readyz and /metrics, answered from
-what the jobs recorded (never waiting for Redis), on threads of its own.
+what the jobs recorded (never waiting for Redis), on threads of its own. A route is a function
+of nothing, or a WSGI application that sees the request's headers and query (/metrics is
+prometheus_client's own, which negotiates OpenMetrics and gzip and filters by name[]).
 
 Bounded, so that no client, slow or hostile, can take the descriptors and threads the cascade
 needs: at most CAP connections at a time, served by a pool of as many threads, each cut
@@ -9,6 +11,7 @@ decides).
 Nothing reaches stderr but through loguru: a reset or a broken pipe is one DEBUG line.
 """
 
+import io
 import json
 import socket
 import socketserver
@@ -41,13 +44,21 @@ class Reply:
     status: int
     content_type: str
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()  # more of them: Content-Encoding, say
 
     @classmethod
     def json(cls, status: int, payload: dict) -> "Reply":
         return cls(status, "application/json", json.dumps(payload).encode() + b"\n")
 
 
-Routes = dict[str, Callable[[], Reply]]
+@dataclass(frozen=True)
+class Wsgi:
+    """A route answered by a WSGI application (PEP 3333), called on GET and HEAD alike."""
+
+    app: Callable
+
+
+Routes = dict[str, Callable[[], Reply] | Wsgi]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -71,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return Reply.json(404, {"error": f"not found; this server answers {', '.join(routes)}"})
         try:
-            return route()
+            return _call_wsgi(route.app, self) if isinstance(route, Wsgi) else route()
         except Exception as exc:  # a bug in one answer must not take the endpoint down
             logger.opt(exception=exc).error("HTTP: {} failed", printable(self.path))
             return Reply.json(500, {"error": f"{type(exc).__name__}: {exc}"})
@@ -81,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in reply.headers:
+            self.send_header(name, value)
         self.end_headers()
         if with_body:
             self.wfile.write(reply.body)
@@ -88,6 +101,34 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         shown = tuple(printable(a) if isinstance(a, str) else a for a in args)  # the request line, say
         logger.debug("HTTP: {} {}", self.address_string(), format % shown)
+
+
+def _call_wsgi(app: Callable, request: _Handler) -> Reply:
+    """``app``'s answer to the request in hand, whole (a HEAD is asked as a GET; _answer drops
+    the body)."""
+    split = urlsplit(request.path)
+    environ = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in request.headers.items()}
+    environ.update({
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": split.path, "QUERY_STRING": split.query,
+        "SERVER_NAME": request.server.server_name, "SERVER_PORT": str(request.server.server_port),
+        "SERVER_PROTOCOL": request.request_version, "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False})
+    started = []
+
+    def start_response(status: str, headers: list, exc_info=None):
+        started[:] = [status, headers]
+        return lambda _data: None  # the legacy write(): prometheus_client's app returns its body
+
+    chunks = app(environ, start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        getattr(chunks, "close", lambda: None)()
+    status, headers = started
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/octet-stream")
+    more = tuple((k, v) for k, v in headers if k.lower() not in ("content-type", "content-length"))
+    return Reply(int(status.split()[0]), content_type, body, more)
 
 
 def printable(text: str) -> str:

@@ -136,3 +136,31 @@ def test_a_sweep_measures_the_writers_lead_over_fresh_records_only(r, world, ctx
     # 2 of 22 ahead (9 %): p95 is the second writer's lead, rounded up to a 10 ms bin edge
     assert 0.5 - elapsed - 0.002 <= report.skew.lead_quantile(0.95) <= 0.5 - elapsed + 0.012
     assert report.stale == Counter(heartbeat_timeout=1)
+
+
+def test_the_served_registry_adds_the_runtime_collectors_to_reapers_own():
+    metrics = metrics_of(Counters())
+    own = {m.name for m in metrics.registry.collect()}
+    served = {m.name for m in metrics.served.collect()}
+
+    assert {"reaper_build", "reaper_circuit_open", "reaper_reaped"} <= own
+    assert not any(name.startswith(("process_", "python_")) for name in own)
+    assert served - own >= {"process_resident_memory_bytes", "process_start_time_seconds", "python_info",
+                            "python_gc_collections"}
+
+
+class FakeCircuit:
+    def __init__(self, name: str, closed: bool):
+        self.name, self.closed = name, closed
+
+
+def test_a_circuit_not_closed_reads_1_by_its_target_label():
+    circuits = [FakeCircuit("auth-service", False), FakeCircuit("user-service", True),
+                FakeCircuit("mongo", True), FakeCircuit("signaling", False)]
+    metrics = Metrics(Counters().snapshot, lambda: True, lambda: False, lambda: circuits)
+
+    scraped = samples(metrics)
+
+    assert {t: value(scraped, "reaper_circuit_open", target=t)
+            for t in ("auth_service", "user_service", "mongo", "signaling")} == \
+        {"auth_service": 1, "user_service": 0, "mongo": 0, "signaling": 1}

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.daemons import Launcher
-from support.prometheus_proc import PrometheusProcess, binary
+from support.prometheus_proc import PrometheusProcess, TextfileServer, binary
 from support.promql import grafana_names, metric_names
 from support.redis_proc import find_free_port
 from support.standin import StandIn, wait_for
@@ -75,14 +75,17 @@ def promtool(*args: str, cwd: Path = RULES.parent) -> subprocess.CompletedProces
 
 # -- against a live reaper (first: see the stack fixture) -----------------------------------------
 
+def sample_names(text: str) -> set[str]:
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 class LiveReaper:
     def __init__(self, address: str):
         self.address = address
         self.url = f"http://{address}/metrics"
 
     def sample_names(self) -> set[str]:
-        text = httpx.get(self.url, timeout=5).text
-        return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+        return sample_names(httpx.get(self.url, timeout=5).text)
 
     def swept(self) -> bool:
         try:
@@ -94,38 +97,44 @@ class LiveReaper:
 @dataclass
 class Stack:
     reaper: LiveReaper
+    cron: TextfileServer
     prometheus: PrometheusProcess
 
 
 @pytest.fixture(scope="module")
 def stack(redis_server, tmp_path_factory):
-    """One `reaper run` (the leader, having swept) serving /metrics on a free loopback port, and a
-    real Prometheus scraping it every second with the rules loaded. Prometheus' service discovery
-    hands it the target only after 5 s: it starts first, with the first test that asks for it,
-    and the tests that follow in this file run meanwhile (the one that needs its data is last)."""
+    """One `reaper run` (the leader, having swept) serving /metrics on a free loopback port; the
+    textfile a `reaper run --once --metrics-file` beside it left, served as node-exporter would;
+    a real Prometheus scraping both every second (as job "reaper", like a Pushgateway scraped
+    with honor_labels) with the rules loaded. Prometheus' service discovery hands it the targets
+    only after 5 s: it starts first, with the first test that asks for it, and the tests that
+    follow in this file run meanwhile (those that need its data are last)."""
     if not redis_server.is_running:
         redis_server.restart()  # an earlier test stopped it
     client = redis_server.client()
     client.flushall()
     client.close()
     workdir, address = tmp_path_factory.mktemp("monitoring"), f"127.0.0.1:{find_free_port()}"
-    with StandIn() as auth, StandIn() as users:
+    textfile = workdir / "reaper.prom"
+    with StandIn() as auth, StandIn() as users, TextfileServer(textfile) as cron:
         launcher = Launcher({"REAPER_REDIS_URL": redis_server.url}, auth.url, users.url, workdir)
-        prometheus = PrometheusProcess(workdir, JOB, [address], [RULES])
+        prometheus = PrometheusProcess(workdir, JOB, [address, cron.address], [RULES])
         try:
             prometheus.start()
             daemon = launcher.start("run", REAPER_SERVER_LISTEN=address)
             reaper = LiveReaper(address)
             assert wait_for(reaper.swept, timeout=30, interval=0.1), daemon.stderr()[-4000:]
-            yield Stack(reaper, prometheus)
+            run = launcher.start("run", "--once", "--pending-ok", "--metrics-file", str(textfile))
+            assert run.proc.wait(60) == 0 and textfile.exists(), run.stderr()[-4000:]
+            yield Stack(reaper, cron, prometheus)
             daemon.stop()
         finally:
             prometheus.stop()
             launcher.kill_all()
 
 
-def test_every_expression_reads_only_metrics_a_live_reaper_exports(stack):
-    exported = stack.reaper.sample_names() | PROMETHEUS_SERIES
+def test_every_expression_reads_only_metrics_a_live_reaper_or_a_cron_run_exports(stack):
+    exported = stack.reaper.sample_names() | sample_names(stack.cron.path.read_text()) | PROMETHEUS_SERIES
     exprs = [rule["expr"] for rule in alerts()] + dashboard_queries(dashboard())
     unknown = {expr: sorted(grafana_names(expr) - exported) for expr in exprs}
     assert not {expr: names for expr, names in unknown.items() if names}
@@ -156,11 +165,14 @@ def test_the_rules_pass_their_promtool_unit_tests():
     assert "SUCCESS" in result.stdout
 
 
-# Each change breaks one alert; the unit test named beside it must catch it.
+# Each change breaks an alert; the unit test named beside it must catch it (and no other fails).
 MUTATIONS = [('up{job="reaper"} == 0', "up == 0", "ReaperDown fires"),
              ('absent(up{job="reaper"} == 1)', 'absent(up{job="reaper"})', "ReaperAbsent fires"),
              (" unless on (job) max by (job) (reaper_paused) == 1", "", "ReaperNoSweep stays quiet"),
-             ("sum by (job) (reaper_leader) > 1", "sum by (job) (reaper_leader) > 0", "ReaperTwoLeaders fires"),
+             ("reaper_last_run_timestamp_seconds) > 1", "reaper_last_run_timestamp_seconds) > 0",
+              "ReaperTwoLeaders fires"),
+             ("(reaper_leader unless on (job, instance) reaper_last_run_timestamp_seconds) == 0",
+              "(reaper_leader) == 0", "ReaperNoLeader and ReaperTwoLeaders leave out cron runs"),
              ("(reaper_writer_clock_skew_max_seconds) > 2", "(reaper_writer_clock_skew_max_seconds) > 0.1",
               "ReaperWriterClockSkew fires")]
 
@@ -260,11 +272,14 @@ def test_the_dashboard_has_the_panels_operators_look_for():
 
 def test_a_real_prometheus_scrapes_reaper_and_evaluates_the_rules(stack):
     prometheus = stack.prometheus
-    assert wait_for(lambda: prometheus.query(f'reaper_leader{{job="{JOB}"}}'), timeout=30, interval=0.1), \
-        prometheus.log()[-4000:]
+    daemon, cron = (f'{{job="{JOB}", instance="{target.address}"}}' for target in (stack.reaper, stack.cron))
+    both_scraped = f"reaper_leader{daemon} and on () reaper_last_run_exit_code{cron}"
+    assert wait_for(lambda: prometheus.query(both_scraped), timeout=30, interval=0.1), prometheus.log()[-4000:]
     scraped_at = datetime.now().astimezone()
-    [leader] = prometheus.query(f'reaper_leader{{job="{JOB}"}}')
-    assert leader["metric"]["instance"] == stack.reaper.address and float(leader["value"][1]) == 1
+    [leader] = prometheus.query(f"reaper_leader{daemon}")
+    assert float(leader["value"][1]) == 1
+    [exit_code] = prometheus.query(f"reaper_last_run_exit_code{cron}")
+    assert float(exit_code["value"][1]) == 0
 
     # Prometheus renames reaper's own `job` label, as the dashboard's "Job failures" expects.
     failures = prometheus.query(f'reaper_job_failures_total{{job="{JOB}"}}')
@@ -302,11 +317,10 @@ def as_promql(query: str) -> str:
 
 
 def test_every_dashboard_query_shows_data_through_a_real_prometheus(stack):
-    queries = [as_promql(query) for query in dashboard_queries(dashboard())]
-    empty = []
+    empty = [as_promql(query) for query in dashboard_queries(dashboard())]
 
     def all_answered() -> bool:  # a rate needs two scrapes within its range
-        empty[:] = [query for query in queries if not stack.prometheus.query(query)]
+        empty[:] = [query for query in empty if not stack.prometheus.query(query)]
         return not empty
 
     assert wait_for(all_answered, timeout=30, interval=0.2), f"no data for: {empty}"

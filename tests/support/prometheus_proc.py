@@ -1,10 +1,12 @@
 """A real Prometheus server (Debian's `prometheus` package, as CI installs it) on a free loopback
 port, scraping given targets every second and evaluating given rule files; its storage and
-config in a temporary directory."""
+config in a temporary directory. And a stand-in for node-exporter's textfile collector."""
 
 import json
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -74,3 +76,37 @@ class PrometheusProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         shutil.rmtree(self.tmpdir / "data", ignore_errors=True)
+
+
+class TextfileServer:
+    """A file served at /metrics on a free loopback port, as node-exporter's textfile collector
+    passes on what a cron run left (nothing yet: an empty scrape)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _textfile_handler(path))
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "TextfileServer":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _textfile_handler(path: Path) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = path.read_bytes() if path.exists() else b""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:
+            pass
+
+    return Handler

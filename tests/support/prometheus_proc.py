@@ -32,6 +32,7 @@ class PrometheusProcess:
                        "rule_files": [str(path) for path in rule_files],
                        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}]}
         self.proc: subprocess.Popen | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=5)
 
     def start(self, timeout: float = 30) -> "PrometheusProcess":
         config = self.tmpdir / "prometheus.yml"
@@ -50,12 +51,12 @@ class PrometheusProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"prometheus exited {self.proc.returncode}; its log:\n{self.log()[-4000:]}")
         try:
-            return httpx.get(self.url + "/-/ready", timeout=2).status_code == 200
+            return self.http.get("/-/ready").status_code == 200
         except httpx.TransportError:
             return False
 
     def api(self, path: str, **params) -> dict:
-        reply = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=5)
+        reply = self.http.get(f"/api/v1/{path}", params=params)
         body = reply.json()
         assert reply.status_code == 200 and body["status"] == "success", body
         return body["data"]
@@ -68,6 +69,7 @@ class PrometheusProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
+        self.http.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

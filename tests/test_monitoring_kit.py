@@ -1,8 +1,9 @@
 """The monitoring kit (deploy/prometheus, deploy/grafana; docs/monitoring.md): promtool checks
 the alert rules and runs their unit tests, every expression of the rules and the dashboard reads
-only metrics a live reaper exports, and a real Prometheus scrapes a real reaper with the rules
-loaded. promtool and prometheus come from Debian's `prometheus` package: without them these
-tests fail, they do not skip."""
+only metrics a live reaper (or a cron run's textfile) exports, and a real Prometheus scrapes a
+real reaper with the rules loaded: every rule healthy, none pending, every panel with data.
+promtool and prometheus come from Debian's `prometheus` package: without them these tests fail,
+they do not skip."""
 
 import json
 import re
@@ -157,6 +158,12 @@ def test_promtool_finds_every_rule_valid():
     result = promtool("check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
+
+
+def test_a_missing_promtool_fails_the_tests_saying_how_to_install_it(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(AssertionError, match="promtool is not on PATH: apt-get install .* prometheus"):
+        binary("promtool")
 
 
 def test_the_rules_pass_their_promtool_unit_tests():

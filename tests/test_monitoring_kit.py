@@ -22,7 +22,7 @@ from support.prometheus_proc import PrometheusProcess, TextfileServer, binary
 from support.promql import grafana_names, metric_names
 from support.redis_proc import find_free_port
 from support.standin import StandIn, wait_for
-from support.yaml_subset import load
+from support.manifests import load
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "reaper-alerts.yml"

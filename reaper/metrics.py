@@ -77,7 +77,7 @@ FAMILIES = (
     Family("reaper_dead_letters_trimmed", "Old dead letters trimmed (oldest first) to keep the list at "
            "safety.dead_letters_max.", "dead_letters_trimmed"),
     Family("reaper_cascades_completed", "Cascades completed since start.", "cascades_completed"),
-    Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job",
+    Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job_name",
            (SWEEP, CASCADE, CLEANUP)),
     Family("reaper_clock_jumps", "Times Redis TIME moved against reaper's monotonic clock by more "
            "than timing.clock_skew between two looks (each starts a hold).", "clock_jumps"),

@@ -101,7 +101,7 @@ def test_counters_are_read_at_scrape_time_and_steps_add_up_by_target():
     assert value(scraped, "reaper_cascade_failures_total", target="auth_service") == 3
     assert value(scraped, "reaper_cascade_failures_total", target="mongo") == 1
     assert value(scraped, "reaper_dead_letters_total") == 2
-    assert value(scraped, "reaper_job_failures_total", job="cleanup") == 1
+    assert value(scraped, "reaper_job_failures_total", job_name="cleanup") == 1
     assert value(scraped, "reaper_kept_attached_total") == 6
     assert value(scraped, "reaper_cascade_failures_total", target="signaling") == 2
     assert value(scraped, "reaper_circuit_opened_total", target="auth_service") == 1

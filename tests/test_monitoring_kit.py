@@ -290,7 +290,7 @@ def test_a_real_prometheus_scrapes_reaper_and_evaluates_the_rules(stack):
 
     # Prometheus renames reaper's own `job` label, as the dashboard's "Job failures" expects.
     failures = prometheus.query(f'reaper_job_failures_total{{job="{JOB}"}}')
-    assert {series["metric"]["exported_job"] for series in failures} == {"sweep", "cascade", "cleanup"}
+    assert {series["metric"]["job_name"] for series in failures} == {"sweep", "cascade", "cleanup"}
 
     def evaluated_since_scrape() -> list[dict]:
         rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]

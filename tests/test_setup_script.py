@@ -186,7 +186,7 @@ def test_a_failing_apt_get_stops_with_a_clear_message(tmp_path):
     machine = Machine(tmp_path, commands=("python3",))
     done = machine.run(STUB_APT_EXIT="100")
     assert done.returncode != 0
-    assert "setup: error: apt-get update -qq failed (exit 100); see its output above" in done.stderr
+    assert "setup: error: apt-get update -qq failed (exit 100); see its errors above" in done.stderr
     assert len(machine.apt_calls()) == 1  # nothing installed after the failed update
     assert after_apt(machine) == []  # and no venv, no npm
 

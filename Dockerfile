@@ -1,4 +1,4 @@
-# reaper: removes dead VOIP guests (see README, "Running in containers").
+# reaper: removes dead VOIP guests (see docs/containers.md).
 #   docker build -t reaper .
 #   docker run --rm -e REDIS_HOST=redis -e REAPER_AUTH_SERVICE_BASE_URL=http://auth-service:3001 reaper
 # Configure it with REAPER_<SECTION>_<KEY> variables (and the signaling service's REDIS_HOST,

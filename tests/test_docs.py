@@ -157,6 +157,15 @@ def test_every_relative_link_leads_somewhere():
     assert problems == []
 
 
+def test_ci_runs_what_the_quick_start_says():
+    """.ci/run is the README's first command, then its test command, as written."""
+    readme_lines = [line for block in PAGES[0].blocks if block.info == "sh" for line in block.text.splitlines()]
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in ("./scripts/setup", ".venv/bin/python -m pytest -q"):
+        assert command in readme_lines and command in ci_lines
+    assert ".venv/bin/reaper demo" in readme_lines
+
+
 @pytest.mark.parametrize("block", RUNNABLE_BLOCKS, ids=[block.where for block in RUNNABLE_BLOCKS])
 def test_runnable_block(block, docs_env):
     before = untracked_files()

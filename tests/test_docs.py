@@ -194,8 +194,8 @@ def docs_env(r, redis_server, tmp_path):
 
 
 def untracked_files(root: Path = ROOT) -> set[str]:
-    """Files git does not track and does not ignore; without git, every file outside IGNORED_DIRS
-    that is not tracked is unknown, so all of them (compared before and after)."""
+    """Files git neither tracks nor ignores; without git (a copy that is no checkout), every file
+    outside IGNORED_DIRS: the caller compares before and after."""
     try:
         listed = subprocess.run(["git", "-C", str(root), "ls-files", "--others", "--exclude-standard", "-z"],
                                 capture_output=True, text=True, check=True)

@@ -28,7 +28,7 @@ from . import guest_ids
 from .authority import Unauthorized
 from .liveness import GONE, LIVE, REGISTERED, SEEN, UNKNOWN, Liveness
 
-# A check stands for "now" this long; the README promises it.
+# A check stands for "now" this long; docs/running.md ("Replicas and pausing") promises it.
 FRESH_S = 2.0
 # A user only the passes' filters call live is live once this many passes, each salted anew,
 # agree: a false positive (about 0.3 %) twice in a row is about one in 100,000.

@@ -433,7 +433,7 @@ def test_a_leader_frozen_past_its_lease_sends_nothing_and_claims_nothing_when_it
             assert wait_for(lambda: old.count("Cascades: claimed=") > summaries, timeout=30), old.stderr()
 
             # What the gate cannot stop: a sender frozen between the authority's yes and its
-            # connection's first byte finishes that one DELETE (README: Replicas and pausing).
+            # connection's first byte finishes that one DELETE (docs/running.md: Replicas and pausing).
             # At most one per sender, and never one of a batch claimed after the freeze.
             late = [q.path[len(AUTH_GUEST):] for q in auth_service.calls("DELETE") if q.at > woke]
             assert len(late) <= 4, late

@@ -82,7 +82,7 @@ def buried(r, ctx_factory, auth_service):
         assert ctx.drain().dead == 1
     assert [l["id"] for l in letters(r)] == ["guest:guest_2", "guest:guest_1", "purge"]
     assert letters(r)[2]["steps"] == ["auth_all"]
-    auth_service.heal()  # the token is fixed, as the README advises before a retry
+    auth_service.heal()  # the token is fixed, as docs/safety.md advises before a retry
     auth_service.clear()
     return ctx
 

@@ -2,18 +2,27 @@
 
 The standard library's loggers (httpx, pymongo, redis) are routed through
 loguru, and every known secret, and whatever looks like a credential (reaper/redact.py), is
-replaced by *** in everything written: messages, bound values and tracebacks alike.
+replaced by *** in everything written: messages, bound fields and tracebacks alike.
+
+Under journald (stderr is the stream $JOURNAL_STREAM names, as systemd.exec(5) says to check)
+every line starts with the sd-daemon(3) priority of its level (``<3>`` for ERROR) and carries no
+time of our own: journald stamps it. Elsewhere a text line starts with its time, ISO 8601 with
+the UTC offset. JSON lines carry named fields (docs/logging.md has the schema).
 
 Nothing logged can forge a line. In text, a message is one line with its control characters
 escaped (a guest id "guest_1\nERROR" is written ``guest_1\nERROR``); a traceback keeps its
-lines but each is indented, so no line but reaper's own starts with a timestamp. In JSON, one
-object per line, ASCII only: every control character is an escape.
+lines but each is indented (and, under journald, prefixed with the record's priority), so no
+line but reaper's own starts with a time or a level. In JSON, one object per line, ASCII only:
+every control character is an escape.
 """
 
 import json
 import logging
+import math
+import os
 import sys
 import traceback
+from datetime import timezone
 
 from loguru import logger
 
@@ -22,72 +31,132 @@ from . import redact
 QUIET_LIBRARIES = ("httpx", "httpcore", "pymongo", "redis", "urllib3")
 MASK = redact.MASK
 TRACE_INDENT = "    "  # before each line of a traceback in text
+CORE_FIELDS = ("time", "level", "logger", "message", "error")  # a bound field never replaces one
+# sd-daemon(3) priorities by loguru level number: CRITICAL 50, ERROR 40, WARNING 30, SUCCESS 25,
+# INFO 20; DEBUG and TRACE below.
+_PRIORITIES = ((50, 2), (40, 3), (30, 4), (25, 5), (20, 6))
 
 
-def configure(level: str = "INFO", fmt: str = "text", secrets=(), sink=None) -> None:
+def configure(level: str = "INFO", fmt: str = "text", secrets=(), sink=None, environ=None) -> None:
+    """Log records at ``level`` and above to ``sink`` (stderr), as text or JSON lines. ``environ``
+    (os.environ) says whether the sink is journald's stream."""
     logger.remove()
     scrub = redact.scrubber(secrets)
     stream = sink or sys.stderr
-    write = _json_writer(stream, scrub) if fmt == "json" else _text_writer(stream, scrub)
-    # The writers build each line from the record; loguru's own formatting is not used.
-    logger.add(write, level=level, format="{message}", backtrace=False, diagnose=False)
+    journal = under_journald(os.environ if environ is None else environ, stream)
+    line = json_line if fmt == "json" else text_line
+    # The writer builds each line from the record; loguru's own formatting is not used.
+    logger.add(_writer(stream, line, scrub, journal), level=level, format="{message}",
+               backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_Intercept()], level=logging.INFO, force=True)
     for name in QUIET_LIBRARIES:  # their INFO is per request: too much
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _text_writer(stream, scrub):
+def under_journald(environ, stream) -> bool:
+    """Is ``stream`` journald's? $JOURNAL_STREAM is ``device:inode`` of the stream systemd
+    connected; inherited by a child whose stderr goes elsewhere, it names another file."""
+    device, colon, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (colon and device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+def priority(level_no: int) -> int:
+    """The sd-daemon(3) priority of a loguru level: 2 crit, 3 err, 4 warning, 5 notice, 6 info,
+    7 debug."""
+    return next((prio for floor, prio in _PRIORITIES if level_no >= floor), 7)
+
+
+def _writer(stream, line, scrub, journal: bool):
     def write(message) -> None:
-        stream.write(text_line(message.record, scrub))
+        record = message.record
+        text = line(record, scrub, journal)
+        if journal:  # every line: journald gives a continuation line without one priority 6
+            prefix = f"<{priority(record['level'].no)}>"
+            text = "".join(f"{prefix}{part}\n" for part in text[:-1].split("\n"))
+        stream.write(text)
         stream.flush()
 
     return write
 
 
-def text_line(record, scrub) -> str:
-    """``time | LEVEL | message``, then the traceback if any, indented; newline-terminated."""
-    time = record["time"].strftime("%Y-%m-%d %H:%M:%S.") + f"{record['time'].microsecond // 1000:03d}"
-    line = f"{time} | {record['level'].name: <7} | {redact.printable(scrub(record['message']))}\n"
-    if record["exception"] is not None and record["exception"].type is not None:
+# -- text ----------------------------------------------------------------------------------------
+
+def text_line(record, scrub, journal: bool = False) -> str:
+    """``time | LEVEL | message`` (under journald ``LEVEL | message``), then the traceback if any,
+    indented; newline-terminated."""
+    head = f"{record['level'].name: <7} | {redact.printable(scrub(record['message']))}\n"
+    line = head if journal else f"{record['time'].isoformat(timespec='milliseconds')} | {head}"
+    if _has_exception(record):
         line += _traceback_text(record["exception"], scrub)
     return line
 
 
+def _has_exception(record) -> bool:
+    return record["exception"] is not None and record["exception"].type is not None
+
+
 def _traceback_text(exc, scrub) -> str:
-    text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
-    lines = redact.printable_lines(scrub(text)).rstrip("\n").split("\n")
+    lines = redact.printable_lines(scrub(_stack_trace(exc))).rstrip("\n").split("\n")
     return "".join(f"{TRACE_INDENT}{line}\n" for line in lines)
 
 
-def _json_writer(stream, scrub):
-    def write(message) -> None:
-        record = message.record
-        line = {"time": record["time"].isoformat(), "level": record["level"].name,
-                "message": record["message"], "logger": record["name"]}
-        line.update(record["extra"])
-        if record["exception"] is not None:
-            line["exception"] = _exception_text(record["exception"])
-        stream.write(json.dumps(_redacted(line, scrub), default=str) + "\n")
-        stream.flush()
-
-    return write
+def _stack_trace(exc) -> str:
+    return "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
 
 
-def _redacted(value, scrub):
-    """Every string in a JSON-shaped value, redacted before encoding (escaping would hide it)."""
+# -- JSON ----------------------------------------------------------------------------------------
+
+def json_line(record, scrub, journal: bool = False) -> str:
+    """One JSON object: time (RFC 3339, UTC), level, logger, message, the bound fields, and
+    ``error`` {type, message, stack_trace} when the record carries an exception."""
+    fields = {"time": record["time"].astimezone(timezone.utc).isoformat(timespec="microseconds")
+              .replace("+00:00", "Z"),
+              "level": record["level"].name, "logger": record["name"], "message": record["message"]}
+    for name, value in record["extra"].items():
+        if value is None:  # not known: left out
+            continue
+        if name == "error" and not _has_exception(record):
+            fields[name] = value  # error_fields() of a failure logged without its traceback
+        else:
+            fields[f"extra.{name}" if name in CORE_FIELDS else name] = value
+    if _has_exception(record):
+        exc = record["exception"]
+        fields["error"] = {**error_fields(exc.value, exc.type), "stack_trace": _stack_trace(exc)}
+    return json.dumps(_redacted(fields, scrub), default=str) + "\n"
+
+
+def error_fields(exc: BaseException, kind: type | None = None) -> dict:
+    """The ``error`` field of a JSON line, without the stack trace: type (module-qualified but
+    for builtins) and message."""
+    kind = kind or type(exc)
+    module = getattr(kind, "__module__", "builtins")
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    return {"type": name, "message": str(exc)}
+
+
+def _redacted(value, scrub, masked: bool = False):
+    """Every string in a JSON-shaped value, redacted before encoding (escaping would hide it); the
+    whole value of a field whose name says credential (password, token, api_key...) masked."""
+    if masked:
+        return MASK
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, dict):
-        return {scrub(str(k)): _redacted(v, scrub) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+        return {scrub(str(k)): _redacted(v, scrub, redact.names_a_credential(str(k)))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_redacted(v, scrub) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN nor Infinity
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return scrub(str(value))
-
-
-def _exception_text(exc) -> str:
-    return f"{exc.type.__name__}: {exc.value}" if exc.type else ""
 
 
 class _Intercept(logging.Handler):

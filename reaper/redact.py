@@ -69,6 +69,14 @@ _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"<>]*:)[^
 _JWT = re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
 
 
+_NAMES_A_CREDENTIAL = re.compile(_NAME, re.IGNORECASE)
+
+
+def names_a_credential(name: str) -> bool:
+    """Does a field's name say its value is a credential (auth_token, password, X-Api-Key)?"""
+    return _NAMES_A_CREDENTIAL.search(name) is not None
+
+
 def _masked_pair(match: re.Match) -> str:
     value = match.group("value")
     quote = next((q for q in ('\\"', '"', "'") if value.startswith(q)), None)

@@ -14,9 +14,9 @@ from reaper import logs
 from support.guests import record
 from support.logs import restore_logging  # noqa: F401 - autouse: loguru back as it was
 
-# A line as reaper writes it: "2024-01-01 12:00:00.000 | LEVEL   | message"
-REAPER_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ")
-FORGED = "2024-01-01 00:00:00.000 | ERROR   | forged: reaper deleted every guest"
+# A line as reaper writes it: "2024-01-01T12:00:00.000+00:00 | LEVEL   | message"
+REAPER_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d \| ")
+FORGED = "2024-01-01T00:00:00.000+00:00 | ERROR   | forged: reaper deleted every guest"
 # Whatever a terminal, a log viewer or str.splitlines() could take for a line break or a command.
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -165,7 +165,9 @@ def test_json_exception_text_is_escaped_too():
         logger.exception("Cascade: crashed")
 
     [line] = assert_not_forged(sink.getvalue(), 1)
-    assert json.loads(line)["exception"] == "ValueError: x\n" + FORGED + "\x7f\u2028"
+    error = json.loads(line)["error"]
+    assert (error["type"], error["message"]) == ("ValueError", "x\n" + FORGED + "\x7f\u2028")
+    assert error["stack_trace"].endswith("ValueError: x\n" + FORGED + "\x7f\u2028\n")
 
 
 # -- a real `reaper run --once` ----------------------------------------------------------------

@@ -3,7 +3,8 @@
 import io
 import json
 import logging
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 
 import pytest
 from loguru import logger
@@ -34,11 +35,14 @@ def json_lines(sink: io.StringIO) -> list[dict]:
 def test_text_lines_have_time_level_and_message():
     sink = configured("text")
 
+    before = datetime.now(timezone.utc).replace(microsecond=0)
     logger.info("Sweep: scanned={} stale={}", 3, 1)
+    after = datetime.now(timezone.utc)
 
     [line] = sink.getvalue().splitlines()
     stamp, level, message = (part.strip() for part in line.split("|"))
-    datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", stamp), stamp
+    assert before <= datetime.fromisoformat(stamp) <= after  # its offset read back: the same instant
     assert (level, message) == ("INFO", "Sweep: scanned=3 stale=1")
 
 
@@ -65,19 +69,31 @@ def test_json_lines_parse_and_carry_time_level_and_message():
     assert [line["message"] for line in lines] == [
         "Sweep: scanned=3", "Sweep: malformed record guest_connection:x", 'quotes " and\nnewlines']
     for line in lines:
-        assert datetime.fromisoformat(line["time"]).tzinfo is not None
+        assert line["time"].endswith("Z")  # RFC 3339, UTC
+        assert datetime.fromisoformat(line["time"]).utcoffset().total_seconds() == 0
+        assert line["logger"] == __name__
     assert lines[1]["user_id"] == "guest_1"
 
 
-def test_json_lines_carry_the_exception():
+def test_json_lines_carry_the_exception_with_its_whole_traceback():
     sink = configured("json")
     try:
-        raise RuntimeError("auth-service down")
+        _raise_within()
     except RuntimeError:
         logger.exception("Cascade: failed")
 
     [line] = json_lines(sink)
-    assert line["exception"] == "RuntimeError: auth-service down"
+    error = line["error"]
+    assert (error["type"], error["message"]) == ("RuntimeError", "auth-service down")
+    trace = error["stack_trace"].splitlines()
+    assert trace[0] == "Traceback (most recent call last):"
+    assert any("in _raise_within" in frame for frame in trace)  # every frame, not one line
+    assert trace[-1] == "RuntimeError: auth-service down"
+    assert line["message"] == "Cascade: failed" and line["level"] == "ERROR"
+
+
+def _raise_within():
+    raise RuntimeError("auth-service down")
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

@@ -258,11 +258,11 @@ SWEPT = "Sweep: scanned="
 
 def _log_times(text: str) -> list[datetime]:
     """The time of each line reaper wrote (its text format starts every line with it)."""
-    return [datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+    return [datetime.fromisoformat(line.partition(" | ")[0])
             for line in text.splitlines() if LOG_TIME.match(line)]
 
 
-LOG_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ")
+LOG_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d \| ")
 
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime is not installed (apt-get install libfaketime)")

@@ -11,17 +11,22 @@ at once; runs missed while it ran, or while the process was held up, collapse in
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from loguru import logger
 
+from . import logs
 from .counters import Counters
 from .errors import RedisRefused
 from .store import explain
 
 SWEEP, CLEANUP, CASCADE = "sweep", "cleanup", "cascade"
 PAUSED, STANDBY = "paused", "standby"  # why the gate refused a job
+# A failure that repeats the one before carries no traceback, but once an hour: the first one's may
+# have been rotated out of the journal by then.
+TRACEBACK_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,16 @@ def next_slot(ran_at: float, interval_s: float, now: float) -> Slot:
 
 class Job:
     """One job's thread: waits for its grid point on the monotonic clock, runs, and says what
-    went wrong in our words (counted: job_failed / job_missed / job_overlapped.<id>)."""
+    went wrong in our words (counted: job_failed / job_missed / job_overlapped.<id>). A failure
+    is one ERROR record, its traceback attached; the same failure again, run after run, is one
+    line each, the traceback left out (TRACEBACK_EVERY_S)."""
 
     def __init__(self, job_id: str, func: Callable[[], None], interval_s: float, at_once: bool,
                  counters: Counters, stop: threading.Event, clock: Callable[[], float]):
         self.id, self.func, self.interval_s, self.at_once = job_id, func, interval_s, at_once
         self.counters, self.stop, self.clock = counters, stop, clock
         self.thread = threading.Thread(target=self.loop, name=f"reaper-job-{job_id}", daemon=True)
+        self._streak: Streak | None = None  # the failure of the last runs, while it repeats
 
     def loop(self) -> None:
         due = self.clock() + (0.0 if self.at_once else self.interval_s)
@@ -81,17 +89,49 @@ class Job:
             self.func()
         except Exception as exc:  # noqa: BLE001 - a job's failure is counted and said, the job goes on
             self.counters.add(f"job_failed.{self.id}")
-            logger.opt(exception=exc).error("Job {} failed: {}: {}", self.id, type(exc).__name__, exc)
+            self._failed(exc)
+        else:
+            self._streak = None
+
+    def _failed(self, exc: Exception) -> None:
+        said, now, seen = logger.bind(job=self.id), self.clock(), fingerprint(exc)
+        if self._streak is None or self._streak.seen != seen:
+            self._streak = Streak(seen)
+        streak = self._streak
+        streak.runs += 1
+        if streak.traced_at is not None and now - streak.traced_at < TRACEBACK_EVERY_S:
+            said.bind(error=logs.error_fields(exc), repeats=streak.runs).error(
+                "Job {} failed: {}: {} (the same failure {} runs in a row; its traceback is with the first)",
+                self.id, type(exc).__name__, exc, streak.runs)
+            return
+        streak.traced_at = now
+        said.opt(exception=exc).error("Job {} failed: {}: {}", self.id, type(exc).__name__, exc)
 
     def _missed(self, runs: int) -> None:
         self.counters.add(f"job_missed.{self.id}", runs)
-        logger.warning("Job {} missed {} run(s): the process was held up (frozen, or starved of CPU); "
-                       "running once now", self.id, runs)
+        logger.bind(job=self.id, runs=runs).warning(
+            "Job {} missed {} run(s): the process was held up (frozen, or starved of CPU); running once "
+            "now", self.id, runs)
 
     def _overlapped(self, runs: int) -> None:
         self.counters.add(f"job_overlapped.{self.id}", runs)
-        logger.warning("Job {} ran longer than its interval ({:g}s); {} run(s) skipped", self.id,
-                       self.interval_s, runs)
+        logger.bind(job=self.id, runs=runs).warning(
+            "Job {} ran longer than its interval ({:g}s); {} run(s) skipped", self.id, self.interval_s, runs)
+
+
+@dataclass
+class Streak:
+    """The same failure, run after run: how many runs, and when its traceback was last logged."""
+
+    seen: tuple  # fingerprint()
+    runs: int = 0
+    traced_at: float | None = None
+
+
+def fingerprint(exc: BaseException) -> tuple:
+    """What makes two failures the same: type, message, and where it was raised from. Pure."""
+    frames = tuple((frame.f_code.co_filename, line) for frame, line in traceback.walk_tb(exc.__traceback__))
+    return type(exc), str(exc), frames
 
 
 class Scheduler:
@@ -138,8 +178,8 @@ class Gate:
         if not self.leadership.confirm():
             self._refused()
             holder = self.leadership.holder
-            logger.debug("Job {}: skipped; {} leads, not this replica", job_id,
-                         holder.name if holder else "no replica")
+            logger.bind(job=job_id, leader=holder.name if holder else None).debug(
+                "Job {}: skipped; {} leads, not this replica", job_id, holder.name if holder else "no replica")
             return STANDBY
         return None
 

@@ -135,8 +135,9 @@ class Circuit:
             logger.debug("Circuit: {} probe failed; next probe in {}", self.name, cooldown)
         elif left == CLOSED:
             self.counters.add(f"circuit_opened.{self.name}")
-            logger.warning("Circuit: {} open after {} failures; next probe in {}", self.name,
-                           self.breaker.failures_to_open, cooldown)
+            logger.bind(target=self.name, circuit="open").warning(
+                "Circuit: {} open after {} failures; next probe in {}", self.name,
+                self.breaker.failures_to_open, cooldown)
 
     def _succeeded(self) -> None:
         with self._lock:
@@ -144,7 +145,8 @@ class Circuit:
             open_for = self.clock() - self.outage_since
         if closed:
             self.counters.add(f"circuit_closed.{self.name}")
-            logger.info("Circuit: {} closed; it answers again after {:.1f}s open", self.name, open_for)
+            logger.bind(target=self.name, circuit="closed", open_s=round(open_for, 3)).info(
+                "Circuit: {} closed; it answers again after {:.1f}s open", self.name, open_for)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from loguru import logger
 
 from .counters import Counters
 from .guest_ids import path_segment
+from .intents import TARGETS
 
 EXAMPLES = 3  # cascade ids shown with a count
 MAX_ERRORS = 10  # distinct errors told per batch; the others in one more line
@@ -26,6 +27,7 @@ class _Group:
     first: str  # the first cascade's error as it was
     ids: list[str] = field(default_factory=list)  # the first EXAMPLES cascade ids
     count: int = 0
+    steps: set[str] = field(default_factory=set)  # the steps that failed, for the log's fields
 
 
 class Burials:
@@ -35,11 +37,13 @@ class Burials:
         self._trimming = False
         self._lock = threading.Lock()
 
-    def add(self, cascade_id: str, user_id: str | None, why: str, error: str) -> None:
-        """One cascade moved to the dead letters: ``why`` (refused, too old, unreadable)."""
+    def add(self, cascade_id: str, user_id: str | None, why: str, error: str, steps=()) -> None:
+        """One cascade moved to the dead letters: ``why`` (refused, too old, unreadable), after
+        ``steps`` failed."""
         with self._lock:
             group = self._groups.setdefault((why, generic(error, user_id)), _Group(error))
             group.count += 1
+            group.steps.update(steps)
             if len(group.ids) < EXAMPLES:
                 group.ids.append(cascade_id)
 
@@ -52,8 +56,9 @@ class Burials:
             _tell_group(why, error, group)
         rest = [group.count for _, group in ranked[MAX_ERRORS:]]
         if rest:
-            logger.error("Cascade: {} more cascades moved to dead letters, with {} other errors "
-                         "(`reaper dead-letters list` shows them)", sum(rest), len(rest))
+            logger.bind(status="dead", count=sum(rest)).error(
+                "Cascade: {} more cascades moved to dead letters, with {} other errors "
+                "(`reaper dead-letters list` shows them)", sum(rest), len(rest))
 
     def settled(self, buried: int, trimmed: int) -> None:
         """After a SETTLE call that pushed ``buried`` dead letters and trimmed ``trimmed`` old ones."""
@@ -64,18 +69,21 @@ class Burials:
             if trimmed or buried:
                 self._trimming = bool(trimmed)
         if starts:
-            logger.warning("Cascade: the dead letters reached safety.dead_letters_max = {}: the oldest "
-                           "are trimmed as new ones come (counted in reaper_dead_letters_trimmed_total; "
-                           "said once). `reaper dead-letters list` shows them; retry or drop them",
-                           self.cap)
+            logger.bind(dead_letters_max=self.cap).warning(
+                "Cascade: the dead letters reached safety.dead_letters_max = {}: the oldest are trimmed "
+                "as new ones come (counted in reaper_dead_letters_trimmed_total; said once). "
+                "`reaper dead-letters list` shows them; retry or drop them", self.cap)
 
 
 def _tell_group(why: str, error: str, group: _Group) -> None:
+    steps = sorted(group.steps)
+    told = logger.bind(status="dead", reason=why, count=group.count, cascades=group.ids, steps=steps,
+                       targets=sorted({TARGETS.get(step, step) for step in steps}), last_error=group.first)
     if group.count == 1:
-        logger.error("Cascade: {} moved to dead letters, {}: {}", group.ids[0], why, group.first)
+        told.error("Cascade: {} moved to dead letters, {}: {}", group.ids[0], why, group.first)
         return
-    logger.error("Cascade: {} cascades moved to dead letters, {}: {}; e.g. {}", group.count, why,
-                 error, ", ".join(group.ids))
+    told.error("Cascade: {} cascades moved to dead letters, {}: {}; e.g. {}", group.count, why,
+               error, ", ".join(group.ids))
 
 
 def generic(error: str, user_id: str | None) -> str:

@@ -29,7 +29,7 @@ from .counters import Counters
 from .errors import PermanentError, StepError, TransientError
 from .events import DEAD_LETTER, EventStream, outcome
 from .gate import CLEAR, NOT_A_GUEST_ID, UNKNOWN, Check, Cleared, Gate, NotCleared, Unauthorized
-from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL, Intent
+from .intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TARGETS, TELL, USERS_ALL, Intent
 from .keys import Keys
 from .liveness import LIVE
 from .names import decode_name
@@ -372,7 +372,11 @@ class CascadeRunner:
         finally:
             self.burials.tell()
         if report.claimed or report.dead:
-            logger.info("Cascades: claimed={} completed={} retrying={} dead={} skipped_live={} "
+            logger.bind(counts={"claimed": report.claimed, "completed": report.completed,
+                                "retrying": report.retrying, "dead": report.dead,
+                                "skipped_live": report.skipped_live, "waiting_for_circuit": report.deferred,
+                                "waiting_for_next_sweep": report.waiting, "held_back": report.held}).info(
+                        "Cascades: claimed={} completed={} retrying={} dead={} skipped_live={} "
                         "waiting_for_circuit={}{}{}", report.claimed, report.completed, report.retrying,
                         report.dead, report.skipped_live, report.deferred,
                         f" waiting_for_next_sweep={report.waiting}" if report.waiting else "",
@@ -577,7 +581,8 @@ class CascadeRunner:
         if state == LIVE:
             report.skipped_live += 1
             self.counters.add("skipped_live")
-            logger.info("Cascade: {} is live again; its database records are kept", claimed.intent.user_id)
+            logger.bind(**_guest(claimed), status="skipped_live").info(
+                "Cascade: {} is live again; its database records are kept", claimed.intent.user_id)
         elif state == NOT_A_GUEST_ID:
             report.not_a_guest_id += 1
             self.counters.add(NOT_A_GUEST_ID)
@@ -585,7 +590,8 @@ class CascadeRunner:
         else:
             report.skipped_registered += 1
             self.counters.add("skipped_registered")
-            logger.info("Cascade: {} is a registered user's; its records are kept", claimed.intent.user_id)
+            logger.bind(**_guest(claimed), status="skipped_registered").info(
+                "Cascade: {} is a registered user's; its records are kept", claimed.intent.user_id)
 
     def _delete_in_mongo(self, batch: list[Claimed], now_fn, report: DrainReport) -> None:
         if not self.targets.mongo.enabled:
@@ -647,7 +653,8 @@ class CascadeRunner:
             self.counters.add(f"purge_dropped.{step}")
             return
         count = target.delete_all(permit) if step == MONGO_ALL else target.cleanup_all(permit)
-        logger.info("Purge: {} done (deleted: {})", step, "unknown" if count is None else count)
+        logger.bind(step=step, target=TARGETS.get(step), deleted=count).info(
+            "Purge: {} done (deleted: {})", step, "unknown" if count is None else count)
 
     @staticmethod
     def _skip(batch: list[Claimed], step: str) -> None:
@@ -666,7 +673,8 @@ class CascadeRunner:
             claimed.fail(step, error)
             self.counters.add(f"step_failed.{step}")
         else:  # a bug, not an outage: keep the intent and say so loudly
-            logger.opt(exception=error).error("Cascade: {} step {} crashed", claimed.intent.id, step)
+            logger.bind(**_guest(claimed), step=step, target=TARGETS.get(step), status="crashed") \
+                .opt(exception=error).error("Cascade: {} step {} crashed", claimed.intent.id, step)
             claimed.fail(step, TransientError(f"{type(error).__name__}: {error}"))
 
     # -- settling
@@ -713,8 +721,11 @@ class CascadeRunner:
             report.retrying += 1
         else:
             report.deferred += 1
-        logger.debug("Cascade: {} retry in {:.1f}s (attempts {}): {}", intent.id, delay, intent.attempts,
-                     intent.last_error)
+        steps = [*claimed.failures, *claimed.deferred]
+        logger.bind(**_guest(claimed), status="retrying", steps=steps, targets=[TARGETS.get(s) for s in steps],
+                    attempts=intent.attempts, retry_in_s=round(delay, 3), last_error=intent.last_error) \
+            .debug("Cascade: {} retry in {:.1f}s (attempts {}): {}", intent.id, delay, intent.attempts,
+                   intent.last_error)
         return [intent.id, claimed.raw, "retry", intent.to_json(), now + delay]
 
     def _completed(self, report: DrainReport) -> None:
@@ -740,7 +751,7 @@ class CascadeRunner:
         report.dead += 1
         self.counters.add("dead_letters")
         why = "refused" if permanent else f"still failing after {self.max_age_s:.0f}s"
-        self.burials.add(intent.id, intent.user_id, why, intent.last_error or "")
+        self.burials.add(intent.id, intent.user_id, why, intent.last_error or "", intent.errors)
         return "dead", dead_letter(intent, now), self.burials.cap
 
     def _bury_unreadable(self, cascade_id: bytes, raw: bytes, exc: Exception) -> None:
@@ -768,6 +779,13 @@ def _note_errors(claimed: Claimed) -> None:
         intent.last_error = "; ".join(str(e) for e in claimed.failures.values())
     elif not intent.last_error:  # otherwise the real failure before says more
         intent.last_error = "; ".join(str(e) for e in claimed.deferred.values())
+
+
+def _guest(claimed: Claimed) -> dict:
+    """A cascade's fields in a log line: its id, and the guest's."""
+    intent = claimed.intent
+    return {"cascade": intent.id, "userId": intent.user_id, "socketId": intent.socket_id,
+            "reason": intent.reason}
 
 
 def dead_letter(intent: Intent, now: float) -> str:

@@ -75,7 +75,7 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate, monitor: Monitor, pending_
     monitor.drained()
     pending = ctx.pending()
     if pending:
-        logger.warning("Run: {} cascades wait for a retry; run again later", pending)
+        logger.bind(pending=pending).warning("Run: {} cascades wait for a retry; run again later", pending)
     return EXIT_OK if cleaned and (pending_ok or not pending) else EXIT_PENDING
 
 
@@ -153,11 +153,13 @@ def first_step(ctx: Context, gate: Gate) -> set:
     leads = _lead(gate)
     mode = ctx.config.startup.purge
     if gate.pause_watch.paused():
-        logger.info("Startup: paused; skipping the startup step (startup.purge = {})", mode)
+        logger.bind(step="startup", purge=mode, status="paused").info(
+            "Startup: paused; skipping the startup step (startup.purge = {})", mode)
         return set()
     if not leads:
-        logger.info("Startup: {} leads; this replica skips the startup step (startup.purge = {}) "
-                    "and works only if it becomes the leader", _leader_name(gate), mode)
+        logger.bind(step="startup", purge=mode, status="standby", leader=_leader_name(gate)).info(
+            "Startup: {} leads; this replica skips the startup step (startup.purge = {}) and works only "
+            "if it becomes the leader", _leader_name(gate), mode)
         return set()
     return startup(ctx)
 
@@ -191,22 +193,24 @@ def startup(ctx: Context) -> set:
         tier = SignalingCluster(ctx.client, ctx.config.notify)
         attached, channel = tier.servers(), tier.channels.request
         if attached == 0:
-            logger.info("Startup: purge=cold: no signaling server subscribes {} (cold start): "
-                        "purging all guest state", channel)
+            logger.bind(step="startup", purge=mode, action="purge", servers=0).info(
+                "Startup: purge=cold: no signaling server subscribes {} (cold start): purging all guest "
+                "state", channel)
             purging.purge(ctx)
             return {CASCADE}
-        logger.info("Startup: purge=cold: {} signaling server(s) subscribe {}, so live guests may "
-                    "exist: running a full sweep instead of a purge", attached, channel)
+        logger.bind(step="startup", purge=mode, action="sweep", servers=attached).info(
+            "Startup: purge=cold: {} signaling server(s) subscribe {}, so live guests may exist: running "
+            "a full sweep instead of a purge", attached, channel)
         return {SWEEP, CASCADE}
     if mode == purging.ALL:
-        logger.info("Startup: purge=all: purging all guest state")
+        logger.bind(step="startup", purge=mode, action="purge").info("Startup: purge=all: purging all guest state")
         purging.purge(ctx)
         return {CASCADE}
     if mode == purging.STALE:
-        logger.info("Startup: purge=stale: running a full sweep now")
+        logger.bind(step="startup", purge=mode, action="sweep").info("Startup: purge=stale: running a full sweep now")
         return {SWEEP, CASCADE}
-    logger.info("Startup: purge=off: nothing at start; first sweep in {:g}s",
-                ctx.config.timing.heartbeat_interval_s)
+    logger.bind(step="startup", purge=mode, action="none").info(
+        "Startup: purge=off: nothing at start; first sweep in {:g}s", ctx.config.timing.heartbeat_interval_s)
     return {CASCADE}
 
 

@@ -20,6 +20,9 @@ IRREVERSIBLE = frozenset({AUTH, MONGO, TELL})
 GUEST_STEPS = frozenset({ONLINE, AUTH, MONGO, TELL})
 PURGE_STEPS = frozenset({AUTH_ALL, USERS_ALL, MONGO_ALL})
 PURGE_ID = "purge"
+# What each step talks to: the `target` field of a log line (docs/logging.md).
+TARGETS = {ONLINE: "redis", AUTH: "auth-service", MONGO: "mongo", TELL: "signaling",
+           AUTH_ALL: "auth-service", USERS_ALL: "user-service", MONGO_ALL: "mongo"}
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # one, not one per dumps()
 _text = encode_basestring_ascii  # a JSON string, as the encoder writes it (ensure_ascii)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import redis
 from loguru import logger
 
-from . import scripts
+from . import logs, scripts
 from .durations import format_duration
 
 GAINED, KEPT, LOST, STANDBY = "gained", "kept", "lost", "standby"
@@ -179,7 +179,8 @@ class Leadership:
             except Exception as exc:  # the thread must outlive any surprise, or nobody renews
                 with self._lock:
                     self._leader, self._wait_s = False, self.interval_s
-                logger.error("Leader: lease check failed: {}: {}", type(exc).__name__, exc)
+                logger.bind(replica=self.me, error=logs.error_fields(exc)).error(
+                    "Leader: lease check failed: {}: {}", type(exc).__name__, exc)
 
     def _attempt(self) -> Attempt:
         sent = self.clock()  # the lease Redis grants runs from no earlier than this
@@ -212,20 +213,22 @@ class Leadership:
         return self._leader
 
     def _say(self, event: str, attempt: Attempt, seen_before: Holder | None) -> None:
+        said = logger.bind(replica=self.me, event=event,
+                           leader=attempt.holder.name if attempt.holder else self.me if attempt.held else None)
         if attempt.healed:
-            logger.warning("Leader: {} had no expiry (written by hand?); it now runs out in {}",
+            said.warning("Leader: {} had no expiry (written by hand?); it now runs out in {}",
                            self.lease.key, format_duration(self.lease.lease_s))
         if event == GAINED and attempt.reconciled:
-            logger.info("Leader: this replica ({}) is the leader: the lease holds its own token (a "
-                        "reply from Redis was lost, e.g. to a timeout)", self.me)
+            said.info("Leader: this replica ({}) is the leader: the lease holds its own token (a "
+                      "reply from Redis was lost, e.g. to a timeout)", self.me)
         elif event == GAINED:
-            logger.info("Leader: this replica ({}) is now the leader", self.me)
+            said.info("Leader: this replica ({}) is now the leader", self.me)
         elif event == LOST:
-            logger.info("Leader: this replica ({}) lost the lease {}", self.me, _why_lost(attempt))
+            said.info("Leader: this replica ({}) lost the lease {}", self.me, _why_lost(attempt))
         elif event == STANDBY and attempt.error:
-            logger.debug("Leader: could not try for the lease: {}", attempt.error)
+            said.debug("Leader: could not try for the lease: {}", attempt.error)
         elif event == STANDBY and attempt.holder and _changed(seen_before, attempt.holder):
-            logger.info("Leader: {} leads; this replica ({}) stands by", attempt.holder.name, self.me)
+            said.info("Leader: {} leads; this replica ({}) stands by", attempt.holder.name, self.me)
 
     def _release(self) -> None:
         try:
@@ -235,7 +238,8 @@ class Leadership:
                            "when it runs out", exc)
             return
         if released:
-            logger.info("Leader: this replica ({}) released the lease", self.me)
+            logger.bind(replica=self.me, event="released").info("Leader: this replica ({}) released the lease",
+                                                                self.me)
 
 
 class Unelected:

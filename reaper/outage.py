@@ -70,7 +70,8 @@ class Outage:
         news = before is None or before.kind != trouble.kind
         if news:
             level = "ERROR" if trouble.kind == WRONG_TYPE else "WARNING"
-            logger.log(level, "Run: {}; {}", trouble, self.meanwhile)
+            logger.bind(trouble=trouble.kind, detail=trouble.detail).log(level, "Run: {}; {}", trouble,
+                                                                         self.meanwhile)
         else:
             logger.debug("Run: still {}", trouble)
         return news
@@ -80,7 +81,7 @@ class Outage:
         with self._lock:
             before, self._trouble = self._trouble, None
         if before is not None:
-            logger.info("Run: {}", _ENDS[before.kind])
+            logger.bind(trouble=before.kind, status="over").info("Run: {}", _ENDS[before.kind])
         return before is not None
 
 

@@ -28,7 +28,8 @@ def purge(ctx: Context) -> PurgeReport:
     require_types(ctx.client, ctx.keys)
     dry_run = ctx.config.safety.dry_run
     target = describe_target(ctx.client)  # the Redis actually purged, said before and after
-    logger.info("Purge: deleting all guest state in {}{}", target, " [dry run]" if dry_run else "")
+    logger.bind(step="purge", redis=target, dry_run=dry_run).info(
+        "Purge: deleting all guest state in {}{}", target, " [dry run]" if dry_run else "")
     steps = ctx.targets.purge_steps()
     if steps and not dry_run:
         intent = purge_intent(reasons.STARTUP_PURGE, ctx.now(), steps)
@@ -42,9 +43,12 @@ def purge(ctx: Context) -> PurgeReport:
         ctx.progress.done()
     ctx.counters.add(f"reaped.{reasons.STARTUP_PURGE}", 0 if dry_run else report.online_entries)
     verb = "would delete" if dry_run else "deleted"
-    logger.info("Purge: {} {} guest records, {} guest sessions, {} online entries in {}; database "
-                "cleanup: {}{}", verb, report.connections, report.sessions, report.online_entries, target,
-                ", ".join(steps) or "none configured", " [dry run]" if dry_run else "")
+    counts = {"records": report.connections, "sessions": report.sessions,
+              "online_entries": report.online_entries}
+    logger.bind(step="purge", redis=target, dry_run=dry_run, steps=steps, counts=counts).info(
+        "Purge: {} {} guest records, {} guest sessions, {} online entries in {}; database cleanup: {}{}",
+        verb, report.connections, report.sessions, report.online_entries, target,
+        ", ".join(steps) or "none configured", " [dry run]" if dry_run else "")
     return report
 
 

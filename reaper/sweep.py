@@ -127,6 +127,13 @@ class SweepReport:
                 + (f" clock_hold={self.clock_hold_s:.0f}s" if self.clock_hold_until is not None else "")
                 + (" (dry run: nothing written)" if self.dry_run else ""))
 
+    def counts(self) -> dict[str, int]:
+        """The summary's counts, as the ``counts`` field of a JSON log line."""
+        return {"scanned": self.scanned, "stale": sum(self.stale.values()), "orphans": self.orphans,
+                "reaped": sum(self.reaped.values()), "skipped_live": self.skipped_live,
+                "malformed": self.malformed, "attached": self.attached, "deferred": self.deferred,
+                "quarantined": self.quarantined, "not_a_guest_id": self.not_a_guest_id}
+
 
 @dataclass
 class HeldBack:
@@ -587,7 +594,8 @@ class Sweep:
         self.report.malformed += 1
         if not self.quiet and record.key not in self.warned:
             self.warned.add(record.key)
-            logger.warning("Sweep: malformed record {}: {}", record.key, record.problem)
+            logger.bind(key=record.key, problem=record.problem).warning(
+                "Sweep: malformed record {}: {}", record.key, record.problem)
         return record, reasons.MALFORMED, record.problem
 
     def _take(self, doomed: list[tuple]) -> None:
@@ -731,9 +739,12 @@ class Sweep:
             if not self._is_guest_id(one.user_id):
                 self._not_a_guest_id(one.user_id)
             if not self.quiet:
-                logger.log("INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
-                           one.user_id, one.socket_id or "-", one.reason, one.detail,
-                           " [dry run]" if self.dry_run else "")
+                logger.bind(userId=one.user_id, socketId=one.socket_id, reason=one.reason,
+                            heartbeat_age_s=one.heartbeat_age_s, missed_pings=one.missed_pings,
+                            problem=one.problem, note=one.note, dry_run=self.dry_run).log(
+                    "INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
+                    one.user_id, one.socket_id or "-", one.reason, one.detail,
+                    " [dry run]" if self.dry_run else "")
         if decisions and not (self.quiet or self.dry_run):
             with self.turn:
                 self.audit.write(decisions)
@@ -780,7 +791,9 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
     report.duration_s = time.monotonic() - started
     if progress is not None:
         progress.done()
-    logger.info(report.summary())
+    logger.bind(counts=report.counts(), duration_s=round(report.duration_s, 6), dry_run=report.dry_run,
+                mass_expiry=report.mass_expiry, interrupted=report.interrupted,
+                clock_hold_s=report.clock_hold_s).info(report.summary())
     return report
 
 
@@ -812,7 +825,9 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
         would = min(limit, sum(report.reaped.values()))
         report.deferred = sum(report.reaped.values()) - would
     reaping = f"reaping at most {limit} per sweep" if limit else "holding them: none is reaped until it clears"
-    logger.warning(
+    logger.bind(counts={"dead": report.dead, "guests": report.guests, "held_back": report.deferred},
+                max_reap_fraction=config.safety.max_reap_fraction, mass_reap_per_sweep=limit,
+                dry_run=report.dry_run).warning(
         "Sweep: mass expiry: {} of {} guests look dead (more than {:.0%}); {}, {} held back. Check the "
         "signaling servers' heartbeat writer and clocks; `reaper run --force` lifts the hold for one run.",
         report.dead, report.guests, config.safety.max_reap_fraction, reaping, report.deferred)
@@ -836,7 +851,8 @@ def _evictions_grew(client: redis.Redis, keys: Keys, dry_run: bool) -> bool:
     if not dry_run:
         client.hset(keys.state, "evicted_keys", evicted)
     if evicted > previous:
-        logger.warning("Sweep: Redis evicted {} keys since the last sweep; live guests' records may "
-                       "be among them, so orphans are not reaped this sweep", evicted - previous)
+        logger.bind(evicted=evicted - previous).warning(
+            "Sweep: Redis evicted {} keys since the last sweep; live guests' records may be among "
+            "them, so orphans are not reaped this sweep", evicted - previous)
         return True
     return False

@@ -5,6 +5,7 @@ in text or JSON. Tracebacks keep their lines, indented: only reaper's own lines 
 import io
 import json
 import logging
+import os
 import re
 
 import pytest
@@ -85,6 +86,21 @@ def test_the_message_itself_may_carry_the_value(value):
     logger.warning("Sweep: malformed record " + value)  # no arguments: loguru formats nothing
 
     assert_not_forged(sink.getvalue(), 1)
+
+
+@pytest.mark.parametrize("value, escaped", HOSTILE.values(), ids=HOSTILE.keys())
+def test_under_journald_a_hostile_value_stays_on_its_line_after_the_priority(tmp_path, value, escaped):
+    path = tmp_path / "journal"
+    path.touch()
+    stat = os.stat(path)
+    with open(path, "w", encoding="utf-8") as stream:
+        logs.configure("DEBUG", "text", [], sink=stream, environ={"JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"})
+        logger.info("Reaped {} ({}): {}", value, "sock1", "heartbeat_timeout")
+        logging.getLogger("redis").warning("connection to %s lost", "<0>" + value)
+
+    first, second = assert_not_forged(path.read_text(encoding="utf-8"), 2)
+    assert first == f"<6>INFO    | Reaped {escaped} (sock1): heartbeat_timeout"
+    assert second == f"<4>WARNING | connection to <0>{escaped} lost"  # journald reads the first <N> only
 
 
 def test_several_values_in_one_message_never_start_a_line():

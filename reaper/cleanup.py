@@ -2,7 +2,7 @@
 
 from loguru import logger
 
-from . import reasons
+from . import logs, reasons
 from .context import Context
 from .errors import StepError
 from .services import iso, utc
@@ -34,12 +34,14 @@ def _retention(ctx: Context) -> bool:
     for name, delete_before in jobs:
         try:
             count = delete_before(permit)
-            logger.info("Retention: {} deleted {} guests created before {}", name,
-                        "some" if count is None else count, iso(cutoff))
+            logger.bind(step="retention", target=name, deleted=count, before=iso(cutoff)).info(
+                "Retention: {} deleted {} guests created before {}", name, "some" if count is None else count,
+                iso(cutoff))
         except StepError as exc:
             ok = False
             ctx.counters.add(f"retention_failed.{name}")
-            logger.warning("Retention: {} failed, next try at the next cleanup: {}", name, exc)
+            logger.bind(step="retention", target=name, status="failed", error=logs.error_fields(exc)).warning(
+                "Retention: {} failed, next try at the next cleanup: {}", name, exc)
     return ok
 
 

@@ -740,7 +740,7 @@ class Sweep:
                 self._not_a_guest_id(one.user_id)
             if not self.quiet:
                 logger.bind(userId=one.user_id, socketId=one.socket_id, reason=one.reason,
-                            heartbeat_age_s=one.heartbeat_age_s, missed_pings=one.missed_pings,
+                            heartbeat_age_s=_rounded(one.heartbeat_age_s), missed_pings=one.missed_pings,
                             problem=one.problem, note=one.note, dry_run=self.dry_run).log(
                     "INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
                     one.user_id, one.socket_id or "-", one.reason, one.detail,
@@ -795,6 +795,10 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
                 mass_expiry=report.mass_expiry, interrupted=report.interrupted,
                 clock_hold_s=report.clock_hold_s).info(report.summary())
     return report
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def _redis_clock(client: redis.Redis, config: Config, clock: ClockWatch | None) -> tuple[float, float | None]:

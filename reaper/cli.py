@@ -41,7 +41,7 @@ def _load(config_path, **overrides):
     try:
         config = load_config(config_path, os.environ, flat)
     except ConfigError as exc:
-        click.echo(f"reaper: {exc}", err=True)
+        click.echo(logs.error_line(f"reaper: {exc}"), err=True)
         sys.exit(EXIT_USAGE)
     logs.configure(config.log.level, config.log.format, secrets_of(config))
     return config
@@ -50,7 +50,7 @@ def _load(config_path, **overrides):
 def _exit_usage(exc: ConfigError) -> None:
     """A setting found wrong only when used (server.listen taken, redis.online_key naming no
     hash): exit 2, as when the file is read."""
-    click.echo(f"reaper: {exc}", err=True)
+    click.echo(logs.error_line(f"reaper: {exc}"), err=True)
     sys.exit(EXIT_USAGE)
 
 

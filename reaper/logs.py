@@ -66,6 +66,14 @@ def under_journald(environ, stream) -> bool:
     return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
 
 
+def error_line(text: str, environ=None, stream=None) -> str:
+    """``text`` as said on stderr before logging is configured (a configuration error): under
+    journald with the error priority on each line, so `journalctl -p err` shows why reaper stopped."""
+    if not under_journald(os.environ if environ is None else environ, stream or sys.stderr):
+        return text
+    return "\n".join(f"<{priority(40)}>{line}" for line in text.split("\n"))
+
+
 def priority(level_no: int) -> int:
     """The sd-daemon(3) priority of a loguru level: 2 crit, 3 err, 4 warning, 5 notice, 6 info,
     7 debug."""

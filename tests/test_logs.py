@@ -224,6 +224,22 @@ def test_a_dead_letter_says_its_cascade_step_target_and_status(ctx_factory, worl
     assert "HTTP 403" in dead["last_error"] and dead["cascades"][0] in dead["message"]
 
 
+def test_a_cascade_retry_says_its_step_target_and_status(ctx_factory, world, auth_service):
+    auth_service.fail(503)
+    ctx = ctx_factory()
+    world.guest(1, age=400)
+    sink = configured("json", level="DEBUG")
+
+    ctx.sweep()
+    assert ctx.drain().retrying == 1
+
+    [retry] = [line for line in json_lines(sink) if " retry in " in line["message"]]
+    assert (retry["userId"], retry["socketId"], retry["reason"]) == ("guest_1", "sock1", "heartbeat_timeout")
+    assert (retry["status"], retry["steps"], retry["targets"]) == ("retrying", ["auth"], ["auth-service"])
+    assert retry["attempts"] == 1 and retry["retry_in_s"] > 0 and "HTTP 503" in retry["last_error"]
+    assert retry["message"].startswith(f"Cascade: {retry['cascade']} retry in ")
+
+
 @pytest.mark.parametrize("field", ["password", "auth_token", "X-Api-Key", "client_secret"])
 def test_a_credential_in_a_bound_field_is_masked(field):
     sink = configured("json", secrets=["s3cr3t-known"])

@@ -222,3 +222,23 @@ def test_a_real_run_under_journald_writes_priorities_and_no_time(launch, world, 
     else:  # $JOURNAL_STREAM names another file: a plain text log
         assert all(TEXT_TIME.match(line) for line in lines), written
         assert not any(PRIORITY.match(line) for line in lines), written
+
+
+def test_a_configuration_error_under_journald_is_said_at_priority_err(tmp_path, launch):
+    """Logging is not configured yet when the configuration is wrong: the line says err all the same,
+    so `journalctl -p err` shows why the unit stopped."""
+    path = tmp_path / "journal"
+    path.touch()
+    env = launch.__self__.environ({**journal_of(path), "REAPER_TIMING_HEARTBEAT_INTERVAL": "soon\n<6>fine"})
+    with open(path, "wb") as stderr:
+        done = subprocess.run([sys.executable, "-m", "reaper", "run"], cwd=tmp_path, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, timeout=120)
+
+    [line] = path.read_text().splitlines()  # the value's newline escaped: no second line at <6>
+    assert done.returncode == 2
+    assert line.startswith("<3>reaper: ") and "HEARTBEAT_INTERVAL" in line.upper() and "soon" in line
+
+
+def test_an_error_line_outside_journald_is_left_as_it_is(tmp_path):
+    with open(tmp_path / "stderr", "w") as stream:
+        assert logs.error_line("reaper: config: x", {}, stream) == "reaper: config: x"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import redis
 from loguru import logger
 
-from . import scripts
+from . import logs, scripts
 from .breaker import Circuit, CircuitOpen, Circuits
 from .burials import Burials
 from .counters import Counters
@@ -721,10 +721,8 @@ class CascadeRunner:
             report.retrying += 1
         else:
             report.deferred += 1
-        steps = [*claimed.failures, *claimed.deferred]
-        logger.bind(**_guest(claimed), status="retrying", steps=steps, targets=[TARGETS.get(s) for s in steps],
-                    attempts=intent.attempts, retry_in_s=round(delay, 3), last_error=intent.last_error) \
-            .debug("Cascade: {} retry in {:.1f}s (attempts {}): {}", intent.id, delay, intent.attempts,
+        said = _retrying(claimed, delay) if logs.writes("DEBUG") else logger
+        said.debug("Cascade: {} retry in {:.1f}s (attempts {}): {}", intent.id, delay, intent.attempts,
                    intent.last_error)
         return [intent.id, claimed.raw, "retry", intent.to_json(), now + delay]
 
@@ -786,6 +784,13 @@ def _guest(claimed: Claimed) -> dict:
     intent = claimed.intent
     return {"cascade": intent.id, "userId": intent.user_id, "socketId": intent.socket_id,
             "reason": intent.reason}
+
+
+def _retrying(claimed: Claimed, delay: float):
+    steps = [*claimed.failures, *claimed.deferred]
+    return logger.bind(**_guest(claimed), status="retrying", steps=steps, targets=[TARGETS.get(s) for s in steps],
+                       attempts=claimed.intent.attempts, retry_in_s=round(delay, 3),
+                       last_error=claimed.intent.last_error)
 
 
 def dead_letter(intent: Intent, now: float) -> str:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import redis
 from loguru import logger
 
-from . import cluster, guest_ids, reasons, scripts, store
+from . import cluster, guest_ids, logs, reasons, scripts, store
 from .clockjump import ClockWatch
 from .config import Config
 from .events import EventStream, decision
@@ -739,12 +739,13 @@ class Sweep:
             if not self._is_guest_id(one.user_id):
                 self._not_a_guest_id(one.user_id)
             if not self.quiet:
-                logger.bind(userId=one.user_id, socketId=one.socket_id, reason=one.reason,
-                            heartbeat_age_s=_rounded(one.heartbeat_age_s), missed_pings=one.missed_pings,
-                            problem=one.problem, note=one.note, dry_run=self.dry_run).log(
-                    "INFO" if done <= LOUD_REAPS else "DEBUG", "Reaped {} (socket {}): {}, {}{}",
-                    one.user_id, one.socket_id or "-", one.reason, one.detail,
-                    " [dry run]" if self.dry_run else "")
+                level = "INFO" if done <= LOUD_REAPS else "DEBUG"
+                said = logger.bind(
+                    userId=one.user_id, socketId=one.socket_id, reason=one.reason,
+                    heartbeat_age_s=_rounded(one.heartbeat_age_s), missed_pings=one.missed_pings,
+                    problem=one.problem, note=one.note, dry_run=self.dry_run) if logs.writes(level) else logger
+                said.log(level, "Reaped {} (socket {}): {}, {}{}", one.user_id, one.socket_id or "-",
+                         one.reason, one.detail, " [dry run]" if self.dry_run else "")
         if decisions and not (self.quiet or self.dry_run):
             with self.turn:
                 self.audit.write(decisions)

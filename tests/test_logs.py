@@ -11,7 +11,7 @@ import threading
 import pytest
 from loguru import logger
 
-from reaper import jobs, logs
+from reaper import jobs, logs, sweep
 from reaper.config import load_config, secrets_of
 from reaper.counters import Counters
 from support.logs import Logs, restore_logging  # noqa: F401 - autouse: loguru back as it was
@@ -193,6 +193,27 @@ def test_a_real_sweep_says_its_counts_and_each_reaped_guest_as_fields(ctx_factor
     [malformed] = [line for line in lines if line["message"].startswith("Sweep: malformed record")]
     assert malformed["level"] == "WARNING" and malformed["key"] == "guest_connection:sockbad"
     assert malformed["problem"] in malformed["message"]
+
+
+def test_reaped_guests_past_the_loud_ones_carry_their_fields_at_debug(ctx_factory, world):
+    ctx = ctx_factory(safety__max_reap_fraction=1.0)
+    for n in range(sweep.LOUD_REAPS + 2):
+        world.guest(n, age=400)
+    sink = configured("json", level="DEBUG")
+
+    ctx.sweep()
+
+    reaped = [line for line in json_lines(sink) if line["message"].startswith("Reaped ")]
+    assert [line["level"] for line in reaped] == ["INFO"] * sweep.LOUD_REAPS + ["DEBUG"] * 2
+    assert all(line["userId"].startswith("guest_") and line["reason"] == "heartbeat_timeout" for line in reaped)
+
+
+def test_writes_says_whether_a_level_is_written():
+    configured("text", level="WARNING")
+    assert not logs.writes("DEBUG") and not logs.writes("INFO")
+    assert logs.writes("WARNING") and logs.writes("CRITICAL")
+    configured("text", level="TRACE")
+    assert logs.writes("TRACE")
 
 
 def test_a_mass_expiry_says_its_counts_as_fields(ctx_factory, world):

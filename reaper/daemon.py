@@ -171,11 +171,22 @@ def _serve(ctx: Context, config: Config, force: bool, start_now: set, gate: Gate
     scheduler.start()
     logger.info("Run: sweeping every {:g}s, cleanup every {:g}s{}", config.timing.heartbeat_interval_s,
                 config.timing.cleanup_interval_s, " [dry run]" if config.safety.dry_run else "")
-    ctx.stopping.wait()
+    _wait_for_a_signal(ctx.stopping)
     monitor.stopping()
     logger.info("Run: stopping; finishing the batch in hand")
     scheduler.shutdown(wait=True)
     gate.leadership.stop()
+
+
+SIGNAL_CHECK_S = 0.5
+
+
+def _wait_for_a_signal(stopping: threading.Event) -> None:
+    # In slices: the kernel may hand SIGTERM to any thread (a sender, the HTTP pool), and then
+    # only sets a flag that the main thread reads between bytecodes, never while it is blocked
+    # in one endless wait. Each slice gives it that moment.
+    while not stopping.wait(SIGNAL_CHECK_S):
+        pass
 
 
 def _stop_on_signals(stopping: threading.Event) -> None:

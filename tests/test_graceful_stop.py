@@ -3,6 +3,9 @@
 has its intent settled, a claimed intent left over is due again within claim_timeout, and a
 daemon started afterwards finishes every one of them."""
 
+import ctypes
+import os
+import platform
 import signal
 import time
 
@@ -12,6 +15,7 @@ from support.guests import CONN, redis_now
 from support.standin import wait_for
 from sweep_helpers import assert_intents_consistent
 from support.daemons import Launcher
+from support.redis_proc import find_free_port
 from test_faults import (AUTH_GUEST, FAST, CLAIM_TIMEOUT_S, DUE, INTENTS, all_settled, answered,
                          assert_only_the_dead_deleted, in_flight, pending_users, populate, report,
                          socket_of, untraced)
@@ -123,3 +127,28 @@ def test_sigterm_does_not_wait_for_a_whole_batch_behind_a_slow_auth_service(r, a
     assert stopped, "still finishing the 40 DELETEs it claimed, 2 at a time, after SIGTERM"
     assert daemon.proc.returncode == 0 and "Run: stopped cleanly" in daemon.stderr()
     assert_nothing_half_done(r, auth_service, cast)
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """SIGTERM to one thread of another process, as the kernel may deliver it (os.kill lets the
+    kernel choose; tgkill names the thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]
+    if libc.syscall(sys_tgkill, pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+def test_sigterm_taken_by_any_thread_stops_the_daemon(r, launch):
+    populate(r, live=5)
+    daemon = launch("run", REAPER_SERVER_LISTEN=f"127.0.0.1:{find_free_port()}")  # its HTTP pool too
+    try:
+        assert daemon.wait_log("Sweep: scanned="), daemon.stderr()
+        pid = daemon.proc.pid
+        others = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+        assert others, "the daemon runs threads besides the main one"
+        _tgkill(pid, others[-1], signal.SIGTERM)
+        stopped = wait_for(lambda: daemon.proc.poll() is not None, timeout=15)
+    finally:
+        daemon.proc.kill()
+    assert stopped, "SIGTERM taken by a worker thread never reached the main thread's wait"
+    assert daemon.proc.returncode == 0 and "Run: stopped cleanly" in daemon.stderr()

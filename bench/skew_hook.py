@@ -16,11 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from reaper.config import load_config  # noqa: E402
-from reaper.keys import Keys  # noqa: E402
-from reaper.records import GuestRecord  # noqa: E402
-from reaper.staleness import judge  # noqa: E402
-from reaper.sweep import Sweep  # noqa: E402
+from reaper.core.config import load_config  # noqa: E402
+from reaper.core.keys import Keys  # noqa: E402
+from reaper.core.records import GuestRecord  # noqa: E402
+from reaper.core.staleness import judge  # noqa: E402
+from reaper.sweep.sweep import Sweep  # noqa: E402
 
 NOW = 1_800_000_000.0
 

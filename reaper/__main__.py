@@ -1,3 +1,3 @@
-from .cli import main
+from reaper.app.cli import main
 
 main()

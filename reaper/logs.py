@@ -1,7 +1,7 @@
 """Logging, configured once at the entry point: loguru to stderr, text or JSON lines.
 
 The standard library's loggers (httpx, pymongo, redis) are routed through
-loguru, and every known secret, and whatever looks like a credential (reaper/redact.py), is
+loguru, and every known secret, and whatever looks like a credential (reaper/core/redact.py), is
 replaced by *** in everything written: messages, bound fields and tracebacks alike.
 
 Under journald (stderr is the stream $JOURNAL_STREAM names, as systemd.exec(5) says to check)
@@ -26,7 +26,7 @@ from datetime import timezone
 
 from loguru import logger
 
-from . import redact
+from reaper.core import redact
 
 QUIET_LIBRARIES = ("httpx", "httpcore", "pymongo", "redis", "urllib3")
 MASK = redact.MASK

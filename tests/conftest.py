@@ -9,9 +9,9 @@ import mongomock
 import pytest
 from loguru import logger
 
-from reaper import services
-from reaper.config import load_config
-from reaper.context import Context
+from reaper.cascade import services
+from reaper.core.config import load_config
+from reaper.app.context import Context
 from support.cluster_proc import RedisClusterProcess
 from support.daemons import Launcher
 from support.guests import World

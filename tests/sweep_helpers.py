@@ -4,9 +4,9 @@ import json
 
 from redis.cluster import RedisCluster
 
-import reaper.store
-from reaper.keys import Keys
-from reaper.names import decode_name
+import reaper.store.client
+from reaper.core.keys import Keys
+from reaper.core.names import decode_name
 
 
 INTENTS, DUE = "reaper:cascade:intents", "reaper:cascade:due"  # on a single Redis; keys_of(r) for both
@@ -65,7 +65,7 @@ def add_guests(world, live: int, stale: int, orphans: int = 0, socketless: int =
 def stop_at_batch(ctx, monkeypatch, n: int) -> list:
     """Set ``ctx.stopping`` (as SIGTERM does) while the sweep reads its ``n``-th batch of records;
     the returned list grows by one per batch read."""
-    original, loads = reaper.store.load_records, []
+    original, loads = reaper.store.client.load_records, []
 
     def load_then_stop(*args, **kwargs):
         loads.append(1)
@@ -73,5 +73,5 @@ def stop_at_batch(ctx, monkeypatch, n: int) -> list:
             ctx.stopping.set()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_stop)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_stop)
     return loads

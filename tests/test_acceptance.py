@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from reaper.daemon import run_once
+from reaper.app.daemon import run_once
 from support.guests import World
 from support.mixed import mongo_docs, populate
 from sweep_helpers import keys_of

@@ -12,13 +12,13 @@ import time
 import pytest
 import redis
 
-from reaper import daemon
-from reaper.authority import LEASE, PAUSED, UNASKED, Authority, Unauthorized, acknowledged_by, judge
-from reaper.gate import Check, CLEAR
-from reaper.intents import AUTH_ALL, USERS_ALL, purge_intent
-from reaper.keys import Keys
-from reaper.config import RedisConfig
-from reaper.signaling import SignalingCluster
+from reaper.app import daemon
+from reaper.safety.authority import LEASE, PAUSED, UNASKED, Authority, Unauthorized, acknowledged_by, judge
+from reaper.safety.gate import Check, CLEAR
+from reaper.core.intents import AUTH_ALL, USERS_ALL, purge_intent
+from reaper.core.keys import Keys
+from reaper.core.config import RedisConfig
+from reaper.signaling.servers import SignalingCluster
 from support.clocks import ManualClock
 from support.guests import redis_now
 from support.held import OTHER, lead, queue_cascades, take_lease

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-import reaper.store
-from reaper import scripts
-from reaper.keys import Keys
-from reaper.presence import OnlineList
-from reaper.sweep import Sweep
+import reaper.store.client
+from reaper.store import scripts
+from reaper.core.keys import Keys
+from reaper.store.presence import OnlineList
+from reaper.sweep.sweep import Sweep
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import assert_deletable_intents, assert_intents_consistent, intents, reasons_of
 
@@ -20,7 +20,7 @@ KEYS = Keys("guest_connection:", "guest_session:", "users:online", "reaper:")
 def test_records_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r, monkeypatch):
     stale = [world.guest(n, age=600) for n in range(2 * scripts.TAKE_BATCH + 30)]
     live = [world.guest(n, age=5) for n in range(1000, 1020)]
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
     moved = {sock for n, (_, sock) in enumerate(stale) if n % 7 == 0}
 
     def load_then_some_move_on(*args, **kwargs):
@@ -31,7 +31,7 @@ def test_records_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r
                                                          roomId="other"))
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_some_move_on)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_some_move_on)
 
     report = ctx_factory().sweep(force=True)
 
@@ -215,7 +215,7 @@ def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world
         world.guest(1, age=600)
     else:
         r.rpush(key, "x")
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
 
     def load_then_change_type(*args, **kwargs):
         loaded = original(*args, **kwargs)
@@ -225,7 +225,7 @@ def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world
          "none": lambda: None}[becomes]()
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_change_type)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_change_type)
 
     # The change races the first pass's take: room in the mass-expiry budget (default 0: a second look takes).
     report = ctx_factory(safety__mass_reap_per_sweep=100).sweep()

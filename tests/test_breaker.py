@@ -3,9 +3,9 @@ go, which are refused without a request, what is logged and counted."""
 
 import pytest
 
-from reaper.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Circuit, CircuitOpen, Circuits
-from reaper.counters import Counters
-from reaper.errors import PermanentError, StepError, TransientError
+from reaper.cascade.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Circuit, CircuitOpen, Circuits
+from reaper.core.counters import Counters
+from reaper.core.errors import PermanentError, StepError, TransientError
 
 FAILURES, COOLDOWN = 3, 10.0
 

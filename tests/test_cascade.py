@@ -7,7 +7,7 @@ import threading
 import pymongo.errors
 import pytest
 
-from reaper.intents import Intent, guest_intent
+from reaper.core.intents import Intent, guest_intent
 from support.guests import record, redis_now
 from sweep_helpers import keys_of
 

@@ -10,9 +10,9 @@ from collections import Counter
 import pymongo.errors
 import pytest
 
-from reaper import scripts
-from reaper.cascade import Senders
-from reaper.intents import guest_intent
+from reaper.store import scripts
+from reaper.cascade.runner import Senders
+from reaper.core.intents import guest_intent
 from support.clocks import ManualClock
 from support.guests import record, redis_now
 from support.standin import wait_for

@@ -3,7 +3,7 @@ slash between them, whatever base_url looks like (no path, a path, a trailing sl
 
 import pytest
 
-from reaper import check
+from reaper.app import check
 from support.cli import invoke
 
 pytestmark = pytest.mark.usefixtures("isolated_cli")

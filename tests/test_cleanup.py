@@ -8,7 +8,7 @@ import pymongo.errors
 import pytest
 
 from support.guests import redis_now
-from reaper.cleanup import periodic_cleanup
+from reaper.app.cleanup import periodic_cleanup
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 

@@ -10,8 +10,8 @@ import tomllib
 import pymongo.errors
 import pytest
 
-from reaper import pause as pausing
-from reaper.config import SECTIONS, as_masked_dict, load_config
+from reaper.store import pause as pausing
+from reaper.core.config import SECTIONS, as_masked_dict, load_config
 from support.redis_proc import find_free_port
 from support.cli import invoke
 from sweep_helpers import keys_of

@@ -12,15 +12,15 @@ import threading
 import pytest
 import redis
 
-from reaper import daemon
-from reaper.clockjump import HOLD_FIELD, ClockWatch, Reading, Verdict, decide, hold_end, jump
-from reaper.counters import Counters
-from reaper.keys import Keys
-from reaper.config import RedisConfig
-from reaper.context import Context
-from reaper.metrics import Metrics
-from reaper.names import CLIENT_OPTIONS
-from reaper.store import redis_now
+from reaper.app import daemon
+from reaper.store.clockjump import HOLD_FIELD, ClockWatch, Reading, Verdict, decide, hold_end, jump
+from reaper.core.counters import Counters
+from reaper.core.keys import Keys
+from reaper.core.config import RedisConfig
+from reaper.app.context import Context
+from reaper.ops.metrics import Metrics
+from reaper.core.names import CLIENT_OPTIONS
+from reaper.store.client import redis_now
 from support.cli import invoke
 from support.clocks import ManualClock
 from support.guests import CONN, ONLINE, record
@@ -447,10 +447,10 @@ def test_the_daemons_jobs_hold_through_a_jump_and_go_on_after_it(r, world, jumpy
     """The scheduled jobs (gate, sweep, cascade, cleanup, monitor) on the jumpy client."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from reaper.jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
-    from reaper.leader import elect
-    from reaper.monitor import Monitor
-    from reaper.pause import PauseWatch
+    from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
+    from reaper.store.leader import elect
+    from reaper.ops.monitor import Monitor
+    from reaper.store.pause import PauseWatch
 
     ctx = jumpy(timing__heartbeat_interval="200ms", timing__cascade_interval="100ms")
     leadership = elect(ctx.client, ctx.keys.leader, 10, False)

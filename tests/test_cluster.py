@@ -6,11 +6,11 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from reaper import cluster
-from reaper.config import load_config
-from reaper.errors import ConfigError
-from reaper.keys import Keys
-from reaper.signaling import SignalingCluster
+from reaper.store import cluster
+from reaper.core.config import load_config
+from reaper.core.errors import ConfigError
+from reaper.core.keys import Keys
+from reaper.signaling.servers import SignalingCluster
 from support.cli import invoke
 from support.cluster_proc import RedisClusterProcess
 from support.guests import CONN, World

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reaper import config as config_module
-from reaper.config import Config, as_masked_dict, load_config, mask_url, secrets_of
-from reaper.durations import format_duration, parse_duration
-from reaper.errors import ConfigError
+from reaper.core import config as config_module
+from reaper.core.config import Config, as_masked_dict, load_config, mask_url, secrets_of
+from reaper.core.durations import format_duration, parse_duration
+from reaper.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 

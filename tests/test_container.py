@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from reaper.config import load_config
+from reaper.core.config import load_config
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
 from support.manifests import load as load_yaml

@@ -1,4 +1,4 @@
-"""What a `reaper run --once` leaves for Prometheus (reaper/lastrun.py): the node-exporter textfile
+"""What a `reaper run --once` leaves for Prometheus (reaper/ops/lastrun.py): the node-exporter textfile
 and the Pushgateway push, on a clean run and a failing one; and --pending-ok's exit code."""
 
 import os
@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reaper import lastrun
-from reaper.counters import Counters
-from reaper.metrics import Metrics
+from reaper.ops import lastrun
+from reaper.core.counters import Counters
+from reaper.ops.metrics import Metrics
 from support.cli import invoke
 from support.logs import Logs
 from support.pushgateway import PushGateway

@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from reaper.counters import Counters
-from reaper import daemon
-from reaper.daemon import RedisOutage, startup
-from reaper.jobs import CASCADE, SWEEP, build_scheduler
+from reaper.core.counters import Counters
+from reaper.app import daemon
+from reaper.app.daemon import RedisOutage, startup
+from reaper.app.jobs import CASCADE, SWEEP, build_scheduler
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 

@@ -8,10 +8,10 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reaper.burials import MAX_ERRORS, Burials, generic
-from reaper.counters import Counters
-from reaper.intents import guest_intent
-from reaper.metrics import Metrics
+from reaper.cascade.burials import MAX_ERRORS, Burials, generic
+from reaper.core.counters import Counters
+from reaper.core.intents import guest_intent
+from reaper.ops.metrics import Metrics
 from support.guests import redis_now
 from sweep_helpers import keys_of
 

@@ -12,8 +12,8 @@ import time
 import pytest
 from redis.cluster import RedisCluster
 
-from reaper.intents import guest_intent
-from reaper.purge import purge
+from reaper.core.intents import guest_intent
+from reaper.app.purge import purge
 from support.cli import invoke
 from support.guests import redis_now
 from sweep_helpers import keys_of

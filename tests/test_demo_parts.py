@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from reaper.config import load_config
+from reaper.core.config import load_config
 from reaper.demo.events import Decision, Journal, Notice, Stats, Summary, parse_line
 from reaper.demo.process import reaper_environ
 from reaper.demo.signaling import (DROPPED, FROZEN, KILLED, KINDS, LEFTOVER, LIVE, MALFORMED, Guest, Scenario,
@@ -15,15 +15,15 @@ from reaper.demo.signaling import (DROPPED, FROZEN, KILLED, KINDS, LEFTOVER, LIV
 from reaper.demo.summary import Facts, judge, render
 from reaper.demo.timings import Timings
 from reaper.demo.view import Screen, Snapshot, guest_state, render_decision, render_line, render_screen
-from reaper.records import parse_online_entry
-from reaper.staleness import Policy, judge as judge_staleness
+from reaper.core.records import parse_online_entry
+from reaper.core.staleness import Policy, judge as judge_staleness
 
 T = Timings()
 
 
 def log_line(message: str, level: str = "INFO", **extra) -> str:
     return json.dumps({"time": "2026-11-29T20:20:11.512345+00:00", "level": level, "message": message,
-                       "logger": "reaper.sweep", **extra})
+                       "logger": "reaper.sweep.sweep", **extra})
 
 
 # -- the scenario ----------------------------------------------------------------------------

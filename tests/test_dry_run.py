@@ -5,11 +5,11 @@ from datetime import datetime
 
 import pytest
 
-from reaper import stats
-from reaper.config import ServiceConfig
-from reaper.daemon import run_once
-from reaper.intents import guest_intent
-from reaper.services import AuthService, UserService
+from reaper.app import stats
+from reaper.core.config import ServiceConfig
+from reaper.app.daemon import run_once
+from reaper.core.intents import guest_intent
+from reaper.cascade.services import AuthService, UserService
 from support.gates import cleared, permit
 from support.guests import record
 from sweep_helpers import keys_of

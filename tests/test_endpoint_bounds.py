@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reaper.admission import Admission
-from reaper.server import CAP, Reply, printable, serve
+from reaper.ops.admission import Admission
+from reaper.ops.server import CAP, Reply, printable, serve
 from support.hostile import SLOW, Flood, Hostile, byte_by_byte, header_lines, reset, silence
 from support.limited import LimitedLauncher
 from support.redis_proc import find_free_port

@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from reaper import events, reasons
-from reaper.events import Decision, EventStream, decision
-from reaper.staleness import Verdict
+from reaper.store import events
+
+from reaper.core import reasons
+from reaper.store.events import Decision, EventStream, decision
+from reaper.core.staleness import Verdict
 from support.cli import invoke
 from support.guests import redis_now
 from sweep_helpers import keys_of

@@ -6,11 +6,13 @@ from dataclasses import asdict
 
 import pytest
 
-from reaper import intents, reasons
-from reaper.intents import Intent, guest_intent, purge_intent
-from reaper.records import (GuestRecord, Malformed, _carefully, _well_formed, loads, parse_json_record,
+from reaper.core import intents
+
+from reaper.core import reasons
+from reaper.core.intents import Intent, guest_intent, purge_intent
+from reaper.core.records import (GuestRecord, Malformed, _carefully, _well_formed, loads, parse_json_record,
                             parse_online_entry, parse_timestamp)
-from reaper.staleness import Policy, judge, missed_pings
+from reaper.core.staleness import Policy, judge, missed_pings
 
 KEY, SOCK = "guest_connection:s1", "s1"
 ISO = "2026-11-29T10:05:41.090Z"

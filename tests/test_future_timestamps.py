@@ -8,13 +8,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from reaper.live_users import LiveUsers
-from reaper import reasons, stats
-from reaper.config import TimingConfig
-from reaper.liveness import GONE, LIVE, Liveness
-from reaper.records import GuestRecord, Malformed, parse_hash_record, parse_json_record, parse_timestamp
-from reaper.staleness import Policy, judge
-from reaper.sweep import Sweep
+from reaper.core.live_users import LiveUsers
+from reaper.core import reasons
+from reaper.app import stats
+from reaper.core.config import TimingConfig
+from reaper.safety.liveness import GONE, LIVE, Liveness
+from reaper.core.records import GuestRecord, Malformed, parse_hash_record, parse_json_record, parse_timestamp
+from reaper.core.staleness import Policy, judge
+from reaper.sweep.sweep import Sweep
 from support.cli import invoke
 from support.guests import CONN, World, iso, record
 from sweep_helpers import assert_intents_consistent, keys_of, reasons_of

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from reaper import guest_ids
-from reaper.config import load_config
-from reaper.errors import ConfigError
-from reaper.gate import Cleared, Permit
-from reaper.intents import guest_intent
-from reaper.keys import Keys
-from reaper.purge import purge
-from reaper.signaling import SignalingCluster
+from reaper.core import guest_ids
+from reaper.core.config import load_config
+from reaper.core.errors import ConfigError
+from reaper.safety.gate import Cleared, Permit
+from reaper.core.intents import guest_intent
+from reaper.core.keys import Keys
+from reaper.app.purge import purge
+from reaper.signaling.servers import SignalingCluster
 from support.gates import cleared
 from support.guests import record, redis_now
 
@@ -78,15 +78,15 @@ def test_a_prefix_no_guest_id_could_have_is_refused_at_load(prefix):
 
 def test_only_the_gate_mints_what_the_services_take(ctx_factory):
     ctx = ctx_factory()
-    with pytest.raises(TypeError, match="only reaper.gate"):
+    with pytest.raises(TypeError, match="only reaper.safety.gate"):
         Cleared("guest_1", "guest_1")
-    with pytest.raises(TypeError, match="only reaper.gate"):
+    with pytest.raises(TypeError, match="only reaper.safety.gate"):
         Permit("auth_all")
-    with pytest.raises(TypeError, match="from reaper.gate"):
+    with pytest.raises(TypeError, match="from reaper.safety.gate"):
         ctx.targets.auth.delete_guest("guest_1")
-    with pytest.raises(TypeError, match="from reaper.gate"):
+    with pytest.raises(TypeError, match="from reaper.safety.gate"):
         ctx.targets.mongo.delete_guests(["guest_1"])
-    with pytest.raises(TypeError, match="from reaper.gate"):
+    with pytest.raises(TypeError, match="from reaper.safety.gate"):
         ctx.targets.auth.cleanup_all(cleared("guest_1"))  # a guest's token is no purge permit
 
 
@@ -306,7 +306,7 @@ def test_a_purge_on_a_cold_tier_still_goes(r, world, ctx_factory, auth_service, 
 
 def test_a_retention_younger_than_a_heartbeat_timeout_deletes_nothing(ctx_factory, auth_service,
                                                                       user_service, users):
-    from reaper.cleanup import periodic_cleanup
+    from reaper.app.cleanup import periodic_cleanup
 
     users.insert_one({"userId": "guest_1", "isGuest": True, "createdAt": 0})
     ctx = ctx_factory(timing__retention="1s")
@@ -334,7 +334,7 @@ def test_a_socket_is_fenced_only_for_a_guest_id(r, world, ctx_factory, user_id):
 # -- the record pass's live users (a Bloom filter) and what the gate makes of them -------------
 
 def test_the_live_users_filter_never_misses_a_live_user_and_rarely_adds_one():
-    from reaper.live_users import LiveUsers
+    from reaper.core.live_users import LiveUsers
 
     live = LiveUsers(10_000, started_at=0.0)
     added = [f"guest_{n}" for n in range(10_000)]
@@ -357,7 +357,7 @@ class FilterOnly:
 
 
 def test_a_user_only_the_filter_calls_live_waits_until_two_passes_agree():
-    from reaper.gate import Gate
+    from reaper.safety.gate import Gate
 
     liveness = FilterOnly()
     gate = Gate(liveness, "guest_")

@@ -5,9 +5,9 @@ when time passes."""
 
 import threading
 
-from reaper.intents import guest_intent
-from reaper.keys import Keys
-from reaper.signaling import SignalingCluster
+from reaper.core.intents import guest_intent
+from reaper.core.keys import Keys
+from reaper.signaling.servers import SignalingCluster
 from support.clocks import ManualClock
 from support.guests import record, redis_now
 from support.standin import wait_for

@@ -1,8 +1,8 @@
-"""What /healthz and /readyz decide (reaper/health.py): pure, with the clock passed in."""
+"""What /healthz and /readyz decide (reaper/ops/health.py): pure, with the clock passed in."""
 
 import pytest
 
-from reaper.health import (PAUSED, READY, STANDBY, STARTING, STOPPING, SWEPT, Health, Snapshot,
+from reaper.ops.health import (PAUSED, READY, STANDBY, STARTING, STOPPING, SWEPT, Health, Snapshot,
                            healthz, readyz)
 
 INTERVAL = 30.0  # heartbeat_interval: late after 90 s

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from reaper.probe import url_for_listen, with_health_path
+from reaper.app.probe import url_for_listen, with_health_path
 from support.cli import invoke
 
 pytestmark = pytest.mark.usefixtures("isolated_cli")

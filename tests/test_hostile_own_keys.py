@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from reaper import events, reasons
-from reaper.events import decision
-from reaper.intents import guest_intent
-from reaper.store import redis_now
+from reaper.store import events
+
+from reaper.core import reasons
+from reaper.store.events import decision
+from reaper.core.intents import guest_intent
+from reaper.store.client import redis_now
 from support.cli import invoke
 from sweep_helpers import keys_of
 

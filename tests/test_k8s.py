@@ -13,9 +13,9 @@ import click
 import kubernetes_validate
 import pytest
 
-from reaper.cli import run as run_command
-from reaper.config import Config, load_config
-from reaper.monitor import Monitor
+from reaper.app.cli import run as run_command
+from reaper.core.config import Config, load_config
+from reaper.ops.monitor import Monitor
 from support.manifests import load, load_file
 from test_container import entrypoint_command, image_env, instruction, package_version
 

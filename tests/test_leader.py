@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 import redis
 
-from reaper import daemon
-from reaper.jobs import CASCADE, SWEEP, Gate
-from reaper.leader import (EXPIRY_MARGIN_S, GAINED, KEPT, LOST, STANDBY, Attempt, Lease, Leadership,
+from reaper.app import daemon
+from reaper.app.jobs import CASCADE, SWEEP, Gate
+from reaper.store.leader import (EXPIRY_MARGIN_S, GAINED, KEPT, LOST, STANDBY, Attempt, Lease, Leadership,
                            decide, elect, next_try_in, read_holder, replica_name)
-from reaper.pause import PauseWatch
+from reaper.store.pause import PauseWatch
 from support.standin import wait_for
 from support.daemons import Daemon
 

@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from reaper.config import load_config
-from reaper.leader import Lease, Leadership
-from reaper.store import connect
+from reaper.core.config import load_config
+from reaper.store.leader import Lease, Leadership
+from reaper.store.client import connect
 from support.clocks import ManualClock
 from support.redis_proc import RedisProcess
 from support.standin import wait_for
@@ -19,7 +19,7 @@ SOCKET_TIMEOUT = "300ms"
 
 
 def client_for(url: str):
-    """A client as the daemon makes it (reaper.store.connect), with a short socket timeout."""
+    """A client as the daemon makes it (reaper.store.client.connect), with a short socket timeout."""
     return connect(load_config(None, {"REAPER_REDIS_URL": url, "REAPER_REDIS_SOCKET_TIMEOUT": SOCKET_TIMEOUT}, {}))
 
 

@@ -6,7 +6,7 @@ import resource
 
 import pytest
 
-from reaper import limits
+from reaper.ops import limits
 from support.limited import LimitedLauncher, open_files_limits
 
 

@@ -1,11 +1,11 @@
-"""/livez, what a liveness probe asks (reaper/health.py): alive while sweep turns keep finishing,
+"""/livez, what a liveness probe asks (reaper/ops/health.py): alive while sweep turns keep finishing,
 whatever they find, so a Redis outage never restarts reaper; dead only when turns stop."""
 
 import pytest
 
-from reaper.config import load_config
-from reaper.health import READY, STARTING, STOPPING, Health, Snapshot, livez
-from reaper.monitor import Monitor
+from reaper.core.config import load_config
+from reaper.ops.health import READY, STARTING, STOPPING, Health, Snapshot, livez
+from reaper.ops.monitor import Monitor
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
 from test_server import get, serving, wait_status

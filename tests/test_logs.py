@@ -11,9 +11,13 @@ import threading
 import pytest
 from loguru import logger
 
-from reaper import jobs, logs, sweep
-from reaper.config import load_config, secrets_of
-from reaper.counters import Counters
+from reaper.app import jobs
+
+from reaper import logs
+
+from reaper.sweep import sweep
+from reaper.core.config import load_config, secrets_of
+from reaper.core.counters import Counters
 from support.logs import Logs, restore_logging  # noqa: F401 - autouse: loguru back as it was
 
 SECRET_ENV = {
@@ -177,7 +181,7 @@ def test_a_real_sweep_says_its_counts_and_each_reaped_guest_as_fields(ctx_factor
 
     lines = json_lines(sink)
     [summary] = [line for line in lines if line["message"].startswith("Sweep: scanned=")]
-    assert summary["level"] == "INFO" and summary["logger"] == "reaper.sweep"
+    assert summary["level"] == "INFO" and summary["logger"] == "reaper.sweep.sweep"
     assert summary["counts"] == {"scanned": 3, "stale": 1, "orphans": 1, "reaped": 2, "skipped_live": 0,
                                  "malformed": 1, "attached": 0, "deferred": 0, "quarantined": 1,
                                  "not_a_guest_id": 0} == report.counts()

@@ -1,4 +1,4 @@
-"""Prometheus metrics (reaper/metrics.py): what a report and the counters become, read back with
+"""Prometheus metrics (reaper/ops/metrics.py): what a report and the counters become, read back with
 prometheus_client's own parser; and the clock lead a real sweep measures."""
 
 import math
@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reaper.counters import Counters
-from reaper.metrics import Metrics
-from reaper.sweep import SweepReport
+from reaper.core.counters import Counters
+from reaper.ops.metrics import Metrics
+from reaper.sweep.sweep import SweepReport
 
 
 def samples(metrics: Metrics) -> dict:

@@ -1,4 +1,4 @@
-"""/metrics as Prometheus asks for it (reaper/metrics.py through reaper/server.py), on a real socket:
+"""/metrics as Prometheus asks for it (reaper/ops/metrics.py through reaper/ops/server.py), on a real socket:
 OpenMetrics and gzip when the request says so, name[] filters, reaper_build_info, the process
 collector, and reaper_circuit_open following a real breaker."""
 
@@ -11,10 +11,10 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from reaper.breaker import CircuitOpen
-from reaper.errors import TransientError
-from reaper.monitor import Monitor
-from reaper.sdnotify import Notifier
+from reaper.cascade.breaker import CircuitOpen
+from reaper.core.errors import TransientError
+from reaper.ops.monitor import Monitor
+from reaper.ops.sdnotify import Notifier
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 

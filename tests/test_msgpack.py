@@ -1,12 +1,12 @@
-"""reaper.msgpack: byte-exact against the MessagePack spec, robust on malformed input, and in
+"""reaper.signaling.msgpack: byte-exact against the MessagePack spec, robust on malformed input, and in
 agreement with notepack.io, the codec the socket.io Redis adapter uses (real Node.js)."""
 
 import random
 
 import pytest
 
-from reaper.msgpack import MAX_DEPTH, MsgpackError, packb, unpackb
-from reaper.socketio import broadcast_packet
+from reaper.signaling.msgpack import MAX_DEPTH, MsgpackError, packb, unpackb
+from reaper.signaling.socketio import broadcast_packet
 from support.signaling import Codec
 
 # (value, its MessagePack encoding in hex): the smallest form, as the spec asks for

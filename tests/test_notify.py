@@ -7,11 +7,11 @@ import json
 import pytest
 import redis
 
-from reaper.config import NotifyConfig
-from reaper.errors import PermanentError
-from reaper.msgpack import unpackb
-from reaper.purge import purge
-from reaper.signaling import SignalingCluster, Teller
+from reaper.core.config import NotifyConfig
+from reaper.core.errors import PermanentError
+from reaper.signaling.msgpack import unpackb
+from reaper.app.purge import purge
+from reaper.signaling.servers import SignalingCluster, Teller
 from support.gates import cleared
 from support.guests import CONN, record
 from support.redis_proc import find_free_port

@@ -10,9 +10,9 @@ import sys
 import pytest
 import redis
 
-from reaper import names
-from reaper.purge import purge
-from reaper.signaling import SignalingCluster
+from reaper.core import names
+from reaper.app.purge import purge
+from reaper.signaling.servers import SignalingCluster
 from support.gates import cleared, permit
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import assert_intents_consistent, intents, keys_of

@@ -4,8 +4,8 @@ and says which key and why: exit 2, as for any setting it cannot use."""
 
 import pytest
 
-from reaper.errors import ConfigError
-from reaper.purge import purge
+from reaper.core.errors import ConfigError
+from reaper.app.purge import purge
 from support.cli import invoke
 from support.guests import CONN, ONLINE
 from sweep_helpers import snapshot

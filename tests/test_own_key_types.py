@@ -3,23 +3,23 @@ cascade. Redis keeps what a script wrote before it failed, so a script that hit 
 last write (the intent's schedule) kept the removal and lost the intent: the guest never got its
 DELETE. Now every script checks its keys' types before its first write, the sweep, the purge and
 the drain check them before they touch anything, and an intent that lost its schedule anyway is
-found and scheduled again (reaper/reschedule.py), and counted as pending meanwhile."""
+found and scheduled again (reaper/store/reschedule.py), and counted as pending meanwhile."""
 
 import json
 
 import pytest
 
-import reaper.daemon
-import reaper.store
-from reaper import scripts
-from reaper.deadletters import RETRY_LETTER
-from reaper.errors import WrongKeyType
-from reaper.intents import guest_intent
-from reaper.keys import QUARANTINE_TTL_S
-from reaper.purge import purge
-from reaper.reschedule import LostIntents
-from reaper.stats import collect
-from reaper.store import explain, redis_now
+import reaper.app.daemon
+import reaper.store.client
+from reaper.store import scripts
+from reaper.store.deadletters import RETRY_LETTER
+from reaper.core.errors import WrongKeyType
+from reaper.core.intents import guest_intent
+from reaper.core.keys import QUARANTINE_TTL_S
+from reaper.app.purge import purge
+from reaper.store.reschedule import LostIntents
+from reaper.app.stats import collect
+from reaper.store.client import explain, redis_now
 from support.cli import invoke
 from support.guests import CONN, ONLINE, record
 from support.standin import wait_for
@@ -231,7 +231,7 @@ def test_each_script_refuses_a_key_of_the_wrong_type_before_its_first_write(r, s
 @pytest.fixture
 def unchecked(monkeypatch):
     """The sweep's check before it starts skipped: as if the key broke right after it."""
-    monkeypatch.setattr(reaper.store, "require_types", lambda client, keys: None)
+    monkeypatch.setattr(reaper.store.client, "require_types", lambda client, keys: None)
 
 
 WORLDS = {
@@ -285,7 +285,7 @@ def test_a_drain_refuses_before_claiming_or_sending(reaped, r, auth_service, nam
     before = snapshot(r)
 
     with pytest.raises(WrongKeyType) as refused:
-        reaper.daemon.drain(reaped, reaper.daemon.lost_intents(reaped))
+        reaper.app.daemon.drain(reaped, reaper.app.daemon.lost_intents(reaped))
 
     assert refused.value.redis_key == key
     assert snapshot(r) == before and auth_service.requests == []
@@ -295,13 +295,13 @@ def test_a_drain_refuses_before_claiming_or_sending(reaped, r, auth_service, nam
 def test_a_dead_letter_list_broken_mid_drain_loses_no_intent(reaped, r, auth_service, monkeypatch):
     """The drain's own check bypassed: SETTLE refuses at once, so a cascade that failed for good
     keeps its intent (claimed, due again later) instead of losing it to a failed LPUSH."""
-    monkeypatch.setattr(reaper.daemon, "require_types", lambda client, keys: None)
+    monkeypatch.setattr(reaper.app.daemon, "require_types", lambda client, keys: None)
     auth_service.fail(404)  # refused for good: the cascade goes to the dead letters
     keys = keys_of(r)
     break_key(r, keys.dead, "hash")
 
     with pytest.raises(Exception) as failed:
-        reaper.daemon.drain(reaped, reaper.daemon.lost_intents(reaped))
+        reaper.app.daemon.drain(reaped, reaper.app.daemon.lost_intents(reaped))
 
     assert isinstance(explain(failed.value), WrongKeyType)
     assert set(intents(r)) == {"guest:guest_1"}
@@ -316,7 +316,7 @@ def test_an_intent_that_lost_its_schedule_is_pending_and_its_delete_goes_out(rea
     r.zrem(keys.due, "guest:guest_1")  # as a script that failed half-way used to leave it
     assert reaped.pending() == 1 and collect(reaped)["cascades"]["pending"] == 1
 
-    reaper.daemon.drain(reaped, reaper.daemon.lost_intents(reaped))
+    reaper.app.daemon.drain(reaped, reaper.app.daemon.lost_intents(reaped))
 
     assert auth_service.deleted_guests() == ["guest_1"]
     assert intents(r) == {} and reaped.pending() == 0

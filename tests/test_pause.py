@@ -6,12 +6,12 @@ from datetime import datetime
 
 import pytest
 
-from reaper import daemon
-from reaper.jobs import CASCADE, CLEANUP, SWEEP, Gate
-from reaper.config import RedisConfig
-from reaper.keys import Keys
-from reaper.leader import Lease, Leadership
-from reaper.pause import PAUSED, RESUMED, PauseWatch, change, parse_pause, pause, paused_state, resume
+from reaper.app import daemon
+from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate
+from reaper.core.config import RedisConfig
+from reaper.core.keys import Keys
+from reaper.store.leader import Lease, Leadership
+from reaper.store.pause import PAUSED, RESUMED, PauseWatch, change, parse_pause, pause, paused_state, resume
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 from support.cli import invoke

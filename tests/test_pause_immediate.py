@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from reaper import daemon
-from reaper.authority import acknowledged_by, wait_for_ack
-from reaper.daemon import run_once
-from reaper.intents import AUTH_ALL, USERS_ALL, purge_intent
-from reaper.jobs import CASCADE
-from reaper.keys import Keys
-from reaper.config import RedisConfig
-from reaper.pause import pause, paused_state, resume
-from reaper.signaling import SignalingCluster
+from reaper.app import daemon
+from reaper.safety.authority import acknowledged_by, wait_for_ack
+from reaper.app.daemon import run_once
+from reaper.core.intents import AUTH_ALL, USERS_ALL, purge_intent
+from reaper.app.jobs import CASCADE
+from reaper.core.keys import Keys
+from reaper.core.config import RedisConfig
+from reaper.store.pause import pause, paused_state, resume
+from reaper.signaling.servers import SignalingCluster
 from support.cli import invoke
 from support.clocks import ManualClock
 from support.guests import redis_now

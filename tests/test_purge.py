@@ -5,7 +5,7 @@ import pytest
 import json
 
 
-from reaper.purge import purge
+from reaper.app.purge import purge
 from sweep_helpers import keys_of
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster

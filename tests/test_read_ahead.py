@@ -7,9 +7,9 @@ import threading
 import pytest
 import redis
 
-import reaper.store
-from reaper.store import read_ahead
-from reaper.sweep import Sweep
+import reaper.store.client
+from reaper.store.client import read_ahead
+from reaper.sweep.sweep import Sweep
 from sweep_helpers import assert_intents_consistent, intents, stop_at_batch
 
 
@@ -86,7 +86,7 @@ def test_a_caller_that_fails_leaves_no_reader_behind():
 def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r, monkeypatch):
     for n in range(30):
         world.guest(n, age=600 if n % 3 == 0 else 5)
-    original = reaper.store.read_values
+    original = reaper.store.client.read_values
     calls = []
 
     def fails_on_the_third_batch(*args, **kwargs):
@@ -95,7 +95,7 @@ def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_fac
             raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reaper.store, "read_values", fails_on_the_third_batch)
+    monkeypatch.setattr(reaper.store.client, "read_values", fails_on_the_third_batch)
     ctx = ctx_factory(redis__scan_count=5)
 
     with pytest.raises(redis.ConnectionError):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reaper.records import (
+from reaper.core.records import (
     GuestRecord, Malformed, OnlineEntry, entry_belongs_to, parse_hash_record, parse_json_record,
     parse_online_entry, parse_timestamp,
 )

@@ -2,7 +2,7 @@
 noeviction, an ACL without write commands, a failed RDB save). The daemon used to retry its
 startup step at once, forever (18,084 WARNING lines in 5 s at 65 % CPU, /healthz stuck at
 "starting"), and `run --once` ended in an OutOfMemoryError traceback. Now every retry backs off
-(exponential, jitter, capped: reaper/outage.py), the state is said once when it begins and once
+(exponential, jitter, capped: reaper/store/outage.py), the state is said once when it begins and once
 when it ends, /healthz says why it is not ready, and the commands exit 3 in one line."""
 
 import re
@@ -13,17 +13,17 @@ import httpx
 import pytest
 import redis
 
-import reaper.store
-from reaper.context import Context
-from reaper.daemon import RedisOutage
-from reaper.errors import RedisRefused, RedisUnavailable
-from reaper.health import READY, SWEPT, Snapshot, healthz
-from reaper.intents import guest_intent
-from reaper.jobs import SWEEP
-from reaper.monitor import Monitor
-from reaper.outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, trouble_of, wait_out
-from reaper.retry import RetryPolicy
-from reaper.store import explain, refusals
+import reaper.store.client
+from reaper.app.context import Context
+from reaper.app.daemon import RedisOutage
+from reaper.core.errors import RedisRefused, RedisUnavailable
+from reaper.ops.health import READY, SWEPT, Snapshot, healthz
+from reaper.core.intents import guest_intent
+from reaper.app.jobs import SWEEP
+from reaper.ops.monitor import Monitor
+from reaper.store.outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, trouble_of, wait_out
+from reaper.core.retry import RetryPolicy
+from reaper.store.client import explain, refusals
 from support.cli import invoke
 from support.guests import CONN, ONLINE, World
 from support.redis_proc import RedisProcess, find_free_port
@@ -302,7 +302,7 @@ def private_ctx(private, make_config, mongo):
 
 
 def refuse_at_batch(monkeypatch, n: int, refuse) -> None:
-    original, loads = reaper.store.load_records, []
+    original, loads = reaper.store.client.load_records, []
 
     def load_then_refuse(*args, **kwargs):
         loads.append(1)
@@ -310,7 +310,7 @@ def refuse_at_batch(monkeypatch, n: int, refuse) -> None:
             refuse()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_refuse)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_refuse)
 
 
 @pytest.mark.parametrize("kind", ["oom", "noperm", "misconf"])

@@ -12,7 +12,7 @@ from collections import Counter
 import pymongo.errors
 import pytest
 
-from reaper.intents import AUTH_ALL, USERS_ALL, Intent, guest_intent, purge_intent
+from reaper.core.intents import AUTH_ALL, USERS_ALL, Intent, guest_intent, purge_intent
 from support.guests import record, redis_now
 from support.redis_proc import find_free_port
 from support.standin import wait_for

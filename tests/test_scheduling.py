@@ -10,12 +10,12 @@ from datetime import datetime
 import httpx
 import pytest
 
-from reaper import daemon
-from reaper.counters import Counters
-from reaper.jobs import CASCADE, CLEANUP, SWEEP, Gate, Slot, build_scheduler, catch_up, next_slot
-from reaper.leader import elect
-from reaper.monitor import Monitor
-from reaper.pause import PauseWatch
+from reaper.app import daemon
+from reaper.core.counters import Counters
+from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate, Slot, build_scheduler, catch_up, next_slot
+from reaper.store.leader import elect
+from reaper.ops.monitor import Monitor
+from reaper.store.pause import PauseWatch
 from support.clocks import ManualClock, WallClock
 from support.redis_proc import find_free_port
 from support.standin import wait_for

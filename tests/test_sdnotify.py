@@ -1,4 +1,4 @@
-"""systemd's notify protocol (reaper/sdnotify.py) on real AF_UNIX datagram sockets, by path and
+"""systemd's notify protocol (reaper/ops/sdnotify.py) on real AF_UNIX datagram sockets, by path and
 by abstract name: in process, and given to a real `reaper run` as NOTIFY_SOCKET."""
 
 import shutil
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reaper.config import RedisConfig, load_config
-from reaper.durations import parse_duration
-from reaper.keys import Keys
-from reaper.monitor import Monitor
-from reaper.pause import pause
-from reaper.sdnotify import Notifier, socket_address, watchdog_s
+from reaper.core.config import RedisConfig, load_config
+from reaper.core.durations import parse_duration
+from reaper.core.keys import Keys
+from reaper.ops.monitor import Monitor
+from reaper.store.pause import pause
+from reaper.ops.sdnotify import Notifier, socket_address, watchdog_s
 from support.notify import NotifySocket
 from support.redis_proc import RedisProcess
 

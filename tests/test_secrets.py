@@ -10,12 +10,14 @@ import json
 import pytest
 from loguru import logger
 
-from reaper import logs, redact
-from reaper.config import as_masked_dict, load_config, mask_url, secrets_of
-from reaper.context import Context
-from reaper.errors import ConfigError, PermanentError
-from reaper.events import FIELD
-from reaper.services import AuthService
+from reaper import logs
+
+from reaper.core import redact
+from reaper.core.config import as_masked_dict, load_config, mask_url, secrets_of
+from reaper.app.context import Context
+from reaper.core.errors import ConfigError, PermanentError
+from reaper.store.events import FIELD
+from reaper.cascade.services import AuthService
 from support.cli import invoke
 from support.echo import EchoService, bodies
 from support.gates import cleared, permit

@@ -5,12 +5,12 @@ failover to a replica; sentinels over TLS."""
 import pytest
 import redis
 
-from reaper import store
-from reaper.config import as_masked_dict, load_config, secrets_of
-from reaper.context import Context
-from reaper.daemon import run_once
-from reaper.errors import ConfigError
-from reaper.store import connect
+from reaper.store import client as store
+from reaper.core.config import as_masked_dict, load_config, secrets_of
+from reaper.app.context import Context
+from reaper.app.daemon import run_once
+from reaper.core.errors import ConfigError
+from reaper.store.client import connect
 from support.cli import invoke
 from support.guests import World
 from support.redis_proc import RedisProcess, find_free_port

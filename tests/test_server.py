@@ -1,4 +1,4 @@
-"""The HTTP endpoint of `[server] listen` (reaper/server.py): /healthz, /readyz and /metrics of a
+"""The HTTP endpoint of `[server] listen` (reaper/ops/server.py): /healthz, /readyz and /metrics of a
 real `reaper run`, asked with a real HTTP client; bad and unusable listen addresses."""
 
 import socket
@@ -7,11 +7,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reaper.config import RedisConfig, load_config
-from reaper.errors import ConfigError
-from reaper.keys import Keys
-from reaper.pause import pause
-from reaper.server import Reply, serve
+from reaper.core.config import RedisConfig, load_config
+from reaper.core.errors import ConfigError
+from reaper.core.keys import Keys
+from reaper.store.pause import pause
+from reaper.ops.server import Reply, serve
 from support.cli import invoke
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for

@@ -1,4 +1,4 @@
-"""reaper.signaling against real socket.io servers (Node.js, @socket.io/redis-adapter 8) on the
+"""reaper.signaling.servers against real socket.io servers (Node.js, @socket.io/redis-adapter 8) on the
 test Redis, with real socket.io clients: tell, fence, ask, and what happens with nobody there."""
 
 import dataclasses
@@ -9,10 +9,10 @@ import time
 import pytest
 import redis
 
-from reaper.config import NotifyConfig
-from reaper.daemon import startup
-from reaper.jobs import SWEEP
-from reaper.signaling import ATTACHED, NOT_ATTACHED, UNKNOWN, SignalingCluster
+from reaper.core.config import NotifyConfig
+from reaper.app.daemon import startup
+from reaper.app.jobs import SWEEP
+from reaper.signaling.servers import ATTACHED, NOT_ATTACHED, UNKNOWN, SignalingCluster
 from support.gates import cleared, permit
 from support.redis_proc import find_free_port
 from support.signaling import NodeTier

@@ -1,11 +1,11 @@
-"""The writers' clock lead over Redis (reaper/skew.py): exact maximum, binned p95, fixed memory."""
+"""The writers' clock lead over Redis (reaper/core/skew.py): exact maximum, binned p95, fixed memory."""
 
 import math
 import random
 
 import pytest
 
-from reaper.skew import AGE_SPAN_S, BIN_S, LEAD_SPAN_S, Skew
+from reaper.core.skew import AGE_SPAN_S, BIN_S, LEAD_SPAN_S, Skew
 
 
 def skew_of(*ages: float) -> Skew:

@@ -1,13 +1,13 @@
-"""reaper.socketio: channel names and packet layouts of the socket.io Redis adapter (pure)."""
+"""reaper.signaling.socketio: channel names and packet layouts of the socket.io Redis adapter (pure)."""
 
 import json
 
 import pytest
 
-from reaper.config import load_config
-from reaper.errors import ConfigError
-from reaper.msgpack import packb, unpackb
-from reaper.socketio import (Answer, Channels, broadcast_packet, disconnect_request, fetch_request,
+from reaper.core.config import load_config
+from reaper.core.errors import ConfigError
+from reaper.signaling.msgpack import packb, unpackb
+from reaper.signaling.socketio import (Answer, Channels, broadcast_packet, disconnect_request, fetch_request,
                              parse_answer)
 
 

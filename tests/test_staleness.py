@@ -5,12 +5,14 @@ import random
 
 import pytest
 
-from reaper import intents, reasons
-from reaper.config import CascadeConfig, SafetyConfig, TimingConfig
-from reaper.guard import allowance, is_mass_expiry
-from reaper.intents import Intent, guest_intent, purge_intent
-from reaper.retry import RetryPolicy
-from reaper.staleness import Policy, future_problem, judge, missed_pings
+from reaper.core import intents
+
+from reaper.core import reasons
+from reaper.core.config import CascadeConfig, SafetyConfig, TimingConfig
+from reaper.core.guard import allowance, is_mass_expiry
+from reaper.core.intents import Intent, guest_intent, purge_intent
+from reaper.core.retry import RetryPolicy
+from reaper.core.staleness import Policy, future_problem, judge, missed_pings
 
 NOW = 1_800_000_000.0
 DEFAULTS = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5)

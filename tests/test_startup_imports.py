@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from reaper.config import MongoConfig, ServiceConfig
-from reaper.errors import PermanentError
-from reaper.services import AuthService, GuestStore, UserService
+from reaper.core.config import MongoConfig, ServiceConfig
+from reaper.core.errors import PermanentError
+from reaper.cascade.services import AuthService, GuestStore, UserService
 
 HEAVY = ("pymongo", "httpcore")
 # Prints which of HEAVY the process loaded, once `reaper run --once` has exited.
 PROBE = ("import atexit, sys\n"
          f"atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules]))\n"
-         "from reaper.cli import main\n"
+         "from reaper.app.cli import main\n"
          "main()\n")
 
 

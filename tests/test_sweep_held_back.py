@@ -6,11 +6,12 @@ import hashlib
 
 import pytest
 
-import reaper.store
-import reaper.sweep
-from reaper import cluster, scripts
-from reaper.records import OnlineEntry
-from reaper.sweep import HeldBack, Sweep
+import reaper.store.client
+import reaper.sweep.sweep
+from reaper.store import cluster
+from reaper.store import scripts
+from reaper.core.records import OnlineEntry
+from reaper.sweep.sweep import HeldBack, Sweep
 from support.guests import record
 from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent, intents,
                            reasons_of)
@@ -64,7 +65,7 @@ def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r)
 
 
 def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, monkeypatch, logs):
-    monkeypatch.setattr(reaper.sweep, "MAX_HELD", 5)
+    monkeypatch.setattr(reaper.sweep.sweep, "MAX_HELD", 5)
     add_guests(world, live=40, stale=25, orphans=3, socketless=2)
     ctx = ctx_factory(**GUARD)
     sent = _commands(ctx.client)
@@ -103,7 +104,7 @@ def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, monkeyp
 
 def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory, world, r, monkeypatch):
     add_guests(world, live=40, stale=25)
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
     calls, rewritten = [], []
     first_pass = _scans(r, 1)  # batches: one per primary scanned
 
@@ -117,7 +118,7 @@ def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory,
             rewritten.append(rec.socket_id)
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_rewrite_in_second_look)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_rewrite_in_second_look)
 
     report = ctx_factory(**GUARD).sweep()
 
@@ -210,7 +211,7 @@ def _entry(n: int, socket: bool) -> OnlineEntry:
     (0, 0, 6, True),
 ])
 def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, overflowed):
-    monkeypatch.setattr(reaper.sweep, "MAX_HELD", 5)
+    monkeypatch.setattr(reaper.sweep.sweep, "MAX_HELD", 5)
     held = HeldBack()
 
     for n in range(records):

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-import reaper.store
-from reaper import guest_ids
-from reaper.sweep import Sweep
+import reaper.store.client
+from reaper.core import guest_ids
+from reaper.sweep.sweep import Sweep
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import assert_intents_consistent, intents, reasons_of
 
@@ -28,14 +28,14 @@ FIRST_PASS_TAKES = dict(safety__mass_reap_per_sweep=100)
 
 def _rewrite_after_load(monkeypatch, rewrite):
     """Run ``rewrite`` after the sweep has read records and before it compare-and-deletes."""
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
 
     def load_then_rewrite(*args, **kwargs):
         loaded = original(*args, **kwargs)
         rewrite()
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_rewrite)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_rewrite)
 
 
 # -- live and stale ------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def _rewrite_after_load(monkeypatch, rewrite):
 ])
 def test_live_guest_is_never_touched(ctx_factory, world, r, age, pong_age):
     ctx = ctx_factory()
-    world.now = reaper.store.redis_now(r)
+    world.now = reaper.store.client.redis_now(r)
     user, sock = world.guest(1, age=age, pong_age=pong_age)
     before = r.get(CONN + sock)
 
@@ -68,7 +68,7 @@ def test_live_guest_is_never_touched(ctx_factory, world, r, age, pong_age):
 ])
 def test_stale_guest_is_reaped_with_its_reason(ctx_factory, world, r, age, pong_age, reason):
     ctx = ctx_factory()
-    world.now = reaper.store.redis_now(r)
+    world.now = reaper.store.client.redis_now(r)
     user, sock = world.guest(1, age=age, pong_age=pong_age)
 
     report = ctx.sweep()
@@ -88,7 +88,7 @@ def test_writer_clock_behind_redis_within_skew_is_not_stale(ctx_factory, world, 
     # The writer stamped heartbeat and pong 180 s ago by its own clock, which runs 4 s behind
     # Redis: 184 s by Redis's, 3 missed pings without the skew, 2 with it.
     ctx = ctx_factory()
-    world.now = reaper.store.redis_now(r)
+    world.now = reaper.store.client.redis_now(r)
     written = world.now - 180 - 4.0
     world.write_record("sock1", record("sock1", "guest_1", written, written))
     world.entry("guest_1", "sock1")
@@ -110,7 +110,7 @@ def test_reaper_host_clock_never_matters(ctx_factory, world, r, monkeypatch):
         assert world.records() == {live[1]}
     assert stale[0] not in world.online()
     assert set(reasons_of(r)) == {stale[0]}
-    assert report.now == pytest.approx(reaper.store.redis_now(r), abs=5)
+    assert report.now == pytest.approx(reaper.store.client.redis_now(r), abs=5)
 
 
 # -- compare-and-delete --------------------------------------------------------------------
@@ -231,7 +231,7 @@ ODD_ENTRIES = {
 
 @pytest.mark.parametrize("with_records", [False, True], ids=["no records", "every socket has its record"])
 def test_the_online_pass_finds_the_orphans_the_sweeps_rule_finds(ctx_factory, world, r, with_records):
-    from reaper.records import parse_online_entry
+    from reaper.core.records import parse_online_entry
     for user, value in ODD_ENTRIES.items():
         r.hset(ONLINE, user, value)
         if with_records:  # live records for every socket named, each under its entry's user

@@ -8,8 +8,8 @@ import threading
 import pytest
 import redis
 
-import reaper.sweep
-from reaper.sweep import Sweep
+import reaper.sweep.sweep
+from reaper.sweep.sweep import Sweep
 from support.guests import ONLINE, record
 from sweep_helpers import add_guests, assert_intents_consistent, reasons_of, stop_at_batch
 
@@ -20,7 +20,7 @@ STATE = "reaper:state"
 def overlapping(monkeypatch):
     """Every sweep of more than 3 online entries runs the two passes side by side; returns the
     list of modes the sweeps ran in (True: side by side)."""
-    monkeypatch.setattr(reaper.sweep, "OVERLAP_MIN_ENTRIES", 3)
+    monkeypatch.setattr(reaper.sweep.sweep, "OVERLAP_MIN_ENTRIES", 3)
     modes, original = [], Sweep.__init__
 
     def remember(self, *args, **kwargs):

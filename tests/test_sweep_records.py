@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import reaper.store
+import reaper.store.client
 from support.guests import CONN, World, record
 from sweep_helpers import assert_intents_consistent, intents, keys_of, reasons_of
 
@@ -120,14 +120,14 @@ def test_malformed_records_among_good_ones_do_not_stop_the_sweep(ctx_factory, wo
 def test_quarantine_keeps_the_record_a_writer_rewrote(ctx_factory, world, r, monkeypatch):
     r.set(KEY, b"not json")
     fixed = json.dumps(record("sock1", "guest_1", world.now))
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
 
     def load_then_fix(*args, **kwargs):
         loaded = original(*args, **kwargs)
         r.set(KEY, fixed)
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_fix)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_fix)
 
     report = ctx_factory().sweep()
 
@@ -222,14 +222,14 @@ def test_malformed_hash_records_are_quarantined(ctx_factory, hash_world, r, logs
 @pytest.mark.parametrize("field", ["lastHeartbeat", "lastPongReceived"])
 def test_hash_compare_and_delete_keeps_a_hash_that_moved_on(ctx_factory, hash_world, r, monkeypatch, field):
     user, sock = hash_world.guest(1, age=400, pong_age=400)
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
 
     def load_then_heartbeat(*args, **kwargs):
         loaded = original(*args, **kwargs)
         r.hset(CONN + sock, field, datetime.now(timezone.utc).isoformat())
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_heartbeat)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_heartbeat)
 
     report = ctx_factory(redis__record_format="hash").sweep()
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import redis
 
-import reaper.store
+import reaper.store.client
 from support.guests import CONN, record
 from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, snapshot)
@@ -56,7 +56,7 @@ def test_mass_expiry_budget_holds_across_small_batches(ctx_factory, world, r):
 
 def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r, monkeypatch):
     add_guests(world, live=10, stale=50)
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
     revived = []
 
     def load_then_revive_one(client, keys, names, fmt, *read_ahead):
@@ -67,7 +67,7 @@ def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r
             world.write_record(stale[0].socket_id, record(stale[0].socket_id, stale[0].user_id, world.now))
         return loaded
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_revive_one)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_revive_one)
 
     report = ctx_factory(redis__scan_count=3, **GUARD).sweep()
 
@@ -95,7 +95,7 @@ def test_stopping_during_the_second_pass_is_reported(ctx_factory, world, r, monk
     add_guests(world, live=10, stale=30)  # 40 guests: no mass expiry, but more than the budget
     world.entry("guest_99", None)  # a socketless orphan, reaped only after a full record pass
     ctx = ctx_factory(**GUARD)
-    original = reaper.store.load_records
+    original = reaper.store.client.load_records
     calls = []
 
     def load_then_stop_in_second_pass(*args, **kwargs):
@@ -104,7 +104,7 @@ def test_stopping_during_the_second_pass_is_reported(ctx_factory, world, r, monk
             ctx.stopping.set()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(reaper.store, "load_records", load_then_stop_in_second_pass)
+    monkeypatch.setattr(reaper.store.client, "load_records", load_then_stop_in_second_pass)
 
     report = ctx.sweep()
 

@@ -3,8 +3,8 @@
 import json
 import threading
 
-from reaper.keys import Keys
-from reaper.sweep import sweep
+from reaper.core.keys import Keys
+from reaper.sweep.sweep import sweep
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import (assert_deletable_intents, assert_intents_consistent, due_ids, intents,
                            reasons_of, stop_at_batch)

@@ -16,12 +16,12 @@ import pytest
 import redis
 from redis.commands.core import Script
 
-from reaper import guest_ids
-from reaper import scripts
-from reaper.intents import guest_intent
-from reaper.presence import OnlineList
-from reaper.records import entry_belongs_to, parse_online_entry
-from reaper.sweep import Sweep
+from reaper.core import guest_ids
+from reaper.store import scripts
+from reaper.core.intents import guest_intent
+from reaper.store.presence import OnlineList
+from reaper.core.records import entry_belongs_to, parse_online_entry
+from reaper.sweep.sweep import Sweep
 from support.guests import CONN, ONLINE, record
 from sweep_helpers import DUE, INTENTS, assert_intents_consistent, due_ids, intents, snapshot
 
@@ -260,7 +260,7 @@ def test_registered_users_and_a_guest_back_on_a_new_socket_keep_their_entries(ct
     assert {user: r.hget(ONLINE, user) for user in kept} == kept
     assert r.hget(ONLINE, "guest_3") is None
     # Their online step is done all the same (the entry is not theirs): settled like the rest.
-    # member_2 is no guest id: no external step, so no intent (reaper/guest_ids.py).
+    # member_2 is no guest id: no external step, so no intent (reaper/core/guest_ids.py).
     expected = {} if environ is NO_SERVICES else {u: ["auth"] for u in ("guest_1", "guest_3")}
     assert {i["user_id"]: i["steps"] for i in intents(r).values()} == expected
     assert_intents_consistent(r)

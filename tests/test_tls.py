@@ -5,9 +5,9 @@ redis-servers (this machine's redis-server 7.0 is built with TLS) with certifica
 import pytest
 import redis
 
-from reaper.config import load_config
-from reaper.errors import ConfigError
-from reaper.store import connect
+from reaper.core.config import load_config
+from reaper.core.errors import ConfigError
+from reaper.store.client import connect
 from support.cli import invoke
 from support.guests import World
 from support.tls import TlsRedisProcess, encrypt_key, make_certificates

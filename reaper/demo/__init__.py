@@ -10,6 +10,6 @@
     runner        wires them together and leaves nothing behind
 """
 
-from .runner import run_demo
+from reaper.demo.runner import run_demo
 
 __all__ = ["run_demo"]

@@ -9,8 +9,8 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from .events import Event, parse_line
-from .timings import Timings
+from reaper.demo.events import Event, parse_line
+from reaper.demo.timings import Timings
 
 STOP_TIMEOUT_S = 15.0
 

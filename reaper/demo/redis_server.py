@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from .errors import DemoError
+from reaper.demo.errors import DemoError
 
 MACHINE_PORT = 6379  # the machine's own Redis: never the demo's
 START_TIMEOUT_S = 10.0

@@ -17,17 +17,17 @@ from pathlib import Path
 import httpx
 import redis
 
-from ..config import load_config
-from ..keys import Keys
-from .errors import DemoError
-from .events import Journal
-from .process import ReaperProcess, reaper_environ
-from .redis_server import PrivateRedis, RedisServerMissing, free_port
-from .signaling import CONNECTION, ONLINE, Signaling, plan
-from .standins import StandIns
-from .summary import Facts, judge, render
-from .timings import Timings
-from .view import Screen, Snapshot, guest_state
+from reaper.core.config import load_config
+from reaper.core.keys import Keys
+from reaper.demo.errors import DemoError
+from reaper.demo.events import Journal
+from reaper.demo.process import ReaperProcess, reaper_environ
+from reaper.demo.redis_server import PrivateRedis, RedisServerMissing, free_port
+from reaper.demo.signaling import CONNECTION, ONLINE, Signaling, plan
+from reaper.demo.standins import StandIns
+from reaper.demo.summary import Facts, judge, render
+from reaper.demo.timings import Timings
+from reaper.demo.view import Screen, Snapshot, guest_state
 
 EXIT_PASS, EXIT_FAIL, EXIT_MISSING, EXIT_INTERRUPTED = 0, 1, 3, 130
 REFRESH_S = 0.5  # the view is redrawn about twice a second

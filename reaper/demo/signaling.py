@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 
 import redis
 
-from ..socketio import Channels
-from .timings import Timings
+from reaper.signaling.socketio import Channels
+from reaper.demo.timings import Timings
 
 KINDS = LIVE, DROPPED, KILLED, FROZEN, LEFTOVER, MALFORMED = (
     "live", "dropped", "killed", "frozen", "leftover", "malformed")

@@ -4,8 +4,8 @@ Pure: the facts gathered at the end in, an Outcome and its text out."""
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .signaling import KINDS, Scenario
-from .view import REASONS
+from reaper.demo.signaling import KINDS, Scenario
+from reaper.demo.view import REASONS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .events import Decision, Notice, Stats
+from reaper.demo.events import Decision, Notice, Stats
 
 STATES = ("joining", "live", "dying", "reaped", "touched")  # of the simulated guests
 REASONS = ("orphan", "heartbeat_timeout", "ping_timeout", "malformed", "startup_purge")

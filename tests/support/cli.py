@@ -2,7 +2,7 @@
 
 from click.testing import CliRunner
 
-from reaper.cli import cli
+from reaper.app.cli import cli
 
 
 def invoke(args: list[str], env: dict):

@@ -1,8 +1,8 @@
-"""Tokens of the gate (reaper/gate.py) for tests of the clients behind it: what the gate would
+"""Tokens of the gate (reaper/safety/gate.py) for tests of the clients behind it: what the gate would
 hand over after its checks, so a client's own behaviour can be tested alone."""
 
-from reaper import gate
-from reaper.guest_ids import path_segment
+from reaper.safety import gate
+from reaper.core.guest_ids import path_segment
 
 
 def cleared(user_id: str) -> gate.Cleared:

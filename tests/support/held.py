@@ -1,11 +1,11 @@
-"""For the tests of the gate's authority (reaper/authority.py): cascades queued straight into
+"""For the tests of the gate's authority (reaper/safety/authority.py): cascades queued straight into
 Redis, and the two things that make a replica lose its authority mid-work."""
 
-from reaper.authority import Authority
-from reaper.intents import guest_intent
-from reaper.keys import Keys
-from reaper.leader import Lease
-from reaper.pause import pause
+from reaper.safety.authority import Authority
+from reaper.core.intents import guest_intent
+from reaper.core.keys import Keys
+from reaper.store.leader import Lease
+from reaper.store.pause import pause
 
 from .guests import redis_now
 

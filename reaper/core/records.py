@@ -1,0 +1,243 @@
+"""Parsing what the signaling service writes (SPEC §1). Pure: bytes in, values out.
+
+A guest record becomes a GuestRecord when reaper can read the three things it judges by
+(userId, lastHeartbeat, lastPongReceived) and a Malformed otherwise. Other fields are the
+signaling service's business: a wrong type there does not make a record malformed.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from reaper.core.names import is_text
+
+# Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
+_EPOCH_MS_THRESHOLD = 1e11
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}
+_MAX_EPOCH_S = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+# Records and entries are built a million times per sweep at scale: slots, and not frozen
+# (a frozen dataclass's __init__ costs four times as much).
+@dataclass(slots=True)
+class GuestRecord:
+    key: str
+    socket_id: str
+    user_id: str
+    last_heartbeat: float  # epoch seconds
+    last_pong: float  # epoch seconds
+    witness: tuple = field(default=(b"", b""), repr=False)  # what compare-and-delete compares
+
+    def malformed(self, problem: str, redis_type: str) -> "Malformed":
+        """This record as malformed after all: readable, but judged unbelievable (a timestamp in
+        the future, reaper/core/staleness.py)."""
+        return Malformed(self.key, self.socket_id, problem, redis_type, self.user_id,
+                         self.last_heartbeat, self.last_pong, self.witness)
+
+
+@dataclass(slots=True)
+class Malformed:
+    key: str
+    socket_id: str
+    problem: str
+    redis_type: str  # "string", "hash", or whatever TYPE said
+    user_id: str | None = None
+    last_heartbeat: float | None = None
+    last_pong: float | None = None
+    witness: tuple = field(default=(b"", b""), repr=False)
+
+
+@dataclass(slots=True)
+class OnlineEntry:
+    """One field of ``users:online``."""
+
+    user_id: str
+    raw: bytes
+    is_guest: bool
+    socket_id: str | None
+
+
+def loads(raw: bytes) -> object:
+    """json.loads(raw), a third faster for what the signaling service writes: UTF-8 JSON
+    objects. json.loads first guesses the encoding of bytes; a leading "{" with no NUL after it
+    is UTF-8 by its own rules, and anything else goes to json.loads itself."""
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        text = raw.decode("utf-8", "surrogatepass")
+        data, end = _raw_decode(text)
+        if end == len(text) or not text[end:].strip(" \t\n\r"):
+            return data
+    return json.loads(raw)  # also raises the error for text after the object
+
+
+def parse_timestamp(value: object) -> float:
+    """Epoch seconds from ISO-8601 text or an epoch number (s or ms); ValueError otherwise."""
+    if isinstance(value, str):
+        seconds = _from_text(value.strip())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = _from_epoch(_float(value))
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    # Outside datetime's years 1970..9999 a "timestamp" is garbage; a far-future one would
+    # otherwise keep its record live for ever.
+    if not 0 <= seconds <= _MAX_EPOCH_S:
+        raise ValueError(f"timestamp out of range: {value!r}")
+    return seconds
+
+
+def _from_text(text: str) -> float:
+    # What the signaling service writes ("2026-11-29T10:05:41.090Z") is tried first; no text
+    # with "-" after four characters is a number, and digits alone ("20261129") stay epoch numbers.
+    if text[4:5] == "-":
+        try:
+            return _from_iso(text)
+        except ValueError:
+            pass
+    number = _number_or_none(text)
+    return _from_iso(text) if number is None else _from_epoch(number)
+
+
+def _float(number: int | float) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        raise ValueError(f"not a timestamp: {number!r}") from None
+
+
+def _number_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _from_epoch(number: float) -> float:
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"not a timestamp: {number!r}")
+    return number / 1000.0 if number >= _EPOCH_MS_THRESHOLD else number
+
+
+def _from_iso(text: str) -> float:
+    parsed = datetime.fromisoformat(text)  # ValueError on garbage
+    if parsed.tzinfo is None:  # the signaling service writes UTC
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def parse_json_record(key: str, socket_id: str, raw: bytes | None) -> GuestRecord | Malformed:
+    """A ``guest_connection:*`` string value."""
+    if not raw:
+        return Malformed(key, socket_id, "empty value", "string", witness=(raw or b"", b""))
+    try:
+        data = loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
+        return Malformed(key, socket_id, "not JSON", "string", witness=(raw, b""))
+    if not isinstance(data, dict):
+        problem = f"JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, not an object"
+        return Malformed(key, socket_id, problem, "string", witness=(raw, b""))
+    return _from_fields(key, socket_id, data, "string", (raw, b""))
+
+
+def parse_hash_record(key: str, socket_id: str, fields: dict) -> GuestRecord | Malformed:
+    """A ``guest_connection:*`` hash value (``record_format = "hash"``)."""
+    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    witness = tuple(_raw(fields, name) for name in ("lastHeartbeat", "lastPongReceived"))
+    if not fields:
+        return Malformed(key, socket_id, "empty hash", "hash", witness=witness)
+    return _from_fields(key, socket_id, decoded, "hash", witness)
+
+
+def _raw(fields: dict, name: str) -> bytes:
+    value = fields.get(name.encode(), fields.get(name, b""))
+    return value.encode() if isinstance(value, str) else value
+
+
+def _text(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _from_fields(key: str, socket_id: str, data: dict, redis_type: str,
+                 witness: tuple) -> GuestRecord | Malformed:
+    return _well_formed(key, socket_id, data, witness) or _carefully(
+        key, socket_id, data, redis_type, witness)
+
+
+def _well_formed(key: str, socket_id: str, data: dict, witness: tuple) -> GuestRecord | None:
+    """The record as the signaling service writes it, read in one go; None when it is anything
+    else, for _carefully to read (and to say what is wrong)."""
+    user_id, beat_text, pong_text = data.get("userId"), data.get("lastHeartbeat"), data.get("lastPongReceived")
+    heartbeat = _offset_iso(beat_text)
+    pong = heartbeat if pong_text == beat_text else _offset_iso(pong_text)  # one write sets both
+    if type(user_id) is str and user_id and user_id.isascii() and heartbeat is not None and pong is not None:
+        return GuestRecord(key, socket_id, user_id, heartbeat, pong, witness)
+    return None
+
+
+def _offset_iso(value: object) -> float | None:
+    """Epoch seconds of ISO text with an offset ("...Z"), within range; None for anything else."""
+    if type(value) is not str or value[4:5] != "-":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        seconds = parsed.timestamp() if parsed.tzinfo is not None else -1.0
+    except (ValueError, OverflowError):
+        return None
+    return seconds if 0 <= seconds <= _MAX_EPOCH_S else None
+
+
+def _carefully(key: str, socket_id: str, data: dict, redis_type: str,
+               witness: tuple) -> GuestRecord | Malformed:
+    user_id, user_problem = _user_id_field(data)
+    heartbeat, heartbeat_problem = _timestamp_field(data, "lastHeartbeat")
+    # A record that has not been ponged yet is judged by its heartbeat alone.
+    pong, pong_problem = _timestamp_field(data, "lastPongReceived", absent_ok=True)
+    if pong is None and not pong_problem:
+        pong = heartbeat
+    problem = user_problem or heartbeat_problem or pong_problem
+    if problem:
+        return Malformed(key, socket_id, problem, redis_type, user_id, heartbeat, pong, witness)
+    return GuestRecord(key, socket_id, user_id, heartbeat, pong, witness)
+
+
+def _user_id_field(data: dict) -> tuple[str | None, str | None]:
+    user_id = data.get("userId")
+    if user_id is None:
+        return None, "missing userId"
+    if not isinstance(user_id, str):
+        return None, f"userId is {type(user_id).__name__}, not a string"
+    if not is_text(user_id):  # "\ud800": no signaling server writes it, no service knows it
+        return None, "userId is not Unicode text (a lone surrogate)"
+    return (user_id, None) if user_id else (None, "empty userId")
+
+
+def _timestamp_field(data: dict, name: str, absent_ok: bool = False) -> tuple[float | None, str | None]:
+    value = data.get(name)
+    if value is None or value == "":
+        return None, None if absent_ok else f"missing {name}"
+    try:
+        return parse_timestamp(value), None
+    except (ValueError, OverflowError):  # a sweep never crashes on a record
+        return None, f"unreadable {name}: {str(value)[:40]!r}"
+
+
+def parse_online_entry(user_id: str, raw: bytes, guest_id_prefix: str) -> OnlineEntry:
+    """A ``users:online`` field. Not JSON: a guest only by its id prefix, with no known socket."""
+    try:
+        data = loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        return OnlineEntry(user_id, raw, user_id.startswith(guest_id_prefix), None)
+    is_guest = data.get("isGuest") is True or user_id.startswith(guest_id_prefix)
+    socket_id = data.get("socketId")
+    socket_id = socket_id if isinstance(socket_id, str) and socket_id and is_text(socket_id) else None
+    return OnlineEntry(user_id, raw, is_guest, socket_id)
+
+
+def entry_belongs_to(entry: OnlineEntry, socket_id: str | None) -> bool:
+    """May reaping ``socket_id`` remove this entry? Only a guest's, naming that socket or none."""
+    return entry.is_guest and (entry.socket_id is None or entry.socket_id == socket_id)

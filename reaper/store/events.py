@@ -1,0 +1,280 @@
+"""The audit trail: one decision record per reaped guest, so "who removed guest X, when and
+why" has an answer (`reaper events`). A cascade that ends otherwise than planned adds one more:
+``skipped_live`` / ``skipped_registered`` (the user was back before its database records went)
+or ``dead_letter``.
+
+Records go to the stream ``<reaper_prefix>events`` as one JSON field each, capped near
+``events.max_len`` (XADD MAXLEN ~, which trims whole radix-tree nodes: cheap, and never below
+the cap). Entry ids are Redis's own clock, the clock every sweep judges by, so ``--since`` is
+measured on it too. Building and showing records is pure; ``EventStream`` does the I/O: one
+script call per batch, where a pipeline of XADDs would cost the sweep three times as much
+(redis-py packs every field of every XADD).
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import redis
+
+from reaper.core import ownkeys
+from reaper.core import reasons
+from reaper.core import redact
+from reaper.store import scripts
+from reaper.core.config import Config
+from reaper.core.keys import Keys
+from reaper.core.staleness import Verdict
+from reaper.store.client import require_type
+
+READ_PAGE = 1000  # entries per XREVRANGE while filtering by user
+FIELD = "decision"  # each entry's one field, holding the record as JSON
+# A str as JSON text (C code when available), ASCII: a name that is no UTF-8 (reaper/core/names.py)
+# stays valid JSON, as "\udcff".
+_quote = json.encoder.encode_basestring_ascii
+REAPED, DEAD_LETTER = "reaped", "dead_letter"
+
+
+@dataclass(slots=True)
+class Decision:
+    """Why one guest was reaped, with what the sweep saw. ``None`` where it saw nothing."""
+
+    user_id: str
+    socket_id: str | None
+    reason: str
+    at: float  # the sweep's Redis TIME
+    heartbeat_age_s: float | None = None
+    missed_pings: int | None = None
+    orphan: bool = False
+    problem: str | None = None  # what made the record malformed
+    note: str | None = None  # the sweep's words for any other guest, e.g. an orphan's "no record"
+    dry_run: bool = False
+    event: str = REAPED
+
+    def to_json(self) -> str:
+        """The stream entry's one field: compact JSON, unknown values and false flags left out.
+        Written out by hand: a sweep writes one per reaped guest, and json's encoder took 4 us."""
+        parts = [f'"event":{_quote(self.event)},"user_id":{_quote(self.user_id)}']
+        if self.socket_id is not None:
+            parts.append(f'"socket_id":{_quote(self.socket_id)}')
+        parts.append(f'"reason":{_quote(self.reason)},"at":{_number(self.at)}')
+        if self.heartbeat_age_s is not None:
+            parts.append(f'"heartbeat_age_s":{_number(round(self.heartbeat_age_s, 3))}')
+        if self.missed_pings is not None:
+            parts.append(f'"missed_pings":{int(self.missed_pings)}')
+        for name, text in (("problem", self.problem), ("note", self.note)):
+            if text is not None:
+                parts.append(f'"{name}":{_quote(text)}')
+        parts += [f'"{name}":true' for name, flag in (("orphan", self.orphan), ("dry_run", self.dry_run)) if flag]
+        return "{" + ",".join(parts) + "}"
+
+    @property
+    def detail(self) -> str:
+        """What the log line says after the reason (reaper/demo parses it)."""
+        if self.problem is not None or self.note is not None:
+            return self.problem if self.problem is not None else self.note
+        return f"heartbeat age {self.heartbeat_age_s:.0f}s, missed pings {self.missed_pings}"
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else "null"  # JSON has no inf or nan
+
+
+def decision(user_id: str, socket_id: str | None, reason: str, seen: Verdict | str, now: float,
+             dry_run: bool = False) -> Decision:
+    """The record for a guest the sweep reaped: ``seen`` is the stale verdict, or for an orphan or
+    a malformed record the sweep's words ("no record", or the problem)."""
+    common = dict(user_id=user_id, socket_id=socket_id or None, reason=reason, at=now, dry_run=dry_run)
+    if isinstance(seen, Verdict):
+        return Decision(**common, heartbeat_age_s=seen.heartbeat_age_s, missed_pings=seen.missed_pings)
+    if reason == reasons.MALFORMED:
+        return Decision(**common, problem=seen)
+    return Decision(**common, orphan=reason == reasons.ORPHAN, note=seen)
+
+
+def outcome(user_id: str | None, socket_id: str | None, reason: str, event: str, now: float,
+            note: str | None) -> Decision:
+    """A cascade's end worth auditing: ``event`` is skipped_<state> or dead_letter. The note
+    (the last error) may quote a reply: kept scrubbed of credentials."""
+    return Decision(user_id=user_id or "-", socket_id=socket_id or None, reason=reason, at=now,
+                    note=None if note is None else redact.scrub(note), event=event)
+
+
+def from_entry(entry_id: bytes | str, raw: dict) -> dict | None:
+    """A stream entry as `reaper events` shows it: id, its Redis time, and the record's fields;
+    None when it holds nothing that can be shown (the reader skips and counts it)."""
+    entry_id = _text(entry_id)
+    fields = {_text(k): v for k, v in raw.items()}
+    record = _record(fields.pop(FIELD, None))
+    if record is None:  # not one of ours: its other fields are shown, as they are
+        if not fields:
+            return None
+        record = {k: _text(v) for k, v in fields.items()}
+    return {"id": entry_id, "time": _time_of(entry_id), **record}
+
+
+def _time_of(entry_id: str) -> str:
+    try:
+        return _iso(int(entry_id.split("-")[0]) / 1000)
+    except (ValueError, OverflowError, OSError):  # an id given by hand, past the year 9999
+        return "?"
+
+
+# Each field a decision record may hold, and what it must be to be shown; others are dropped.
+_TEXT, _NUMBER_OR_NULL, _FLAG = (str,), (int, float, type(None)), (bool,)
+SCHEMA = {"event": _TEXT, "user_id": _TEXT, "socket_id": _TEXT, "reason": _TEXT, "at": _NUMBER_OR_NULL,
+          "heartbeat_age_s": _NUMBER_OR_NULL, "missed_pings": (int,), "orphan": _FLAG, "dry_run": _FLAG,
+          "problem": _TEXT, "note": _TEXT}
+REQUIRED = ("user_id", "reason")
+
+
+def _record(raw: bytes | str | None) -> dict | None:
+    """The decision record in the entry's field, or None when it is not one reaper wrote: not
+    UTF-8, not JSON, not an object, or a field of another type than reaper writes."""
+    if raw is None:
+        return None
+    try:
+        record = ownkeys.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in REQUIRED):
+        return None
+    shown = {k: v for k, v in record.items() if k in SCHEMA}
+    return shown if all(_fits(k, v) for k, v in shown.items()) else None
+
+
+def _fits(name: str, value) -> bool:
+    if isinstance(value, bool) and bool not in SCHEMA[name]:
+        return False  # JSON true is no number
+    return isinstance(value, SCHEMA[name])
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def since_id(now: float, since_s: float) -> str:
+    """The smallest stream id at or after ``now - since_s`` (both Redis time, seconds)."""
+    return f"{max(0, int((now - since_s) * 1000))}-0"
+
+
+# -- showing ------------------------------------------------------------------------------
+
+COLUMNS = (("time", 24), ("user", 20), ("socket", 20), ("reason", 17))
+SHOWN_CHARS = 300  # of one value in the table: a huge one is cut, never a screenful
+
+
+def as_text(found: list[dict], unreadable: int = 0) -> str:
+    """A table, newest first; the last column says what was observed. Values are scrubbed of
+    credentials and shown on one line, control characters escaped."""
+    lines = [_skipped(unreadable)] if unreadable else []
+    if not found:
+        return "\n".join(["No decision records."] + lines)
+    header = "".join(f"{title:<{width}} " for title, width in COLUMNS) + "observed"
+    return "\n".join([header] + [_row(event) for event in found] + lines)
+
+
+def _skipped(unreadable: int) -> str:
+    return f"{unreadable} {'entry' if unreadable == 1 else 'entries'} unreadable, skipped"
+
+
+def _row(event: dict) -> str:
+    cells = [event["time"], event.get("user_id", "?"), event.get("socket_id", "-"), event.get("reason", "?")]
+    return "".join(f"{_shown(cell):<{width}} " for cell, (_, width) in zip(cells, COLUMNS)) + \
+        _shown(_observed(event), 2 * SHOWN_CHARS)
+
+
+def _shown(value, limit: int = SHOWN_CHARS) -> str:
+    return redact.printable(redact.cut(redact.scrub(str(value)), limit))
+
+
+def _observed(event: dict) -> str:
+    parts = []
+    if isinstance(event.get("heartbeat_age_s"), (int, float)):
+        parts.append(f"heartbeat age {event['heartbeat_age_s']:.0f}s")
+    if "missed_pings" in event:
+        parts.append(f"missed pings {event['missed_pings']}")
+    if event.get("event", REAPED) != REAPED:
+        parts.append(f"cascade {event['event']}")
+    if "problem" in event:
+        parts.append(f"malformed: {event['problem']}")
+    if "note" in event:
+        parts.append(event["note"])
+    if event.get("dry_run"):
+        parts.append("dry run")
+    return ", ".join(parts)
+
+
+def as_json_lines(found: list[dict], unreadable: int = 0) -> str:
+    """One object per record, its text scrubbed of credentials; after them, when entries were
+    skipped, one more: {"unreadable": N}."""
+    lines = [json.dumps(_scrubbed(event), sort_keys=True) for event in found]
+    return "\n".join(lines + ([json.dumps({"unreadable": unreadable})] if unreadable else []))
+
+
+def _scrubbed(event: dict) -> dict:
+    return {k: redact.scrub(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+@dataclass
+class Found:
+    """What a read found: the records to show, and how many entries could not be read."""
+
+    records: list[dict]
+    unreadable: int = 0
+
+
+# -- I/O ---------------------------------------------------------------------------------------
+
+class EventStream:
+    """Writes decision records, one round trip per batch; reads them back newest first."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, max_len: int):
+        self.client, self.key, self.max_len = client, keys.events, max_len
+        self.prefix = keys.reaper_prefix
+        self._add = client.register_script(scripts.ADD_EVENTS)
+
+    @classmethod
+    def from_config(cls, client: redis.Redis, keys: Keys, config: Config) -> "EventStream":
+        return cls(client, keys, config.events.max_len)
+
+    def write(self, decisions: list[Decision]) -> None:
+        """One round trip per EVENTS_BATCH. A dry run writes nothing, and neither does max_len 0."""
+        records = [d.to_json() for d in decisions if not d.dry_run]
+        if not records or self.max_len == 0:
+            return
+        for start in range(0, len(records), scripts.EVENTS_BATCH):
+            self._add(keys=[self.key], args=[self.max_len, *records[start:start + scripts.EVENTS_BATCH]])
+
+    def read(self, now: float, since_s: float | None = None, user_id: str | None = None,
+             limit: int = 100) -> list[dict]:
+        return self.query(now, since_s, user_id, limit).records
+
+    def query(self, now: float, since_s: float | None = None, user_id: str | None = None,
+              limit: int = 100) -> Found:
+        """At most ``limit`` records, newest first, of ``user_id`` (or anyone), not older than
+        ``since_s`` before ``now`` (Redis time); entries that cannot be read are counted."""
+        require_type(self.client, self.key, "stream")
+        oldest = "-" if since_s is None else since_id(now, since_s)
+        found, newest, page_size = Found([]), "+", READ_PAGE if user_id else limit
+        while len(found.records) < limit:
+            page = self.client.xrevrange(self.key, newest, oldest, count=page_size)
+            for entry_id, raw in page:
+                self._take(found, from_entry(entry_id, raw), user_id)
+            if len(page) < page_size:
+                break
+            newest = "(" + _text(page[-1][0])
+        found.records = found.records[:limit]
+        return found
+
+    @staticmethod
+    def _take(found: Found, event: dict | None, user_id: str | None) -> None:
+        if event is None:
+            found.unreadable += 1
+        elif user_id is None or event.get("user_id") == user_id:
+            found.records.append(event)

@@ -1,0 +1,458 @@
+"""Lua scripts: each one short, O(1) or O(batch), so Redis is never held for long."""
+
+# Batch scripts (TAKE_RECORD, TAKE_GUEST, TAKE_ORPHAN, REMOVE_ENTRY, SETTLE_ONLINE, EXIST_EACH) handle a batch of guests in
+# one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
+# holds Redis for about a millisecond at most.
+TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each
+ENTRY_BATCH = 250  # entries per REMOVE_ENTRY call: ~2 Redis calls each
+EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
+
+# Every script that writes first checks that the keys it writes (and users:online, where it
+# removes entries) are absent or of the type reaper keeps there, and refuses before its first
+# write with an error naming the key: Redis keeps what a failed script wrote, so one failing
+# half-way (WRONGTYPE on its last write) would keep a removal and lose its intent.
+# The error reads "WRONGTYPE <key> holds a <type>, not a <type>" (store.explain parses it).
+# Use: local refused = wrong_type(KEYS[1], 'hash', ...) if refused then return refused end
+CHECK_TYPES = """
+local function wrong_type(...)
+  local expected = {...}
+  for i = 1, #expected, 2 do
+    local found = redis.call('TYPE', expected[i]).ok
+    if found ~= 'none' and found ~= expected[i + 1] then
+      return redis.error_reply('WRONGTYPE ' .. expected[i] .. ' holds a ' .. found .. ', not a ' .. expected[i + 1])
+    end
+  end
+end
+"""
+
+# KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)
+# then for record i (from 1): KEYS[2i+1] = guest_connection:{socketId}, KEYS[2i+2] = its quarantine key
+# ARGV[1] = due time   ARGV[2] = quarantine TTL (s)
+# ARGV[3] = Redis type of a record in the configured format ("string" or "hash")
+# then for record i, ARGV[6i-2 .. 6i+3]: "delete" | "quarantine", Redis type the sweep saw,
+#   string value read (or lastHeartbeat of a hash), lastPongReceived of a hash,
+#   cascade id ("" for none), intent JSON
+# Returns one 1 (taken) or 0 (left alone) per record.
+# Takes each record away only if it still holds what the sweep read, and records its cascade in
+# the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
+# Of a key of another type the sweep read only the type, so only the type is compared.
+_UNCHANGED = CHECK_TYPES + """
+local function unchanged(key, a)
+  local seen = ARGV[a + 1]
+  if seen == 'string' and ARGV[3] == 'string' then
+    -- GET answers an error, not the value read, for a key that is no string any more
+    return redis.pcall('GET', key) == ARGV[a + 2]
+  end
+  if redis.call('TYPE', key).ok ~= seen then return false end
+  if seen == 'hash' and ARGV[3] == 'hash' then
+    local f = redis.call('HMGET', key, 'lastHeartbeat', 'lastPongReceived')
+    return (f[1] or '') == ARGV[a + 2] and (f[2] or '') == ARGV[a + 3]
+  end
+  return true
+end
+local function remove(key, quarantine, a)
+  if ARGV[a] == 'quarantine' then
+    redis.call('RENAME', key, quarantine)
+    redis.call('EXPIRE', quarantine, ARGV[2])
+  else
+    redis.call('DEL', key)
+  end
+end
+local function write_intent(a)
+  if ARGV[a + 4] ~= '' then
+    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
+  end
+end
+-- take(key, quarantine, a) for each record: its two keys from KEYS[first_key], its arguments
+-- from ARGV[first_arg], per_record of them each.
+local function take_each(take, first_key, first_arg, per_record)
+  local taken = {}
+  for i = 1, (#KEYS - first_key + 1) / 2 do
+    taken[i] = take(KEYS[first_key + 2 * i - 2], KEYS[first_key + 2 * i - 1], first_arg + per_record * (i - 1))
+  end
+  return taken
+end
+"""
+TAKE_RECORD = _UNCHANGED + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
+local function take(key, quarantine, a)
+  if not unchanged(key, a) then return 0 end
+  remove(key, quarantine, a)
+  write_intent(a)
+  return 1
+end
+return take_each(take, 3, 4, 6)
+"""
+
+# Single Redis: TAKE_RECORD and the record's users:online entry in one step, so that no intent
+# needs an "online" step and nothing settles it afterwards.
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = users:online
+# then for record i (from 1): KEYS[2i+2] = guest_connection:{socketId}, KEYS[2i+3] = its quarantine key
+# ARGV[1..3] as TAKE_RECORD's   ARGV[4] = guest id prefix
+# then for record i, ARGV[8i-3 .. 8i+4]: TAKE_RECORD's six (the intent without an "online" step),
+#   userId ("" when the record names none), socketId
+# Returns per record 1 (taken, its entry removed or absent), 0 (left alone: changed), or 2 (left
+# alone: an entry is there that only the sweep can judge, e.g. one naming another socket).
+# The entry is removed here only when it is certainly the guest's: its field has the guest id
+# prefix and its JSON names this socket. Whatever else it holds, the sweep's own rules say the
+# same; anything less clear goes back to the sweep (2), which takes it the long way.
+TAKE_GUEST = _UNCHANGED + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash')
+if refused then return refused end
+local prefix = ARGV[4]
+local function ours(user, socket)
+  local value = redis.call('HGET', KEYS[3], user)
+  if not value then return 'absent' end
+  if string.sub(user, 1, #prefix) ~= prefix then return nil end
+  local ok, entry = pcall(cjson.decode, value)
+  if ok and type(entry) == 'table' and entry.socketId == socket then return 'remove' end
+  return nil
+end
+local function take(key, quarantine, a)
+  if not unchanged(key, a) then return 0 end
+  local user, entry = ARGV[a + 6], 'absent'
+  if user ~= '' then
+    entry = ours(user, ARGV[a + 7])
+    if not entry then return 2 end
+  end
+  remove(key, quarantine, a)
+  if entry == 'remove' then redis.call('HDEL', KEYS[3], user) end
+  write_intent(a)
+  return 1
+end
+return take_each(take, 4, 5, 8)
+"""
+
+# KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)
+# KEYS[4..] = guest_connection:{socketId} of the orphans that name a socket
+# ARGV[1] = due time, then for orphan i, ARGV[5i-3 .. 5i+1]: userId, entry value read,
+#   cascade id ("" for none: no step left), intent JSON, index in KEYS of its
+#   guest_connection key (0: names no socket)
+# Returns one 1 (taken) or 0 (left alone) per orphan.
+# Removes an orphan entry only if its socket still has no record and the entry is unchanged:
+# a guest that connected meanwhile keeps it. Its intent, if any step is left, in the same step.
+TAKE_ORPHAN = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'zset')
+if refused then return refused end
+local function take(a)
+  local k = tonumber(ARGV[a + 4])
+  if k > 0 and redis.call('EXISTS', KEYS[k]) == 1 then return 0 end
+  if redis.call('HGET', KEYS[1], ARGV[a]) ~= ARGV[a + 1] then return 0 end
+  redis.call('HDEL', KEYS[1], ARGV[a])
+  if ARGV[a + 2] ~= '' then
+    redis.call('HSET', KEYS[2], ARGV[a + 2], ARGV[a + 3])
+    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[a + 2])
+  end
+  return 1
+end
+local taken = {}
+for i = 1, (#ARGV - 1) / 5 do
+  taken[i] = take(5 * i - 3)
+end
+return taken
+"""
+
+# KEYS[1] = users:online   ARGV[2i-1], ARGV[2i] = userId and entry value read, for entry i
+# Returns per entry 1 removed, 2 already gone, 0 changed since it was read (left alone).
+REMOVE_ENTRY = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash')
+if refused then return refused end
+local removed = {}
+for i = 1, #ARGV / 2 do
+  local v = redis.call('HGET', KEYS[1], ARGV[2 * i - 1])
+  if not v then
+    removed[i] = 2
+  elseif v ~= ARGV[2 * i] then
+    removed[i] = 0
+  else
+    redis.call('HDEL', KEYS[1], ARGV[2 * i - 1])
+    removed[i] = 1
+  end
+end
+return removed
+"""
+
+SETTLE_ONLINE_BATCH = 150  # cascades per SETTLE_ONLINE call: ~3 Redis calls each, ~1 ms in all
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   (reaper keys only: no users:online, no guest key)
+# ARGV[1] = due time the sweep scheduled them for, then for cascade i, ARGV[3i-1 .. 3i+1]:
+#   cascade id, intent JSON the sweep wrote, the same intent without its "online" step
+#   ("" when no step is left)
+# Returns one 1 (settled) or 0 (left alone) per cascade.
+# The sweep has handled these guests' users:online entries after taking their records: settles
+# that step in the intents it wrote, deleting those with nothing left. Only an intent still
+# byte-equal to what the sweep wrote and still due when it was scheduled: one replaced (the guest
+# reaped again, a cascade's write-back) or claimed by a cascade meanwhile is left to its cascade.
+SETTLE_ONLINE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
+local due = tonumber(ARGV[1])
+local settled = {}
+for a = 2, #ARGV, 3 do
+  local id = ARGV[a]
+  local ours = redis.call('HGET', KEYS[1], id) == ARGV[a + 1]
+    and tonumber(redis.call('ZSCORE', KEYS[2], id)) == due
+  if ours and ARGV[a + 2] == '' then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  elseif ours then
+    redis.call('HSET', KEYS[1], id, ARGV[a + 2])
+  end
+  table.insert(settled, ours and 1 or 0)
+end
+return settled
+"""
+
+ONLINE_PAGE = 250  # users:online entries per ONLINE_PAGE call: an HSCAN page, a decode and an EXISTS each
+
+# Single Redis only: the guest keys it looks up are not in KEYS (a cluster reads the page itself).
+# KEYS[1] = users:online   ARGV[1] = HSCAN cursor   ARGV[2] = COUNT   ARGV[3] = guest id prefix
+# ARGV[4] = guest_connection key prefix
+# Returns {next cursor, registered users counted, then field, value of each entry left to the sweep}.
+# One HSCAN page of users:online, less what needs no more look: a registered user's entry
+# (counted) and an entry under a guest id naming a socket whose record is there. Only JSON that
+# cjson reads is settled here, and only where Python's json would say the same whatever it makes
+# of the value; an entry it cannot read, a socketless one, one that is a guest's by isGuest alone,
+# and one whose socket has no record go back to the sweep, which judges them by its own rules.
+# So the sweep parses the few entries that may be orphans, not the million that are not.
+ONLINE_PAGE_SCRIPT = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash')
+if refused then return refused end
+local prefix, records = ARGV[3], ARGV[4]
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local fields = page[2]
+local out = {page[1], 0}
+local named, keys = {}, {}  -- entries naming a socket, and their guest keys
+for i = 1, #fields, 2 do
+  local user, value = fields[i], fields[i + 1]
+  local ok, entry = pcall(cjson.decode, value)
+  local guest_id = string.sub(user, 1, #prefix) == prefix
+  if ok and type(entry) == 'table' and entry.isGuest ~= true and not guest_id then
+    out[2] = out[2] + 1
+  elseif ok and guest_id and type(entry) == 'table' and type(entry.socketId) == 'string' and entry.socketId ~= '' then
+    named[#named + 1] = i
+    keys[#keys + 1] = records .. entry.socketId
+  else
+    out[#out + 1] = user
+    out[#out + 1] = value
+  end
+end
+-- One EXISTS for the page: all there is the usual answer; else each key alone.
+if #keys > 0 and redis.call('EXISTS', unpack(keys)) < #keys then
+  for j = 1, #keys do
+    if redis.call('EXISTS', keys[j]) == 0 then
+      out[#out + 1] = fields[named[j]]
+      out[#out + 1] = fields[named[j] + 1]
+    end
+  end
+end
+return out
+"""
+
+# KEYS = any keys.  Returns one 1 (exists) or 0 per key: what a pipeline of EXISTS would say, in one
+# round trip and without a reply to parse per key.
+EXIST_EACH = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = redis.call('EXISTS', key)
+end
+return found
+"""
+
+# KEYS[1] = due (zset)   KEYS[2] = intents (hash)
+# ARGV[1] = now   ARGV[2] = claimed until   ARGV[3] = how many at most
+# Returns {dropped, id1, intent1, id2, intent2, ...}. Claims due cascades by pushing their time
+# past the claim: a claimer that dies mid-step leaves them due again once the claim runs out.
+# A due id without an intent is dropped here, in the same step, so an intent written a moment
+# later keeps its schedule.
+CLAIM_DUE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'zset', KEYS[2], 'hash')
+if refused then return refused end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {0}
+for _, id in ipairs(ids) do
+  local intent = redis.call('HGET', KEYS[2], id)
+  if intent then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(out, id)
+    table.insert(out, intent)
+  else
+    redis.call('ZREM', KEYS[1], id)
+    out[1] = out[1] + 1
+  end
+end
+return out
+"""
+
+RESCHEDULE_PAGE = 500  # intents per RESCHEDULE call: an HSCAN step and a ZSCORE each, ~0.5 ms
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)
+# ARGV[1] = HSCAN cursor   ARGV[2] = COUNT   ARGV[3] = due time for an intent found unscheduled
+# Returns {next cursor, id of each intent scheduled again}.
+# Every script writes an intent and its schedule together, so an intent without one was left by
+# a failure (a script that failed half-way, the due key deleted or evicted): no cascade would
+# ever claim it. One HSCAN page of the intents, each without a schedule given one.
+RESCHEDULE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local out, fields = {page[1]}, page[2]
+for i = 1, #fields, 2 do
+  if not redis.call('ZSCORE', KEYS[2], fields[i]) then
+    redis.call('ZADD', KEYS[2], ARGV[3], fields[i])
+    out[#out + 1] = fields[i]
+  end
+end
+return out
+"""
+
+SETTLE_BATCH = 250  # cascades per SETTLE call: ~4 Redis calls each
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = dead letters (list)
+# then for cascade i, ARGV[5i-4 .. 5i]: cascade id, intent JSON as claimed, "retry" | "done" | "dead",
+#   new intent JSON (retry) or dead letter (dead), due time (retry) or the dead letters' cap (dead)
+# Returns per cascade 0 (left alone) or 1 (settled) plus the old dead letters trimmed to make room.
+# Settles a cascade only if nobody replaced it since the claim (a guest reaped again starts afresh).
+# A dead letter goes to the head (newest first); the list is cut to its cap from the tail (oldest)
+# in the same step, so it never holds more than the cap (a cap below 1: no cut).
+SETTLE = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list')
+if refused then return refused end
+local function bury(letter, cap)
+  redis.call('LPUSH', KEYS[3], letter)
+  local over = cap and cap >= 1 and redis.call('LLEN', KEYS[3]) - cap or 0
+  if over > 0 then redis.call('LTRIM', KEYS[3], 0, cap - 1) return over end
+  return 0
+end
+local settled = {}
+for a = 1, #ARGV, 5 do
+  local id, action, trimmed = ARGV[a], ARGV[a + 2], 0
+  local ours = redis.call('HGET', KEYS[1], id) == ARGV[a + 1]
+  if ours and action == 'retry' then
+    redis.call('HSET', KEYS[1], id, ARGV[a + 3])
+    redis.call('ZADD', KEYS[2], ARGV[a + 4], id)
+  elseif ours then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    if action == 'dead' then trimmed = bury(ARGV[a + 3], tonumber(ARGV[a + 4])) end
+  end
+  table.insert(settled, ours and 1 + trimmed or 0)
+end
+return settled
+"""
+
+# KEYS[1] = leader lease   ARGV[1] = this replica's token   ARGV[2] = lease (ms)
+# Returns {1} when taken, else {0, holder, remaining ms, healed}. Takes the lease only when nobody
+# holds it. A lease key without expiry (written by hand) would block every replica for ever, so
+# it is given one (healed = 1); a key of another type reads as holder "<type>".
+ACQUIRE_LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+local healed = 0
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+  healed = 1
+end
+local t = redis.call('TYPE', KEYS[1]).ok
+local holder = '<' .. t .. '>'
+if t == 'string' then holder = redis.call('GET', KEYS[1]) end
+return {0, holder, ttl, healed}
+"""
+
+# KEYS[1] = leader lease   ARGV[1] = this replica's token   ARGV[2] = lease (ms)
+# Extends the lease only while it still holds this token: a replica whose lease ran out and
+# was taken can never extend the new holder's.
+RENEW_LEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# KEYS[1] = leader lease   ARGV[1] = this replica's token
+# Deletes the lease only while it still holds this token (a clean stop hands over at once).
+RELEASE_LEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+# -- Redis Cluster (reaper/store/cluster.py): a guest's key, users:online and the cascade keys live in
+# different slots, so no script may touch two of them. A removal's intent is written first, held
+# (due only after the hold), then the guest key is taken by TAKE_ONE, then the intent is
+# confirmed or dropped. A crash in between leaves a held intent that comes due later: the
+# cascade then finds the record live (dropped, skipped_live) or gone (it goes on).
+
+# KEYS[1] = guest_connection:{socketId}   KEYS[2] = its quarantine key (same slot)
+# ARGV as TAKE_RECORD's: ARGV[1] unused   ARGV[2] = quarantine TTL (s)   ARGV[3] = configured type
+#   ARGV[4 .. 7]: "delete" | "quarantine", type seen, value (or lastHeartbeat), lastPongReceived
+# Returns 1 (taken) or 0 (left alone): TAKE_RECORD for one record, without the intent.
+TAKE_ONE = _UNCHANGED + """
+if not unchanged(KEYS[1], 4) then return 0 end
+remove(KEYS[1], KEYS[2], 4)
+return 1
+"""
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)
+# ARGV[1] = held until (Redis time), then pairs: cascade id, intent JSON
+# Returns per cascade 1 (written, held) or 0 (one is pending already: left as it is).
+# Writes an intent before its removal, due only after the hold so no cascade runs it before the
+# removal is known; a pending cascade of the same guest is not replaced by one that may not happen.
+HOLD_INTENTS = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
+local held = {}
+for a = 2, #ARGV, 2 do
+  local fresh = redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1])
+  if fresh == 1 then redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a]) end
+  table.insert(held, fresh)
+end
+return held
+"""
+
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)
+# ARGV[1] = due time, then triples: cascade id, intent JSON, "due" | "put" | "drop"
+#   due: the held intent, its removal done: due at ARGV[1] (if it is still ours)
+#   put: removal done, a pending cascade was there: replaced by ours, as TAKE_RECORD would
+#   drop: the removal did not happen: the held intent goes (if it is still ours)
+# Returns per cascade 1 (done) or 0 (the intent was not ours any more).
+CONFIRM_INTENTS = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+if refused then return refused end
+local done = {}
+for a = 2, #ARGV, 3 do
+  local id, json, action = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local ok = 1
+  if action == 'put' then
+    redis.call('HSET', KEYS[1], id, json)
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  elseif redis.call('HGET', KEYS[1], id) ~= json then
+    ok = 0
+  elseif action == 'due' then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+  else
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+  table.insert(done, ok)
+end
+return done
+"""
+
+EVENTS_BATCH = 250  # decision records per ADD_EVENTS call: one XADD each, ~0.5 ms in all
+
+# KEYS[1] = reaper events (stream)
+# ARGV[1] = the cap (MAXLEN ~)   ARGV[2..] = one decision record (JSON) each
+# Returns how many were added. One call per batch, so the records cost one argument each on the
+# wire, not one per field; MAXLEN ~ trims whole nodes of the oldest, keeping the stream near the cap.
+ADD_EVENTS = CHECK_TYPES + """
+local refused = wrong_type(KEYS[1], 'stream')
+if refused then return refused end
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'decision', ARGV[i])
+end
+return #ARGV - 1
+"""

@@ -19,7 +19,7 @@ from reaper.core.keys import Keys
 from reaper.core.config import RedisConfig
 from reaper.app.context import Context
 from reaper.ops.metrics import Metrics
-from reaper.core.names import CLIENT_OPTIONS
+from reaper.store.packer import CLIENT_OPTIONS
 from reaper.store.client import redis_now
 from support.cli import invoke
 from support.clocks import ManualClock
@@ -447,7 +447,9 @@ def test_the_daemons_jobs_hold_through_a_jump_and_go_on_after_it(r, world, jumpy
     """The scheduled jobs (gate, sweep, cascade, cleanup, monitor) on the jumpy client."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
+    from reaper.app.jobs import Gate, build_scheduler
+
+    from reaper.core.turns import CASCADE, CLEANUP, SWEEP
     from reaper.store.leader import elect
     from reaper.ops.monitor import Monitor
     from reaper.store.pause import PauseWatch

@@ -11,7 +11,8 @@ import redis
 from reaper.core.counters import Counters
 from reaper.app import daemon
 from reaper.app.daemon import RedisOutage, startup
-from reaper.app.jobs import CASCADE, SWEEP, build_scheduler
+from reaper.app.jobs import build_scheduler
+from reaper.core.turns import CASCADE, SWEEP
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 

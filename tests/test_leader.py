@@ -9,7 +9,8 @@ import pytest
 import redis
 
 from reaper.app import daemon
-from reaper.app.jobs import CASCADE, SWEEP, Gate
+from reaper.app.jobs import Gate
+from reaper.core.turns import CASCADE, SWEEP
 from reaper.store.leader import (EXPIRY_MARGIN_S, GAINED, KEPT, LOST, STANDBY, Attempt, Lease, Leadership,
                            decide, elect, next_try_in, read_holder, replica_name)
 from reaper.store.pause import PauseWatch

@@ -168,7 +168,7 @@ def test_dead_letters_list_shows_an_odd_id_escaped(redis_env, r, tmp_path):
 
 
 def test_redis_py_alone_would_refuse_such_a_name(r, redis_server):
-    """Why names.PACKER exists: hiredis's packer, redis-py's default here, sends strict UTF-8 only."""
+    """Why store/packer.py exists: hiredis's packer, redis-py's default here, sends strict UTF-8 only."""
     plain = redis.Redis(port=redis_server.port)
     try:
         with pytest.raises(UnicodeEncodeError):

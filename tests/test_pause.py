@@ -7,7 +7,8 @@ from datetime import datetime
 import pytest
 
 from reaper.app import daemon
-from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate
+from reaper.app.jobs import Gate
+from reaper.core.turns import CASCADE, CLEANUP, SWEEP
 from reaper.core.config import RedisConfig
 from reaper.core.keys import Keys
 from reaper.store.leader import Lease, Leadership

@@ -13,7 +13,7 @@ from reaper.app import daemon
 from reaper.safety.authority import acknowledged_by, wait_for_ack
 from reaper.app.daemon import run_once
 from reaper.core.intents import AUTH_ALL, USERS_ALL, purge_intent
-from reaper.app.jobs import CASCADE
+from reaper.core.turns import CASCADE
 from reaper.core.keys import Keys
 from reaper.core.config import RedisConfig
 from reaper.store.pause import pause, paused_state, resume

@@ -19,7 +19,7 @@ from reaper.app.daemon import RedisOutage
 from reaper.core.errors import RedisRefused, RedisUnavailable
 from reaper.ops.health import READY, SWEPT, Snapshot, healthz
 from reaper.core.intents import guest_intent
-from reaper.app.jobs import SWEEP
+from reaper.core.turns import SWEEP
 from reaper.ops.monitor import Monitor
 from reaper.store.outage import REFUSED, UNREACHABLE, WRONG_TYPE, Outage, trouble_of, wait_out
 from reaper.core.retry import RetryPolicy

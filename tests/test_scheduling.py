@@ -12,7 +12,8 @@ import pytest
 
 from reaper.app import daemon
 from reaper.core.counters import Counters
-from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate, Slot, build_scheduler, catch_up, next_slot
+from reaper.app.jobs import Gate, Slot, build_scheduler, catch_up, next_slot
+from reaper.core.turns import CASCADE, CLEANUP, SWEEP
 from reaper.store.leader import elect
 from reaper.ops.monitor import Monitor
 from reaper.store.pause import PauseWatch

@@ -11,7 +11,7 @@ import redis
 
 from reaper.core.config import NotifyConfig
 from reaper.app.daemon import startup
-from reaper.app.jobs import SWEEP
+from reaper.core.turns import SWEEP
 from reaper.signaling.servers import ATTACHED, NOT_ATTACHED, UNKNOWN, SignalingCluster
 from support.gates import cleared, permit
 from support.redis_proc import find_free_port

@@ -6,7 +6,7 @@ from reaper import logs
 from reaper.core import reasons
 from reaper.app.context import Context
 from reaper.core.errors import StepError
-from reaper.cascade.services import iso, utc
+from reaper.core.clock import iso, utc
 
 
 def periodic_cleanup(ctx: Context) -> bool:

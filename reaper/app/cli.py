@@ -19,7 +19,8 @@ from reaper.app.check import check as run_check
 from reaper.safety.authority import wait_for_ack
 from reaper.core.config import as_masked_dict, load_config, secrets_of
 from reaper.app.context import Context
-from reaper.app.daemon import EXIT_REDIS, EXIT_USAGE, run_daemon, run_once
+from reaper.app.daemon import run_daemon, run_once
+from reaper.core.errors import EXIT_REDIS, EXIT_USAGE
 from reaper.core.durations import parse_duration
 from reaper.core.errors import ConfigError, RedisRefused, RedisUnavailable
 from reaper.core.keys import Keys

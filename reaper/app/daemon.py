@@ -18,8 +18,9 @@ from reaper.cascade.runner import DrainReport
 from reaper.app.cleanup import periodic_cleanup
 from reaper.core.config import Config
 from reaper.app.context import Context
-from reaper.core.errors import RedisUnavailable
-from reaper.app.jobs import CASCADE, CLEANUP, SWEEP, Gate, build_scheduler
+from reaper.core.errors import EXIT_OK, EXIT_PENDING, RedisUnavailable
+from reaper.app.jobs import Gate, build_scheduler
+from reaper.core.turns import CASCADE, CLEANUP, SWEEP
 from reaper.safety.authority import Authority
 from reaper.store.leader import Leadership, elect
 from reaper.ops.limits import raise_open_files
@@ -32,7 +33,6 @@ from reaper.signaling.servers import SignalingCluster
 from reaper.store.client import REDIS_DOWN, explain, ping, refusals, require_types
 from reaper.terminal import Progress
 
-EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
 
 def run_once(config: Config, force: bool = False, mongo_client=None, progress: Progress | None = None,

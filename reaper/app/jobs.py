@@ -20,10 +20,9 @@ from loguru import logger
 from reaper import logs
 from reaper.core.counters import Counters
 from reaper.core.errors import RedisRefused
+from reaper.core.turns import PAUSED, STANDBY
 from reaper.store.client import explain
 
-SWEEP, CLEANUP, CASCADE = "sweep", "cleanup", "cascade"
-PAUSED, STANDBY = "paused", "standby"  # why the gate refused a job
 # A failure that repeats the one before carries no traceback, but once an hour: the first one's may
 # have been rotated out of the journal by then.
 TRACEBACK_EVERY_S = 3600.0

@@ -4,7 +4,6 @@ Each maps its failures onto errors.py: 5xx, timeouts and connection errors are
 TransientError; other 4xx are PermanentError. Nothing here retries; the cascade does.
 """
 
-from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from reaper.core.config import MongoConfig, ServiceConfig
 from reaper.core.errors import PermanentError, TransientError
 from reaper.safety.gate import Cleared, Permit, require
 from reaper.core.names import is_text
+from reaper.core.clock import iso, utc
 
 # Tests replace this with mongomock.MongoClient; None: pymongo's. pymongo is imported only when
 # MongoDB is used: ~40 ms of every start-up, and `run --once` without mongo.uri needs none of it.
@@ -115,15 +115,6 @@ def _count(name: str, reply: httpx.Response, path: tuple[str, ...]) -> int | Non
     except (ValueError, KeyError, TypeError, IndexError):
         logger.warning("{}: unexpected reply body {} (wanted {})", name, redact.reply(reply), ".".join(path))
         return None
-
-
-def utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def iso(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and Z, as the signaling service writes it."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _pymongo_client():

@@ -26,7 +26,10 @@ from reaper.core import redact
 from reaper.core.durations import format_duration, parse_duration
 from reaper.core.errors import ConfigError
 from reaper.core.guest_ids import prefix_problem
-from reaper.signaling.socketio import RESERVED_EVENTS
+
+# socket.io's own event names: no notify.event may take one.
+RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
+                             "newListener", "removeListener"})
 
 DEFAULT_PATHS = (Path("reaper.toml"), Path("/etc/reaper/reaper.toml"))
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")

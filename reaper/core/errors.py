@@ -12,6 +12,10 @@
 Retry code reads ``except TransientError``; nothing else decides retryability.
 """
 
+# The exit codes of the contract: done; done but cascades wait for a retry; usage or
+# configuration; Redis unreachable.
+EXIT_OK, EXIT_PENDING, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
+
 
 class ReaperError(Exception):
     """Base of every error reaper raises on purpose."""

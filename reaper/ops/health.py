@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from reaper.app.jobs import PAUSED, STANDBY
+from reaper.core.turns import PAUSED, STANDBY
 
 STARTING, READY, STOPPING = "starting", "ready", "stopping"
 SWEPT = "swept"  # what the last sweep turn did: SWEPT, or the gate's PAUSED / STANDBY

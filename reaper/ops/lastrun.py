@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from reaper.app.daemon import EXIT_PENDING, EXIT_REDIS, EXIT_USAGE
+from reaper.core.errors import EXIT_PENDING, EXIT_REDIS, EXIT_USAGE
 from reaper.core.errors import ConfigError, RedisUnavailable
 from reaper.ops.metrics import Metrics
 from reaper.core.redact import scrub

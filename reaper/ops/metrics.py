@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from reaper.core import reasons
 from reaper.core.intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, ONLINE, TELL, USERS_ALL
-from reaper.app.jobs import CASCADE, CLEANUP, SWEEP
+from reaper.core.turns import CASCADE, CLEANUP, SWEEP
 from reaper.sweep.sweep import SweepReport
 
 SWEEP_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -16,7 +16,6 @@ from loguru import logger
 
 from reaper.ops import health
 from reaper.core.config import Config
-from reaper.app.context import Context
 from reaper.ops.health import Health
 from reaper.ops.metrics import Metrics
 from reaper.store.outage import UNREACHABLE, Trouble
@@ -33,14 +32,14 @@ class Monitor:
                  clock: Callable[[], float] = time.monotonic):
         self.interval_s = config.timing.heartbeat_interval_s
         self.health = Health(self.interval_s, clock)  # ages on the monotonic clock: the wall clock may step
-        self.ctx: Context | None = None
+        self.ctx = None  # the run's app Context, once attached (ops is below app: no import)
         self.gate = None
         self.metrics = Metrics(self._counts, self._leads, self._paused, self._circuits)
         self.notifier = Notifier() if notifier is None else notifier
         self.endpoint: Endpoint | None = None
         self._stopping = False
 
-    def attach(self, ctx: Context, gate) -> "Monitor":
+    def attach(self, ctx, gate) -> "Monitor":
         self.ctx, self.gate = ctx, gate
         return self
 

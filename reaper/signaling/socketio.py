@@ -34,14 +34,13 @@ that socket wherever it is connected.
 import json
 from dataclasses import dataclass
 
+from reaper.core.config import RESERVED_EVENTS
 from reaper.signaling.msgpack import MsgpackError, packb, unpackb
 
 EVENT = 2  # socket.io-parser PacketType.EVENT
 REMOTE_DISCONNECT = 4
 REMOTE_FETCH = 5
 SENDER_UID = "reaper"
-RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting",
-                             "newListener", "removeListener"})
 
 
 @dataclass(frozen=True)

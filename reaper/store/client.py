@@ -20,7 +20,8 @@ from reaper.store import cluster
 from reaper.core.config import Config, RedisConfig, split_host_port
 from reaper.core.errors import ConfigError, ReaperError, RedisRefused, RedisUnavailable, WrongKeyType
 from reaper.core.keys import Keys
-from reaper.core.names import CLIENT_OPTIONS, decode_name
+from reaper.core.names import decode_name
+from reaper.store.packer import CLIENT_OPTIONS
 from reaper.core.records import Malformed, parse_hash_record, parse_json_record
 
 # A cluster that lost a node answers CLUSTERDOWN, or redis-py finds no node for a slot.

@@ -18,7 +18,8 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from reaper.store import scripts
 from reaper.core.errors import RedisUnavailable
 from reaper.core.keys import QUARANTINE_TTL_S, Keys
-from reaper.core.names import CLIENT_OPTIONS, encode_name
+from reaper.core.names import encode_name
+from reaper.store.packer import CLIENT_OPTIONS
 from reaper.store.presence import OnlineList
 
 

@@ -18,7 +18,7 @@ import redis
 from loguru import logger
 
 from reaper.core.keys import Keys
-from reaper.cascade.services import iso, utc
+from reaper.core.clock import iso, utc
 from reaper.store.client import redis_now
 
 PAUSED, RESUMED = "paused", "resumed"

@@ -423,6 +423,8 @@ def test_bad_environment_values_are_config_errors(name, raw, key, expected):
     assert error.value == raw
     assert expected in error.expected
     assert key in str(error) and repr(raw) in str(error)
+    assert name in str(error)  # the variable to fix: the key of an unknown one, else said beside it
+    assert error.origin == ("" if key == name else f"from {name}")
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -448,6 +450,90 @@ def test_the_first_bad_value_stops_loading_even_when_later_layers_are_fine(tmp_p
                                            {"REAPER_LOG_FORMAT": "json"}))
     # The environment would fix it, but a bad file is still a bad file: the operator must know.
     assert error.key == "log.format" and error.value == "xml"
+
+
+# -- where a bad value came from (SPEC §10: the variable, when it came from one) -----------
+
+@pytest.mark.parametrize("name, raw, key", [
+    ("REAPER_TIMING_HEARTBEAT_INTERVAL", "every 30s", "timing.heartbeat_interval"),  # a bad duration
+    ("REAPER_CASCADE_CONCURRENCY", "16.5", "cascade.concurrency"),  # a bad int
+    ("REAPER_STARTUP_PURGE", "everything", "startup.purge"),  # an unknown enum value
+])
+def test_a_bad_value_from_a_variable_names_the_variable_the_key_and_the_value(name, raw, key):
+    message = str(config_error(lambda: load_config(None, {name: raw})))
+
+    assert message.startswith(f"config: {key} = {raw!r} (from {name}): expected ")
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[timing]\nheartbeat_interval = "every 30s"\n', "timing.heartbeat_interval"),
+    ("[cascade]\nconcurrency = 16.5\n", "cascade.concurrency"),
+    ('[startup]\npurge = "everything"\n', "startup.purge"),
+])
+def test_a_bad_value_from_the_file_names_the_file(tmp_path, text, key):
+    error = config_error(lambda: load_toml(tmp_path, text))
+
+    assert error.key == key and error.origin == f"in {tmp_path / 'reaper.conf.toml'}"
+    assert f"(in {tmp_path / 'reaper.conf.toml'}): expected" in str(error)
+
+
+def test_a_flag_names_no_variable_even_when_one_is_set_too():
+    error = config_error(lambda: load_config(None, {"REAPER_STARTUP_PURGE": "off"}, {"startup.purge": "never"}))
+    assert error.key == "startup.purge" and error.origin == "" and "REAPER_" not in str(error)
+
+
+@pytest.mark.parametrize("raw", ["tok-Zq8v3PLuS-91f2\n", " tok-Zq8v3PLuS-91f2", "tok Zq8v3PLuS", "tok-Zq8v3PLüS"])
+def test_a_bad_token_from_a_variable_names_it_and_never_shows_the_token(raw):
+    error = config_error(lambda: load_config(None, {"REAPER_AUTH_SERVICE_TOKEN": raw}))
+
+    assert error.key == "auth_service.token" and "(from REAPER_AUTH_SERVICE_TOKEN)" in str(error)
+    assert "Zq8v3PLuS" not in str(error) and "= ***" in str(error)
+    assert "visible ASCII" in error.expected
+
+
+def test_a_bad_token_in_the_file_names_the_file_and_never_shows_the_token(tmp_path):
+    error = config_error(lambda: load_toml(tmp_path, '[user_service]\ntoken = "tok-Zq8v3PLuS\\n"\n'))
+
+    assert error.key == "user_service.token" and "reaper.conf.toml" in error.origin
+    assert "Zq8v3PLuS" not in str(error) and "= ***" in str(error)
+
+
+def test_a_good_token_is_taken_as_it_is():
+    loaded = load_config(None, {"REAPER_AUTH_SERVICE_TOKEN": "eyJh.b-c_d~e+f/g=="})
+    assert loaded.auth_service.token == "eyJh.b-c_d~e+f/g=="
+
+
+def test_a_bad_redis_url_from_a_variable_names_it_and_masks_its_password():
+    error = config_error(lambda: load_config(None, {"REAPER_REDIS_URL": "http://:hunter2@cache:6379/0"}))
+
+    assert error.key == "redis.url" and error.origin == "from REAPER_REDIS_URL"
+    assert "hunter2" not in str(error) and "http://:***@cache:6379/0" in str(error)
+
+
+@pytest.mark.parametrize("environ, variable", [
+    ({"REDIS_PORT": "70000", "REDIS_PASSWORD": "hunter2"}, "REDIS_PORT"),
+    ({"REDIS_HOST": "cache/0", "REDIS_PASSWORD": "hunter2"}, "REDIS_HOST"),
+])
+def test_a_bad_signaling_variable_is_named_and_the_password_beside_it_never_shown(environ, variable):
+    error = config_error(lambda: load_config(None, environ))
+
+    assert error.key == variable and str(error).startswith(f"config: {variable} = ")
+    assert "redis.url is not set" in error.expected  # why a REDIS_* variable was read at all
+    assert "hunter2" not in str(error)
+
+
+@pytest.mark.parametrize("where", ["env", "file"])
+def test_keys_that_go_together_say_where_the_bad_one_came_from(tmp_path, where):
+    if where == "env":
+        error = config_error(lambda: load_config(None, {"REAPER_REDIS_URL": "redis://:hunter2@cache:6379/0",
+                                                         "REAPER_REDIS_TLS_VERIFY": "false"}))
+        assert error.origin == "from REAPER_REDIS_TLS_VERIFY"
+    else:
+        error = config_error(lambda: load_toml(tmp_path, "[redis]\ntls_verify = false\n",
+                                               {"REAPER_REDIS_URL": "redis://:hunter2@cache:6379/0"}))
+        assert error.origin == f"in {tmp_path / 'reaper.conf.toml'}"
+    assert error.key == "redis.tls_verify" and "rediss://" in error.expected
+    assert "hunter2" not in str(error)
 
 
 # -- secrets ------------------------------------------------------------------------------

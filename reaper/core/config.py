@@ -17,6 +17,8 @@ import os
 import re
 import ssl
 import tomllib
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -103,7 +105,7 @@ class StartupConfig:
 @dataclass(frozen=True)
 class ServiceConfig:
     base_url: str = field(default="", metadata={"kind": "http_url"})
-    token: str = _secret()
+    token: str = field(default="", metadata={"kind": "token", "secret": True})
     timeout_s: float = _duration("5s", 0.001)
 
 
@@ -205,16 +207,46 @@ def load_config(
     """The effective configuration; raises ConfigError on the first bad key."""
     environ = os.environ if environ is None else environ
     file_path = _find_file(path, environ)
-    layers = [_read_toml(file_path) if file_path else {}, _from_environ(environ), _nest(overrides or {})]
+    in_file = f"in {file_path}"
+    layers = [(_read_toml(file_path) if file_path else {}, in_file),
+              (_from_environ(environ), ""),  # each value says its variable (_EnvValue)
+              (_nest(overrides or {}), "")]
     values: dict = {}
-    for layer in layers:
-        _build(layer, source="")  # a bad value is an error even where a later layer overrides it
+    for layer, where in layers:
+        with _said_where(lambda _key: where):
+            _build(layer, source="")  # a bad value is an error even where a later layer overrides it
         _merge(values, layer)
-    config = _build(values, source=str(file_path) if file_path else "defaults")
-    config = _with_signaling_redis_env(config, environ)
-    _check_redis_connection(config.redis)
-    _check_guest_id_prefix(config.redis)
+    origins = _origins(layers[0][0], in_file, layers[1][0], layers[2][0])
+    with _said_where(lambda key: origins.get(key, "")):  # the checks of keys that go together
+        config = _build(values, source=str(file_path) if file_path else "defaults")
+        config = _with_signaling_redis_env(config, environ)
+        _check_redis_connection(config.redis)
+        _check_guest_id_prefix(config.redis)
     return config
+
+
+@contextmanager
+def _said_where(origin_of: Callable[[str], str]):
+    """A ConfigError raised inside says where its key's value came from, if it does not yet."""
+    try:
+        yield
+    except ConfigError as exc:
+        origin = exc.origin or origin_of(exc.key)
+        if origin == exc.origin or type(exc) is not ConfigError:
+            raise
+        raise ConfigError(exc.key, exc.value, exc.expected, origin) from None
+
+
+def _origins(file_layer: dict, in_file: str, env_layer: dict, flags: dict) -> dict[str, str]:
+    """Where each key's value came from: the file, a variable, or (nothing said) a flag."""
+    origins = {f"{section}.{key}": in_file for section, table in file_layer.items()
+               if isinstance(table, dict) for key in table}
+    origins.update({f"{section}.{key}": _origin(raw) for section, table in env_layer.items()
+                    for key, raw in table.items()})
+    for section, table in flags.items():
+        for key in table:
+            origins.pop(f"{section}.{key}", None)
+    return origins
 
 
 def _check_guest_id_prefix(redis: RedisConfig) -> None:
@@ -253,7 +285,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict:
             raise ConfigError(name, _unknown_value(_env_key_part(name), raw),
                               "a known REAPER_<SECTION>_<KEY> variable")
         section, key = names[name]
-        found.setdefault(section, {})[key] = _EnvValue(raw)
+        found.setdefault(section, {})[key] = _EnvValue(raw, name)
     return found
 
 
@@ -262,7 +294,18 @@ def _env_name(section: str, key: str) -> str:
 
 
 class _EnvValue(str):
-    """A value from the environment: still text, converted by the key's kind."""
+    """A value from the environment: still text, converted by the key's kind; ``variable`` is
+    its name, for the error that a bad value raises."""
+
+    def __new__(cls, raw: str, variable: str = ""):
+        value = super().__new__(cls, raw)
+        value.variable = variable
+        return value
+
+
+def _origin(raw: Any) -> str:
+    variable = getattr(raw, "variable", "") if isinstance(raw, _EnvValue) else ""
+    return f"from {variable}" if variable else ""
 
 
 def _nest(flat: Mapping[str, Any]) -> dict:
@@ -323,7 +366,7 @@ def _convert(key: str, raw: Any, f: dataclasses.Field) -> Any:
     try:
         return _CONVERTERS[kind](key, raw, f.metadata)
     except ConfigError as exc:
-        raise ConfigError(exc.key, _shown(exc.value, f), redact.scrub(exc.expected)) from None
+        raise ConfigError(exc.key, _shown(exc.value, f), redact.scrub(exc.expected), _origin(raw)) from None
 
 
 class _Hidden:
@@ -417,6 +460,16 @@ def _to_str(key, raw, meta):
     if not isinstance(raw, str):
         raise ConfigError(key, raw, "a string")
     return str(raw)
+
+
+def _to_token(key, raw, meta):
+    """What an Authorization header can carry: httpx refuses other characters when it starts,
+    and a secret file's trailing newline is the usual way to get one."""
+    value = _to_str(key, raw, meta)
+    if not all("!" <= c <= "~" for c in value):
+        raise ConfigError(key, raw, "a token of visible ASCII characters, without spaces or a "
+                          "newline (did it come from a file that ends with one?), or \"\" for none")
+    return value
 
 
 def _to_choice(key, raw, meta):
@@ -591,6 +644,7 @@ _CONVERTERS = {
     "int": _to_int,
     "float": _to_fraction,
     "str": _to_str,
+    "token": _to_token,
     "choice": _to_choice,
     "duration": _to_duration,
     "fraction": _to_fraction,
@@ -620,17 +674,20 @@ def _with_signaling_redis_env(config: Config, environ: Mapping[str, str]) -> Con
     return dataclasses.replace(config, redis=dataclasses.replace(config.redis, url=url))
 
 
+_SIGNALING_ENV = " (the signaling service's variable, read because redis.url is not set)"
+
+
 def _url_from_signaling_env(environ: Mapping[str, str]) -> str:
     # An empty variable is how compose files and unit files say "unset".
     host = environ.get("REDIS_HOST") or "localhost"
     port = (environ.get("REDIS_PORT") or "6379").strip()
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("REDIS_PORT", port, "a TCP port number (1-65535)")
+        raise ConfigError("REDIS_PORT", port, f"a TCP port number (1-65535){_SIGNALING_ENV}")
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address
     url = f"redis://{host}:{port}/0"
     if not _is_url(url, ("redis",)) or urlsplit(url).hostname != host.strip("[]").lower():
-        raise ConfigError("REDIS_HOST", host, "a host name or IP address")
+        raise ConfigError("REDIS_HOST", host, f"a host name or IP address{_SIGNALING_ENV}")
     return url
 
 

@@ -22,11 +22,15 @@ class ReaperError(Exception):
 
 
 class ConfigError(ReaperError):
-    """A configuration key has a value reaper cannot use."""
+    """A configuration key has a value reaper cannot use. ``origin`` says where the value came
+    from, when that is known: "from REAPER_TIMING_PING_INTERVAL", "in /etc/reaper/reaper.toml"."""
 
-    def __init__(self, key: str, value: object, expected: str):
-        self.key, self.value, self.expected = key, value, expected
-        super().__init__(f"config: {key} = {value!r}: expected {expected}")
+    origin = ""
+
+    def __init__(self, key: str, value: object, expected: str, origin: str = ""):
+        self.key, self.value, self.expected, self.origin = key, value, expected, origin
+        where = f" ({origin})" if origin else ""
+        super().__init__(f"config: {key} = {value!r}{where}: expected {expected}")
 
 
 class WrongKeyType(ConfigError):

@@ -1,6 +1,10 @@
-"""`reaper check`: can reaper reach what it works with? One line each: OK, FAIL, WARN or disabled."""
+"""`reaper check`: can reaper reach what it works with? One line each: OK, FAIL, WARN or disabled;
+a FAIL says what was tried (the URL, its credentials masked) and what went wrong. ``--json``
+gives the same as one object (``as_json``), with each check's latency."""
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -16,57 +20,99 @@ from reaper.signaling.servers import SignalingCluster
 from reaper.store.client import REDIS_DOWN, connect, describe_connection, key_type, ping, redis_now
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class Line:
+    """One check. ``detail`` is what the text line says; ``tried`` what was asked (a URL, its
+    credentials masked), ``error`` why it failed, ``latency_s`` how long the asking took."""
+
     name: str
     status: str
     detail: str
+    tried: str = ""
+    error: str = ""
+    latency_s: float | None = None
 
     def __str__(self) -> str:
         return f"{self.name + ':':<14} {self.status:<8} {self.detail}".rstrip()
 
+    def as_dict(self) -> dict:
+        latency_ms = None if self.latency_s is None else round(self.latency_s * 1000, 1)
+        return {"status": self.status.lower(), "tried": self.tried or None, "error": self.error or None,
+                "latency_ms": latency_ms, "detail": self.detail}
 
-def check(config: Config, mongo_client=None) -> tuple[list[Line], int]:
+
+def failed(name: str, tried: str, error: str, latency_s: float | None) -> Line:
+    """A FAIL line: what was tried, then what went wrong."""
+    return Line(name, FAIL, f"{tried}: {error}", tried, error, latency_s)
+
+
+def as_json(lines: list[Line], code: int) -> dict:
+    """`reaper check --json`: the exit code, and each check under its name (docs/cli.md)."""
+    return {"ok": code == 0, "exit_code": code,
+            "checks": {json_name(line.name): line.as_dict() for line in lines}}
+
+
+def json_name(name: str) -> str:
+    return name.replace("-", "_").replace(" ", "_")
+
+
+class _Stopwatch:
+    def __init__(self, clock: Clock):
+        self.clock, self.start = clock, clock()
+
+    def read(self) -> float:
+        return max(0.0, self.clock() - self.start)
+
+
+def check(config: Config, mongo_client=None, clock: Clock = time.monotonic) -> tuple[list[Line], int]:
     """The lines to print and the exit code: 3 when Redis fails, 1 when another does."""
-    lines = check_redis(config)
+    lines = check_redis(config, clock)
     redis_failed = lines[0].status == FAIL
     lines += [
-        _check_http(AuthService(config.auth_service, 1)),
-        _check_http(UserService(config.user_service, 1)),
-        _check_mongo(config, mongo_client),
+        _check_http(AuthService(config.auth_service, 1), config, clock),
+        _check_http(UserService(config.user_service, 1), config, clock),
+        _check_mongo(config, mongo_client, clock),
     ]
+    scrub = redact.scrubber(secrets_of(config))  # whatever a reply or a driver echoed
+    lines = [replace(line, detail=scrub(line.detail), tried=scrub(line.tried), error=scrub(line.error))
+             for line in lines]
     if redis_failed:
         return lines, 3
     return lines, 1 if any(line.status == FAIL for line in lines) else 0
 
 
-def check_redis(config: Config) -> list[Line]:
+def check_redis(config: Config, clock: Clock = time.monotonic) -> list[Line]:
     where = mask_url(config.redis.url)
+    watch = _Stopwatch(clock)
     try:
         client = connect(config)  # a cluster client asks its nodes at once
     except RedisUnavailable as exc:
-        return [Line("redis", FAIL, f"{where}: {_said(exc, config)}")]
+        return [failed("redis", where, _said(exc, config).removeprefix("redis: "), watch.read())]
     try:
         ping(client)
+        latency_s = watch.read()
         infos = cluster.info_of_each(client) if cluster.is_cluster(client) else [client.info()]
         mode = _mode(config, client)
-        key_types = check_key_types(config, client)
-        signaling = check_signaling(config, client)
-        clock = check_clock(config, client)
+        key_types = check_key_types(config, client, clock)
+        signaling = check_signaling(config, client, clock)
+        clock_hold = check_clock(config, client)
     except (RedisUnavailable, *REDIS_DOWN, redis.RedisError) as exc:  # also ACL and protocol errors
-        return [Line("redis", FAIL, f"{where}{_mode(config, client)}: {_said(exc, config)}")]
+        error = _said(exc, config).removeprefix("redis: ")
+        return [failed("redis", f"{where}{_mode(config, client)}", error, watch.read())]
     finally:
         client.close()
     versions = "/".join(sorted({str(info.get("redis_version", "?")) for info in infos}))
     policies = sorted({str(info.get("maxmemory_policy", "noeviction")) for info in infos})
     policy = "/".join(policies)  # a cluster's nodes may differ: each is said
-    lines = [Line("redis", OK, f"{where}{mode} (Redis {versions}, maxmemory-policy {policy})")]
+    lines = [Line("redis", OK, f"{where}{mode} (Redis {versions}, maxmemory-policy {policy})",
+                  f"{where}{mode}", latency_s=latency_s)]
     if any(p.startswith("allkeys-") for p in policies):
         lines.append(Line("redis policy", WARN, f"maxmemory-policy {policy} may evict live guests' "
                           "records; reaper skips orphans in sweeps after an eviction"))
-    return [*lines, key_types, signaling, *clock]
+    return [*lines, key_types, signaling, *clock_hold]
 
 
 def check_clock(config: Config, client: redis.Redis) -> list[Line]:
@@ -82,37 +128,45 @@ def check_clock(config: Config, client: redis.Redis) -> list[Line]:
                  f"timestamps, and no cascade or retention runs, for {left:.0f}s more")]
 
 
-def check_key_types(config: Config, client: redis.Redis) -> Line:
+def check_key_types(config: Config, client: redis.Redis, clock: Clock = time.monotonic) -> Line:
     """users:online and reaper's own keys, each of the type reaper reads it as: one of another
     type makes every sweep (or cascade, or the lease) fail on it."""
     expected = Keys.from_config(config.redis).expected_types()
+    tried, watch = f"TYPE {' '.join(expected)}", _Stopwatch(clock)
     found = {key: key_type(client, key) for key in expected}
+    latency_s = watch.read()
     wrong = [f"{key} holds a {found[key]}, not a {kind}" for key, kind in expected.items()
              if found[key] not in (kind, "none")]
     if wrong:
-        return Line("keys", FAIL, "; ".join(wrong) + " (another writer, or a redis.online_key / "
-                    "redis.reaper_prefix naming someone else's keys)")
-    return Line("keys", OK, f"{config.redis.online_key} and reaper's own keys are of the types reaper reads")
+        error = "; ".join(wrong) + (" (another writer, or a redis.online_key / redis.reaper_prefix "
+                                    "naming someone else's keys)")
+        return Line("keys", FAIL, error, tried, error, latency_s)  # the line names each key
+    return Line("keys", OK, f"{config.redis.online_key} and reaper's own keys are of the types reaper reads",
+                tried, latency_s=latency_s)
 
 
-def check_signaling(config: Config, client: redis.Redis) -> Line:
+def check_signaling(config: Config, client: redis.Redis, clock: Clock = time.monotonic) -> Line:
     """How many signaling servers the socket.io adapter's request channel has, where reaper
     uses them: [notify], and startup.purge = "cold", which purges when there are none."""
     notify, cold = config.notify.enabled, config.startup.purge == COLD
     if not (notify or cold):
         return Line("signaling", OFF, f"(notify.enabled = false, startup.purge = {config.startup.purge})")
     tier = SignalingCluster(client, config.notify)
+    channel = tier.channels.request
+    tried, watch = f"PUBSUB NUMSUB {channel}", _Stopwatch(clock)
     try:
-        servers, channel = tier.servers(), tier.channels.request
+        servers = tier.servers()
     except redis.RedisError as exc:  # e.g. an ACL without PUBSUB
-        return Line("signaling", FAIL, f"PUBSUB NUMSUB {tier.channels.request}: {_said(exc, config)}")
+        return failed("signaling", tried, _said(exc, config), watch.read())
+    latency_s = watch.read()
     if servers:
         start = "; a `reaper run` starting now sweeps instead of purging" if cold else ""
-        return Line("signaling", OK, f"{servers} server(s) subscribe {channel}{start}")
+        return Line("signaling", OK, f"{servers} server(s) subscribe {channel}{start}", tried, latency_s=latency_s)
     effects = ([f"a `reaper run` starting now purges all guest state (startup.purge = {COLD})"]
                if cold else []) + (["nothing is fenced or told"] if notify else [])
     return Line("signaling", WARN, f"no server subscribes {channel}: {'; '.join(effects)}. If signaling "
-                "servers are up, they use another channel: see notify.channel_prefix and notify.namespace")
+                "servers are up, they use another channel: see notify.channel_prefix and notify.namespace",
+                tried, latency_s=latency_s)
 
 
 def _mode(config: Config, client: redis.Redis) -> str:
@@ -121,14 +175,17 @@ def _mode(config: Config, client: redis.Redis) -> str:
     return f" [{mode}]" if mode else ""
 
 
-def _check_http(service) -> Line:
+def _check_http(service, config: Config, clock: Clock = time.monotonic) -> Line:
     if not service.enabled:
         return Line(service.name, OFF, "(base_url is empty)")
+    url = health_url(str(service._client.base_url))
+    watch = _Stopwatch(clock)
     try:
         service.health()
-        return Line(service.name, OK, health_url(str(service._client.base_url)))
+        return Line(service.name, OK, url, f"GET {url}", latency_s=watch.read())
     except StepError as exc:
-        return Line(service.name, FAIL, _said(exc))
+        error = _said(exc, config).removeprefix(f"{service.name}: GET /health: ")  # said by the line
+        return failed(service.name, f"GET {url}", error, watch.read())
     finally:
         service.close()
 
@@ -144,15 +201,19 @@ def _said(exc: Exception, config: Config | None = None) -> str:
     return redact.printable(redact.scrub(str(exc), secrets_of(config) if config else ()))
 
 
-def _check_mongo(config: Config, mongo_client) -> Line:
+def _check_mongo(config: Config, mongo_client, clock: Clock = time.monotonic) -> Line:
     if not config.mongo.uri and mongo_client is None:
         return Line("mongo", OFF, "(uri is empty)")
-    store = GuestStore(config.mongo, mongo_client)
+    where = f"{mask_url(config.mongo.uri) or 'the client given'} {config.mongo.database}.{config.mongo.collection}"
+    watch = _Stopwatch(clock)
+    try:
+        store = GuestStore(config.mongo, mongo_client)
+    except Exception as exc:  # noqa: BLE001 - pymongo reads the URI here (and asks DNS for +srv)
+        return failed("mongo", f"connect {where}", f"{type(exc).__name__}: {_said(exc, config)}", watch.read())
     try:
         store.ping()
-        return Line("mongo", OK, f"{mask_url(config.mongo.uri)} {config.mongo.database}."
-                                 f"{config.mongo.collection}")
+        return Line("mongo", OK, where, f"ping {where}", latency_s=watch.read())
     except StepError as exc:
-        return Line("mongo", FAIL, _said(exc, config))
+        return failed("mongo", f"ping {where}", _said(exc, config).removeprefix("mongo: ping: "), watch.read())
     finally:
         store.close()

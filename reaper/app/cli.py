@@ -412,13 +412,21 @@ def drop_dead_letters(config_path, letter_id, every, yes):
 
 @cli.command()
 @config_option
-def check(config_path):
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: each check's status, what it tried, its error and latency.")
+def check(config_path, as_json):
     """Is Redis reachable? Are the auth-service and user-service healthy (GET /health)? Does
-    MongoDB answer? Exit 3 when Redis fails, 1 when another does."""
+    MongoDB answer? One line each; a FAIL says what it tried (the URL, credentials masked).
+    Exit 3 when Redis fails, 1 when another does."""
+    from .check import as_json as check_json
+
     config = _load(config_path)
     lines, code = run_check(config)
-    for line in lines:
-        click.echo(str(line))
+    if as_json:
+        click.echo(json.dumps(check_json(lines, code)))
+    else:
+        for line in lines:
+            click.echo(str(line))
     sys.exit(code)
 
 

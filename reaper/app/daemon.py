@@ -94,6 +94,7 @@ def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor) -> 
     stopping = threading.Event()
     _stop_on_signals(stopping)
     outage = Outage("retrying with backoff")  # said once for connecting and the startup step
+    monitor.starting("connecting to Redis")
     ctx = wait_out(lambda: Context.open(config, mongo_client, stopping=stopping), stopping, outage,
                    monitor.waiting)  # a cluster client asks its nodes at once
     if ctx is None:
@@ -101,7 +102,10 @@ def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor) -> 
     gate = _gate(ctx)
     monitor.attach(ctx, gate)
     try:
+        monitor.starting(f"startup step (startup.purge = {config.startup.purge})")
+        ctx.progress = monitor.startup  # the startup purge's batches: STATUS= and EXTEND_TIMEOUT_USEC=
         start_now = wait_out(lambda: _start_up(ctx, gate), stopping, outage, monitor.waiting)
+        ctx.progress = None  # the sweeps from here on draw nothing
         if start_now is not None:
             monitor.ready()
             _serve(ctx, config, force, start_now, gate, monitor)

@@ -30,6 +30,7 @@ def purge(ctx: Context) -> PurgeReport:
     target = describe_target(ctx.client)  # the Redis actually purged, said before and after
     logger.bind(step="purge", redis=target, dry_run=dry_run).info(
         "Purge: deleting all guest state in {}{}", target, " [dry run]" if dry_run else "")
+    _show(ctx, f"Purge: deleting all guest state in {target}")
     steps = ctx.targets.purge_steps()
     if steps and not dry_run:
         intent = purge_intent(reasons.STARTUP_PURGE, ctx.now(), steps)

@@ -1,27 +1,97 @@
 """What the daemon's jobs tell the world outside: health and readiness, Prometheus metrics,
 and systemd's notify protocol. The job wrappers in ``daemon`` call it; it decides no reaping.
 
+    startup step        STATUS= what it waits for or how far the purge is, and
+                        EXTEND_TIMEOUT_USEC= at each sign of progress (``StartupProgress``)
     startup step done   READY=1, /readyz 200
     sweep turn          a sweep (leader), or the check that found this replica paused or
-                        standing by: /healthz fresh, metrics recorded
+                        standing by: /healthz fresh, metrics recorded, STATUS= what it found
     turn finished       WATCHDOG=1 and /livez fresh, also when the turn found Redis unreachable:
                         they catch a hung process, while reaper waits out a Redis outage itself
+    Redis trouble       STATUS= since when; the last status again once it is over
     stop signal         STOPPING=1, /readyz 503
 """
 
+import math
+import threading
 import time
 from collections.abc import Callable
 
+import redis
 from loguru import logger
 
-from reaper.ops import health
+from reaper.ops import health, status
 from reaper.core.config import Config
+from reaper.core.turns import PAUSED
 from reaper.ops.health import Health
 from reaper.ops.metrics import Metrics
-from reaper.store.outage import UNREACHABLE, Trouble
+from reaper.store.client import REDIS_DOWN
+from reaper.store.outage import BACKOFF, UNREACHABLE, Trouble
+from reaper.store.pause import paused_state
 from reaper.ops.sdnotify import Notifier
 from reaper.ops.server import Endpoint, Reply, Routes, Wsgi, serve
 from reaper.sweep.sweep import SweepReport
+
+EXTEND_EVERY_S = 5.0  # at most one EXTEND_TIMEOUT_USEC= per this long of progress
+STATUS_EVERY_S = 1.0  # at most one purge progress STATUS= per second
+
+
+def startup_extension_s(config: Config) -> float:
+    """What each EXTEND_TIMEOUT_USEC= asks for: longer than the longest wait between two signs
+    of progress (a retry's backoff, or a few Redis round trips of redis.socket_timeout each),
+    twice over, plus the time the next one may be held back."""
+    return 2 * (BACKOFF.max_s + 3 * config.redis.socket_timeout_s) + EXTEND_EVERY_S
+
+
+class StartupProgress:
+    """While the startup step runs, each sign of progress (a retry to reach Redis, a batch of
+    the startup purge) says itself in STATUS= and extends systemd's start timeout, so a long
+    purge that progresses is not killed by TimeoutStartSec= while a hung one still is. ``over``
+    once READY=1 is sent: nothing more. ``show``/``done`` make it the purge's progress hook."""
+
+    def __init__(self, notifier: Notifier, extend_s: float, clock: Callable[[], float] = time.monotonic):
+        self.notifier, self.extend_s, self.clock = notifier, extend_s, clock
+        self.over = False
+        self._next_extend = self._next_status = -math.inf
+        self._held: str | None = None  # a progress line held back by STATUS_EVERY_S
+        self._lock = threading.Lock()
+
+    def say(self, line: str) -> None:
+        """A change of state (waiting for Redis, the startup step begins): said at once."""
+        with self._lock:
+            if not self.over:
+                self._held = None
+                self.notifier.status(line)
+                self._extend(self.clock())
+
+    def show(self, text: str) -> None:
+        """A purge batch done ("Purge: 4000 keys matching …"): said at most once a second."""
+        with self._lock:
+            if self.over:
+                return
+            now = self.clock()
+            self._held = status.progress(text)
+            if now >= self._next_status:
+                self._next_status = now + STATUS_EVERY_S
+                self.notifier.status(self._held)
+                self._held = None
+            self._extend(now)
+
+    def done(self) -> None:
+        """The purge is over: its last progress line, if held back."""
+        with self._lock:
+            if self._held is not None and not self.over:
+                self.notifier.status(self._held)
+            self._held = None
+
+    def end(self) -> None:
+        with self._lock:
+            self.over = True
+
+    def _extend(self, now: float) -> None:
+        if now >= self._next_extend:
+            self._next_extend = now + EXTEND_EVERY_S
+            self.notifier.extend_timeout(self.extend_s)
 
 
 class Monitor:
@@ -29,15 +99,20 @@ class Monitor:
     gives it the context and the gate once they exist."""
 
     def __init__(self, config: Config, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.interval_s = config.timing.heartbeat_interval_s
         self.health = Health(self.interval_s, clock)  # ages on the monotonic clock: the wall clock may step
         self.ctx = None  # the run's app Context, once attached (ops is below app: no import)
         self.gate = None
         self.metrics = Metrics(self._counts, self._leads, self._paused, self._circuits)
         self.notifier = Notifier() if notifier is None else notifier
+        self.startup = StartupProgress(self.notifier, startup_extension_s(config), clock)
+        self.wall = wall  # for "Redis unreachable since 12:00:03Z": Redis's own clock is out of reach
         self.endpoint: Endpoint | None = None
         self._stopping = False
+        self._steady: str | None = None  # the status of the last turn, said again after an outage
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
 
     def attach(self, ctx, gate) -> "Monitor":
         self.ctx, self.gate = ctx, gate
@@ -66,21 +141,28 @@ class Monitor:
         if address:
             self.endpoint = serve(address, self.routes())
 
+    def starting(self, what: str) -> None:
+        """The startup step's stage, for `systemctl status` ("connecting to Redis")."""
+        self.startup.say(status.starting(what))
+
     def ready(self) -> None:
+        self.startup.end()  # no EXTEND_TIMEOUT_USEC= after READY=1
         self.health.ready()
         self.metrics.redis_up.set(1)  # the startup step has just used it
-        self.notifier.ready("running: startup step done")
+        self.notifier.ready(status.READY)
         self._check_watchdog()
 
     def swept(self, report: SweepReport) -> None:
         self.metrics.record_sweep(report)
         self.health.turned(health.SWEPT)
-        self._read_tier(with_mass_expiry=False)  # this sweep's own verdict is fresher
+        pending = self._read_tier(with_mass_expiry=False)  # this sweep's own verdict is fresher
+        self._turned(status.swept(report, pending, self._leads()))
 
     def stood_by(self, why: str) -> None:
         """The gate said paused or standby: the turn's check is done, and that is healthy."""
         self.health.turned(why)
         self._read_tier(with_mass_expiry=True)
+        self._turned(self._paused_status() if why == PAUSED else status.standby(self._leader_name()))
 
     def drained(self, _report=None) -> None:
         self._read_tier(with_mass_expiry=False)
@@ -97,20 +179,31 @@ class Monitor:
             self.metrics.redis_up.set(0)
         else:
             self.health.redis_down(trouble.detail, trouble.kind)
+        self.notifier.status(status.outage(UNREACHABLE if trouble is None else trouble.kind, self._since()))
 
     def waiting(self, trouble: Trouble | None) -> None:
-        """What holds the startup step up, for /healthz; None once nothing does."""
+        """What holds the startup step up, for /healthz and `systemctl status`; None once nothing does."""
         self.health.waiting(None if trouble is None else str(trouble))
+        if trouble is None:
+            self._back()
+        else:
+            self.startup.say(status.starting(status.outage(trouble.kind, self._since())))
 
     def redis_up(self) -> None:
         self.health.redis_up()
         self.metrics.redis_up.set(1)
+        self._back()
+        with self._lock:
+            steady = self._steady
+        if steady is not None:
+            self.notifier.status(steady)  # the last turn's, until the next turn says more
 
     def stopping(self) -> None:
         if not self._stopping:
             self._stopping = True
             self.health.stopping()
-            self.notifier.stopping("stopping: finishing the batch in hand")
+            self.startup.end()
+            self.notifier.stopping(status.STOPPING)
 
     def close(self) -> None:
         if self.endpoint is not None:
@@ -118,8 +211,36 @@ class Monitor:
             self.endpoint = None
         self.notifier.close()
 
-    def _read_tier(self, with_mass_expiry: bool) -> None:
-        """Pending and dead cascades (and the leader's last mass-expiry verdict), in one round trip."""
+    def _turned(self, line: str) -> None:
+        """A turn that reached Redis: its status is the steady one, said now and after an outage."""
+        with self._lock:
+            self._steady, self._down_since = line, None
+        self.notifier.status(line)
+
+    def _since(self) -> float:
+        """When the Redis trouble in hand began (on the wall clock: it is said as a time of day)."""
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = self.wall()
+            return self._down_since
+
+    def _back(self) -> None:
+        with self._lock:
+            self._down_since = None
+
+    def _leader_name(self) -> str | None:
+        holder = None if self.gate is None else self.gate.leadership.holder
+        return holder.name if holder else None
+
+    def _paused_status(self) -> str:
+        try:
+            return status.paused(paused_state(self.ctx.client, self.ctx.keys))
+        except (*REDIS_DOWN, redis.RedisError):  # the gate read it a moment ago; said without details
+            return status.paused(None)
+
+    def _read_tier(self, with_mass_expiry: bool) -> int | None:
+        """Pending and dead cascades (and the leader's last mass-expiry verdict), in one round trip;
+        the pending count, None when it could not be read."""
         keys = self.ctx.keys
         pipe = self.ctx.client.pipeline(transaction=False)
         pipe.hlen(keys.intents)  # pending: every intent, with its schedule or not (reaper/store/reschedule.py)
@@ -127,9 +248,10 @@ class Monitor:
         pipe.hget(keys.state, "mass_expiry")
         replies = pipe.execute(raise_on_error=False)
         if any(isinstance(reply, Exception) for reply in replies):
-            return  # a key of the wrong type: the leader's jobs say so, the gauges keep their values
+            return None  # a key of the wrong type: the leader's jobs say so, the gauges keep their values
         pending, dead, mass_expiry = replies
         self.metrics.record_tier(pending, dead, mass_expiry == b"1" if with_mass_expiry else None)
+        return pending
 
     def _check_watchdog(self) -> None:
         watchdog_s = self.notifier.watchdog_s

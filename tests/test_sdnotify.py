@@ -10,7 +10,7 @@ import pytest
 from reaper.core.config import RedisConfig, load_config
 from reaper.core.durations import parse_duration
 from reaper.core.keys import Keys
-from reaper.ops.monitor import Monitor
+from reaper.ops.monitor import Monitor, startup_extension_s
 from reaper.store.pause import pause
 from reaper.ops.sdnotify import Notifier, socket_address, watchdog_s
 from support.notify import NotifySocket
@@ -168,6 +168,9 @@ def test_the_unit_is_type_notify_with_a_watchdog_of_3_sweep_intervals_and_stays_
     watchdog = parse_duration(unit["WatchdogSec"][0])
     assert watchdog >= 3 * load_config(None, {}, {}).timing.heartbeat_interval_s
     assert "AF_UNIX" in unit["RestrictAddressFamilies"][0].split()  # the notify socket
+    # A startup step that makes progress extends itself (EXTEND_TIMEOUT_USEC=): the unit's own
+    # bound must not be shorter than one extension, or a slow first step dies before asking.
+    assert parse_duration(unit["TimeoutStartSec"][0]) >= startup_extension_s(load_config(None, {}, {}))
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
                        "PrivateTmp": "yes", "User": "reaper", "RestartPreventExitStatus": "2"}.items():
         assert unit[key] == [value], key

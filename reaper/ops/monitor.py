@@ -156,7 +156,7 @@ class Monitor:
         self.metrics.record_sweep(report)
         self.health.turned(health.SWEPT)
         pending = self._read_tier(with_mass_expiry=False)  # this sweep's own verdict is fresher
-        self._turned(status.swept(report, pending, self._leads()))
+        self._turned(status.swept(report, pending))
 
     def stood_by(self, why: str) -> None:
         """The gate said paused or standby: the turn's check is done, and that is healthy."""

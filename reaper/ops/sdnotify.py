@@ -74,10 +74,6 @@ class Notifier:
     def extend_timeout(self, seconds: float) -> bool:
         return self.send(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1_000_000))}")
 
-    @property
-    def last_status(self) -> str | None:
-        return self._status
-
     def send(self, *fields: str) -> bool:
         """One datagram of newline-separated fields; True when it was sent. A STATUS= equal to the
         last one sent is left out (and nothing is sent when nothing else is left)."""

@@ -37,9 +37,10 @@ def one_line(text: str, limit: int = LIMIT) -> str:
     return redact.cut(redact.printable(text), limit)
 
 
-def swept(report, pending: int | None, leader: bool = True) -> str:
-    """After a sweep: its Redis time and counts, and the cascades that wait (None: unknown)."""
-    who = "dry run" if report.dry_run else "leader" if leader else "sweeping"
+def swept(report, pending: int | None) -> str:
+    """After a sweep (the leader's, or a dry run's): its Redis time and counts, and the cascades
+    that wait (None: unknown)."""
+    who = "dry run" if report.dry_run else "leader"
     counts = (f"scanned={report.scanned} stale={sum(report.stale.values())} "
               f"reaped={sum(report.reaped.values())}")
     notes = [note for note, on in (("mass expiry: holding back", report.mass_expiry),

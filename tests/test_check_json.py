@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from reaper.check import check
-from reaper.config import load_config
+from reaper.app.check import check
+from reaper.core.config import load_config
 from support.cli import invoke
 from support.redis_proc import find_free_port
 

@@ -3,7 +3,7 @@
     READY=1                the startup step is done
     WATCHDOG=1             a sweep turn finished (WatchdogSec= in the unit)
     STOPPING=1             a stop signal came; the batch in hand is being finished
-    STATUS=...             one line for `systemctl status` (reaper/status.py); never the same twice in a row
+    STATUS=...             one line for `systemctl status` (reaper/ops/status.py); never the same twice in a row
     EXTEND_TIMEOUT_USEC=N  the startup step makes progress: give it N µs more (systemd 236+)
 
 A no-op when NOTIFY_SOCKET is unset (not under systemd). It never raises into the daemon: a

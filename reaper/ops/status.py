@@ -1,5 +1,5 @@
 """The one line `systemctl status` shows (systemd's ``STATUS=``): what this replica does now.
-Pure: the monitor (reaper/monitor.py) says when, these functions say what.
+Pure: the monitor (reaper/ops/monitor.py) says when, these functions say what.
 
     starting: Redis unreachable since 12:00:03Z, retrying
     starting: purge: 42000 keys matching guest_connection:*

@@ -418,7 +418,7 @@ def check(config_path, as_json):
     """Is Redis reachable? Are the auth-service and user-service healthy (GET /health)? Does
     MongoDB answer? One line each; a FAIL says what it tried (the URL, credentials masked).
     Exit 3 when Redis fails, 1 when another does."""
-    from .check import as_json as check_json
+    from reaper.app.check import as_json as check_json
 
     config = _load(config_path)
     lines, code = run_check(config)

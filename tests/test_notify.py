@@ -9,9 +9,9 @@ import redis
 
 from reaper.config import NotifyConfig
 from reaper.errors import PermanentError
-from reaper.msgpack import unpackb
 from reaper.purge import purge
 from reaper.signaling import SignalingCluster, Teller
+from reaper.socketio import unpack
 from support.gates import cleared
 from support.guests import CONN, record
 from support.redis_proc import find_free_port
@@ -211,7 +211,7 @@ class RawSubscriber:
             if message["type"] == "message":
                 data = message["data"]
                 got.append((message["channel"].decode(),
-                            json.loads(data) if data[:1] == b"{" else unpackb(data)))
+                            json.loads(data) if data[:1] == b"{" else unpack(data)))
         return got
 
     def close(self) -> None:

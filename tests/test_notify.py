@@ -9,9 +9,9 @@ import redis
 
 from reaper.core.config import NotifyConfig
 from reaper.core.errors import PermanentError
-from reaper.signaling.msgpack import unpackb
 from reaper.app.purge import purge
 from reaper.signaling.servers import SignalingCluster, Teller
+from reaper.signaling.socketio import unpack
 from support.gates import cleared
 from support.guests import CONN, record
 from support.redis_proc import find_free_port
@@ -211,7 +211,7 @@ class RawSubscriber:
             if message["type"] == "message":
                 data = message["data"]
                 got.append((message["channel"].decode(),
-                            json.loads(data) if data[:1] == b"{" else unpackb(data)))
+                            json.loads(data) if data[:1] == b"{" else unpack(data)))
         return got
 
     def close(self) -> None:

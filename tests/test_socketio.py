@@ -1,4 +1,4 @@
-"""reaper.signaling.socketio: channel names and packet layouts of the socket.io Redis adapter (pure)."""
+"""reaper.signaling.servers.socketio: channel names and packet layouts of the socket.io Redis adapter (pure)."""
 
 import json
 
@@ -6,9 +6,8 @@ import pytest
 
 from reaper.core.config import load_config
 from reaper.core.errors import ConfigError
-from reaper.signaling.msgpack import packb, unpackb
-from reaper.signaling.socketio import (Answer, Channels, broadcast_packet, disconnect_request, fetch_request,
-                             parse_answer)
+from reaper.signaling.socketio import (Answer, Channels, broadcast_packet, disconnect_request, fetch_request, pack,
+                             parse_answer, unpack)
 
 
 @pytest.mark.parametrize("prefix, namespace, broadcast, requests, responses", [
@@ -23,7 +22,7 @@ def test_channel_names_follow_prefix_and_namespace(prefix, namespace, broadcast,
 
 def test_a_broadcast_is_msgpack_uid_packet_opts_to_every_room():
     packet = broadcast_packet("/", "guestLeft", {"userId": "guest_1", "reason": "orphan"})
-    assert unpackb(packet) == [
+    assert unpack(packet) == [
         "reaper",
         {"type": 2, "data": ["guestLeft", {"userId": "guest_1", "reason": "orphan"}], "nsp": "/"},
         {"rooms": [], "except": [], "flags": {}},
@@ -56,7 +55,7 @@ SOCKET = {"id": "Qx7b", "handshake": {"headers": {"cookie": "secret"}}, "rooms":
 @pytest.mark.parametrize("raw, answer", [
     (json.dumps({"requestId": "r1", "sockets": [SOCKET]}).encode(), Answer("r1", frozenset({"Qx7b"}))),
     (json.dumps({"requestId": "r1", "sockets": []}).encode(), Answer("r1", frozenset())),
-    (packb({"requestId": "r1", "sockets": [SOCKET]}), Answer("r1", frozenset({"Qx7b"}))),
+    (pack({"requestId": "r1", "sockets": [SOCKET]}), Answer("r1", frozenset({"Qx7b"}))),
     # an answer to this request, but its sockets cannot be read: malformed, not "none"
     (json.dumps({"requestId": "r1"}).encode(), Answer("r1", None)),
     (json.dumps({"requestId": "r1", "sockets": "Qx7b"}).encode(), Answer("r1", None)),
@@ -64,10 +63,14 @@ SOCKET = {"id": "Qx7b", "handshake": {"headers": {"cookie": "secret"}}, "rooms":
     (json.dumps({"requestId": "r1", "sockets": ["Qx7b"]}).encode(), Answer("r1", None)),
     # no answer at all
     (b"", None), (b"{", None), (b"{\"requestId\": \"r1\"", None), (b"\xc1", None), (b"\xff\xfe", None),
-    (b"[1, 2]", None), (json.dumps(["r1"]).encode(), None), (packb([1]), None), (b"null", None),
+    (b"[1, 2]", None), (json.dumps(["r1"]).encode(), None), (pack([1]), None), (b"null", None),
     (json.dumps({"requestId": 5, "sockets": []}).encode(), None),
     (json.dumps({"sockets": [SOCKET]}).encode(), None),
     (b"{" + b"[" * 100_000 + b"}", None),
+    (pack({"requestId": "r1", "sockets": []}) + b"\xc0", None),  # trailing bytes
+    (pack({"requestId": "r1", "sockets": [SOCKET], 7: "x"}), None),  # a key notepack never writes
+    (bytes.fromhex("82a9") + b"requestId" + bytes.fromhex("a2") + b"r1" + bytes.fromhex("a7") + b"sockets"
+     + bytes.fromhex("91" * 70 + "90"), None),  # nested past MAX_DEPTH
     ("{\"requestId\": \"r1\", \"sockets\": []}".encode("utf-16"), None),
 ])
 def test_parse_answer(raw, answer):

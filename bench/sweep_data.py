@@ -1,4 +1,4 @@
-"""Filling a private Redis with N guests shaped like SPEC §1, fast: a RESP stream into `redis-cli --pipe`.
+"""Filling a private Redis with N guests shaped like docs/design.md, the data read, fast: a RESP stream into `redis-cli --pipe`.
 
 Guest i has socket ``sk{i:010d}_AAAB`` and user ``guest_{i:08x}``; registered user j is ``user_{j:08x}``.
 Stale guests are spread evenly through the key space (every 1/stale-th guest), stale by heartbeat

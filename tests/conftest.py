@@ -186,7 +186,7 @@ def cli_env(r, redis_env, auth_service, user_service, isolated_cli):
             "REAPER_USER_SERVICE_BASE_URL": user_service.url, "REAPER_MONGO_URI": ""}
 
 
-# -- the signaling tier: real socket.io servers on the test Redis (SPEC §8) ------------------
+# -- the signaling tier: real socket.io servers on the test Redis (docs/signaling.md) ------------------
 
 @pytest.fixture(scope="session")
 def socketio_harness():

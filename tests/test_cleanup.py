@@ -1,4 +1,4 @@
-"""The periodic cleanup (SPEC §4): retention by Redis's clock in both services and MongoDB, and
+"""The periodic cleanup (docs/design.md, the cascade): retention by Redis's clock in both services and MongoDB, and
 the greppable stats line."""
 
 import re

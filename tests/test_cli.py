@@ -1,4 +1,4 @@
-"""The `reaper` command line (SPEC §11): exit codes, messages, and what each command touches."""
+"""The `reaper` command line (docs/cli.md): exit codes, messages, and what each command touches."""
 
 import json
 import os

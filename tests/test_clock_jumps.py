@@ -1,4 +1,4 @@
-"""A jump of Redis's clock (issue #16 item 6, SPEC §3 "Clock jumps"): when Redis TIME moves against
+"""A jump of Redis's clock (issue #16 item 6, docs/design.md, the cascade "Clock jumps"): when Redis TIME moves against
 reaper's monotonic clock by more than clock_skew, no guest is judged by its timestamps, and no
 cascade runs, until a full connection_timeout has passed on the new clock.
 

@@ -1,4 +1,4 @@
-"""Configuration (SPEC §10): defaults, lookup order, precedence, durations, every bad input."""
+"""Configuration (docs/configuration.md): defaults, lookup order, precedence, durations, every bad input."""
 
 import dataclasses
 import json
@@ -64,7 +64,7 @@ def test_defaults_when_no_file_and_no_environment():
     assert (loaded.mongo.database, loaded.mongo.collection, loaded.mongo.id_field,
             loaded.mongo.created_field) == ("voip", "users", "userId", "createdAt")
     assert loaded.safety == config_module.SafetyConfig(False, 0.5, 50, 0, 86400)
-    assert loaded.safety.mass_reap_per_sweep == 0  # a mass expiry holds every guest (SPEC §3)
+    assert loaded.safety.mass_reap_per_sweep == 0  # a mass expiry holds every guest (docs/design.md, the cascade)
     assert (loaded.log.level, loaded.log.format) == ("INFO", "text")
     assert loaded.server.listen == ""
     assert loaded.notify.enabled is False and loaded.notify.channel_prefix == "socket.io"
@@ -452,7 +452,7 @@ def test_the_first_bad_value_stops_loading_even_when_later_layers_are_fine(tmp_p
     assert error.key == "log.format" and error.value == "xml"
 
 
-# -- where a bad value came from (SPEC §10: the variable, when it came from one) -----------
+# -- where a bad value came from (docs/configuration.md: the variable, when it came from one) -----------
 
 @pytest.mark.parametrize("name, raw, key", [
     ("REAPER_TIMING_HEARTBEAT_INTERVAL", "every 30s", "timing.heartbeat_interval"),  # a bad duration
@@ -651,7 +651,7 @@ def test_example_config_loads_to_the_defaults():
     ("environment", lambda tmp: load_config(None, {"REAPER_SAFETY_MASS_REAP_PER_SWEEP": "0"})),
 ])
 def test_a_mass_reap_budget_of_0_is_accepted_and_a_trickle_may_be_set(tmp_path, where, config):
-    """SPEC §10: 0 = none (the default); an operator may allow a trickle."""
+    """docs/configuration.md: 0 = none (the default); an operator may allow a trickle."""
     assert config(tmp_path).safety.mass_reap_per_sweep == 0
     assert load_config(None, {"REAPER_SAFETY_MASS_REAP_PER_SWEEP": "25"}).safety.mass_reap_per_sweep == 25
 

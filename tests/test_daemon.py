@@ -1,5 +1,5 @@
-"""`reaper run`: the startup modes (SPEC §5) in process, and the daemon as a real subprocess
-(SPEC §11: exit codes, signals, Redis going away and coming back)."""
+"""`reaper run`: the startup modes (docs/design.md, the startup purge) in process, and the daemon as a real subprocess
+(docs/cli.md: exit codes, signals, Redis going away and coming back)."""
 
 import json
 import signal

@@ -1,4 +1,4 @@
-"""SIGTERM in the middle of a sweep and of a cascade batch (issue #3 item 8, SPEC §11): exit 0,
+"""SIGTERM in the middle of a sweep and of a cascade batch (issue #3 item 8, docs/cli.md): exit 0,
 "stopped cleanly", and nothing half-done. A record removed has its intent, a DELETE answered
 has its intent settled, a claimed intent left over is due again within claim_timeout, and a
 daemon started afterwards finishes every one of them."""

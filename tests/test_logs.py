@@ -1,4 +1,4 @@
-"""Logging (SPEC §12): text and JSON lines, secrets masked, standard-library loggers routed."""
+"""Logging (docs/logging.md): text and JSON lines, secrets masked, standard-library loggers routed."""
 
 import io
 import json

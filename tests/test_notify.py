@@ -1,4 +1,4 @@
-"""[notify] wired in (SPEC §3 steps 0 and 5, §8): the tell step of a cascade, the sweep's fence
+"""[notify] wired in (docs/design.md, the cascade; docs/signaling.md): the tell step of a cascade, the sweep's fence
 and ask, against real socket.io servers and clients (Node.js, @socket.io/redis-adapter 8) on the
 test Redis, and a real `reaper run --once` end to end."""
 

@@ -1,4 +1,4 @@
-"""Names that are no UTF-8 and text with lone surrogates (SPEC §1: whatever is in Redis, a sweep
+"""Names that are no UTF-8 and text with lone surrogates (docs/design.md, the data read: whatever is in Redis, a sweep
 never crashes on it). A name read from Redis is removed as exactly the bytes it was read as; a
 userId or socketId inside JSON that holds a lone surrogate reads as absent."""
 

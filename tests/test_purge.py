@@ -1,4 +1,4 @@
-"""The purge (SPEC §5): all guest state, never a registered user's, and the database calls as a
+"""The purge (docs/design.md, the startup purge): all guest state, never a registered user's, and the database calls as a
 cascade that is recorded first and retried until it succeeds."""
 
 import pytest

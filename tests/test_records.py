@@ -1,4 +1,4 @@
-"""Parsing what the signaling service writes (SPEC §1): timestamps, records, users:online entries."""
+"""Parsing what the signaling service writes (docs/design.md, the data read): timestamps, records, users:online entries."""
 
 import json
 

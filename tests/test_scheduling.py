@@ -1,5 +1,5 @@
 """Scheduling on a monotonic clock (issue #16 item 5): a step of the host's wall clock neither
-stops nor bunches the jobs, and /healthz stays 200 (SPEC §3 "Clock jumps")."""
+stops nor bunches the jobs, and /healthz stays 200 (docs/design.md, the cascade "Clock jumps")."""
 
 import os
 import re

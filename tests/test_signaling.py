@@ -291,7 +291,7 @@ def test_the_request_is_what_the_adapter_reads(impostor, notify_cluster):
                        "opts": {"rooms": ["s1", "s2"], "except": []}}
 
 
-# -- the cold-start check (SPEC §5) ----------------------------------------------------------
+# -- the cold-start check (docs/design.md, the startup purge) ----------------------------------------------------------
 
 def test_cold_start_counts_real_servers_and_sweeps_instead_of_purging(signaling, ctx_factory, world, logs):
     live = world.guest(1, age=5)

@@ -77,7 +77,7 @@ def test_parse_answer(raw, answer):
     assert parse_answer(raw) == answer
 
 
-# -- the [notify] settings the protocol depends on (SPEC §10) ---------------------------------
+# -- the [notify] settings the protocol depends on (docs/configuration.md) ---------------------------------
 
 @pytest.mark.parametrize("key, value, expected", [
     ("notify.namespace", "calls", 'starting with "/"'),

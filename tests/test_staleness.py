@@ -1,4 +1,4 @@
-"""The pure decisions: stale or live (SPEC §2), mass expiry, retry delays, intents."""
+"""The pure decisions: stale or live (docs/design.md, staleness), mass expiry, retry delays, intents."""
 
 import json
 import random
@@ -108,7 +108,7 @@ def test_policy_from_config_takes_the_timing_section():
     assert DEFAULTS.max_future_s == TimingConfig().max_future_s == 300
 
 
-# -- far-future timestamps (SPEC §1: beyond now + max_future a record is malformed) ------------
+# -- far-future timestamps (docs/design.md, the data read: beyond now + max_future a record is malformed) ------------
 
 
 @pytest.mark.parametrize("heartbeat_ahead, pong_ahead, reason", [

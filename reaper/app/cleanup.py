@@ -1,4 +1,4 @@
-"""The periodic cleanup (SPEC §4): retention in both services and MongoDB, and the stats line."""
+"""The periodic cleanup (docs/design.md, the cascade): retention in both services and MongoDB, and the stats line."""
 
 from loguru import logger
 

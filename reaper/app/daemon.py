@@ -1,4 +1,4 @@
-"""`reaper run`: the startup step, then the scheduled jobs until a signal (SPEC §5, §11).
+"""`reaper run`: the startup step, then the scheduled jobs until a signal (docs/design.md, the startup purge; docs/cli.md).
 
     run → connect (retry) → lease → startup (leader only) → scheduler → wait → stop → release
 
@@ -37,7 +37,7 @@ from reaper.terminal import Progress
 
 def run_once(config: Config, force: bool = False, mongo_client=None, progress: Progress | None = None,
              monitor: Monitor | None = None, pending_ok: bool = False) -> int:
-    """One sweep, one pass over due cascades, one periodic cleanup. Exit code of SPEC §11, but
+    """One sweep, one pass over due cascades, one periodic cleanup. Exit code of docs/cli.md, but
     0 rather than 1 for cascades left to retry when ``pending_ok``. Holds the leader lease for
     the run; paused, or another replica leading: nothing, exit 0. ``monitor`` hears of the sweep
     and of the cascades left, for the metrics a cron run leaves (reaper/ops/lastrun.py)."""

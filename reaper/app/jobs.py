@@ -3,7 +3,7 @@ and the gate every job passes first: not paused, and this replica leads.
 
 Each job runs on a grid of its own (start + k x interval) of ``time.monotonic``, so a step of
 the host's wall clock (NTP, `date -s`, a VM restored from a snapshot) neither delays nor bunches
-a run (SPEC §3: scheduling runs on a monotonic clock). APScheduler 3, used before, computes run
+a run (docs/design.md, the cascade: scheduling runs on a monotonic clock). APScheduler 3, used before, computes run
 times from the wall clock: stepped back 300 s, it ran no job for 300 s. A job never runs twice
 at once; runs missed while it ran, or while the process was held up, collapse into one.
 """

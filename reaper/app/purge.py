@@ -1,4 +1,4 @@
-"""The startup purge (SPEC §5): every guest's state, never a registered user's."""
+"""The startup purge (docs/design.md, the startup purge): every guest's state, never a registered user's."""
 
 from dataclasses import dataclass
 

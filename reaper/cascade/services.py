@@ -1,4 +1,4 @@
-"""Thin clients for the auth-service, the user-service and MongoDB (SPEC §6, §7).
+"""Thin clients for the auth-service, the user-service and MongoDB (docs/design.md, the cascade).
 
 Each maps its failures onto errors.py: 5xx, timeouts and connection errors are
 TransientError; other 4xx are PermanentError. Nothing here retries; the cascade does.

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration, loaded once at the edge (SPEC §10).
+"""Typed, frozen configuration, loaded once at the edge (docs/configuration.md).
 
 Order: defaults, then the TOML file, then ``REAPER_<SECTION>_<KEY>`` variables (and the
 signaling service's ``REDIS_HOST`` / ``REDIS_PORT`` / ``REDIS_PASSWORD`` when no

@@ -1,4 +1,4 @@
-"""The mass-expiry guard (SPEC §3 "Bounded effect"). Pure.
+"""The mass-expiry guard (docs/design.md, the cascade "Bounded effect"). Pure.
 
 When most guests look dead at once, the heartbeat writer or a clock is broken, not the
 guests: reaper then holds them (reaps none, or the few per sweep ``mass_reap_per_sweep``

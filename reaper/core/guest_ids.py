@@ -1,4 +1,4 @@
-"""Which user ids may ever reach a service or MongoDB (SPEC §3 "One gate"). Pure.
+"""Which user ids may ever reach a service or MongoDB (docs/design.md, the cascade "One gate"). Pure.
 
 A *guest id* starts with ``guest_id_prefix`` and is one safe path segment: it can name nothing
 but one guest, whatever route it is put into. Anything else (a registered user's id, ``..``,

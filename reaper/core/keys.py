@@ -1,4 +1,4 @@
-"""Every Redis key name reaper reads or writes (SPEC §1, §9). No I/O here."""
+"""Every Redis key name reaper reads or writes (docs/design.md: the data read, the keys reaper owns). No I/O here."""
 
 from dataclasses import dataclass
 

@@ -1,4 +1,4 @@
-"""Why a guest was reaped: the reason codes of SPEC §3, as logged, counted and sent."""
+"""Why a guest was reaped: the reason codes of docs/design.md, the cascade, as logged, counted and sent."""
 
 HEARTBEAT_TIMEOUT = "heartbeat_timeout"
 PING_TIMEOUT = "ping_timeout"

@@ -1,4 +1,4 @@
-"""Parsing what the signaling service writes (SPEC §1). Pure: bytes in, values out.
+"""Parsing what the signaling service writes (docs/design.md, the data read). Pure: bytes in, values out.
 
 A guest record becomes a GuestRecord when reaper can read the three things it judges by
 (userId, lastHeartbeat, lastPongReceived) and a Malformed otherwise. Other fields are the

@@ -1,4 +1,4 @@
-"""Is a guest stale? Responsive? (SPEC §2.) Pure: timestamps, ``now`` and a policy in."""
+"""Is a guest stale? Responsive? (docs/design.md, staleness.) Pure: timestamps, ``now`` and a policy in."""
 
 from dataclasses import dataclass, field
 
@@ -64,7 +64,7 @@ def _micros(seconds: float) -> int:
 
 def judge(last_heartbeat: float, last_pong: float, now: float, policy: Policy) -> Verdict:
     """Stale, live, or MALFORMED: a timestamp beyond ``now + max_future`` would keep its record
-    live for ever (SPEC §1); the sweep quarantines it like any malformed record."""
+    live for ever (docs/design.md, the data read); the sweep quarantines it like any malformed record."""
     age = now - last_heartbeat
     # missed_pings() and _micros() inlined: this runs for every record of every sweep.
     age_us = round(age * 1_000_000)

@@ -1,5 +1,5 @@
 """A simulated signaling server: it writes guest records and users:online entries exactly as
-SPEC §1 describes, keeps live guests heartbeating, and lets others die in the ways real ones do.
+docs/design.md, the data read describes, keeps live guests heartbeating, and lets others die in the ways real ones do.
 
     live        heartbeat and pong every heartbeat_interval, all demo long (some join late)
     dropped     the phone loses the network: writes stop; the record expires (its TTL is

@@ -1,4 +1,4 @@
-"""Loopback stand-ins for the auth-service and the user-service (SPEC §6), counting DELETEs.
+"""Loopback stand-ins for the auth-service and the user-service (docs/design.md, the cascade), counting DELETEs.
 
 The auth-service knows the guests the simulated signaling server created: deleting one
 answers 200, deleting an unknown or already deleted one 404 (which reaper counts as done).

@@ -16,7 +16,7 @@ class Timings:
 
     @property
     def stale_after_s(self) -> float:
-        """How long after its last write a silent guest is judged stale (SPEC §2)."""
+        """How long after its last write a silent guest is judged stale (docs/design.md, staleness)."""
         return max(self.connection_timeout_s, self.ping_interval_s * self.max_missed_pings) + self.clock_skew_s
 
     @property

@@ -1,4 +1,4 @@
-"""May this replica act now? (SPEC §3 "Decided at the moment of acting")
+"""May this replica act now? (docs/design.md, the cascade "Decided at the moment of acting")
 
     it leads    the lease key holds this replica's token, as Redis says now (a fencing check:
                 not what the replica last believed, so one frozen past its lease cannot act)

@@ -1,4 +1,4 @@
-"""The one gate before every irreversible action (SPEC §3 "One gate").
+"""The one gate before every irreversible action (docs/design.md, the cascade "One gate").
 
     auth-service DELETE, MongoDB delete, guestLeft   check() a batch, then clear() each call
     fence (disconnect a socket)                      fence()

@@ -1,4 +1,4 @@
-"""What a sweep says to the signaling cluster before it takes guests (SPEC §8): ask, then fence.
+"""What a sweep says to the signaling cluster before it takes guests (docs/signaling.md): ask, then fence.
 
     ask    (notify.ask_before_reap) once per batch: which of these sockets does socket.io still
            hold? Those are kept, whatever their records say. An incomplete answer (a timeout,

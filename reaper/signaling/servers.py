@@ -1,4 +1,4 @@
-"""Talking to the signaling cluster through Redis (SPEC §8): tell, fence, ask.
+"""Talking to the signaling cluster through Redis (docs/signaling.md): tell, fence, ask.
 
 The packets are socketio.py's; this module publishes them and gathers the answers. tell and
 fence raise Redis errors as redis-py raises them (Teller, the cascade's tell step, maps them onto
@@ -140,7 +140,7 @@ class SignalingCluster:
 
 
 class Teller:
-    """The cascade's tell step (SPEC §3 step 5): Redis failures become step errors, so a tell is
+    """The cascade's tell step (docs/design.md, the cascade step 5): Redis failures become step errors, so a tell is
     retried with backoff (or buried, when Redis refuses it for good) like any other step.
     Publishing to nobody is a success: no server is up to tell, and none will remember."""
 

@@ -1,4 +1,4 @@
-"""The socket.io Redis adapter protocol, as far as reaper speaks it (SPEC §8). No I/O here.
+"""The socket.io Redis adapter protocol, as far as reaper speaks it (docs/signaling.md). No I/O here.
 
 Compatible with ``@socket.io/redis-adapter`` 8.x (the classic ``createAdapter``, not the
 sharded one) and written the way ``@socket.io/redis-emitter`` 5.x writes. Read from

@@ -1,4 +1,4 @@
-"""Clock jumps (SPEC §3): Redis TIME moving against reaper's own monotonic clock.
+"""Clock jumps (docs/design.md, the cascade): Redis TIME moving against reaper's own monotonic clock.
 
 Between two looks of one process, Redis TIME and ``time.monotonic`` move alike. When they
 part by more than ``clock_skew``, Redis's clock stepped (NTP, an operator, a failover to a

@@ -1,4 +1,4 @@
-"""The leader lease: of several replicas on one Redis, only the lease holder works (SPEC §9).
+"""The leader lease: of several replicas on one Redis, only the lease holder works (docs/design.md, the keys reaper owns).
 
     acquire  SET <prefix>leader <token> NX PX <lease>    a replica that does not lead, every lease/3
     renew    PEXPIRE while the key holds our token        the leader, every lease/3 and before each job
@@ -244,7 +244,7 @@ class Leadership:
 
 
 class Unelected:
-    """A dry run neither takes the lease nor needs it: it writes nothing anywhere (SPEC §3), so
+    """A dry run neither takes the lease nor needs it: it writes nothing anywhere (docs/design.md, the cascade), so
     it cannot do work twice, and holding the lease would stop the replicas that really work."""
 
     is_leader = True

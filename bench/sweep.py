@@ -250,8 +250,11 @@ def reaper_env(redis_url: str, auth_url: str = "", concurrency: int | None = Non
 
 def reaper_cmd(profile: str | None, profile_out: str | None, *flags: str) -> list[str]:
     base = [sys.executable, "-m", "reaper", "run", "--once", *flags]
-    if profile == "py-spy":
+    if profile == "py-spy":  # waiting counts too: where the wall time goes
         return ["py-spy", "record", "--idle", "--format", "raw", "--rate", "200", "-o", profile_out,
+                "--", *base]
+    if profile == "py-spy-cpu":  # on-CPU samples only, per thread: where the process CPU goes
+        return ["py-spy", "record", "--threads", "--format", "raw", "--rate", "200", "-o", profile_out,
                 "--", *base]
     if profile == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", profile_out, *base[1:]]
@@ -391,12 +394,12 @@ def reaper_row(redis_proc, client, args, dataset, round_: int = 1) -> Row:
 def print_sweep_table(rows: list[Row], args) -> None:
     print(f"\nN = {args.guests:,} guests, {args.stale:.0%} stale, {args.registered:,} registered "
           f"users; {os.cpu_count()} cores; {_load()}")
-    header = (f"{'row':<14} {'wall s':>7} {'work s':>7} {'CPU s':>6} {'Redis CPU':>9} {'RSS MB':>6} "
+    header = (f"{'row':<16} {'wall s':>7} {'work s':>7} {'CPU s':>6} {'Redis CPU':>9} {'RSS MB':>6} "
               f"{'PING p50':>8} {'p99':>6} {'max ms':>7} {'slow>1ms':>8} {'slowest':>14}  stale reaped")
     print(header + "\n" + "-" * len(header))
     for row in rows:
         name = row.name if args.repeat == 1 or row.name == "idle" else f"{row.name} #{row.round}"
-        print(f"{name:<14} {_cell(row.wall_s, 7, 2)} {_cell(row.work_s, 7, 2)} {_cell(row.cpu_s, 6, 2)} "
+        print(f"{name:<16} {_cell(row.wall_s, 7, 2)} {_cell(row.work_s, 7, 2)} {_cell(row.cpu_s, 6, 2)} "
               f"{_cell(row.redis_cpu_s, 9, 2)} {_cell(row.rss_mb, 6, 0)} {row.ping['p50_ms']:8.2f} "
               f"{row.ping['p99_ms']:6.2f} {row.ping['max_ms']:7.1f} {row.ping['slow_count']:>8} "
               f"{row.ping['slowest_ms']:5.1f} {row.ping['slowest_cmd']:<8}  {row.reaped}   {row.note}")
@@ -609,7 +612,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="DELETEs in flight (cascade mode)")
     parser.add_argument("--compare-standin", action="store_true",
                         help="cascade mode: also time the httpx loop against tests' StandIn")
-    parser.add_argument("--profile", choices=("py-spy", "cprofile"), help="profile the reaper run "
+    parser.add_argument("--profile", choices=("py-spy", "py-spy-cpu", "cprofile"), help="profile the reaper run "
                         "(its RSS is then the profiler's, not reaper's)")
     parser.add_argument("--profile-out", default="/tmp/reaper-profile.txt")
     parser.add_argument("--reaper-path", help="import reaper from this directory instead of the "

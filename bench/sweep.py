@@ -486,9 +486,6 @@ def _cell(value: float | None, width: int, decimals: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{decimals}f}"
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}"
-
 
 # -- cascade mode ------------------------------------------------------------------------------
 

@@ -486,7 +486,6 @@ def _cell(value: float | None, width: int, decimals: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{decimals}f}"
 
 
-
 # -- cascade mode ------------------------------------------------------------------------------
 
 class FastStandIn:

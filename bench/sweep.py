@@ -6,9 +6,14 @@ redis-server this script starts (never 6379) and stops.
 
 Sweep mode fills N guests (bench/sweep_data.py), then measures, each as its own process while a
 second client PINGs Redis every millisecond:
-    floor   SCAN+MGET+json.loads every record, HSCAN+json.loads every online entry (reads only)
-    naive   KEYS, then GET per guest, DEL+HDEL per stale guest (the old in-process manager)
-    reaper  `python -m reaper run --once`, downstream services off, on a freshly refilled dataset
+    floor         the whole job, reading only: SCAN+MGET, parse and judge every record; HSCAN
+                  users:online, parse every entry, EXISTS (pipelined per page) only for entries
+                  naming a socket the record pass did not see; with the fastest parser installed
+                  (msgspec or orjson, measured on the data first)
+    floor_stdlib  the same with the standard library's json
+    naive         KEYS, then GET per guest, DEL+HDEL per stale guest (the old in-process manager)
+    reaper        `python -m reaper run --once`, downstream services off, on a freshly refilled dataset
+Every row: wall, peak RSS, process CPU (user+sys), Redis's own CPU (INFO cpu) and PING latency.
 Cascade mode fills K stale guests and compares the auth-service DELETEs/s of `reaper run --once
 --force` with a plain pooled httpx loop of the same concurrency, both against bench/fast_standin.py.
 See bench/README.md for what each figure means.
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 
 import sweep_data as data  # noqa: E402
+import sweep_workloads as workloads  # noqa: E402
 from support.redis_proc import RedisProcess  # noqa: E402
 
 PING_PACE_S = 0.001
@@ -42,7 +49,9 @@ PEAK_POLL_S = 0.005
 SLOW_US = 1000  # commands slower than 1 ms are counted per run
 WORKLOADS = str(BENCH / "sweep_workloads.py")
 SWEEP_LINE = re.compile(r"Sweep: scanned=(\d+) .*duration=([\d.]+)s")
-TARGETS = {"reaper/floor": 1.5, "rss_mb": 150.0, "ping_p99_ms": 5.0, "cascade_share": 0.8}
+# Issue #14: reaper's wall, process CPU and Redis CPU each within 1.3x the floor's; >= 30x the naive way.
+TARGETS = {"reaper/floor": 1.3, "naive/reaper": 30.0, "rss_mb": 150.0, "ping_p99_ms": 5.0,
+           "cascade_share": 0.8}
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -87,12 +96,14 @@ class ChildRun:
     rss_mb: float  # the child's own peak RSS (VmHWM of its image, polled every few ms)
     returncode: int
     output: str
+    cpu_s: float = 0.0  # the child's user+sys CPU, from its rusage when it was reaped
 
 
 def run_child(cmd: list[str], env: dict | None = None, cwd: str | None = None,
               timeout_s: float = 3600) -> ChildRun:
     """Run one process to its end; wall time from spawn to exit, peak RSS of that very process."""
     with tempfile.TemporaryFile("w+") as out:
+        cpu_before = _children_cpu_s()  # this process reaps no other child meanwhile
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -102,8 +113,22 @@ def run_child(cmd: list[str], env: dict | None = None, cwd: str | None = None,
             proc.wait()
             raise
         wall = time.perf_counter() - started
+        cpu = _children_cpu_s() - cpu_before
         out.seek(0)
-        return ChildRun(wall, peak_kb / 1024, proc.returncode, out.read())
+        return ChildRun(wall, peak_kb / 1024, proc.returncode, out.read(), cpu)
+
+
+def _children_cpu_s() -> float:
+    """User+sys CPU of the reaped children (and the grandchildren they waited for): the delta
+    around one child's run is that child's rusage (ru_utime + ru_stime of its wait4)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu_s(client) -> float:
+    """Redis's own CPU so far (INFO cpu: used_cpu_sys + used_cpu_user, all its threads)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def _wait_watching_peak(proc: subprocess.Popen, timeout_s: float) -> int:
@@ -136,12 +161,15 @@ def _vm_hwm_kb(status_path: str) -> int:
 
 
 def measured(redis_proc: RedisProcess, cmd: list[str], **kw) -> tuple[ChildRun, dict]:
-    """Run ``cmd`` while PINGing; the PING figures plus Redis's own slow log of the run."""
+    """Run ``cmd`` while PINGing; the PING figures, Redis's own slow log and Redis's CPU seconds
+    during the run (the PINGs' share is in every row alike: see the idle row's)."""
     with SlowLog(redis_proc) as slow, Pinger(redis_proc) as pinger:
+        redis_before = redis_cpu_s(slow.client)
         run = run_child(cmd, **kw)
+        redis_cpu = redis_cpu_s(slow.client) - redis_before
     if run.returncode not in (0, 1):
         raise RuntimeError(f"{cmd} exited {run.returncode}:\n{run.output[-3000:]}")
-    return run, {**pinger.stats(), **slow.stats()}
+    return run, {**pinger.stats(), **slow.stats(), "redis_cpu_s": redis_cpu}
 
 
 class SlowLog:
@@ -193,8 +221,15 @@ class Row:
     ping: dict = field(default_factory=dict)
     reaped: str = "-"
     note: str = ""
-    round: int = 1  # --repeat: which alternation of floor and reaper
+    round: int = 1  # --repeat: which round
+    cpu_s: float | None = None  # the process's user+sys CPU, spawn to exit
+    redis_cpu_s: float | None = None  # Redis's CPU during the row
+    work_cpu_s: float | None = None  # floor rows: process CPU of the measured loop alone
 
+
+def child_row(name: str, run: ChildRun, ping: dict, work_s: float | None = None, **kw) -> Row:
+    return Row(name, run.wall_s, work_s, run.rss_mb, ping, cpu_s=run.cpu_s,
+               redis_cpu_s=ping.get("redis_cpu_s"), **kw)
 
 def reaper_env(redis_url: str, auth_url: str = "", concurrency: int | None = None,
                reaper_path: str | None = None, extra: dict | None = None) -> dict:
@@ -215,8 +250,11 @@ def reaper_env(redis_url: str, auth_url: str = "", concurrency: int | None = Non
 
 def reaper_cmd(profile: str | None, profile_out: str | None, *flags: str) -> list[str]:
     base = [sys.executable, "-m", "reaper", "run", "--once", *flags]
-    if profile == "py-spy":
+    if profile == "py-spy":  # waiting counts too: where the wall time goes
         return ["py-spy", "record", "--idle", "--format", "raw", "--rate", "200", "-o", profile_out,
+                "--", *base]
+    if profile == "py-spy-cpu":  # on-CPU samples only, per thread: where the process CPU goes
+        return ["py-spy", "record", "--threads", "--format", "raw", "--rate", "200", "-o", profile_out,
                 "--", *base]
     if profile == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", profile_out, *base[1:]]
@@ -242,40 +280,99 @@ def reaped_text(left: data.Leftovers, dataset: data.Dataset) -> str:
     return f"{gone:,}/{dataset.stale:,} {verdict}{extra}"
 
 
+ROW_ORDER = ("floor", "floor_stdlib", "naive", "reaper")
+
+
 def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
+    """Every selected row in every round (``--repeat``), each round on a fresh fill; naive
+    deletes the stale guests, so the data is filled again after it."""
     rows = []
     dataset = fill(redis_proc, client, args)
+    if {"floor", "floor_stdlib"} & args.rows:
+        args.floor_parser = args.floor_parser or choose_parser(client)
     with SlowLog(redis_proc) as slow, Pinger(redis_proc) as idle:
+        redis_before = redis_cpu_s(slow.client)
         time.sleep(args.idle_s)  # the baseline: PING with nothing else running
-    rows.append(Row("idle", ping={**idle.stats(), **slow.stats()}, note="PING alone, no sweep"))
-    if "floor" in args.rows:
-        rows.append(floor_row(redis_proc))
-    if "naive" in args.rows:
-        run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "naive", redis_proc.url,
-                                          str(data.CONNECTION_TIMEOUT_S)])
-        left = data.leftovers(client, dataset.guests, args.stale)
-        rows.append(Row("naive", run.wall_s, last_json(run.output)["work_s"], run.rss_mb, ping,
-                        reaped_text(left, dataset)))
-        print(f"  naive done in {run.wall_s:.1f}s", flush=True)
-        dataset = fill(redis_proc, client, args)
-    if "reaper" in args.rows:
-        rows.append(reaper_row(redis_proc, client, args, dataset))
-    for round_ in range(2, args.repeat + 1):  # the machine's speed drifts: floor and reaper again
-        print(f"  round {round_} of {args.repeat}", flush=True)
-        dataset = fill(redis_proc, client, args)
-        if "floor" in args.rows:
-            rows.append(floor_row(redis_proc, round_))
-        if "reaper" in args.rows:
-            rows.append(reaper_row(redis_proc, client, args, dataset, round_))
+        redis_idle = redis_cpu_s(slow.client) - redis_before
+    rows.append(Row("idle", ping={**idle.stats(), **slow.stats()}, redis_cpu_s=redis_idle,
+                    note=f"PING alone for {args.idle_s:g}s, no sweep"))
+    for round_ in range(1, args.repeat + 1):  # the machine's speed drifts: every row again
+        if round_ > 1:
+            print(f"  round {round_} of {args.repeat}", flush=True)
+            dataset = fill(redis_proc, client, args)
+        for name in ROW_ORDER:
+            if name not in args.rows:
+                continue
+            if name == "floor":
+                rows.append(floor_row(redis_proc, dataset, args.floor_parser, "floor", round_))
+            elif name == "floor_stdlib":
+                rows.append(floor_row(redis_proc, dataset, "stdlib", "floor_stdlib", round_))
+            elif name == "naive":
+                rows.append(naive_row(redis_proc, client, dataset, args, round_))
+                if "reaper" in args.rows:
+                    dataset = fill(redis_proc, client, args)
+            else:
+                rows.append(reaper_row(redis_proc, client, args, dataset, round_))
     return rows
 
 
-def floor_row(redis_proc, round_: int = 1) -> Row:
-    run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url])
+def choose_parser(client, sample: int = 5000, rounds: int = 5) -> str:
+    """The floor's parser: whichever installed one reads a sample of this very data fastest
+    (records and entries, best of ``rounds``). Printed, with each one's cost."""
+    keys = [key for batch in _take(workloads._scan(client), sample) for key in batch][:sample]
+    values = client.mget(keys)
+    _, page = client.hscan(data.ONLINE, 0, count=sample)
+    fields, entries = list(page), list(page.values())
+    prefix, costs = b"guest_", {}
+    for name, parser in workloads.available_parsers().items():
+        best_records = best_entries = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            parser.records(values)
+            middle = time.perf_counter()
+            parser.entries(fields, entries, prefix)
+            best_records = min(best_records, middle - started)
+            best_entries = min(best_entries, time.perf_counter() - middle)
+        costs[name] = (best_records / len(values) * 1e6, best_entries / max(1, len(entries)) * 1e6)
+    fast = {name: cost for name, cost in costs.items() if name != "stdlib"} or costs
+    chosen = min(fast, key=lambda name: sum(fast[name]))
+    print("  parsers, us per record / per entry (best of %d on %d records): %s -> floor uses %s"
+          % (rounds, len(values), ", ".join(f"{n} {r:.2f} / {e:.2f}" for n, (r, e) in costs.items()),
+             chosen), flush=True)
+    if chosen == "stdlib":
+        print("  (neither msgspec nor orjson is installed: pip install -e '.[bench]')", flush=True)
+    return chosen
+
+
+def _take(batches, count: int):
+    seen = 0
+    for batch in batches:
+        yield batch
+        seen += len(batch)
+        if seen >= count:
+            return
+
+
+def floor_row(redis_proc, dataset, parser: str, name: str, round_: int = 1) -> Row:
+    run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url, parser])
     figures = last_json(run.output)
-    print(f"  floor done in {run.wall_s:.1f}s", flush=True)
-    return Row("floor", run.wall_s, figures["work_s"], run.rss_mb, ping,
-               note=f"{figures['records']:,} records, {figures['entries']:,} entries read", round=round_)
+    right = figures["stale"] == dataset.stale and figures["orphans"] == 0 and figures["malformed"] == 0
+    print(f"  {name} done in {run.wall_s:.1f}s", flush=True)
+    note = (f"{figures['parser']}: {figures['records']:,} records ({figures['stale']:,} stale), "
+            f"{figures['entries']:,} entries, {figures['exists_sent']:,} EXISTS, "
+            f"{figures['orphans']:,} orphans" + ("" if right else " WRONG COUNT"))
+    return child_row(name, run, ping, figures["work_s"], note=note, round=round_,
+                     work_cpu_s=figures["work_cpu_s"])
+
+
+def naive_row(redis_proc, client, dataset, args, round_: int = 1) -> Row:
+    run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "naive", redis_proc.url,
+                                      str(data.CONNECTION_TIMEOUT_S)])
+    left = data.leftovers(client, dataset.guests, args.stale)
+    figures = last_json(run.output)
+    print(f"  naive done in {run.wall_s:.1f}s", flush=True)
+    return child_row("naive", run, ping, figures["work_s"], reaped=reaped_text(left, dataset),
+                     round=round_, work_cpu_s=figures.get("work_cpu_s"))
 
 
 def reaper_row(redis_proc, client, args, dataset, round_: int = 1) -> Row:
@@ -290,48 +387,94 @@ def reaper_row(redis_proc, client, args, dataset, round_: int = 1) -> Row:
     pending = client.hlen("reaper:cascade:intents")
     note = f"exit {run.returncode}; intents left {pending}" + (" [profiled]" if args.profile else "")
     print(f"  reaper done in {run.wall_s:.1f}s", flush=True)
-    return Row("reaper", run.wall_s, float(match.group(2)) if match else None, run.rss_mb, ping,
-               reaped_text(left, dataset), note, round_)
+    return child_row("reaper", run, ping, float(match.group(2)) if match else None,
+                     reaped=reaped_text(left, dataset), note=note, round=round_)
 
 
 def print_sweep_table(rows: list[Row], args) -> None:
     print(f"\nN = {args.guests:,} guests, {args.stale:.0%} stale, {args.registered:,} registered "
           f"users; {os.cpu_count()} cores; {_load()}")
-    header = (f"{'row':<7} {'wall s':>8} {'work s':>8} {'RSS MB':>7} {'PING p50':>9} {'p99':>7} "
-              f"{'max ms':>8} {'slow>1ms':>9} {'slowest':>14}  stale reaped")
+    header = (f"{'row':<16} {'wall s':>7} {'work s':>7} {'CPU s':>6} {'Redis CPU':>9} {'RSS MB':>6} "
+              f"{'PING p50':>8} {'p99':>6} {'max ms':>7} {'slow>1ms':>8} {'slowest':>14}  stale reaped")
     print(header + "\n" + "-" * len(header))
     for row in rows:
-        name = row.name if row.round == 1 else f"{row.name}{row.round}"
-        print(f"{name:<7} {_cell(row.wall_s, 8, 2)} {_cell(row.work_s, 8, 2)} "
-              f"{_cell(row.rss_mb, 7, 0)} {row.ping['p50_ms']:9.2f} {row.ping['p99_ms']:7.2f} "
-              f"{row.ping['max_ms']:8.1f} {row.ping['slow_count']:>9} "
+        name = row.name if args.repeat == 1 or row.name == "idle" else f"{row.name} #{row.round}"
+        print(f"{name:<16} {_cell(row.wall_s, 7, 2)} {_cell(row.work_s, 7, 2)} {_cell(row.cpu_s, 6, 2)} "
+              f"{_cell(row.redis_cpu_s, 9, 2)} {_cell(row.rss_mb, 6, 0)} {row.ping['p50_ms']:8.2f} "
+              f"{row.ping['p99_ms']:6.2f} {row.ping['max_ms']:7.1f} {row.ping['slow_count']:>8} "
               f"{row.ping['slowest_ms']:5.1f} {row.ping['slowest_cmd']:<8}  {row.reaped}   {row.note}")
+    if args.repeat > 1:
+        print_medians(rows)
+    print_targets(rows)
+
+
+COLUMNS = (("wall s", "wall_s"), ("work s", "work_s"), ("CPU s", "cpu_s"),
+           ("Redis CPU s", "redis_cpu_s"), ("RSS MB", "rss_mb"))
+
+
+def _values(rows: list[Row], column: str) -> list[float]:
+    if column.startswith("ping."):
+        return [row.ping[column[5:]] for row in rows]
+    return [getattr(row, column) for row in rows if getattr(row, column) is not None]
+
+
+def print_medians(rows: list[Row]) -> None:
+    """Median (min-max) of each column over the rounds, per row."""
+    print("\nmedian (min-max) over the rounds:")
+    for name in ROW_ORDER:
+        mine = [row for row in rows if row.name == name]
+        if not mine:
+            continue
+        cells = [f"{label} {_spread(_values(mine, column))}" for label, column in
+                 COLUMNS + (("PING p99 ms", "ping.p99_ms"),) if _values(mine, column)]
+        print(f"  {name:<13} " + ";  ".join(cells))
+
+
+def print_targets(rows: list[Row]) -> None:
+    """Issue #14's targets: each ratio per round (same fill, same hour), then its median."""
     by = {(row.name, row.round): row for row in rows}
-    rounds = sorted({row.round for row in rows})
-    pairs = [(by[("reaper", n)], by[("floor", n)]) for n in rounds
-             if ("reaper", n) in by and ("floor", n) in by]
+    rounds = sorted({row.round for row in rows if row.name != "idle"})
     print()
-    if pairs:
-        walls = [reaper.wall_s / floor.wall_s for reaper, floor in pairs]
-        works = [reaper.work_s / floor.work_s for reaper, floor in pairs if reaper.work_s and floor.work_s]
-        print(f"reaper/floor: {_summary(walls)} (wall), {_summary(works)} (work)   target <= "
-              f"{TARGETS['reaper/floor']}")
-    if ("reaper", 1) in by and ("naive", 1) in by:
-        naive, reaper = by[("naive", 1)], by[("reaper", 1)]
-        print(f"naive/reaper: {naive.wall_s / reaper.wall_s:.2f} (wall), "
-              f"{_ratio(naive.work_s, reaper.work_s)} (work)")
+    limit = TARGETS["reaper/floor"]
+    pairs = [(by[("reaper", n)], by[("floor", n)]) for n in rounds if ("reaper", n) in by and ("floor", n) in by]
+    for label, column in (("wall", "wall_s"), ("work", "work_s"), ("process CPU", "cpu_s"),
+                          ("Redis CPU", "redis_cpu_s")):
+        ratios = [getattr(r, column) / getattr(f, column) for r, f in pairs
+                  if getattr(r, column) and getattr(f, column)]
+        if ratios:
+            verdict = "" if column == "work_s" else ("  met" if statistics.median(ratios) <= limit else "  NOT MET")
+            print(f"reaper/floor {label:<12} {_summary(ratios)}   target <= {limit}{verdict}")
+    stdlib = [(by[("floor_stdlib", n)], by[("floor", n)]) for n in rounds
+              if ("floor_stdlib", n) in by and ("floor", n) in by]
+    if stdlib:
+        print(f"floor_stdlib/floor wall   {_summary([s.wall_s / f.wall_s for s, f in stdlib])}")
+    naive = [(by[("naive", n)], by[("reaper", n)]) for n in rounds if ("naive", n) in by and ("reaper", n) in by]
+    if naive:
+        ratios = [n.wall_s / r.wall_s for n, r in naive]
+        verdict = "met" if statistics.median(ratios) >= TARGETS["naive/reaper"] else "NOT MET"
+        print(f"naive/reaper wall        {_summary(ratios)}   target >= {TARGETS['naive/reaper']:.0f}  {verdict}")
     reapers = [row for row in rows if row.name == "reaper"]
     if reapers:
-        print(f"reaper peak RSS {max(r.rss_mb for r in reapers):.0f} MB (target <= {TARGETS['rss_mb']:.0f}), "
-              f"PING p99 {_summary([r.ping['p99_ms'] for r in reapers])} ms (target <= "
-              f"{TARGETS['ping_p99_ms']:.0f})")
+        rss = max(r.rss_mb for r in reapers)
+        p99 = statistics.median(r.ping["p99_ms"] for r in reapers)
+        print(f"reaper peak RSS {rss:.0f} MB (target <= {TARGETS['rss_mb']:.0f}: "
+              f"{'met' if rss <= TARGETS['rss_mb'] else 'NOT MET'}), PING p99 "
+              f"{_summary([r.ping['p99_ms'] for r in reapers])} ms (target <= "
+              f"{TARGETS['ping_p99_ms']:.0f}: {'met' if p99 <= TARGETS['ping_p99_ms'] else 'NOT MET'})")
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def _summary(values: list[float]) -> str:
-    """One figure, or each round's and their median (what --repeat is for: a drifting machine)."""
+    """One figure, or their median, min-max and each round's (what --repeat is for: a drifting machine)."""
     if len(values) == 1:
         return f"{values[0]:.2f}"
-    return f"{statistics.median(values):.2f} median of {', '.join(f'{v:.2f}' for v in values)}"
+    return (f"{statistics.median(values):.2f} median ({min(values):.2f}-{max(values):.2f}; "
+            f"{', '.join(f'{v:.2f}' for v in values)})")
 
 
 def _load() -> str:
@@ -341,10 +484,6 @@ def _load() -> str:
 
 def _cell(value: float | None, width: int, decimals: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{decimals}f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or not b else f"{a / b:.2f}"
 
 
 # -- cascade mode ------------------------------------------------------------------------------
@@ -457,16 +596,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stale", type=float, default=0.1, help="stale fraction (sweep mode)")
     parser.add_argument("--registered", type=int, default=None,
                         help="registered users in users:online (default N/100, at least 10)")
-    parser.add_argument("--rows", default="floor,naive,reaper", help="which rows to measure")
+    parser.add_argument("--rows", default="floor,floor_stdlib,naive,reaper",
+                        help="which rows to measure (comma-separated: " + ",".join(ROW_ORDER) + ")")
+    parser.add_argument("--floor-parser", choices=tuple(workloads.PARSERS),
+                        help="the floor row's parser (default: the fastest installed, measured on the data)")
     parser.add_argument("--idle-s", type=float, default=2.0, help="PING baseline duration")
     parser.add_argument("--repeat", type=int, default=1, metavar="K",
-                        help="measure floor and reaper K times, alternately (refilled each time), "
-                             "and give the median ratio: one pair is at the mercy of a drifting machine")
+                        help="measure every row K times, a round after another (refilled each time), "
+                             "and give medians: one round is at the mercy of a drifting machine")
     parser.add_argument("--cascade-guests", type=int, default=20_000, help="K stale guests (cascade mode)")
     parser.add_argument("--concurrency", type=int, default=16, help="DELETEs in flight (cascade mode)")
     parser.add_argument("--compare-standin", action="store_true",
                         help="cascade mode: also time the httpx loop against tests' StandIn")
-    parser.add_argument("--profile", choices=("py-spy", "cprofile"), help="profile the reaper run "
+    parser.add_argument("--profile", choices=("py-spy", "py-spy-cpu", "cprofile"), help="profile the reaper run "
                         "(its RSS is then the profiler's, not reaper's)")
     parser.add_argument("--profile-out", default="/tmp/reaper-profile.txt")
     parser.add_argument("--reaper-path", help="import reaper from this directory instead of the "
@@ -481,6 +623,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.registered is None:
         args.registered = max(10, args.guests // 100)
     args.rows = set(args.rows.split(","))
+    if args.rows - set(ROW_ORDER):
+        parser.error(f"unknown rows {sorted(args.rows - set(ROW_ORDER))}: choose from {','.join(ROW_ORDER)}")
     args.reaper_env = dict(item.split("=", 1) for item in args.reaper_env)
     return args
 

@@ -1,42 +1,329 @@
 """The comparison programs of bench/sweep.py, each run as its own process so that its wall time and
 peak RSS are measured exactly like `reaper run --once`'s. Each prints one JSON line of figures.
 
-    python bench/sweep_workloads.py floor URL
+    python bench/sweep_workloads.py floor URL [stdlib|orjson|msgspec]
     python bench/sweep_workloads.py naive URL
     python bench/sweep_workloads.py httpx BASE_URL COUNT CONCURRENCY
 """
 
 import json
+import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 CONN_PATTERN = "guest_connection:*"
 ONLINE = "users:online"
 SCAN_COUNT = 1000
 
 
-def floor(url: str) -> dict:
-    """The least any Python sweep does: every record and every online entry read and parsed once."""
+# -- the floor: the whole job of a sweep (records judged, orphans found), writing nothing ---------
+
+# How the floor judges: reaper's rules (docs/design.md, "Staleness") with the bench's timing.
+@dataclass(frozen=True)
+class Judging:
+    connection_timeout_s: float = 3600.0
+    ping_interval_s: float = 1200.0
+    max_missed_pings: int = 3
+    clock_skew_s: float = 5.0
+    max_future_s: float = 300.0
+    guest_id_prefix: str = "guest_"
+
+
+@dataclass
+class FloorCounts:
+    records: int = 0  # values read
+    live: int = 0
+    stale: int = 0
+    malformed: int = 0
+    entries: int = 0  # users:online fields read
+    registered: int = 0
+    orphans: int = 0  # guest entries whose socket has no record (or whose user has none)
+    exists_sent: int = 0  # EXISTS asked for entries naming a socket the record pass did not see
+    socketless: int = 0  # guest entries naming no socket
+
+
+_EPOCH_MS_THRESHOLD = 1e11
+_MAX_EPOCH_S = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+CONN = b"guest_connection:"
+
+
+def _careful_timestamp(value) -> float | None:
+    """reaper's parse_timestamp (reaper/core/records.py) in short: ISO-8601 text (naive = UTC)
+    or an epoch number in s or ms (also as text), within 1970..9999; None when unreadable."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return _epoch(float(text)) if text[4:5] != "-" else _iso(text)
+        except ValueError:
+            return _iso(text)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return _epoch(float(value))
+        except OverflowError:
+            return None
+    return None
+
+
+def _epoch(number: float) -> float | None:
+    if not math.isfinite(number) or number < 0:
+        return None
+    seconds = number / 1000.0 if number >= _EPOCH_MS_THRESHOLD else number
+    return seconds if seconds <= _MAX_EPOCH_S else None
+
+
+def _iso(text: str) -> float | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        seconds = parsed.timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return seconds if 0 <= seconds <= _MAX_EPOCH_S else None
+
+
+def careful_record(raw: bytes) -> tuple[str | None, float | None, float | None]:
+    """(userId, heartbeat, pong) of any value; None for what is missing or unreadable."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    user_id = data.get("userId")
+    user_id = user_id if isinstance(user_id, str) and user_id else None
+    beat, pong = data.get("lastHeartbeat"), data.get("lastPongReceived")
+    heartbeat = _careful_timestamp(beat)
+    pong_s = heartbeat if pong is None or pong == "" else _careful_timestamp(pong)
+    return user_id, heartbeat, pong_s
+
+
+def careful_entry(field: bytes, raw: bytes, prefix: bytes) -> tuple[bool, str | None]:
+    """(is a guest, socketId) of any users:online field, by reaper's rules."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        return field.startswith(prefix), None
+    socket_id = data.get("socketId")
+    return (data.get("isGuest") is True or field.startswith(prefix),
+            socket_id if isinstance(socket_id, str) and socket_id else None)
+
+
+class Parser:
+    """Turns raw records and entries into what a sweep judges; one subclass per JSON library.
+    ``records`` and ``entries`` take a whole batch: the per-record loop is the hot path."""
+
+    name = "?"
+
+    def records(self, values: list) -> list:
+        """[(userId or None, heartbeat s or None, pong s or None) or None for a missing key]"""
+        raise NotImplementedError
+
+    def entries(self, fields: list, values: list, prefix: bytes) -> list:
+        """[(is a guest, socketId or None)]"""
+        raise NotImplementedError
+
+
+class StdlibParser(Parser):
+    name = "stdlib"
+
+    def __init__(self):
+        self._loads = json.loads
+
+    def records(self, values):
+        loads, fromiso, out = self._loads, datetime.fromisoformat, []
+        for raw in values:
+            if raw is None:
+                out.append(None)
+                continue
+            try:
+                data = loads(raw)
+                user_id, beat, pong = data["userId"], data["lastHeartbeat"], data["lastPongReceived"]
+                moment = fromiso(beat)
+                if moment.tzinfo is None or user_id.__class__ is not str:
+                    raise ValueError("not as the signaling service writes it")
+                heartbeat = moment.timestamp()
+                out.append((user_id or None, heartbeat,
+                            heartbeat if pong == beat else fromiso(pong).timestamp()))
+            except Exception:  # anything unusual (also a naive or missing pong): the careful path
+                out.append(careful_record(raw))
+        return out
+
+    def entries(self, fields, values, prefix):
+        loads, out = self._loads, []
+        for field, raw in zip(fields, values):
+            try:
+                data = loads(raw)
+                socket_id = data.get("socketId")
+                if socket_id.__class__ is not str:
+                    socket_id = None
+                out.append((data.get("isGuest") is True or field.startswith(prefix), socket_id or None))
+            except Exception:
+                out.append(careful_entry(field, raw, prefix))
+        return out
+
+
+class OrjsonParser(StdlibParser):
+    name = "orjson"
+
+    def __init__(self):
+        import orjson
+        self._loads = orjson.loads
+
+
+class MsgspecParser(Parser):
+    """A Struct holding only what a sweep judges; RFC 3339 timestamps with an offset decoded
+    in C. Anything else (naive or other ISO text, a number as text, a wrong type) fails
+    validation and goes to the careful path, so the rules stay reaper's."""
+
+    name = "msgspec"
+
+    def __init__(self):
+        from typing import Annotated
+
+        import msgspec
+        aware = Annotated[datetime, msgspec.Meta(tz=True)]
+
+        class Record(msgspec.Struct):
+            userId: str
+            lastHeartbeat: aware | float
+            lastPongReceived: aware | float | None = None
+
+        class Entry(msgspec.Struct):
+            socketId: str | None = None
+            isGuest: bool | None = None
+
+        self._record = msgspec.json.Decoder(Record).decode
+        self._entry = msgspec.json.Decoder(Entry).decode
+        self._errors = (msgspec.DecodeError, msgspec.ValidationError)
+
+    def records(self, values):
+        decode, errors, out = self._record, self._errors, []
+        for raw in values:
+            if raw is None:
+                out.append(None)
+                continue
+            try:
+                data = decode(raw)
+            except errors:
+                out.append(careful_record(raw))
+                continue
+            beat, pong = data.lastHeartbeat, data.lastPongReceived
+            if beat.__class__ is datetime and (pong is None or pong.__class__ is datetime):
+                heartbeat = beat.timestamp()
+                out.append((data.userId or None, heartbeat,
+                            heartbeat if pong is None or pong == beat else pong.timestamp()))
+            else:  # epoch numbers: s or ms, range
+                out.append((data.userId or None, _careful_timestamp(beat),
+                            _careful_timestamp(beat if pong is None else pong)))
+        return out
+
+    def entries(self, fields, values, prefix):
+        decode, errors, out = self._entry, self._errors, []
+        for field, raw in zip(fields, values):
+            try:
+                data = decode(raw)
+            except errors:
+                out.append(careful_entry(field, raw, prefix))
+                continue
+            out.append((data.isGuest is True or field.startswith(prefix), data.socketId or None))
+        return out
+
+
+PARSERS = {"stdlib": StdlibParser, "orjson": OrjsonParser, "msgspec": MsgspecParser}
+
+
+def available_parsers() -> dict:
+    out = {}
+    for name, cls in PARSERS.items():
+        try:
+            out[name] = cls()
+        except ImportError:
+            pass
+    return out
+
+
+def floor(url: str, parser_name: str = "stdlib", judging: Judging = Judging()) -> dict:
+    """The least any Python sweep does for the whole job, reading only: every record read, parsed
+    and judged once; every online entry read and parsed once; orphans found the cheapest correct
+    way: the record pass remembers the keys it read, and only an entry naming a socket it did not
+    see (or one whose record it could not name a userId for) is confirmed, by EXISTS pipelined
+    per page. Guest entries naming no socket need the record pass's userIds: only when there are
+    some does the floor read the records' userIds again (none in the seed data)."""
     import redis
     client = redis.Redis.from_url(url)
-    started = time.perf_counter()
-    records = entries = 0
-    for cursor_batch in _scan(client):
-        for value in client.mget(cursor_batch):
-            if value is not None:
-                json.loads(value)
-                records += 1
+    parser = PARSERS[parser_name]()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    counts = floor_counts(client, parser, judging)
+    return {"work_s": time.perf_counter() - started, "work_cpu_s": time.process_time() - cpu_started,
+            "parser": parser.name, **counts.__dict__}
+
+
+def floor_counts(client, parser: Parser, judging: Judging) -> FloorCounts:
+    counts, seen, unowned = FloorCounts(), set(), set()
+    seconds, micros = client.time()
+    now = seconds + micros / 1e6
+    limit = judging.connection_timeout_s + judging.clock_skew_s
+    beat_future = now + judging.max_future_s
+    pong_future = now + judging.max_future_s + judging.clock_skew_s
+    interval, missed = judging.ping_interval_s, judging.max_missed_pings
+    pong_now = now - judging.clock_skew_s
+    add = seen.add
+    for keys in _scan(client):
+        for key, parsed in zip(keys, parser.records(client.mget(keys))):
+            if parsed is None:  # gone since SCAN
+                continue
+            add(key)
+            user_id, heartbeat, pong = parsed
+            if user_id is None or heartbeat is None or pong is None:
+                counts.malformed += 1
+                if user_id is None:  # its entry, if any, is an orphan
+                    unowned.add(key)
+            elif heartbeat > beat_future or pong > pong_future or heartbeat < 0 or pong < 0:
+                counts.malformed += 1
+            elif now - heartbeat > limit or (pong_now - pong) // interval >= missed:
+                counts.stale += 1
+            else:
+                counts.live += 1
+    counts.records = counts.live + counts.stale + counts.malformed
+    prefix, socketless = judging.guest_id_prefix.encode(), set()
     cursor = 0
     while True:
-        cursor, fields = client.hscan(ONLINE, cursor, count=SCAN_COUNT)
-        for value in fields.values():
-            json.loads(value)
-            entries += 1
+        cursor, page = client.hscan(ONLINE, cursor, count=SCAN_COUNT)
+        fields = list(page)
+        maybe = []
+        for field, (is_guest, socket_id) in zip(fields, parser.entries(fields, list(page.values()), prefix)):
+            if not is_guest:
+                counts.registered += 1
+            elif socket_id is None:
+                socketless.add(field)
+            else:
+                key = CONN + socket_id.encode("utf-8", "surrogatepass")
+                if key in unowned:
+                    counts.orphans += 1
+                elif key not in seen:
+                    maybe.append(key)
+        counts.entries += len(fields)
+        if maybe:
+            pipe = client.pipeline(transaction=False)
+            for key in maybe:
+                pipe.exists(key)
+            counts.orphans += sum(not found for found in pipe.execute())
+            counts.exists_sent += len(maybe)
         if cursor == 0:
             break
-    return {"work_s": time.perf_counter() - started, "records": records, "entries": entries}
+    counts.socketless = len(socketless)
+    if socketless:  # their users' records: read the userIds again (only when there are such entries)
+        owned = set()
+        for keys in _scan(client):
+            owned.update(p[0].encode() for p in parser.records(client.mget(keys)) if p and p[0])
+        counts.orphans += len(socketless - owned)
+    return counts
 
 
 def _scan(client):
@@ -54,7 +341,7 @@ def naive(url: str, connection_timeout_s: float) -> dict:
     stale guest, each a round trip of its own."""
     import redis
     client = redis.Redis.from_url(url)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     now = _redis_now(client)
     reaped = 0
     for key in client.keys(CONN_PATTERN):
@@ -67,7 +354,8 @@ def naive(url: str, connection_timeout_s: float) -> dict:
             client.delete(key)
             client.hdel(ONLINE, data["userId"])
             reaped += 1
-    return {"work_s": time.perf_counter() - started, "reaped": reaped}
+    return {"work_s": time.perf_counter() - started, "work_cpu_s": time.process_time() - cpu_started,
+            "reaped": reaped}
 
 
 def _redis_now(client) -> float:
@@ -93,7 +381,7 @@ def plain_httpx(base_url: str, count: int, concurrency: int) -> dict:
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "floor":
-        result = floor(args[0])
+        result = floor(args[0], *args[1:2])
     elif mode == "naive":
         result = naive(args[0], float(args[1]))
     elif mode == "httpx":

@@ -5,7 +5,6 @@ import socket
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from reaper.core.config import RedisConfig, load_config
 from reaper.core.errors import ConfigError
@@ -13,6 +12,7 @@ from reaper.core.keys import Keys
 from reaper.store.pause import pause
 from reaper.ops.server import Reply, serve
 from support.cli import invoke
+from support.metrics import scrape, value
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
 
@@ -45,18 +45,6 @@ def wait_status(url: str, status: int, timeout: float = 15, **body) -> httpx.Res
                 and all(reply.json().get(k) == v for k, v in body.items()))
 
     return seen[0] if wait_for(answered, timeout=timeout, interval=0.05) else None
-
-
-def scrape(base: str) -> dict:
-    """{(sample name, sorted label items): value}, parsed by prometheus_client's own parser."""
-    reply = httpx.get(base + "/metrics", timeout=2)
-    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(reply.text) for s in family.samples}
-
-
-def value(scraped: dict, name: str, **labels) -> float | None:
-    return scraped.get((name, tuple(sorted(labels.items()))))
 
 
 # -- /healthz and /readyz --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from support.guests import redis_now
 from reaper.app.cleanup import periodic_cleanup
+from support.metrics import metrics_of, samples, value
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -123,6 +124,10 @@ def test_a_failing_retention_call_warns_and_the_others_still_run(
     warnings = [m for level, m in logs if level == "WARNING"]
     assert any(m.startswith(f"Retention: {name} failed") for m in warnings), warnings
     assert ctx.counters.get(f"retention_failed.{name}") == 1
+    scraped = samples(metrics_of(ctx.counters))
+    assert {t: value(scraped, "reaper_retention_failures_total", target=t)
+            for t in ("auth_service", "user_service", "mongo")} == \
+        {t: float(t == name.replace("-", "_")) for t in ("auth_service", "user_service", "mongo")}
     assert len(auth_service.calls("DELETE", "/auth/guest/cleanup")) == 1
     assert len(user_service.calls("DELETE", "/guests/cleanup")) == 1
     assert (users.count_documents({}) == 0) is (name != "mongo")

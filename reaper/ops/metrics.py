@@ -81,8 +81,6 @@ FAMILIES = (
     Family("reaper_circuit_refused", "Calls a downstream's open circuit refused (not sent; tried "
            "again after the probe), by target.", "circuit_refused.", "target", CIRCUIT_TARGETS,
            circuit_target),
-    Family("reaper_skipped_registered", "Cascades that stopped before the auth-service and MongoDB "
-           "steps because the guest had become a registered user.", "skipped_registered"),
     Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job_name",
            (SWEEP, CASCADE, CLEANUP)),
     Family("reaper_job_missed_runs", "Scheduled runs a job missed because the process was held up "

@@ -29,6 +29,6 @@ def value(scraped: dict, name: str, **labels) -> float | None:
     return scraped.get((name, tuple(sorted(labels.items()))))
 
 
-def metrics_of(counters: Counters, leads: bool = True, paused: bool = False) -> Metrics:
-    """A Metrics registry over ``counters``, as the daemon builds one."""
-    return Metrics(counters.snapshot, lambda: leads, lambda: paused)
+def metrics_of(counters: Counters, leads: bool = True, paused: bool = False, circuits=tuple) -> Metrics:
+    """A Metrics registry over ``counters`` (and ``circuits()``, the breakers), as the daemon builds one."""
+    return Metrics(counters.snapshot, lambda: leads, lambda: paused, circuits)

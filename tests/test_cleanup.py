@@ -60,6 +60,15 @@ def test_retention_goes_by_redis_time_not_the_hosts_clock(r, ctx_factory, auth_s
     assert auth_service.calls("DELETE", "/auth/guest/cleanup")[0].query["before"] == "2031-05-05T07:08:09.250Z"
 
 
+def test_retention_cuts_off_at_the_time_it_is_given(r, ctx_factory, auth_service, user_service):
+    now = datetime(2031, 5, 6, 7, 8, 9, 250000, tzinfo=timezone.utc).timestamp()
+
+    assert periodic_cleanup(ctx_factory(timing__retention="2h"), now=now) is True
+
+    for service, path in ((auth_service, "/auth/guest/cleanup"), (user_service, "/guests/cleanup")):
+        assert service.calls("DELETE", path)[0].query["before"] == "2031-05-06T05:08:09.250Z"
+
+
 def test_mongo_retention_deletes_only_old_guest_documents(r, ctx_factory, users):
     now = redis_now(r)
     old, young = naive_utc(now - 3 * 3600), naive_utc(now - 3600)

@@ -23,12 +23,13 @@ from reaper.store.client import redis_now
 from support.cli import invoke
 from support.clocks import ManualClock
 from support.guests import CONN, ONLINE, record
+from support.keys import KEYS
 from support.metrics import metrics_of, samples, value
 from support.standin import wait_for
-from sweep_helpers import intents, keys_of
+from support.intents import all_stored
 
 SKEW, TIMEOUT = 5.0, 180.0
-STATE = "reaper:state"
+STATE = KEYS.state
 
 
 # -- the decision, pure --------------------------------------------------------------------------
@@ -278,7 +279,7 @@ def _untouched(r, world, live: Heartbeats, auth_service) -> None:
     assert live.sockets() <= world.records()
     assert live.users() <= set(world.online())
     assert not set(auth_service.deleted_guests()) & live.users()
-    assert not {i["user_id"] for i in intents(r).values()} & live.users()
+    assert not {i["user_id"] for i in all_stored(r).values()} & live.users()
 
 
 @pytest.mark.parametrize("step_s", [3600, -3600], ids=["forward-1h", "back-1h"])
@@ -398,7 +399,7 @@ def test_no_cascade_and_no_retention_run_while_a_hold_lasts(r, world, jumpy, aut
     held = drain(ctx)
 
     assert held.completed == 0 and auth_service.calls("DELETE") == []
-    assert set(intents(r)) == {"guest:guest_900"} and ctx.counters.get("clock_jumps") == 1
+    assert set(all_stored(r)) == {"guest:guest_900"} and ctx.counters.get("clock_jumps") == 1
     assert daemon.cleanup(ctx) and auth_service.calls("DELETE") == []  # nor retention: Redis time too
     assert wait_for(lambda: drain(ctx).completed == 1, timeout=60)
     assert auth_service.deleted_guests() == ["guest_900"]

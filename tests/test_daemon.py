@@ -12,11 +12,12 @@ from reaper.app import daemon
 from reaper.app.daemon import RedisOutage, startup
 from reaper.app.jobs import build_scheduler
 from reaper.core.turns import CASCADE, SWEEP
+from support.keys import KEYS
 from support.metrics import metrics_of, samples, value
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 
-INTENTS = "reaper:cascade:intents"
+INTENTS = KEYS.intents
 DEFAULT_CHANNEL = "socket.io-request#/#"
 
 
@@ -140,7 +141,7 @@ def test_the_daemon_reaps_the_dead_keeps_the_living_and_stops_cleanly(
     finally:
         daemon.proc.kill()
     assert "stopped cleanly" in daemon.stderr()
-    assert r.zcard("reaper:cascade:due") == 0
+    assert r.zcard(KEYS.due) == 0
 
 
 def test_run_once_exits_0_when_everything_is_done(r, world, launch, auth_service):

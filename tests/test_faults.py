@@ -23,11 +23,12 @@ import pytest
 
 from support.daemons import Launcher
 from support.guests import CONN, ONLINE, record, redis_now
+from support.keys import KEYS
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
 
 AUTH_GUEST = "/auth/guest/"
-INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
+INTENTS, DUE, DEAD = KEYS.intents, KEYS.due, KEYS.dead
 CLAIM_TIMEOUT_S = 1.0
 HEARTBEAT_S = 0.2
 
@@ -273,7 +274,7 @@ def test_auth_outage_with_a_sigkill_midway_every_delete_arrives_after_heal(r, au
 
 # -- 3. Redis killed, or frozen, in the middle of a sweep ------------------------------------------
 
-STATE = "reaper:state"
+STATE = KEYS.state
 
 
 def a_sweep_begins(r) -> bool:

@@ -14,12 +14,13 @@ from reaper.core.turns import CASCADE, SWEEP
 from reaper.store.leader import (EXPIRY_MARGIN_S, GAINED, KEPT, LOST, STANDBY, Attempt, Lease, Leadership,
                            decide, elect, next_try_in, read_holder, replica_name)
 from reaper.store.pause import PauseWatch
+from support.keys import KEYS
 from support.standin import wait_for
 from support.daemons import Daemon
 
-KEY = "reaper:leader"
-INTENTS = "reaper:cascade:intents"
-DUE = "reaper:cascade:due"
+KEY = KEYS.leader
+INTENTS = KEYS.intents
+DUE = KEYS.due
 OTHER = "other-host:77:abcd1234"
 
 

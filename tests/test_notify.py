@@ -14,10 +14,11 @@ from reaper.signaling.socketio import REMOTE_FETCH
 from reaper.app.purge import purge
 from reaper.signaling.servers import SignalingCluster, Teller
 from support.gates import cleared
-from support.guests import CONN, record
+from support.guests import record
 from support.redis_proc import find_free_port
 from support.standin import wait_for
-from sweep_helpers import intents, keys_of
+from support.intents import all_stored
+from support.keys import keys_of
 
 NOTIFY = {"notify__enabled": True}
 
@@ -106,12 +107,12 @@ def test_tell_is_the_last_step_and_only_when_enabled(r, world, ctx_factory):
 
     ctx_factory(**NOTIFY).sweep()
 
-    assert {i["user_id"]: i["steps"] for i in intents(r).values()} == {
+    assert {i["user_id"]: i["steps"] for i in all_stored(r).values()} == {
         "guest_1": ["auth", "mongo", "tell"], "guest_2": ["auth", "mongo", "tell"]}
     r.delete(keys_of(r).intents, keys_of(r).due)
     world.guest(3, age=600)
     ctx_factory().sweep()
-    assert [i["steps"] for i in intents(r).values()] == [["auth", "mongo"]]
+    assert [i["steps"] for i in all_stored(r).values()] == [["auth", "mongo"]]
 
 
 def test_with_only_notify_on_an_orphan_still_gets_a_cascade_to_tell(r, world, ctx_factory):
@@ -121,7 +122,7 @@ def test_with_only_notify_on_an_orphan_still_gets_a_cascade_to_tell(r, world, ct
 
     ctx.sweep()
 
-    assert [(i["reason"], i["steps"]) for i in intents(r).values()] == [("orphan", ["tell"])]
+    assert [(i["reason"], i["steps"]) for i in all_stored(r).values()] == [("orphan", ["tell"])]
     assert ctx.drain().completed == 1 and ctx.pending() == 0
 
 
@@ -172,13 +173,13 @@ def test_a_tell_that_fails_on_redis_is_retried_without_repeating_the_other_steps
     report = ctx.drain()
 
     assert (report.completed, report.retrying) == (0, 1)
-    [intent] = intents(r).values()
+    [intent] = all_stored(r).values()
     assert intent["steps"] == ["tell"] and intent["attempts"] == 1
     assert intent["last_error"].startswith("signaling: ") and "tell" in intent["errors"]
     assert ctx.counters.get("step_failed.tell") == 1
 
     ctx.targets.tell = working
-    assert wait_for(lambda: ctx.drain().completed == 1 or not intents(r), timeout=10)
+    assert wait_for(lambda: ctx.drain().completed == 1 or not all_stored(r), timeout=10)
     assert client.expect("message", name="guestLeft")["args"] == told(("guest_1", "heartbeat_timeout"))
     assert auth_service.deleted_guests() == ["guest_1"]  # the DELETE was not sent again
     failing.client.close()
@@ -374,7 +375,7 @@ def test_ask_alone_keeps_an_attached_guest_without_telling_or_fencing(r, signali
     report = ctx.sweep()
 
     assert report.attached == 1 and report.reaped == {"heartbeat_timeout": 1}
-    assert [i["steps"] for i in intents(r).values()] == [["auth", "mongo"]]
+    assert [i["steps"] for i in all_stored(r).values()] == [["auth", "mongo"]]
 
 
 def test_a_guest_kept_as_attached_takes_no_place_of_the_mass_expiry_budget(signaling, world, ctx_factory):
@@ -486,11 +487,11 @@ def test_a_guest_whose_app_froze_is_fenced_reaped_and_every_other_client_hears_i
 def test_a_tell_left_when_notify_was_switched_off_is_skipped(r, world, ctx_factory):
     world.guest(1, age=600)
     ctx_factory(auth_service__base_url="", mongo__uri="", **NOTIFY).sweep()
-    assert [i["steps"] for i in intents(r).values()] == [["tell"]]
+    assert [i["steps"] for i in all_stored(r).values()] == [["tell"]]
 
     report = ctx_factory().drain()
 
-    assert report.completed == 1 and not intents(r)
+    assert report.completed == 1 and not all_stored(r)
 
 
 def test_guests_kept_as_attached_are_counted_since_start(signaling, world, ctx_factory):

@@ -9,16 +9,14 @@ import pytest
 from reaper.app import daemon
 from reaper.app.jobs import Gate
 from reaper.core.turns import CASCADE, CLEANUP, SWEEP
-from reaper.core.config import RedisConfig
-from reaper.core.keys import Keys
 from reaper.store.leader import Lease, Leadership
 from reaper.store.pause import PAUSED, RESUMED, PauseWatch, change, parse_pause, pause, paused_state, resume
+from support.keys import KEYS, keys_of
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 from support.cli import invoke
 
-KEYS = Keys.from_config(RedisConfig())
-PAUSE_KEY, LEADER_KEY = "reaper:paused", "reaper:leader"
+PAUSE_KEY, LEADER_KEY = KEYS.paused, KEYS.leader
 NOW = 1_795_000_000.0
 WRITTEN = json.dumps({"by": "ops@bastion", "since": "2026-11-29T10:00:00.000Z", "until": None,
                       "reason": "deploy"}).encode()
@@ -193,7 +191,7 @@ def test_a_replica_started_while_paused_skips_the_startup_step(r, world, ctx_fac
     finally:
         gate.leadership.stop()
 
-    assert world.records() == {"sock1"} and not r.hexists("reaper:cascade:intents", "purge")
+    assert world.records() == {"sock1"} and not r.hexists(keys_of(r).intents, "purge")
     assert logs.at("INFO", "Startup: paused; skipping the startup step (startup.purge = all)")
 
 

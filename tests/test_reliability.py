@@ -19,7 +19,8 @@ from support.cli import invoke
 from support.clocks import ManualClock
 from support.metrics import metrics_of, samples, value
 from support.terminal import on_terminal
-from sweep_helpers import keys_of
+from support.intents import all_stored, dues, make_all_due, stored
+from support.keys import keys_of
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -32,25 +33,6 @@ MONGO_FAULTS = [
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-def stored(r, cascade_id: str) -> dict | None:
-    raw = r.hget(keys_of(r).intents, cascade_id)
-    return None if raw is None else json.loads(raw)
-
-
-def all_stored(r) -> dict[str, dict]:
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
-
-
-def dues(r) -> dict[str, float]:
-    return {k.decode(): score for k, score in r.zrange(keys_of(r).due, 0, -1, withscores=True)}
-
-
-def make_all_due(r) -> None:
-    """Instead of sleeping through a delay or a backoff: everything pending is due now."""
-    for cascade_id in dues(r):
-        r.zadd(keys_of(r).due, {cascade_id: 0})
-
 
 def write_intent(r, intent: Intent, due: float = 0) -> None:
     r.hset(keys_of(r).intents, intent.id, intent.to_json())

@@ -10,7 +10,7 @@ from collections import Counter
 from reaper.app.daemon import run_once
 from support.guests import World
 from support.mixed import mongo_docs, populate
-from sweep_helpers import keys_of
+from support.keys import keys_of
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 

@@ -9,6 +9,7 @@ import pytest
 
 from support.guests import redis_now
 from reaper.app.cleanup import periodic_cleanup
+from support.metrics import metrics_of, samples, value
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -57,6 +58,15 @@ def test_retention_goes_by_redis_time_not_the_hosts_clock(r, ctx_factory, auth_s
     periodic_cleanup(ctx)
 
     assert auth_service.calls("DELETE", "/auth/guest/cleanup")[0].query["before"] == "2031-05-05T07:08:09.250Z"
+
+
+def test_retention_cuts_off_at_the_time_it_is_given(r, ctx_factory, auth_service, user_service):
+    now = datetime(2031, 5, 6, 7, 8, 9, 250000, tzinfo=timezone.utc).timestamp()
+
+    assert periodic_cleanup(ctx_factory(timing__retention="2h"), now=now) is True
+
+    for service, path in ((auth_service, "/auth/guest/cleanup"), (user_service, "/guests/cleanup")):
+        assert service.calls("DELETE", path)[0].query["before"] == "2031-05-06T05:08:09.250Z"
 
 
 def test_mongo_retention_deletes_only_old_guest_documents(r, ctx_factory, users):
@@ -123,6 +133,10 @@ def test_a_failing_retention_call_warns_and_the_others_still_run(
     warnings = [m for level, m in logs if level == "WARNING"]
     assert any(m.startswith(f"Retention: {name} failed") for m in warnings), warnings
     assert ctx.counters.get(f"retention_failed.{name}") == 1
+    scraped = samples(metrics_of(ctx.counters))
+    assert {t: value(scraped, "reaper_retention_failures_total", target=t)
+            for t in ("auth_service", "user_service", "mongo")} == \
+        {t: float(t == name.replace("-", "_")) for t in ("auth_service", "user_service", "mongo")}
     assert len(auth_service.calls("DELETE", "/auth/guest/cleanup")) == 1
     assert len(user_service.calls("DELETE", "/guests/cleanup")) == 1
     assert (users.count_documents({}) == 0) is (name != "mongo")

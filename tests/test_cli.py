@@ -14,7 +14,8 @@ from reaper.store import pause as pausing
 from reaper.core.config import SECTIONS, as_masked_dict, load_config
 from support.redis_proc import find_free_port
 from support.cli import invoke
-from sweep_helpers import keys_of
+from support.keys import KEYS, keys_of
+from support.snapshots import snapshot
 
 STATUS_LINE = re.compile(r"^(?P<name>[a-z -]+):\s+(?P<status>OK|FAIL|WARN|disabled)\b(?P<detail>.*)$")
 
@@ -40,11 +41,6 @@ def statuses(stdout: str) -> dict[str, tuple[str, str]]:
         assert match, f"unexpected check line {line!r}"
         found[match["name"]] = (match["status"], match["detail"])
     return found
-
-
-def snapshot(r) -> dict:
-    """Every key with its serialized value: equal snapshots mean nothing was written."""
-    return {key: (r.type(key), r.dump(key)) for key in r.scan_iter(count=1000)}
 
 
 # -- configuration errors: exit 2 before anything is touched --------------------------------
@@ -243,7 +239,7 @@ def test_check_does_not_warn_under_noeviction(env):
 
 def test_check_fails_on_keys_of_another_type_naming_each(env, r):
     keys = keys_of(r)
-    r.set("users:online", "oops")
+    r.set(KEYS.online, "oops")
     r.rpush(keys.state, "x")
     r.hset(keys.due, "a", "1")
 
@@ -252,7 +248,7 @@ def test_check_fails_on_keys_of_another_type_naming_each(env, r):
     assert result.exit_code == 1
     status, detail = statuses(result.stdout)["keys"]
     assert status == "FAIL"
-    assert "users:online holds a string, not a hash" in detail
+    assert f"{KEYS.online} holds a string, not a hash" in detail
     assert f"{keys.state} holds a list, not a hash" in detail
     assert f"{keys.due} holds a hash, not a zset" in detail
     assert statuses(result.stdout)["redis"][0] == "OK"  # Redis itself answers
@@ -266,7 +262,7 @@ def test_check_takes_reapers_own_keys_as_they_are_written(env, r, ctx_factory, w
     pausing.pause(r, keys_of(r), 60.0, reason="test")
     r.lpush(keys_of(r).dead, json.dumps({"id": "guest:old"}))
     r.set(keys_of(r).leader, "host:1:token", px=60_000)
-    assert all(r.exists(key) for key in keys_of(r).expected_types() if key != "users:online")
+    assert all(r.exists(key) for key in keys_of(r).expected_types() if key != KEYS.online)
 
     assert statuses(invoke(["check"], env).stdout)["keys"][0] == "OK"
 
@@ -335,7 +331,7 @@ def small_world(world):
 
 
 def test_stats_json_counts_the_world_and_writes_nothing(env, r, small_world):
-    r.set("guest_connection:broken", b"{not json", ex=3600)
+    r.set(KEYS.connection("broken"), b"{not json", ex=3600)
     before = snapshot(r)
 
     result = invoke(["stats", "--json"], env)
@@ -441,13 +437,13 @@ def test_purge_refuses_without_yes_and_without_a_terminal(env, r, small_world, a
 
 
 def test_purge_with_yes_deletes_all_guest_state(env, r, small_world, auth_service, user_service):
-    r.set("guest_session:abc", "x")
+    r.set(KEYS.session_prefix + "abc", "x")
 
     result = invoke(["purge", "--yes"], env)
 
     assert result.exit_code == 0, result.output
     assert small_world.records() == set()
-    assert r.exists("guest_session:abc") == 0
+    assert r.exists(KEYS.session_prefix + "abc") == 0
     assert set(small_world.online()) == {"user_5"}
     assert len(auth_service.calls("DELETE", "/auth/guest/cleanup-all")) == 1
     assert len(user_service.calls("DELETE", "/guests/cleanup-all")) == 1
@@ -465,7 +461,7 @@ def test_purge_exits_1_when_a_cleanup_call_must_wait(env, r, small_world, auth_s
 
 
 def test_purge_dry_run_changes_nothing(env, r, small_world, auth_service, user_service):
-    r.set("guest_session:abc", "x")
+    r.set(KEYS.session_prefix + "abc", "x")
     before = snapshot(r)
 
     result = invoke(["purge", "--dry-run"], env)

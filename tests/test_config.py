@@ -10,7 +10,7 @@ import pytest
 from reaper.core import config as config_module
 from reaper.core.config import Config, as_masked_dict, load_config, mask_url, secrets_of
 from reaper.core.durations import format_duration, parse_duration
-from reaper.core.errors import ConfigError
+from support.config_errors import config_error
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 
@@ -31,12 +31,6 @@ def write(path: Path, text: str) -> Path:
 
 def load_toml(tmp_path, text: str, environ=None, overrides=None) -> Config:
     return load_config(write(tmp_path / "reaper.conf.toml", text), environ or {}, overrides)
-
-
-def config_error(call) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        call()
-    return caught.value
 
 
 # -- defaults and lookup ------------------------------------------------------------------

@@ -6,13 +6,13 @@ import time
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from reaper.ops import lastrun
 from reaper.core.counters import Counters
 from reaper.ops.metrics import Metrics
 from support.cli import invoke
 from support.logs import Logs
+from support.metrics import parsed, value
 from support.pushgateway import PushGateway
 from support.redis_proc import find_free_port
 
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.usefixtures("isolated_cli")
 @pytest.fixture
 def env(cli_env):
     return cli_env
-
-
-def parsed(text: str) -> dict:
-    """{(sample name, sorted label items): value}, by prometheus_client's own parser."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(scraped: dict, name: str, **labels) -> float | None:
-    return scraped.get((name, tuple(sorted(labels.items()))))
 
 
 def read(path) -> dict:

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -128,12 +127,10 @@ def summary(output: str) -> dict[str, str]:
 
 def test_the_demo_reaps_every_dead_guest_touches_nobody_else_and_leaves_nothing_behind(demos):
     demo = demos("--duration", "6")
-    started = time.monotonic()
 
-    code = demo.wait()
+    code = demo.wait()  # it ends by itself (wait fails if it still runs after DEMO_LIMIT_S)
 
     assert code == 0, demo.output
-    assert time.monotonic() - started < DEMO_LIMIT_S
     rows = summary(demo.output)
     assert rows["guests created"] == "22: live 8, dropped 4, killed 2, frozen 2, leftover 4, malformed 2"
     reasons = dict(item.rsplit(" ", 1) for item in rows["reaped by reason"].split(", "))

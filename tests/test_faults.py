@@ -23,11 +23,12 @@ import pytest
 
 from support.daemons import Launcher
 from support.guests import CONN, ONLINE, record, redis_now
+from support.keys import KEYS
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
 
 AUTH_GUEST = "/auth/guest/"
-INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
+INTENTS, DUE, DEAD = KEYS.intents, KEYS.due, KEYS.dead
 CLAIM_TIMEOUT_S = 1.0
 HEARTBEAT_S = 0.2
 
@@ -273,7 +274,7 @@ def test_auth_outage_with_a_sigkill_midway_every_delete_arrives_after_heal(r, au
 
 # -- 3. Redis killed, or frozen, in the middle of a sweep ------------------------------------------
 
-STATE = "reaper:state"
+STATE = KEYS.state
 
 
 def a_sweep_begins(r) -> bool:
@@ -437,26 +438,57 @@ def test_the_daemon_waits_for_redis_with_backoff_then_reaps_once_it_starts(auth_
     assert daemon.count("Run: Redis reachable again") == 1
 
 
+class BlackHole:
+    """A TCP port that accepts connections and never answers: a hung Redis. It counts the
+    connections made to it and the commands sent on them (RESP arrays: lines starting "*")."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.connections, self.commands = 0, 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._swallow, args=(conn,), daemon=True).start()
+
+    def _swallow(self, conn) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                with self._lock:
+                    self.commands += sum(1 for line in data.split(b"\r\n") if line.startswith(b"*"))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 @pytest.fixture
 def black_hole():
-    """A TCP port that accepts connections (the kernel does) and never answers: a hung Redis."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    hole = BlackHole()
+    yield hole
+    hole.close()
 
 
-def test_run_once_exits_3_within_a_few_timeouts_when_redis_answers_nothing(black_hole, auth_service,
-                                                                          launch):
+def test_run_once_exits_3_after_a_timeout_when_redis_answers_nothing(black_hole, auth_service, launch):
     started = time.monotonic()
-    daemon = launch("run", "--once", REAPER_REDIS_URL=black_hole, REAPER_REDIS_SOCKET_TIMEOUT="1s")
+    daemon = launch("run", "--once", REAPER_REDIS_URL=black_hole.url, REAPER_REDIS_SOCKET_TIMEOUT="1s")
     code = daemon.proc.wait(60)
     took = time.monotonic() - started
 
     assert code == 3, daemon.stderr()
     assert "Redis unreachable" in daemon.stderr() and auth_service.requests == []
-    # Python start-up plus a couple of 1 s timeouts, not a dozen hidden retries of each command.
-    assert took < 6, f"took {took:.1f}s"
+    # A couple of 1 s timeouts at most, not a dozen hidden retries of each command.
+    assert wait_for(lambda: black_hole.commands >= 1, timeout=5)
+    assert black_hole.connections <= 2 and black_hole.commands <= 2, (black_hole.connections, black_hole.commands)
     report("run_once_black_hole", exit_code=code, seconds=f"{took:.1f}")
 
 
@@ -537,23 +569,24 @@ def test_a_host_clock_hours_off_changes_nothing(r, auth_service, user_service, l
 
 def test_a_hanging_auth_service_never_stalls_the_sweeps(r, auth_service, launch):
     populate(r, stale=40, live=20)
-    auth_service.hang_seconds = 10  # past the client's timeout: every DELETE times out
+    auth_service.hang_seconds = 120  # longer than the test: the first DELETEs stay in flight throughout
     auth_service.fail("hang", path_prefix=AUTH_GUEST)
-    daemon = launch("run", REAPER_AUTH_SERVICE_TIMEOUT="2s", REAPER_CASCADE_CONCURRENCY="2")
+    daemon = launch("run", REAPER_AUTH_SERVICE_TIMEOUT="60s", REAPER_CASCADE_CONCURRENCY="2")
     try:
-        assert auth_service.wait_for(lambda: len(auth_service.calls("DELETE", AUTH_GUEST)) >= 2, timeout=15)
+        assert auth_service.wait_for(lambda: len(auth_service.calls("DELETE", AUTH_GUEST)) == 2, timeout=15)
+        stuck = auth_service.calls("DELETE", AUTH_GUEST)
         assert daemon.wait_log("Sweep: scanned=20 "), daemon.stderr()  # the stale ones are gone
-        sweeps_before, window_began = daemon.count("Sweep: "), time.monotonic()
+        sweeps_before = daemon.count("Sweep: ")
         ghosts = populate(r, orphans=5, first=1000).orphans
-        written = time.monotonic()
-        assert wait_for(lambda: not any(r.hmget(ONLINE, ghosts)), timeout=5, interval=0.01)
-        ghosts_gone_s = time.monotonic() - written
-        assert wait_for(lambda: daemon.count("Sweep: ") >= sweeps_before + 10, timeout=10), daemon.stderr()
-        ten_sweeps_s = time.monotonic() - window_began
-        assert not any(req.status == 200 for req in auth_service.calls("DELETE", AUTH_GUEST))  # still hanging
+
+        # The sweep that was running when they were written may miss them; the next one may not.
+        assert wait_for(lambda: daemon.count("Sweep: ") >= sweeps_before + 2, timeout=30), daemon.stderr()
+        assert not any(r.hmget(ONLINE, ghosts))
+        assert wait_for(lambda: daemon.count("Sweep: ") >= sweeps_before + 10, timeout=30), daemon.stderr()
+        # ...all of it while the cascade's first batch still hangs: same two DELETEs, unanswered.
+        assert auth_service.calls("DELETE", AUTH_GUEST) == stuck
+        assert all(req.status is None for req in stuck)
     finally:
         daemon.kill()  # a SIGTERM would wait for the hanging batch; that is test_graceful_stop's part
-    assert ghosts_gone_s < HEARTBEAT_S + 0.4, f"ghosts stayed {ghosts_gone_s:.2f}s"
-    assert ten_sweeps_s < 10 * HEARTBEAT_S * 1.5 + 0.5, f"10 sweeps took {ten_sweeps_s:.2f}s"
-    report("hanging_auth", ghosts_left_online_after_s=f"{ghosts_gone_s:.2f}",
-           ten_sweeps_s=f"{ten_sweeps_s:.2f}", heartbeat_interval_s=HEARTBEAT_S)
+    report("hanging_auth", sweeps_while_a_batch_hung=daemon.count("Sweep: ") - sweeps_before,
+           heartbeat_interval_s=HEARTBEAT_S)

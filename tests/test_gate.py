@@ -16,6 +16,7 @@ from reaper.app.purge import purge
 from reaper.signaling.servers import SignalingCluster
 from support.gates import cleared
 from support.guests import record, redis_now
+from support.keys import KEYS
 
 # Ids that must never reach a service, whatever they are found in.
 HOSTILE = [
@@ -115,7 +116,7 @@ def test_a_stale_record_with_a_hostile_user_id_gets_no_external_call(
 @pytest.mark.parametrize("user_id", HOSTILE[12:])
 def test_an_orphan_entry_with_a_hostile_field_gets_no_external_call(
         r, world, ctx_factory, auth_service, user_service, users, user_id, logs):
-    r.hset("users:online", user_id, json.dumps({"isGuest": True, "socketId": "gone"}))
+    r.hset(KEYS.online, user_id, json.dumps({"isGuest": True, "socketId": "gone"}))
     users.insert_one({"userId": user_id, "isGuest": True})
     ctx = ctx_factory()
 
@@ -123,7 +124,7 @@ def test_an_orphan_entry_with_a_hostile_field_gets_no_external_call(
     ctx.drain()
 
     assert report.orphans == 1 and report.not_a_guest_id == 1
-    assert r.hexists("users:online", user_id) is False  # a guest entry by isGuest: removed in Redis
+    assert r.hexists(KEYS.online, user_id) is False  # a guest entry by isGuest: removed in Redis
     assert external_calls(auth_service, user_service) == []
     assert users.count_documents({}) == 1
     assert len([m for level, m in logs if level == "WARNING" and "is not a guest id" in m]) == 1

@@ -13,7 +13,7 @@ import pytest
 
 from support.guests import CONN, redis_now
 from support.standin import wait_for
-from sweep_helpers import assert_intents_consistent
+from support.intents import assert_intents_consistent
 from support.daemons import Launcher
 from support.redis_proc import find_free_port
 from test_faults import (AUTH_GUEST, FAST, CLAIM_TIMEOUT_S, DUE, INTENTS, all_settled, answered,

@@ -14,12 +14,13 @@ from reaper.core.turns import CASCADE, SWEEP
 from reaper.store.leader import (EXPIRY_MARGIN_S, GAINED, KEPT, LOST, STANDBY, Attempt, Lease, Leadership,
                            decide, elect, next_try_in, read_holder, replica_name)
 from reaper.store.pause import PauseWatch
+from support.keys import KEYS
 from support.standin import wait_for
 from support.daemons import Daemon
 
-KEY = "reaper:leader"
-INTENTS = "reaper:cascade:intents"
-DUE = "reaper:cascade:due"
+KEY = KEYS.leader
+INTENTS = KEYS.intents
+DUE = KEYS.due
 OTHER = "other-host:77:abcd1234"
 
 
@@ -77,20 +78,20 @@ def test_the_replica_a_token_names(token, name):
 # -- the lease in Redis ----------------------------------------------------------------------------
 
 def test_acquire_takes_a_free_lease_with_its_token_and_expiry(r):
-    mine = lease(r, token="web-1:1:aa")
+    mine = lease(r, 30, token="web-1:1:aa")
 
     assert mine.acquire() == Attempt(True)
-    assert r.get(KEY) == b"web-1:1:aa" and 0 < r.pttl(KEY) <= 300
+    assert r.get(KEY) == b"web-1:1:aa" and 0 < r.pttl(KEY) <= 30_000
 
 
 def test_a_held_lease_is_refused_and_names_its_holder(r):
-    lease(r, token="web-1:1:aa").acquire()
+    lease(r, 30, token="web-1:1:aa").acquire()
 
-    attempt = lease(r, token="web-2:2:bb").acquire()
+    attempt = lease(r, 30, token="web-2:2:bb").acquire()
 
     assert not attempt.held and not attempt.healed
     assert attempt.holder.token == "web-1:1:aa" and attempt.holder.name == "web-1:1"
-    assert 0 < attempt.holder.left_s <= 0.3
+    assert 0 < attempt.holder.left_s <= 30
     assert r.get(KEY) == b"web-1:1:aa"
 
 
@@ -130,7 +131,8 @@ def test_a_lease_key_without_expiry_is_given_one(r, logs):
     replica = leadership(r)
 
     assert replica.tick() is False
-    assert replica.holder.token == "by-hand" and 0 < r.pttl(KEY) <= 300
+    ttl_ms = r.pttl(KEY)
+    assert replica.holder.token == "by-hand" and ttl_ms != -1 and ttl_ms <= 300  # an expiry (maybe run out already)
     assert logs.at("WARNING", f"{KEY} had no expiry")
     assert wait_for(replica.tick, timeout=2)  # it ran out; the lease is taken normally
     assert r.get(KEY) == replica.lease.token.encode()
@@ -154,7 +156,8 @@ def test_read_holder_says_who_and_for_how_long(r):
 
     holder = read_holder(r, KEY)
 
-    assert holder.token == OTHER and holder.name == "other-host:77" and 7 < holder.left_s <= 8
+    assert holder.token == OTHER and holder.name == "other-host:77"
+    assert r.pttl(KEY) / 1000 <= holder.left_s <= 8  # seconds, read before this PTTL
 
 
 # -- Leadership: the replica's view, kept by its thread ----------------------------------------
@@ -173,18 +176,32 @@ def test_of_two_replicas_exactly_one_leads_and_the_other_stands_by(r, logs, stop
     assert len(logs.at("INFO", "stands by")) == 1  # said once per leader, not per try
 
 
-def test_takeover_happens_within_the_lease_after_the_leader_dies(r, logs, stop_later):
+def tries_of(replica: Leadership) -> list[Attempt]:
+    """Every acquire the replica makes from now on, as it happens."""
+    tries, acquire = [], replica.lease.acquire
+
+    def counted() -> Attempt:
+        tries.append(acquire())
+        return tries[-1]
+
+    replica.lease.acquire = counted
+    return tries
+
+
+def test_takeover_happens_at_the_first_try_after_the_leader_dies(r, logs, stop_later):
     dead = leadership(r, 0.3)
     assert dead.tick()
     died = time.monotonic()  # it never renews again
-    heir = leadership(r, 0.3)
+    heir = leadership(r, 300)  # its own interval (100 s) is longer than the wait below
     stop_later(heir)
+    tries = tries_of(heir)
 
     heir.start()
-    assert wait_for(lambda: heir.is_leader, timeout=3)
+    assert wait_for(lambda: heir.is_leader, timeout=30)
 
-    took = time.monotonic() - died
-    assert 0.25 <= took <= 0.3 + 0.2, took  # not before the lease ran out, and soon after
+    assert time.monotonic() - died >= 0.25  # not before the lease ran out...
+    # ...and at the first try after it did: one standing by at most, told when the lease ends.
+    assert len(tries) <= 2 and tries[-1].held and not any(t.held for t in tries[:-1])
     assert r.get(KEY) == heir.lease.token.encode()
     assert logs.at("INFO", f"Leader: this replica ({heir.me}) is now the leader")
 
@@ -193,10 +210,13 @@ def test_the_renewal_thread_keeps_the_lease_for_many_lease_times(r, stop_later):
     replica = leadership(r, 0.3)
     stop_later(replica)
     assert replica.tick()
+    renewals, renew = [], replica.lease.renew
+    replica.lease.renew = lambda: renewals.append(renew()) or renewals[-1]
     replica.start()
 
-    assert not wait_for(lambda: r.get(KEY) != replica.lease.token.encode(), timeout=1.2)
-    assert replica.is_leader
+    assert wait_for(lambda: len(renewals) >= 12, timeout=30)  # four lease times of renewals
+    assert all(renewals)  # each found the key still holding its token: never lost, never expired
+    assert replica.is_leader and r.get(KEY) == replica.lease.token.encode()
 
 
 def test_a_leader_whose_lease_was_taken_stops_leading_and_says_to_whom(r, logs, stop_later):
@@ -350,7 +370,6 @@ def test_run_once_holds_the_lease_for_its_run_and_releases_it(r, world, make_con
 # -- three real daemons side by side ------------------------------------------------------------
 
 LEASE_S = 1.0
-TAKEOVER_MARGIN_S = 0.7
 
 
 @pytest.fixture
@@ -396,9 +415,9 @@ def test_three_daemons_reap_each_guest_once_and_take_over_when_the_leader_dies(r
 
     leader.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
-    assert wait_for(lambda: r.get(KEY) not in (None, token), timeout=LEASE_S + 3)
-    took = time.monotonic() - killed
-    assert took <= LEASE_S + TAKEOVER_MARGIN_S, took
+    # How soon after the lease the heir takes over is test_takeover_happens_at_the_first_try_...
+    assert wait_for(lambda: r.get(KEY) not in (None, token), timeout=30)
+    took = time.monotonic() - killed  # said below, not bounded
     new_token, heir = leader_of(r, standing_by)
     assert "is now the leader" in heir.stderr()
 
@@ -415,7 +434,7 @@ def test_three_daemons_reap_each_guest_once_and_take_over_when_the_leader_dies(r
     heir.proc.send_signal(signal.SIGTERM)
     assert heir.proc.wait(10) == 0
     assert r.get(KEY) != new_token  # released at once, not left to run out
-    assert wait_for(lambda: r.get(KEY) is not None, timeout=LEASE_S + 1)
+    assert wait_for(lambda: r.get(KEY) is not None, timeout=30)
     assert leader_of(r, [last])[1] is last
     last.proc.send_signal(signal.SIGTERM)
     assert last.proc.wait(10) == 0

@@ -18,6 +18,7 @@ from reaper import logs
 from reaper.sweep import sweep
 from reaper.core.config import load_config, secrets_of
 from reaper.core.counters import Counters
+from support.keys import KEYS
 from support.logs import Logs, restore_logging  # noqa: F401 - autouse: loguru back as it was
 
 SECRET_ENV = {
@@ -68,7 +69,7 @@ def test_json_lines_parse_and_carry_time_level_and_message():
     sink = configured("json")
 
     logger.info("Sweep: scanned={}", 3)
-    logger.bind(user_id="guest_1").warning("Sweep: malformed record {}", "guest_connection:x")
+    logger.bind(user_id="guest_1").warning("Sweep: malformed record {}", KEYS.connection("x"))
     logger.error('quotes " and\nnewlines')
 
     lines = json_lines(sink)
@@ -174,7 +175,7 @@ def test_a_real_sweep_says_its_counts_and_each_reaped_guest_as_fields(ctx_factor
     world.guest(1, age=400)  # stale: its heartbeat is 400 s old
     world.guest(2, age=1)  # live
     world.entry("guest_9", "gone9")  # an orphan: its record is gone
-    r.set("guest_connection:sockbad", b'{"userId": "guest_7", ')  # malformed
+    r.set(KEYS.connection("sockbad"), b'{"userId": "guest_7", ')  # malformed
     sink = configured("json")
 
     report = ctx.sweep()
@@ -195,7 +196,7 @@ def test_a_real_sweep_says_its_counts_and_each_reaped_guest_as_fields(ctx_factor
     assert "problem" not in stale and "note" not in stale  # what is not known is left out
     assert (reaped["guest_9"]["socketId"], reaped["guest_9"]["reason"]) == ("gone9", "orphan")
     [malformed] = [line for line in lines if line["message"].startswith("Sweep: malformed record")]
-    assert malformed["level"] == "WARNING" and malformed["key"] == "guest_connection:sockbad"
+    assert malformed["level"] == "WARNING" and malformed["key"] == KEYS.connection("sockbad")
     assert malformed["problem"] in malformed["message"]
 
 

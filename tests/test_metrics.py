@@ -6,26 +6,11 @@ from collections import Counter
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from reaper.core.counters import Counters
 from reaper.ops.metrics import Metrics
 from reaper.sweep.sweep import SweepReport
-
-
-def samples(metrics: Metrics) -> dict:
-    """{(sample name, sorted label items): value} of one scrape."""
-    text = metrics.exposition().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(scraped: dict, name: str, **labels) -> float:
-    return scraped[(name, tuple(sorted(labels.items())))]
-
-
-def metrics_of(counters: Counters, leads=True, paused=False) -> Metrics:
-    return Metrics(counters.snapshot, lambda: leads, lambda: paused)
+from support.metrics import metrics_of, samples, value
 
 
 def test_before_any_sweep_every_family_is_there_and_counters_are_zero():
@@ -36,6 +21,13 @@ def test_before_any_sweep_every_family_is_there_and_counters_are_zero():
         assert value(scraped, "reaper_cascade_failures_total", target=target) == 0
     for target in ("auth_service", "mongo", "signaling", "user_service"):
         assert value(scraped, "reaper_circuit_opened_total", target=target) == 0
+        assert value(scraped, "reaper_circuit_refused_total", target=target) == 0
+    for target in ("auth_service", "mongo", "user_service"):
+        assert value(scraped, "reaper_retention_failures_total", target=target) == 0
+    for job in ("sweep", "cascade", "cleanup"):
+        for family in ("reaper_job_failures_total", "reaper_job_missed_runs_total",
+                       "reaper_job_overlapped_runs_total", "reaper_redis_unreachable_total"):
+            assert value(scraped, family, job_name=job) == 0
     assert value(scraped, "reaper_skipped_live_total") == 0
     assert value(scraped, "reaper_kept_attached_total") == 0
     assert value(scraped, "reaper_sweep_duration_seconds_count") == 0
@@ -111,6 +103,27 @@ def test_counters_are_read_at_scrape_time_and_steps_add_up_by_target():
     assert value(samples(metrics), "reaper_reaped_total", reason="orphan") == 4
 
 
+def test_the_counters_of_held_up_jobs_refused_calls_and_failed_retention_are_exposed():
+    counters = Counters()
+    metrics = metrics_of(counters)
+    counters.add("job_missed.sweep", 3)
+    counters.add("job_overlapped.cascade", 2)
+    counters.add("redis_unreachable.cleanup")
+    counters.add("circuit_refused.user-service", 7)
+    counters.add("retention_failed.auth-service")
+    counters.add("retention_failed.mongo", 2)
+    scraped = samples(metrics)
+
+    assert value(scraped, "reaper_job_missed_runs_total", job_name="sweep") == 3
+    assert value(scraped, "reaper_job_overlapped_runs_total", job_name="cascade") == 2
+    assert value(scraped, "reaper_job_overlapped_runs_total", job_name="sweep") == 0
+    assert value(scraped, "reaper_redis_unreachable_total", job_name="cleanup") == 1
+    assert value(scraped, "reaper_circuit_refused_total", target="user_service") == 7
+    assert value(scraped, "reaper_retention_failures_total", target="auth_service") == 1
+    assert value(scraped, "reaper_retention_failures_total", target="mongo") == 2
+    assert value(scraped, "reaper_retention_failures_total", target="user_service") == 0
+
+
 def test_each_reaper_has_a_registry_of_its_own():
     first, second = metrics_of(Counters()), metrics_of(Counters())  # no "duplicated timeseries"
     first.record_sweep(SweepReport(total=1, responsive=1))
@@ -164,3 +177,4 @@ def test_a_circuit_not_closed_reads_1_by_its_target_label():
     assert {t: value(scraped, "reaper_circuit_open", target=t)
             for t in ("auth_service", "user_service", "mongo", "signaling")} == \
         {"auth_service": 1, "user_service": 0, "mongo": 0, "signaling": 1}
+

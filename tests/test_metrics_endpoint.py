@@ -9,12 +9,12 @@ from importlib.metadata import version
 import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
-from prometheus_client.parser import text_string_to_metric_families
 
 from reaper.cascade.breaker import CircuitOpen
 from reaper.core.errors import TransientError
 from reaper.ops.monitor import Monitor
 from reaper.ops.sdnotify import Notifier
+from support.metrics import parsed
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 
@@ -38,12 +38,8 @@ def get(url: str, **headers: str) -> httpx.Response:
     return CLIENT.get(url, headers=headers)
 
 
-def samples(text: str, parse=text_string_to_metric_families) -> dict:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in parse(text) for s in f.samples}
-
-
 def names(text: str) -> set[str]:
-    return {name for name, _ in samples(text)}
+    return {name for name, _ in parsed(text)}
 
 
 def test_the_classic_text_format_unless_openmetrics_is_asked_for(served):
@@ -58,7 +54,7 @@ def test_the_classic_text_format_unless_openmetrics_is_asked_for(served):
 
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
     assert open_metrics.text.endswith("# EOF\n")
-    scraped = samples(open_metrics.text, openmetrics_families)  # the strict parser takes it
+    scraped = parsed(open_metrics.text, openmetrics_families)  # the strict parser takes it
     assert scraped[("reaper_leader", ())] == 0
 
 
@@ -86,7 +82,7 @@ def test_name_filters_keep_only_the_samples_asked_for(served):
 
 def test_build_info_and_the_process_and_platform_collectors(served):
     url, _ = served
-    scraped = samples(get(url).text)
+    scraped = parsed(get(url).text)
 
     build = {labels: v for (name, labels), v in scraped.items() if name == "reaper_build_info"}
     assert build == {(("python", platform.python_version()), ("version", version("reaper"))): 1}
@@ -106,7 +102,7 @@ def test_a_head_answers_the_headers_of_a_get(served):
 
 
 def open_circuits(url: str) -> dict[str, float]:
-    return {dict(labels)["target"]: v for (name, labels), v in samples(get(url).text).items()
+    return {dict(labels)["target"]: v for (name, labels), v in parsed(get(url).text).items()
             if name == "reaper_circuit_open"}
 
 

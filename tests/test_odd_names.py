@@ -15,7 +15,8 @@ from reaper.app.purge import purge
 from reaper.signaling.servers import SignalingCluster
 from support.gates import cleared, permit
 from support.guests import CONN, ONLINE, record
-from sweep_helpers import assert_intents_consistent, intents, keys_of
+from support.intents import all_stored, assert_intents_consistent
+from support.keys import KEYS, keys_of
 
 cluster_too = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -53,12 +54,12 @@ def test_is_text(text, expected):
 @cluster_too
 def test_reapers_client_sends_a_decoded_name_as_its_bytes(ctx_factory, r):
     ctx = ctx_factory()
-    name = names.decode_name(b"guest_connection:\xff\xfe")
+    name = names.decode_name(KEYS.connection_prefix.encode() + b"\xff\xfe")
 
     ctx.client.set(name, b"v")
     ctx.client.hset(ONLINE, names.decode_name(ODD_GUEST), b"w")
 
-    assert r.get(b"guest_connection:\xff\xfe") == b"v"
+    assert r.get(KEYS.connection_prefix.encode() + b"\xff\xfe") == b"v"
     assert r.hget(ONLINE, ODD_GUEST) == b"w"
 
 
@@ -82,13 +83,13 @@ def test_names_that_are_no_utf8_are_reaped_as_read_and_nothing_else(ctx_factory,
     assert r.exists(CONN.encode() + b"\xfelive") == 1
     assert set(r.hkeys(ONLINE)) == {ODD_MEMBER, b"guest_4"}
     assert set(r.hkeys(keys_of(r).intents)) == {b"guest:guest_1", b"guest:" + ODD_GUEST}
-    assert intents(r)["guest:guest_1"]["socket_id"] == names.decode_name(ODD_SOCKET)
+    assert all_stored(r)["guest:guest_1"]["socket_id"] == names.decode_name(ODD_SOCKET)
     assert_intents_consistent(r)
 
     drained = ctx.drain()
 
     assert (drained.completed, drained.dead, drained.retrying) == (2, 0, 0)
-    assert intents(r) == {}
+    assert all_stored(r) == {}
     assert sorted(q.path for q in auth_service.calls("DELETE")) == [
         "/auth/guest/guest_%FF2", "/auth/guest/guest_1"]
     assert [d["userId"] for d in users.find()] == ["guest_4"]  # the odd id matches no document
@@ -102,7 +103,7 @@ def test_a_userid_with_a_lone_surrogate_is_malformed_and_cascades_nothing(ctx_fa
 
     assert (report.malformed, report.quarantined, report.reaped) == (1, 1, {})
     assert r.exists(keys_of(r).quarantine(CONN + "s1")) == 1
-    assert intents(r) == {}
+    assert all_stored(r) == {}
     assert any("lone surrogate" in message for level, message in logs if level == "WARNING")
 
 
@@ -116,13 +117,13 @@ def test_a_socketid_with_a_lone_surrogate_reads_as_no_socket(ctx_factory, world,
 
     assert report.orphans == 1
     assert set(r.hkeys(ONLINE)) == {b"guest_6"}
-    assert set(intents(r)) == {"guest:guest_5"}
+    assert set(all_stored(r)) == {"guest:guest_5"}
 
 
 @cluster_too
 def test_the_purge_removes_odd_names_and_keeps_registered_ones(ctx_factory, r):
     r.set(CONN.encode() + ODD_SOCKET, b"{}")
-    r.set(b"guest_session:\xff", b"token")
+    r.set(KEYS.session_prefix.encode() + b"\xff", b"token")
     r.hset(ONLINE, ODD_GUEST, b"not json")
     r.hset(ONLINE, ODD_MEMBER, _json({"isGuest": False}))
     ctx = ctx_factory()
@@ -132,7 +133,7 @@ def test_the_purge_removes_odd_names_and_keeps_registered_ones(ctx_factory, r):
 
     assert (report.connections, report.sessions, report.online_entries) == (1, 1, 1)
     assert r.hkeys(ONLINE) == [ODD_MEMBER]
-    assert r.exists(CONN.encode() + ODD_SOCKET, b"guest_session:\xff") == 0
+    assert r.exists(CONN.encode() + ODD_SOCKET, KEYS.session_prefix.encode() + b"\xff") == 0
 
 
 # -- the signaling tier and the command line -------------------------------------------------

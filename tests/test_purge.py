@@ -6,36 +6,31 @@ import json
 
 
 from reaper.app.purge import purge
-from sweep_helpers import keys_of
+from support.keys import KEYS, keys_of
+from support.snapshots import snapshot
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
-
-
-
-def snapshot(r) -> dict:
-    """Every key with its type, serialized value and whether it expires."""
-    return {k: (r.type(k), r.dump(k), r.ttl(k) > 0) for k in r.scan_iter(count=1000)}
 
 
 def mixed_world(r, world, users) -> None:
     """Guest state of every kind next to registered users and reaper's own keys."""
     world.guest(1, age=5)
     world.guest(2, age=400)
-    r.hset("guest_connection:h1", mapping={"userId": "guest_h", "lastHeartbeat": "x"})
-    r.rpush("guest_connection:l1", "odd")
-    r.set("guest_session:s1", "token")
-    r.hset("guest_session:s2", mapping={"a": "1"})
-    r.rpush("guest_session:s3", "a", "b")
-    r.sadd("guest_session:s4", "a")
-    r.zadd("guest_session:s5", {"a": 1})
-    r.xadd("guest_session:s6", {"a": "1"})
+    r.hset(KEYS.connection("h1"), mapping={"userId": "guest_h", "lastHeartbeat": "x"})
+    r.rpush(KEYS.connection("l1"), "odd")
+    r.set(session("s1"), "token")
+    r.hset(session("s2"), mapping={"a": "1"})
+    r.rpush(session("s3"), "a", "b")
+    r.sadd(session("s4"), "a")
+    r.zadd(session("s5"), {"a": 1})
+    r.xadd(session("s6"), {"a": "1"})
     world.entry("guest_3", "sock3")  # an orphan
-    r.hset("users:online", "guest_raw", b"not json")
+    r.hset(KEYS.online, "guest_raw", b"not json")
     world.entry("visitor_1", "sockv", is_guest=True)  # a guest by its flag, not its prefix
     world.registered("member_1", "sockm")
-    r.hset("users:online", "member_raw", b"not json either")
-    r.hset("reaper:state", mapping={"last_sweep_at": "1"})
-    r.set("reaper:quarantine:guest_connection:q1", "bad", ex=3600)
+    r.hset(KEYS.online, "member_raw", b"not json either")
+    r.hset(KEYS.state, mapping={"last_sweep_at": "1"})
+    r.set(keys_of(r).quarantine(KEYS.connection("q1")), "bad", ex=3600)
     r.lpush(keys_of(r).dead, json.dumps({"id": "guest:old", "last_error": "HTTP 400"}))
     r.set("session:guest_1", "not ours")  # near-miss names
     r.set("guest_connectionX", "not ours")
@@ -43,8 +38,12 @@ def mixed_world(r, world, users) -> None:
                       + [{"userId": "member_1", "isGuest": False}, {"userId": "guest_odd"}])
 
 
-GUEST_KEYS = {b"guest_connection:sock1", b"guest_connection:sock2", b"guest_connection:h1",
-              b"guest_connection:l1"} | {f"guest_session:s{n}".encode() for n in range(1, 7)}
+def session(name: str) -> str:
+    return KEYS.session_prefix + name
+
+
+GUEST_KEYS = {KEYS.connection(s).encode() for s in ("sock1", "sock2", "h1", "l1")} | \
+    {session(f"s{n}").encode() for n in range(1, 7)}
 
 
 def remaining_docs(users) -> list:
@@ -64,7 +63,7 @@ def test_purge_deletes_every_guest_thing_and_nothing_else(r, world, ctx_factory,
     assert (report.connections, report.sessions, report.online_entries) == (4, 6, 5)
     audit = keys_of(r).events.encode()
     assert set(after) == set(before) - GUEST_KEYS | {audit}
-    for key in set(after) - {b"users:online", audit}:
+    for key in set(after) - {KEYS.online.encode(), audit}:
         assert after[key] == before[key], key  # reaper's own and other keys untouched
     assert set(world.online()) == {"member_1", "member_raw"}
     recorded = [json.loads(fields[b"decision"]) for _, fields in r.xrange(audit)]  # the audit trail

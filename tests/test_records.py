@@ -8,10 +8,12 @@ from reaper.core.records import (
     GuestRecord, Malformed, OnlineEntry, entry_belongs_to, parse_hash_record, parse_json_record,
     parse_online_entry, parse_timestamp,
 )
+from support.keys import KEYS
 
 T = 1795946741.09  # 2026-11-29T10:05:41.090Z
 ISO = "2026-11-29T10:05:41.090Z"
-KEY, SOCK = "guest_connection:Qx7b2M1dZk_AAAB", "Qx7b2M1dZk_AAAB"
+SOCK = "Qx7b2M1dZk_AAAB"
+KEY = KEYS.connection(SOCK)
 
 
 # -- timestamps ---------------------------------------------------------------------------

@@ -28,7 +28,9 @@ from support.cli import invoke
 from support.guests import CONN, ONLINE, World
 from support.redis_proc import RedisProcess, find_free_port
 from support.standin import wait_for
-from sweep_helpers import intents, keys_of, snapshot
+from support.intents import all_stored
+from support.keys import KEYS, keys_of
+from support.snapshots import snapshot
 
 ACL_USER, ACL_PASSWORD = "reaper", "not-a-secret"
 READONLY_LINE = "Redis refuses writes (READONLY You can't write against a read only replica.)"
@@ -93,7 +95,7 @@ def dead_and_alive(c: redis.Redis) -> World:
     world.guest(1, age=3600)
     world.entry("guest_3", "sock3")
     world.guest(6, age=5)
-    c.lpush("reaper:cascade:dead", LETTER)
+    c.lpush(keys_of(c).dead, LETTER)
     return world
 
 
@@ -151,7 +153,7 @@ def test_a_command_that_writes_exits_3_in_one_line(refusing, auth_service, args)
 def test_a_command_that_deletes_exits_3_when_redis_refuses_it(request, kind, args, private, client, auth_service):
     """(Under maxmemory alone Redis lets these through: deleting frees memory.)"""
     dead_and_alive(client)
-    client.set("reaper:paused", '{"by": "ops"}')
+    client.set(KEYS.paused, '{"by": "ops"}')
     if kind == "readonly":
         server = request.getfixturevalue("replica")
         assert in_sync(client, server)
@@ -331,7 +333,7 @@ def test_a_write_refused_mid_sweep_leaves_no_removal_without_its_intent(kind, pr
 
     gone = {user for user, sock in stale if not client.exists(CONN + sock)}
     assert len(gone) < len(stale)  # stopped part way
-    assert {i.removeprefix("guest:") for i in intents(client)} == gone  # each removal has its intent...
+    assert {i.removeprefix("guest:") for i in all_stored(client)} == gone  # each removal has its intent...
     assert {m.decode().removeprefix("guest:") for m in client.zrange(keys_of(client).due, 0, -1)} == gone
     assert set(world.online()) == {user for user, _ in stale} - gone  # ...and only those entries went
 
@@ -351,8 +353,8 @@ def test_a_write_refused_mid_sweep_leaves_no_removal_without_its_intent(kind, pr
      "MISCONF Redis is configured to save RDB snapshots"),
     (redis.ResponseError("NOREPLICAS Not enough good replicas to write."), REFUSED,
      "NOREPLICAS Not enough good replicas to write."),
-    (redis.ResponseError("WRONGTYPE reaper:cascade:due holds a hash, not a zset"), WRONG_TYPE,
-     "reaper:cascade:due holds a hash, not a zset"),
+    (redis.ResponseError(f"WRONGTYPE {KEYS.due} holds a hash, not a zset"), WRONG_TYPE,
+     f"{KEYS.due} holds a hash, not a zset"),
     (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), WRONG_TYPE,
      "`reaper check` names the key"),
     (redis.ConnectionError("Connection refused"), UNREACHABLE, "Connection refused"),
@@ -447,7 +449,7 @@ def test_a_wrong_key_type_in_a_job_is_said_once(r, ctx_factory, logs):
     for _ in range(3):
         guarded()
 
-    assert len(logs.at("ERROR", "reaper:cascade:due holds a hash, not a zset")) == 1
+    assert len(logs.at("ERROR", f"{KEYS.due} holds a hash, not a zset")) == 1
     assert ctx.counters.get("wrong_key_type.sweep") == 3
     r.delete(keys_of(r).due)
     guarded()

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections import Counter
 
 import pymongo.errors
@@ -17,8 +16,11 @@ from support.guests import record, redis_now
 from support.redis_proc import find_free_port
 from support.standin import wait_for
 from support.cli import invoke
+from support.clocks import ManualClock
+from support.metrics import metrics_of, samples, value
 from support.terminal import on_terminal
-from sweep_helpers import keys_of
+from support.intents import all_stored, dues, make_all_due, stored
+from support.keys import keys_of
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -31,25 +33,6 @@ MONGO_FAULTS = [
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-def stored(r, cascade_id: str) -> dict | None:
-    raw = r.hget(keys_of(r).intents, cascade_id)
-    return None if raw is None else json.loads(raw)
-
-
-def all_stored(r) -> dict[str, dict]:
-    return {k.decode(): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
-
-
-def dues(r) -> dict[str, float]:
-    return {k.decode(): score for k, score in r.zrange(keys_of(r).due, 0, -1, withscores=True)}
-
-
-def make_all_due(r) -> None:
-    """Instead of sleeping through a delay or a backoff: everything pending is due now."""
-    for cascade_id in dues(r):
-        r.zadd(keys_of(r).due, {cascade_id: 0})
-
 
 def write_intent(r, intent: Intent, due: float = 0) -> None:
     r.hset(keys_of(r).intents, intent.id, intent.to_json())
@@ -77,17 +60,7 @@ def drain_until(ctx, done, timeout: float) -> bool:
     return wait_for(lambda: (ctx.drain(), done())[1], timeout=timeout, interval=0.02)
 
 
-class Clock:
-    """A monotonic clock the test moves by hand, for the circuits."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def drive_circuits(ctx, clock: Clock) -> None:
+def drive_circuits(ctx, clock: ManualClock) -> None:
     for circuit in ctx.runner.circuits.all():
         circuit.clock = clock
 
@@ -119,6 +92,9 @@ def test_an_auth_outage_opens_the_circuit_probes_once_per_cooldown_and_all_go_wh
     ctx = ctx_factory(cascade__concurrency=4, cascade__breaker_failures=5,
                       cascade__breaker_cooldown=f"{int(COOLDOWN_S * 1000)}ms",
                       cascade__retry_initial="1h", cascade__retry_max="2h")
+    clock = ManualClock()
+    drive_circuits(ctx, clock)
+    metrics = metrics_of(ctx.counters, circuits=ctx.runner.circuits.all)
     ctx.sweep()
 
     first = ctx.drain()
@@ -131,24 +107,33 @@ def test_an_auth_outage_opens_the_circuit_probes_once_per_cooldown_and_all_go_wh
     assert all(due <= now + COOLDOWN_S for due in dues(r).values())  # due at the probe, not in 1h
     assert logs.at("WARNING", "Circuit:") == ["Circuit: auth-service open after 5 failures; next probe in 300ms"]
 
-    outage_began = time.monotonic()
-    drain_until(ctx, lambda: False, timeout=1.5)  # the outage goes on for 1.5 s of drains
-    outage_s = time.monotonic() - outage_began
+    for cooldown in range(1, 4):  # the outage goes on for three cooldowns of drains
+        make_all_due(r)
+        ctx.drain()  # within the cooldown: no call goes
+        assert len(auth_deletes(auth_service)) == burst + cooldown - 1
+        clock.advance(COOLDOWN_S)
+        make_all_due(r)
+        ctx.drain()  # the cooldown is over: one probe, which fails
+        assert len(auth_deletes(auth_service)) == burst + cooldown
 
-    probes = len(auth_deletes(auth_service)) - burst
-    assert 1 <= probes <= outage_s / COOLDOWN_S + 1
-    assert sum(i["attempts"] for i in all_stored(r).values()) == burst + probes
+    assert sum(i["attempts"] for i in all_stored(r).values()) == burst + 3
+    assert value(samples(metrics), "reaper_circuit_open", target="auth_service") == 1
     assert r.hlen(keys_of(r).intents) == 30 and r.llen(keys_of(r).dead) == 0
+    refused = value(samples(metrics), "reaper_circuit_refused_total", target="auth_service")
+    assert refused == ctx.counters.get("circuit_refused.auth-service") > first.deferred  # every drain's refusals
 
     auth_service.heal()
-    healed = time.monotonic()
-    assert drain_until(ctx, lambda: r.hlen(keys_of(r).intents) == 0, timeout=10)
-    assert time.monotonic() - healed < COOLDOWN_S + 2.0
+    now = redis_now(r)
+    assert all(due <= now + COOLDOWN_S for due in dues(r).values())  # nothing left to a 1 h backoff
+    clock.advance(COOLDOWN_S)
+    assert drain_until(ctx, lambda: r.hlen(keys_of(r).intents) == 0, timeout=30)
     assert auth_service.wait_for(lambda: answered_200(auth_service) == Counter(guests), timeout=5)
     assert r.zcard(keys_of(r).due) == 0 and r.llen(keys_of(r).dead) == 0
     assert logs.at("INFO", "Circuit: auth-service closed")
-    assert ctx.counters.get("circuit_opened.auth-service") == 1
-    assert ctx.counters.get("circuit_closed.auth-service") == 1
+    assert ctx.runner.circuits.auth.closed
+    scraped = samples(metrics)
+    assert value(scraped, "reaper_circuit_opened_total", target="auth_service") == 1
+    assert value(scraped, "reaper_circuit_open", target="auth_service") == 0  # closed again
 
 
 @pytest.mark.parametrize("mode", ["hang", "reset"])
@@ -189,7 +174,7 @@ def test_mongo_faults_open_the_mongo_circuit_and_refused_batches_are_not_charged
     guest_docs(users, *guests)
     fault = MongoFault(users, monkeypatch, error)
     ctx = ctx_factory(cascade__breaker_failures=2, cascade__breaker_cooldown="1h")
-    clock = Clock()
+    clock = ManualClock()
     drive_circuits(ctx, clock)
     ctx.sweep()
 
@@ -212,7 +197,7 @@ def test_mongo_faults_open_the_mongo_circuit_and_refused_batches_are_not_charged
     assert type(error).__name__ in next(iter(all_stored(r).values()))["last_error"]  # the real cause kept
 
     fault.healed = True
-    clock.now += 3600
+    clock.advance(3600)
     make_all_due(r)
     healed = ctx.drain()
 

@@ -21,7 +21,7 @@ from reaper.cascade.services import AuthService
 from support.cli import invoke
 from support.echo import EchoService, bodies
 from support.gates import cleared, permit
-from sweep_helpers import keys_of
+from support.keys import keys_of
 from support.logs import restore_logging  # noqa: F401 - autouse: loguru back as it was
 
 TOKEN = "tok-Zq8v3PLuS-91f2"

@@ -13,14 +13,16 @@ from reaper.core.errors import ConfigError
 from reaper.store.client import connect
 from support.cli import invoke
 from support.guests import World
+from support.keys import KEYS
 from support.redis_proc import RedisProcess, find_free_port
+from support.config_errors import config_error
 from support.sentinel_proc import PasswordRedisProcess, SentinelProcess, failover_set  # noqa: F401 - a fixture
 from support.tls import TlsRedisProcess, make_certificates
 
 MASTER_PASSWORD, SENTINEL_PASSWORD = "master-pw-5e1f", "sentinel-pw-77c2"
 # The host of redis.url is never dialled with sentinels: an unresolvable one proves it.
 URL = f"redis://:{MASTER_PASSWORD}@master.invalid:1/0"
-INTENTS, DUE = "reaper:cascade:intents", "reaper:cascade:due"
+INTENTS, DUE = KEYS.intents, KEYS.due
 FAILOVER_TIMEOUT = 15.0
 
 
@@ -71,12 +73,6 @@ def cycle(world: World) -> tuple[tuple[str, str], tuple[str, str]]:
     world.entry("guest_3", "sock3")
     world.registered("user_reg", "sockR")
     return live, stale
-
-
-def config_error(environ: dict) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        load_config(None, environ)
-    return caught.value
 
 
 # -- configuration ----------------------------------------------------------------------------------
@@ -184,7 +180,7 @@ def test_run_once_through_the_sentinels_reaps_the_dead_and_keeps_the_living(guar
     assert world.records() == {live[1]}
     assert set(world.online()) == {"guest_1", "user_reg"}
     assert sorted(auth_service.deleted_guests()) == ["guest_2", "guest_3"]
-    assert master.zcard(DUE) == 0 and master.hexists("reaper:state", "last_sweep_at")
+    assert master.zcard(DUE) == 0 and master.hexists(KEYS.state, "last_sweep_at")
     assert MASTER_PASSWORD not in stderr and SENTINEL_PASSWORD not in stderr
 
 
@@ -297,7 +293,7 @@ def test_a_running_reaper_follows_the_failover_with_its_open_connections(failove
     assert sum(report.reaped.values()) == 1
     with new.client() as client:
         assert client.hexists(INTENTS, "guest:guest_3")
-        assert not client.exists("guest_connection:sock3")
+        assert not client.exists(KEYS.connection("sock3"))
 
 
 # -- sentinels over TLS ------------------------------------------------------------------------------

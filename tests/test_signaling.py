@@ -4,7 +4,7 @@ test Redis, with real socket.io clients: tell, fence, ask, and what happens with
 import dataclasses
 import json
 import threading
-import time
+from collections import Counter
 
 import pytest
 import redis
@@ -36,6 +36,25 @@ def tell(cluster: SignalingCluster, user_id: str, reason: str) -> int:
 
 def guest_left(client) -> list:
     return [args[0] for args in client.received("guestLeft")]
+
+
+NO_DEADLINE_S = 3600.0
+
+
+def ask_until_done(cluster: SignalingCluster, socket_ids: list[str]):
+    """ask() with a deadline no test reaches: it returns only when it stops by itself (every
+    server answered, every socket found, or nobody to ask), never by waiting its timeout out."""
+    answers = []
+    threading.Thread(target=lambda: answers.append(cluster.ask(socket_ids, timeout_s=NO_DEADLINE_S)),
+                     daemon=True).start()
+    assert wait_for(lambda: answers, timeout=30), "ask waited for its deadline"
+    return answers[0]
+
+
+def commands(r) -> Counter:
+    """How many times each command ran on the test Redis (INFO commandstats)."""
+    return Counter({name.removeprefix("cmdstat_"): stats["calls"]
+                    for name, stats in r.info("commandstats").items()})
 
 
 # -- tell --------------------------------------------------------------------------------------
@@ -135,12 +154,11 @@ def test_ask_finds_a_socket_on_either_server_and_not_one_that_is_gone(signaling,
     gone.stop()
     second.expect("disconnect", id=gone.id)
 
-    answer = notify_cluster(ask_timeout_s=5.0).ask([a.id, b.id, gone.id])
+    answer = ask_until_done(notify_cluster(), [a.id, b.id, gone.id])  # both servers answered
 
     assert answer.attached == {a.id, b.id}
     assert [answer.verdict(s) for s in (a.id, b.id, gone.id)] == [ATTACHED, ATTACHED, NOT_ATTACHED]
     assert (answer.complete, answer.expected, answer.answered, answer.why) == (True, 2, 2, "")
-    assert answer.elapsed_s < 5.0
 
 
 def test_ask_follows_the_configured_prefix_and_namespace(signaling, notify_cluster):
@@ -154,12 +172,14 @@ def test_ask_follows_the_configured_prefix_and_namespace(signaling, notify_clust
 
 
 def test_with_no_server_nothing_is_attached_and_nobody_waits(r, signaling, notify_cluster):
-    cluster = notify_cluster(ask_timeout_s=30.0)
-    started = time.monotonic()
+    cluster = notify_cluster()
+    before = commands(r)
 
-    answer = cluster.ask(["Qx7b2M1dZk_AAAB"])
+    answer = ask_until_done(cluster, ["Qx7b2M1dZk_AAAB"])
 
-    assert time.monotonic() - started < 5.0  # no wait for answers: one PUBSUB NUMSUB
+    ran = commands(r) - before
+    ran.pop("info", None)
+    assert ran == Counter({"pubsub|numsub": 1})  # no wait for answers: one PUBSUB NUMSUB, nothing else
     assert answer.verdict("Qx7b2M1dZk_AAAB") == NOT_ATTACHED
     assert (answer.complete, answer.expected, answer.answered) == (True, 0, 0)
     assert "no signaling server subscribes socket.io-request#/#" in answer.why
@@ -183,7 +203,7 @@ def test_a_frozen_server_makes_the_answer_unknown_within_the_timeout(signaling, 
     assert answer.verdict(b.id) == UNKNOWN and answer.verdict("gone-socket") == UNKNOWN
     assert (answer.complete, answer.expected, answer.answered) == (False, 2, 1)
     assert answer.why == "1 of 2 servers answered within 0.5s"
-    assert 0.5 <= answer.elapsed_s < 2.0
+    assert answer.elapsed_s >= 0.5  # it waited its timeout out for the frozen one (and came back)
     second.resume()
     assert notify_cluster().ask([b.id]).verdict(b.id) == ATTACHED
 
@@ -193,9 +213,9 @@ def test_ask_stops_as_soon_as_every_socket_is_found(signaling, notify_cluster):
     a = signaling.client(first)
     second.pause()
 
-    answer = notify_cluster(ask_timeout_s=30.0).ask([a.id])
+    answer = ask_until_done(notify_cluster(), [a.id])  # the frozen one never answers
 
-    assert answer.verdict(a.id) == ATTACHED and answer.complete and answer.elapsed_s < 5.0
+    assert answer.verdict(a.id) == ATTACHED and answer.complete
     assert answer.answered == 1 and answer.expected == 2 and answer.why == ""
 
 
@@ -255,10 +275,10 @@ def answer_to(request, body) -> bytes:
 def test_an_unreadable_answer_makes_the_verdict_unknown_not_absent(impostor, notify_cluster):
     impostor(lambda req: [answer_to(req, {"sockets": "garbage"})])
 
-    answer = notify_cluster(ask_timeout_s=5.0).ask(["s1"])
+    answer = ask_until_done(notify_cluster(), ["s1"])  # an unreadable answer is an answer: no more to wait for
 
     assert answer.verdict("s1") == UNKNOWN
-    assert answer.why == "1 of 1 answers were unreadable" and answer.elapsed_s < 5.0
+    assert answer.why == "1 of 1 answers were unreadable"
 
 
 def test_answers_to_other_requests_and_noise_are_ignored(impostor, notify_cluster):

@@ -3,7 +3,7 @@
 import pytest
 
 from reaper.app.daemon import run_once
-from sweep_helpers import keys_of
+from support.keys import keys_of
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 

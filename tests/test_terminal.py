@@ -16,6 +16,7 @@ import pytest
 from reaper import terminal
 from reaper.terminal import CLEAR_LINE, HOME_AND_CLEAR, Progress, progress_on, repeat
 from support.cli import invoke
+from support.keys import KEYS
 
 TIME_LIMIT_S = 60
 
@@ -189,8 +190,8 @@ def many_guests(r):
     """3000 guest entries and records, so a purge takes a few batches."""
     pipe = r.pipeline(transaction=False)
     for n in range(3000):
-        pipe.set(f"guest_connection:{{g}}sock{n}", b"{}")
-        pipe.hset("users:online", f"guest_{n}", json.dumps({"userId": f"guest_{n}", "isGuest": True}))
+        pipe.set(KEYS.connection(f"{{g}}sock{n}"), b"{}")
+        pipe.hset(KEYS.online, f"guest_{n}", json.dumps({"userId": f"guest_{n}", "isGuest": True}))
     pipe.execute()
 
 
@@ -203,7 +204,7 @@ def test_purge_shows_progress_on_a_terminal(cli_env, r, many_guests):
     assert re.search(r"\x1b\[KPurge: \d+ keys matching guest_connection:\*\r", drawn)
     assert f"\r{CLEAR_LINE}" in drawn  # erased before the log line
     assert "deleted 3000 guest records" in drawn
-    assert r.hlen("users:online") == 0
+    assert r.hlen(KEYS.online) == 0
 
 
 def test_purge_shows_no_progress_off_a_terminal(cli_env, r, many_guests):

@@ -6,10 +6,11 @@ import pytest
 import redis
 
 from reaper.core.config import load_config
-from reaper.core.errors import ConfigError
 from reaper.store.client import connect
 from support.cli import invoke
+from support.config_errors import config_error
 from support.guests import World
+from support.keys import KEYS
 from support.tls import TlsRedisProcess, encrypt_key, make_certificates
 
 ANY_TLS_URL = "rediss://redis:6380/0"  # for configuration tests: never dialled
@@ -81,12 +82,6 @@ def tls_env(url: str, **keys) -> dict:
 def run_once(launch, env: dict) -> tuple[int, str]:
     daemon = launch("run", "--once", **env)
     return daemon.proc.wait(30), daemon.stderr()
-
-
-def config_error(environ: dict) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        load_config(None, environ)
-    return caught.value
 
 
 # -- configuration: checked at start, the error names the key ------------------------------------
@@ -227,7 +222,7 @@ def test_run_once_over_tls_reaps_the_dead_and_keeps_the_living(tls_redis, certs,
     assert world.records() == {live[1]}
     assert set(world.online()) == {"guest_1", "user_reg"}
     assert sorted(auth_service.deleted_guests()) == ["guest_2", "guest_3"]
-    assert client.zcard("reaper:cascade:due") == 0
+    assert client.zcard(KEYS.due) == 0
     assert "NOT checked" not in stderr
 
 

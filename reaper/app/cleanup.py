@@ -9,16 +9,17 @@ from reaper.core.errors import StepError
 from reaper.core.clock import iso, utc
 
 
-def periodic_cleanup(ctx: Context) -> bool:
+def periodic_cleanup(ctx: Context, now: float | None = None) -> bool:
     """Retention calls and the stats line; False when a retention call failed (tried again
-    at the next cleanup, since retention is a moving window)."""
-    ok = _retention(ctx)
+    at the next cleanup, since retention is a moving window). ``now``: Redis time (s), read
+    from Redis when not given."""
+    ok = _retention(ctx, ctx.now() if now is None else now)
     logger.info(stats_line(ctx))
     return ok
 
 
-def _retention(ctx: Context) -> bool:
-    now, timing = ctx.now(), ctx.config.timing
+def _retention(ctx: Context, now: float) -> bool:
+    timing = ctx.config.timing
     cutoff = utc(now - timing.retention_s)
     targets = ctx.targets
     jobs = [(t.name, t.cleanup_before) for t in (targets.auth, targets.users) if t.enabled]

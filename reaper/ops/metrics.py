@@ -29,6 +29,7 @@ GUEST_STATES = ("responsive", "unresponsive", "malformed", "orphan")
 STEP_TARGETS = {ONLINE: "redis", AUTH: "auth_service", AUTH_ALL: "auth_service",
                 USERS_ALL: "user_service", MONGO: "mongo", MONGO_ALL: "mongo", TELL: "signaling"}
 CIRCUIT_TARGETS = ("auth_service", "mongo", "signaling", "user_service")  # breaker.Circuits, as targets
+RETENTION_TARGETS = ("auth_service", "mongo", "user_service")  # the cleanup's, as targets
 SKEW_HELP = ("over the fresh records of the last sweep, of lastHeartbeat minus Redis TIME: "
              "positive when a writer's clock is ahead of Redis. A writer whose clock is behind "
              "cannot be told from an older heartbeat, so lags do not show here.")
@@ -77,8 +78,21 @@ FAMILIES = (
     Family("reaper_dead_letters_trimmed", "Old dead letters trimmed (oldest first) to keep the list at "
            "safety.dead_letters_max.", "dead_letters_trimmed"),
     Family("reaper_cascades_completed", "Cascades completed since start.", "cascades_completed"),
+    Family("reaper_circuit_refused", "Calls a downstream's open circuit refused (not sent; tried "
+           "again after the probe), by target.", "circuit_refused.", "target", CIRCUIT_TARGETS,
+           circuit_target),
     Family("reaper_job_failures", "Scheduled job runs that raised, by job.", "job_failed.", "job_name",
            (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_job_missed_runs", "Scheduled runs a job missed because the process was held up "
+           "(frozen, or starved of CPU) past its next run; it then ran once for them all, by job.",
+           "job_missed.", "job_name", (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_job_overlapped_runs", "Scheduled runs a job skipped because its previous run "
+           "lasted longer than its interval, by job.", "job_overlapped.", "job_name", (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_redis_unreachable", "Job runs that found Redis unreachable (the job is tried "
+           "again at its next run), by job.", "redis_unreachable.", "job_name", (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_retention_failures", "Retention calls of the periodic cleanup that failed (tried "
+           "again at the next cleanup), by target.", "retention_failed.", "target", RETENTION_TARGETS,
+           circuit_target),
     Family("reaper_clock_jumps", "Times Redis TIME moved against reaper's monotonic clock by more "
            "than timing.clock_skew between two looks (each starts a hold).", "clock_jumps"),
 )

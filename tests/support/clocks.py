@@ -7,9 +7,11 @@ class ManualClock:
     def __init__(self, start: float = 1000.0):
         self._now = start
         self._lock = threading.Lock()
+        self.reads = 0  # how many times the code under test looked: a thread polling it shows here
 
     def __call__(self) -> float:
         with self._lock:
+            self.reads += 1
             return self._now
 
     def advance(self, seconds: float) -> None:

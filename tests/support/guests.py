@@ -3,8 +3,10 @@
 import json
 from datetime import datetime, timezone
 
-CONN = "guest_connection:"
-ONLINE = "users:online"
+from .keys import KEYS
+
+CONN = KEYS.connection_prefix
+ONLINE = KEYS.online
 
 
 def iso(seconds: float) -> str:

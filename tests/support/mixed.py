@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass, field
 
 from .guests import CONN, World, record
+from .keys import KEYS
 
 
 @dataclass
@@ -65,7 +66,7 @@ def populate(world: World, scale: int = 1) -> Expectation:
         if i % 3 == 1:
             world.write_record(f"rsock{i}", record(f"rsock{i}", f"user_{i}", world.now - 400))
         want.kept_entries.add(f"user_{i}")
-    world.r.hset("users:online", "legacy_admin", b"not json at all")  # registered, not JSON
+    world.r.hset(KEYS.online, "legacy_admin", b"not json at all")  # registered, not JSON
     want.kept_entries.add("legacy_admin")
     return want
 

@@ -24,7 +24,7 @@ from reaper.cascade.screening import Screening
 from reaper.cascade.senders import Senders
 from reaper.cascade.settling import Settler
 from reaper.cascade.steps import Steps, skip
-from reaper.cascade.stream import INTERRUPTED, NOT_SENT, DeleteStream
+from reaper.cascade.stream import INTERRUPTED, NOT_SENT, Checks, DeleteStream
 from reaper.cascade.targets import Targets
 from reaper.core.config import Config
 from reaper.core.counters import Counters
@@ -97,10 +97,10 @@ class CascadeRunner:
 
     def _stream(self, now_fn, stopping: threading.Event | None, report: DrainReport) -> DeleteStream:
         screening = self.screening
+        checks = Checks(fresh=screening.fresh, recheck=lambda claimed: screening.recheck(claimed, now_fn, report),
+                        admit=lambda claimed: screening.admit(claimed, now_fn))
         return DeleteStream(self._senders, self.circuits.auth, self.targets.auth.delete_guest,
-                            lambda answers: self._write_answers(answers, report), stopping,
-                            recheck=lambda claimed: screening.recheck(claimed, now_fn, report),
-                            admit=lambda claimed: screening.admit(claimed, now_fn), fresh=screening.fresh)
+                            lambda answers: self._write_answers(answers, report), checks, stopping)
 
     def _run(self, stream: DeleteStream, now_fn, stopping, report: DrainReport) -> None:
         started, running = now_fn(), None

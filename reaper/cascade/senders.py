@@ -6,10 +6,14 @@ import threading
 
 
 class Senders:
-    """``count`` threads, each running one job at a time, in the order they are handed. Lighter
-    than a ThreadPoolExecutor, which costs a Future, a condition and a callback per request: the
-    senders and the writer share one GIL, and without those the same drain sent about 20 % more
-    DELETEs per second."""
+    """``count`` threads, each running one job at a time, in the order they are handed; jobs not
+    started can be taken back (a stop sends no more), and each job asks the gate itself as it
+    starts. Lighter than a ThreadPoolExecutor, which costs a Future, a condition and a callback
+    per request: the senders and the writer share one GIL. Measured again behind this very
+    interface (issue #13, `bench/sweep.py --mode cascade --cascade-guests 20000 --repeat 3`):
+    reaper/httpx 0.97 with these threads, 0.84 with a ThreadPoolExecutor (cancelling futures for
+    take_back), with three times the pauses over 10 ms. Its threads are daemons: a DELETE hanging
+    at exit does not hold the process (a clean stop waits for those in flight anyway)."""
 
     def __init__(self, count: int, name: str = "cascade"):
         self.count, self.name = count, name

@@ -3,18 +3,29 @@ batch into the next; the gate asked again as each one leaves a sender thread."""
 
 import threading
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
 
 from reaper.cascade.breaker import Circuit
 from reaper.cascade.claimed import Batch, Claimed
 from reaper.cascade.senders import Senders
 from reaper.cascade.steps import failure_of
-from reaper.safety.gate import NotCleared, Unauthorized
+from reaper.safety.gate import Cleared, NotCleared, Unauthorized
 
 # An answered DELETE is written back within this long, sooner when several answers are in.
 WRITE_BACK_S = 0.05
 INTERRUPTED = "interrupted"  # the answer of a DELETE left unsent because we are stopping
 NOT_SENT = "not sent"  # the answer of a DELETE whose guest a fresh liveness check found back
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The gate's questions as the stream asks them, bound to one drain (screening.py answers)."""
+
+    fresh: Callable[[Claimed], bool]  # is its last check recent enough to stand for now?
+    recheck: Callable[[list[Claimed]], None]  # check these again, together
+    admit: Callable[[Claimed], Cleared]  # at the moment of its call: raises NotCleared, Unauthorized
 
 
 class DeleteStream:
@@ -29,10 +40,10 @@ class DeleteStream:
     alone, and a refusal costs no request.
     """
 
-    def __init__(self, senders: Senders, circuit: Circuit, send, write_back,
-                 stopping: threading.Event | None, recheck=None, admit=None, fresh=None):
+    def __init__(self, senders: Senders, circuit: Circuit, send, write_back, checks: Checks,
+                 stopping: threading.Event | None):
         self.senders, self.circuit, self.send, self.write_back = senders, circuit, send, write_back
-        self.stopping, self.recheck, self.admit, self.fresh = stopping, recheck, admit, fresh
+        self.checks, self.stopping = checks, stopping
         self.window, self.write_every = 2 * senders.count, max(1, senders.count * 3 // 4)
         self._unsent: deque[tuple[Batch, Claimed]] = deque()
         self._unwritten = 0  # taken from _unsent, answer not yet written back
@@ -95,8 +106,8 @@ class DeleteStream:
         """A DELETE goes out only on a recent check. A slow auth-service can take minutes over a
         batch, so the next DELETEs are checked again, together, once theirs is getting old (the
         gate checks each one again anyway, alone, when it is older than its bound as it leaves)."""
-        if self.recheck is not None and not self.fresh(self._unsent[0][1]):
-            self.recheck([claimed for _, claimed in islice(self._unsent, self.window)])
+        if not self.checks.fresh(self._unsent[0][1]):
+            self.checks.recheck([claimed for _, claimed in islice(self._unsent, self.window)])
 
     def _submit(self, batch: Batch, claimed: Claimed) -> None:
         self._unwritten += 1
@@ -116,7 +127,7 @@ class DeleteStream:
         """The gate decides as the DELETE leaves; its refusal is the answer (NotCleared). One that
         this replica may not act at all (Unauthorized) stops the stream: nothing more is sent."""
         try:
-            guest = self.admit(claimed)
+            guest = self.checks.admit(claimed)
         except NotCleared as refused:
             return refused
         except Unauthorized as held:

@@ -10,7 +10,7 @@ from collections import Counter
 import pymongo.errors
 import pytest
 
-from reaper.store import scripts
+from reaper.store import cascade_scripts
 from reaper.cascade.senders import Senders
 from reaper.core.keys import Keys
 from reaper.store.cascade_scripts import Settle, Settlement
@@ -180,7 +180,7 @@ def test_after_a_probe_that_succeeds_the_rest_go_in_the_same_drain(r, ctx_factor
 
 
 def test_more_cascades_than_one_settle_call_takes_are_all_settled(r, ctx_factory, users, monkeypatch):
-    count = scripts.SETTLE_BATCH * 2 + 10
+    count = cascade_scripts.SETTLE_BATCH * 2 + 10
     queue_cascades(r, count, steps=("mongo",))
 
     def down(*args, **kwargs):

@@ -11,7 +11,7 @@ import pytest
 
 import reaper.app.daemon
 import reaper.store.client
-from reaper.store import scripts
+from reaper.store import cascade_scripts, scripts
 from reaper.store.cascade_scripts import ClaimDue, Reschedule, RetryLetter, Settle, Settlement
 from reaper.core.errors import WrongKeyType
 from reaper.core.intents import guest_intent
@@ -369,7 +369,7 @@ class CountedPages:
 def test_rescheduling_reads_the_intents_in_pages_and_keeps_every_schedule_it_found(r, ctx_factory):
     ctx = ctx_factory()
     keys = keys_of(r)
-    total = 2 * scripts.RESCHEDULE_PAGE + 37
+    total = 2 * cascade_scripts.RESCHEDULE_PAGE + 37
     lost = {f"guest:guest_{n}" for n in range(0, total, 97)}
     for n in range(total):
         r.hset(keys.intents, f"guest:guest_{n}", _intent(f"guest_{n}", f"sock{n}"))

@@ -13,7 +13,7 @@ import pytest
 from reaper.store import cascade_scripts
 from reaper.cascade.senders import Senders
 from reaper.core.keys import Keys
-from reaper.store.cascade_scripts import Settle, Settlement
+from reaper.store.cascade_scripts import ClaimDue, Settle, Settlement
 from reaper.core.intents import guest_intent
 from support.clocks import ManualClock
 from support.guests import record, redis_now
@@ -342,3 +342,16 @@ def test_a_guest_back_while_a_slow_auth_service_works_through_the_batch_keeps_it
     assert set(sent(auth_service)) == set(users[:3])  # the one back was never DELETEd
     assert report.skipped_live == 1 and report.completed == 3
     assert stored(r) == {} and r.zcard(DUE) == 0
+
+
+def test_a_claim_names_what_it_took_and_counts_the_due_ids_it_dropped(r):
+    r.hset(INTENTS, mapping={"a": "A", "b": "B"})
+    r.zadd(DUE, {"a": 1, "orphaned": 2, "b": 3, "later": 100})
+    r.hset(INTENTS, "later", "L")
+    claim = ClaimDue(r, Keys("guest_connection:", "guest_session:", "users:online", "reaper:"))
+
+    page = claim(due_by=10, until=70, limit=10)
+
+    assert page.intents == [(b"a", b"A"), (b"b", b"B")] and page.dropped == 1 and not page.empty
+    assert dict(r.zrange(DUE, 0, -1, withscores=True)) == {b"a": 70.0, b"b": 70.0, b"later": 100.0}
+    assert claim(due_by=10, until=80, limit=10).empty  # claimed: not due again until the claim runs out

@@ -10,8 +10,8 @@ from reaper import logs
 from reaper.cascade.breaker import Circuits
 from reaper.cascade.burials import Burials
 from reaper.cascade.claimed import Claimed
-from reaper.cascade.decision import COMPLETED, DEAD, HELD, REFUSED, RETRYING, DEFERRED, WAITING, Policy, Run, \
-    Verdict, decide
+from reaper.cascade.decision import (COMPLETED, DEAD, DEFERRED, HELD, REFUSED, RETRYING, WAITING, Policy, Run,
+                                     Verdict, decide)
 from reaper.cascade.report import DrainReport
 from reaper.core.counters import Counters
 from reaper.core.errors import PermanentError, TransientError
@@ -92,9 +92,11 @@ class Settler:
             report.held += 1
         elif verdict.why == WAITING:
             report.waiting += 1
-        elif verdict.why in (RETRYING, DEFERRED):
-            report.retrying += verdict.why == RETRYING
-            report.deferred += verdict.why == DEFERRED
+        elif verdict.why == RETRYING:
+            report.retrying += 1
+            _say_retry(claimed, verdict.at - now)
+        elif verdict.why == DEFERRED:
+            report.deferred += 1
             _say_retry(claimed, verdict.at - now)
         elif verdict.action == DEAD:
             self._bury(claimed.intent, verdict.why, report)

@@ -10,8 +10,10 @@ from collections import Counter
 import pymongo.errors
 import pytest
 
-from reaper.store import scripts
-from reaper.cascade.runner import Senders
+from reaper.store import cascade_scripts
+from reaper.cascade.senders import Senders
+from reaper.core.keys import Keys
+from reaper.store.cascade_scripts import ClaimDue, Settle, Settlement
 from reaper.core.intents import guest_intent
 from support.clocks import ManualClock
 from support.guests import record, redis_now
@@ -178,7 +180,7 @@ def test_after_a_probe_that_succeeds_the_rest_go_in_the_same_drain(r, ctx_factor
 
 
 def test_more_cascades_than_one_settle_call_takes_are_all_settled(r, ctx_factory, users, monkeypatch):
-    count = scripts.SETTLE_BATCH * 2 + 10
+    count = cascade_scripts.SETTLE_BATCH * 2 + 10
     queue_cascades(r, count, steps=("mongo",))
 
     def down(*args, **kwargs):
@@ -255,24 +257,35 @@ def test_taken_back_are_only_the_owners_jobs_not_started_and_they_never_run():
 
 # -- SETTLE ---------------------------------------------------------------------------------------
 
+SETTLEMENTS = {
+    "retry": lambda cascade_id, claimed, payload: Settlement.retry(cascade_id, claimed, payload, 50),
+    "done": lambda cascade_id, claimed, payload: Settlement.done(cascade_id, claimed),
+    "dead": lambda cascade_id, claimed, payload: Settlement.dead(cascade_id, claimed, payload),
+}
+
+
+def settle_script(r, dead_letters_max: int = 0) -> Settle:
+    return Settle(r, Keys("guest_connection:", "guest_session:", "users:online", "reaper:"), dead_letters_max)
+
+
 @pytest.mark.parametrize("action, stored_value, payload, settled, intent_after, due_after, letters", [
-    ("retry", b"A", "A2", 1, b"A2", 50.0, []),
-    ("done", b"A", "", 1, None, None, []),
-    ("dead", b"A", "letter", 1, None, None, [b"letter"]),
-    ("retry", b"newer", "A2", 0, b"newer", 1.0, []),  # replaced since the claim: left alone
-    ("done", b"newer", "", 0, b"newer", 1.0, []),
-    ("dead", b"newer", "letter", 0, b"newer", 1.0, []),
-    ("done", None, "", 0, None, None, []),  # gone already
+    ("retry", b"A", "A2", True, b"A2", 50.0, []),
+    ("done", b"A", "", True, None, None, []),
+    ("dead", b"A", "letter", True, None, None, [b"letter"]),
+    ("retry", b"newer", "A2", False, b"newer", 1.0, []),  # replaced since the claim: left alone
+    ("done", b"newer", "", False, b"newer", 1.0, []),
+    ("dead", b"newer", "letter", False, b"newer", 1.0, []),
+    ("done", None, "", False, None, None, []),  # gone already
 ])
 def test_settle_changes_a_cascade_only_if_it_is_still_as_claimed(r, action, stored_value, payload, settled,
                                                                 intent_after, due_after, letters):
     if stored_value is not None:
         r.hset(INTENTS, "a", stored_value)
         r.zadd(DUE, {"a": 1})
-    settle = r.register_script(scripts.SETTLE)
 
-    assert settle(keys=[INTENTS, DUE, DEAD], args=["a", "A", action, payload, 50]) == [settled]
+    [result] = settle_script(r)([SETTLEMENTS[action]("a", "A", payload)])
 
+    assert result.applied is settled and result.trimmed == 0
     assert r.hget(INTENTS, "a") == intent_after
     assert r.zscore(DUE, "a") == due_after
     assert r.lrange(DEAD, 0, -1) == letters
@@ -281,16 +294,26 @@ def test_settle_changes_a_cascade_only_if_it_is_still_as_claimed(r, action, stor
 def test_settle_answers_each_cascade_of_a_group_in_order(r):
     r.hset(INTENTS, mapping={"a": "A", "b": "B", "c": "C", "d": "newer"})
     r.zadd(DUE, {"a": 1, "b": 1, "c": 1, "d": 1})
-    settle = r.register_script(scripts.SETTLE)
 
-    reply = settle(keys=[INTENTS, DUE, DEAD], args=["a", "A", "retry", "A2", 50, "b", "B", "done", "", 0,
-                                                    "c", "C", "dead", "letter", 0, "d", "D", "done", "", 0,
-                                                    "e", "E", "done", "", 0])
+    results = settle_script(r)([Settlement.retry("a", "A", "A2", 50), Settlement.done("b", "B"),
+                                Settlement.dead("c", "C", "letter"), Settlement.done("d", "D"),
+                                Settlement.done("e", "E")])
 
-    assert reply == [1, 1, 1, 0, 0]
+    assert [result.applied for result in results] == [True, True, True, False, False]
     assert r.hgetall(INTENTS) == {b"a": b"A2", b"d": b"newer"}
     assert dict(r.zrange(DUE, 0, -1, withscores=True)) == {b"d": 1.0, b"a": 50.0}
     assert r.lrange(DEAD, 0, -1) == [b"letter"]
+
+
+def test_settle_cuts_the_dead_letters_to_their_cap_and_says_how_many_went(r):
+    r.rpush(DEAD, "old1", "old2", "old3")
+    r.hset(INTENTS, mapping={"a": "A", "b": "B"})
+
+    results = settle_script(r, dead_letters_max=3)([Settlement.dead("a", "A", "new-a"),
+                                                    Settlement.dead("b", "B", "new-b")])
+
+    assert [(s.applied, s.trimmed) for s in results] == [(True, 1), (True, 1)]
+    assert r.lrange(DEAD, 0, -1) == [b"new-b", b"new-a", b"old1"]
 
 
 # -- liveness stays fresh --------------------------------------------------------------------------
@@ -319,3 +342,16 @@ def test_a_guest_back_while_a_slow_auth_service_works_through_the_batch_keeps_it
     assert set(sent(auth_service)) == set(users[:3])  # the one back was never DELETEd
     assert report.skipped_live == 1 and report.completed == 3
     assert stored(r) == {} and r.zcard(DUE) == 0
+
+
+def test_a_claim_names_what_it_took_and_counts_the_due_ids_it_dropped(r):
+    r.hset(INTENTS, mapping={"a": "A", "b": "B"})
+    r.zadd(DUE, {"a": 1, "orphaned": 2, "b": 3, "later": 100})
+    r.hset(INTENTS, "later", "L")
+    claim = ClaimDue(r, Keys("guest_connection:", "guest_session:", "users:online", "reaper:"))
+
+    page = claim(due_by=10, until=70, limit=10)
+
+    assert page.intents == [(b"a", b"A"), (b"b", b"B")] and page.dropped == 1 and not page.empty
+    assert dict(r.zrange(DUE, 0, -1, withscores=True)) == {b"a": 70.0, b"b": 70.0, b"later": 100.0}
+    assert claim(due_by=10, until=80, limit=10).empty  # claimed: not due again until the claim runs out

@@ -11,8 +11,8 @@ import pytest
 
 import reaper.app.daemon
 import reaper.store.client
-from reaper.store import scripts
-from reaper.store.deadletters import RETRY_LETTER
+from reaper.store import cascade_scripts, scripts
+from reaper.store.cascade_scripts import ClaimDue, Reschedule, RetryLetter, Settle, Settlement
 from reaper.core.errors import WrongKeyType
 from reaper.core.intents import guest_intent
 from reaper.core.keys import QUARANTINE_TTL_S
@@ -135,12 +135,14 @@ def _settle_online(r, k):
 
 def _claim_due(r, k):
     _pending(r, k)
-    return scripts.CLAIM_DUE, [k.due, k.intents], [redis_now(r), redis_now(r) + 60, 10]
+    claim = ClaimDue(r, k)
+    return lambda: claim(redis_now(r), redis_now(r) + 60, 10)
 
 
 def _settle(r, k):
     written = _pending(r, k)
-    return scripts.SETTLE, [k.intents, k.due, k.dead], ["guest:guest_1", written, "dead", written, 0]
+    settle = Settle(r, k, dead_letters_max=0)
+    return lambda: settle([Settlement.dead("guest:guest_1", written, written)])
 
 
 def _hold_intents(r, k):
@@ -157,13 +159,15 @@ def _add_events(r, k):
 
 def _reschedule(r, k):
     r.hset(k.intents, "guest:guest_1", _intent("guest_1", "sock1"))
-    return scripts.RESCHEDULE, [k.intents, k.due], [0, scripts.RESCHEDULE_PAGE, 1.0]
+    reschedule = Reschedule(r, k)
+    return lambda: reschedule.page(0, 1.0)
 
 
 def _retry_letter(r, k):
     letter = _intent("guest_1", "sock1")
     r.lpush(k.dead, letter)
-    return RETRY_LETTER, [k.dead, k.intents, k.due], [letter, "guest:guest_1", letter, 1.0]
+    retry = RetryLetter(r, k)
+    return lambda: retry(letter, "guest:guest_1", letter, 1.0)
 
 
 # script: (its scenario, the keys it checks by name and type)
@@ -197,28 +201,34 @@ def run_script(r, source: str, keys: list, args: list):
     return r.register_script(source)(keys=keys, args=args)
 
 
+def runner_of(r, scenario):
+    """A scenario's call: the cascade's scripts come as their typed wrappers' calls, the others as
+    (source, keys, args)."""
+    return scenario if callable(scenario) else (lambda: run_script(r, *scenario))
+
+
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_each_scenario_writes_when_the_keys_are_right(r, scene, script):
     """The control: with every key of its type, each script writes, so the refusals below are
     refusals of a write."""
-    source, keys, args = SCRIPTS[script][0](r, scene)
+    run = runner_of(r, SCRIPTS[script][0](r, scene))
     before = snapshot(r)
 
-    run_script(r, source, keys, args)
+    run()
 
     assert snapshot(r) != before
 
 
 @pytest.mark.parametrize("script, name, kind", SCRIPT_CASES)
 def test_each_script_refuses_a_key_of_the_wrong_type_before_its_first_write(r, scene, script, name, kind):
-    source, keys, args = SCRIPTS[script][0](r, scene)
+    run = runner_of(r, SCRIPTS[script][0](r, scene))
     key = getattr(scene, name)
     wanted = SCRIPTS[script][1][name]
     break_key(r, key, kind)
     before = snapshot(r)
 
     with pytest.raises(Exception) as failed:
-        run_script(r, source, keys, args)
+        run()
 
     assert str(failed.value) == f"WRONGTYPE {key} holds a {kind}, not a {wanted}"
     refused = explain(failed.value)
@@ -345,18 +355,29 @@ def test_the_issue_s_lost_cascade_is_found_once_the_key_is_repaired(cli_env, r, 
     assert auth_service.deleted_guests() == ["guest_1"] and intents(r) == {}
 
 
+class CountedPages:
+    """The rescheduling script, each page call counted."""
+
+    def __init__(self, pages: Reschedule, calls: list):
+        self.pages, self.calls = pages, calls
+
+    def page(self, cursor: int, due: float):
+        self.calls.append(cursor)
+        return self.pages.page(cursor, due)
+
+
 def test_rescheduling_reads_the_intents_in_pages_and_keeps_every_schedule_it_found(r, ctx_factory):
     ctx = ctx_factory()
     keys = keys_of(r)
-    total = 2 * scripts.RESCHEDULE_PAGE + 37
+    total = 2 * cascade_scripts.RESCHEDULE_PAGE + 37
     lost = {f"guest:guest_{n}" for n in range(0, total, 97)}
     for n in range(total):
         r.hset(keys.intents, f"guest:guest_{n}", _intent(f"guest_{n}", f"sock{n}"))
     r.zadd(keys.due, {f"guest:guest_{n}": 5000 + n for n in range(total) if f"guest:guest_{n}" not in lost})
     calls = []
-    lost_intents = LostIntents(r, keys, ctx.counters, every_s=60)
-    original = lost_intents._reschedule
-    lost_intents._reschedule = lambda **kw: calls.append(1) or original(**kw)
+    pages = Reschedule(r, keys)
+    counted = CountedPages(pages, calls)
+    lost_intents = LostIntents(r, keys, ctx.counters, every_s=60, pages=counted)
 
     found = lost_intents.reschedule(due=42.0)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import redis
 from loguru import logger
 
-from reaper.cascade.runner import CascadeRunner, DrainReport, Targets
+from reaper.cascade.runner import CascadeRunner, CascadeSettings, DrainReport, Targets
 from reaper.store.clockjump import ClockWatch
 from reaper.core.config import Config
 from reaper.core.counters import Counters
@@ -14,7 +14,6 @@ from reaper.store.events import EventStream
 from reaper.safety.gate import NOT_A_GUEST_ID, Gate
 from reaper.core.keys import Keys
 from reaper.safety.liveness import Liveness
-from reaper.core.retry import RetryPolicy
 from reaper.cascade.services import AuthService, GuestStore, UserService
 from reaper.signaling.servers import SignalingCluster, Teller
 from reaper.core.staleness import Policy
@@ -56,17 +55,8 @@ class Context:
         )
         counters = Counters()
         gate = open_gate(client, keys, config)
-        runner = CascadeRunner(
-            client, keys, targets, gate, RetryPolicy.from_config(config.cascade), counters,
-            concurrency=config.cascade.concurrency, batch_size=config.cascade.batch_size,
-            scan_count=config.redis.scan_count, unsure_wait_s=config.timing.heartbeat_interval_s,
-            claim_timeout_s=config.cascade.claim_timeout_s,
-            max_age_s=config.safety.cascade_max_age_s, guest_id_prefix=config.redis.guest_id_prefix,
-            breaker_failures=config.cascade.breaker_failures,
-            breaker_cooldown_s=config.cascade.breaker_cooldown_s,
-            audit=EventStream.from_config(client, keys, config),
-            dead_letters_max=config.safety.dead_letters_max,
-        )
+        runner = CascadeRunner(client, keys, targets, gate, counters, CascadeSettings.from_config(config),
+                               audit=EventStream.from_config(client, keys, config))
         clock = ClockWatch(client, keys, config.timing.clock_skew_s, config.timing.connection_timeout_s, counters)
         return cls(config, client, keys, targets, runner, counters, stopping or threading.Event(), gate,
                    clock=clock)

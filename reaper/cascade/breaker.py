@@ -23,6 +23,7 @@ from loguru import logger
 from reaper.core.counters import Counters
 from reaper.core.durations import format_duration
 from reaper.core.errors import PermanentError, StepError, TransientError
+from reaper.core.intents import AUTH, AUTH_ALL, MONGO, MONGO_ALL, TELL, USERS_ALL
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
@@ -166,3 +167,8 @@ class Circuits:
 
     def all(self) -> tuple[Circuit, ...]:
         return self.auth, self.users, self.mongo, self.signaling
+
+    def of(self, step: str) -> "Circuit | None":
+        """The circuit a cascade step's calls go through; None for a step with no target (online)."""
+        return {AUTH: self.auth, AUTH_ALL: self.auth, USERS_ALL: self.users, MONGO: self.mongo,
+                MONGO_ALL: self.mongo, TELL: self.signaling}.get(step)

@@ -20,27 +20,13 @@ import redis
 
 from reaper.core import ownkeys
 from reaper.core import redact
-from reaper.store import scripts
+from reaper.store.cascade_scripts import GONE, MOVED, PENDING, RetryLetter
 from reaper.core.intents import PURGE_ID, PURGE_STEPS, Intent, guest_id
 from reaper.core.keys import Keys
 from reaper.store.client import redis_now, require_types
 
 PAGE = 1000  # letters read per LRANGE
 SHOWN_CHARS = 300  # of one value in `dead-letters list`: a huge one is cut
-
-# KEYS[1] = dead letters (list)   KEYS[2] = cascade intents (hash)   KEYS[3] = cascade due (zset)
-# ARGV[1] = the letter exactly as read   ARGV[2] = cascade id   ARGV[3] = intent JSON   ARGV[4] = due
-# Returns 1 moved, 0 gone meanwhile, -1 left alone: a cascade with that id is pending already.
-# A letter leaves the list only together with its intent's scheduling: never lost, never twice.
-RETRY_LETTER = scripts.CHECK_TYPES + """
-local refused = wrong_type(KEYS[1], 'list', KEYS[2], 'hash', KEYS[3], 'zset')
-if refused then return refused end
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return -1 end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -196,7 +182,7 @@ class DeadLetters:
         """``tier``: the signaling servers (signaling.SignalingCluster), asked before a purge's
         letter is replayed; None for a tier without the socket.io adapter (always cold)."""
         self.client, self.keys, self.tier = client, keys, tier
-        self._retry = client.register_script(RETRY_LETTER)
+        self._retry = RetryLetter(client, keys)
 
     def count(self) -> int:
         self._require_list()
@@ -244,9 +230,8 @@ class DeadLetters:
             if refusal:
                 outcome.refused.append(refusal)
                 continue
-            moved = self._retry(keys=[self.keys.dead, self.keys.intents, self.keys.due],
-                                args=[letter.raw, letter.intent.id, fresh(letter.intent, now).to_json(), now])
-            {1: outcome.done, 0: outcome.missing, -1: outcome.pending}[moved].append(letter.id)
+            moved = self._retry(letter.raw, letter.intent.id, fresh(letter.intent, now).to_json(), now)
+            {MOVED: outcome.done, GONE: outcome.missing, PENDING: outcome.pending}[moved].append(letter.id)
         return outcome
 
     def _servers(self) -> int | str:

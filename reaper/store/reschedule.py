@@ -4,7 +4,7 @@ Every script writes an intent together with its schedule (the due sorted set), s
 without one was left by a failure: a script that failed half-way (before scripts checked their
 keys' types first), the due key deleted or evicted. No cascade would ever claim it, so its
 guest's records would stay. A pass reads the intents hash page by page, one short script per
-page (scripts.RESCHEDULE: an HSCAN step and a ZSCORE each), never one long script, and runs at
+page (cascade_scripts.Reschedule: an HSCAN step and a ZSCORE each), never one long script, and runs at
 most every ``every_s``.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import redis
 from loguru import logger
 
-from reaper.store import scripts
+from reaper.store.cascade_scripts import Reschedule
 from reaper.core.counters import Counters
 from reaper.core.keys import Keys
 from reaper.core.names import decode_name
@@ -24,9 +24,10 @@ SHOWN = 5  # ids named in the log line
 
 class LostIntents:
     def __init__(self, client: redis.Redis, keys: Keys, counters: Counters, every_s: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, pages: Reschedule | None = None):
+        """``pages``: the script that reschedules one page of intents (a seam: tests count its calls)."""
         self.keys, self.counters, self.every_s, self.clock = keys, counters, every_s, clock
-        self._reschedule = client.register_script(scripts.RESCHEDULE)
+        self.pages = pages or Reschedule(client, keys)
         self._next = None  # monotonic time of the next pass; the first one runs at once
 
     def reschedule_if_due(self, due: Callable[[], float]) -> list[str]:
@@ -40,10 +41,9 @@ class LostIntents:
         """Give every intent without a schedule one at ``due`` (Redis time); their ids."""
         cursor, found = 0, []
         while True:
-            cursor, *ids = self._reschedule(keys=[self.keys.intents, self.keys.due],
-                                            args=[cursor, scripts.RESCHEDULE_PAGE, due])
+            cursor, ids = self.pages.page(cursor, due)
             found += [decode_name(i) for i in ids]
-            if int(cursor) == 0:
+            if cursor == 0:
                 break
         if found:
             self._say(found)

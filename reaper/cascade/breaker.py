@@ -144,8 +144,7 @@ class Circuit:
         with self._lock:
             closed = self.breaker.succeeded()
             open_for = self.clock() - self.outage_since
-        if closed:
-            self.counters.add(f"circuit_closed.{self.name}")
+        if closed:  # counted by nothing: reaper_circuit_open and the log say it
             logger.bind(target=self.name, circuit="closed", open_s=round(open_for, 3)).info(
                 "Circuit: {} closed; it answers again after {:.1f}s open", self.name, open_for)
 

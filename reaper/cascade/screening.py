@@ -98,8 +98,7 @@ class Screening:
             report.not_a_guest_id += 1
             self.counters.add(NOT_A_GUEST_ID)
             self.gate.refuse_id(claimed.intent.user_id, f"cascade {claimed.intent.reason}")
-        else:
+        else:  # defence in depth: a guest id's entry always reads as a guest's, so not counted
             report.skipped_registered += 1
-            self.counters.add("skipped_registered")
             logger.bind(**claimed.log_fields(), status="skipped_registered").info(
                 "Cascade: {} is a registered user's; its records are kept", claimed.intent.user_id)

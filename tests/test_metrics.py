@@ -109,6 +109,8 @@ def test_the_counters_of_held_up_jobs_refused_calls_and_failed_retention_are_exp
     counters.add("job_missed.sweep", 3)
     counters.add("job_overlapped.cascade", 2)
     counters.add("redis_unreachable.cleanup")
+    counters.add("redis_refused.sweep", 4)
+    counters.add("wrong_key_type.cascade")
     counters.add("circuit_refused.user-service", 7)
     counters.add("retention_failed.auth-service")
     counters.add("retention_failed.mongo", 2)
@@ -118,6 +120,9 @@ def test_the_counters_of_held_up_jobs_refused_calls_and_failed_retention_are_exp
     assert value(scraped, "reaper_job_overlapped_runs_total", job_name="cascade") == 2
     assert value(scraped, "reaper_job_overlapped_runs_total", job_name="sweep") == 0
     assert value(scraped, "reaper_redis_unreachable_total", job_name="cleanup") == 1
+    assert value(scraped, "reaper_redis_refused_total", job_name="sweep") == 4
+    assert value(scraped, "reaper_wrong_key_type_total", job_name="cascade") == 1
+    assert value(scraped, "reaper_wrong_key_type_total", job_name="sweep") == 0
     assert value(scraped, "reaper_circuit_refused_total", target="user_service") == 7
     assert value(scraped, "reaper_retention_failures_total", target="auth_service") == 1
     assert value(scraped, "reaper_retention_failures_total", target="mongo") == 2

@@ -90,6 +90,12 @@ FAMILIES = (
            "lasted longer than its interval, by job.", "job_overlapped.", "job_name", (SWEEP, CASCADE, CLEANUP)),
     Family("reaper_redis_unreachable", "Job runs that found Redis unreachable (the job is tried "
            "again at its next run), by job.", "redis_unreachable.", "job_name", (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_redis_refused", "Job runs Redis answered but refused a write (READONLY, OOM, "
+           "NOPERM...; the job is tried again at its next run), by job.", "redis_refused.", "job_name",
+           (SWEEP, CASCADE, CLEANUP)),
+    Family("reaper_wrong_key_type", "Job runs that met a key reaper writes holding another Redis type "
+           "(nothing touched; tried again at the next run), by job.", "wrong_key_type.", "job_name",
+           (SWEEP, CASCADE, CLEANUP)),
     Family("reaper_retention_failures", "Retention calls of the periodic cleanup that failed (tried "
            "again at the next cleanup), by target.", "retention_failed.", "target", RETENTION_TARGETS,
            circuit_target),

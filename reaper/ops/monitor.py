@@ -94,6 +94,71 @@ class StartupProgress:
             self.notifier.extend_timeout(self.extend_s)
 
 
+class Attached:
+    """The run's context and gate, once they exist: what the metrics read at scrape time and the
+    status line names. Before ``attach`` every reading is the quiet one."""
+
+    def __init__(self):
+        self.ctx = None  # the run's app Context (ops is below app: no import)
+        self.gate = None
+
+    def counts(self) -> dict[str, int]:
+        return {} if self.ctx is None else self.ctx.counters.snapshot()
+
+    def leads(self) -> bool:
+        return self.gate is not None and self.gate.leadership.is_leader
+
+    def paused(self) -> bool:
+        return self.gate is not None and self.gate.pause_watch.seen_paused
+
+    def circuits(self) -> tuple:
+        return () if self.ctx is None else self.ctx.runner.circuits.all()
+
+    def leader_name(self) -> str | None:
+        holder = None if self.gate is None else self.gate.leadership.holder
+        return holder.name if holder else None
+
+
+class SteadyStatus:
+    """STATUS= as `systemctl status` shows it: the last turn's line is the steady one, said again
+    once a Redis outage's line has had its time."""
+
+    def __init__(self, notifier: Notifier, wall: Callable[[], float]):
+        self.notifier = notifier
+        self.wall = wall  # for "Redis unreachable since 12:00:03Z": Redis's own clock is out of reach
+        self._steady: str | None = None
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
+
+    def turned(self, line: str) -> None:
+        """A turn that reached Redis: its line is the steady one, said now and after an outage."""
+        with self._lock:
+            self._steady, self._down_since = line, None
+        self.notifier.status(line)
+
+    def outage(self, kind: str) -> str:
+        return status.outage(kind, self._since())
+
+    def back(self) -> None:
+        with self._lock:
+            self._down_since = None
+
+    def restore(self) -> None:
+        """Redis answers again: the last turn's line, until the next turn says more."""
+        self.back()
+        with self._lock:
+            steady = self._steady
+        if steady is not None:
+            self.notifier.status(steady)
+
+    def _since(self) -> float:
+        """When the Redis trouble in hand began (on the wall clock: it is said as a time of day)."""
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = self.wall()
+            return self._down_since
+
+
 class Monitor:
     """Built before Redis is reached (so /healthz answers "starting" meanwhile); ``attach``
     gives it the context and the gate once they exist."""
@@ -102,33 +167,17 @@ class Monitor:
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.interval_s = config.timing.heartbeat_interval_s
         self.health = Health(self.interval_s, clock)  # ages on the monotonic clock: the wall clock may step
-        self.ctx = None  # the run's app Context, once attached (ops is below app: no import)
-        self.gate = None
-        self.metrics = Metrics(self._counts, self._leads, self._paused, self._circuits)
+        self.attached = attached = Attached()
+        self.metrics = Metrics(attached.counts, attached.leads, attached.paused, attached.circuits)
         self.notifier = Notifier() if notifier is None else notifier
         self.startup = StartupProgress(self.notifier, startup_extension_s(config), clock)
-        self.wall = wall  # for "Redis unreachable since 12:00:03Z": Redis's own clock is out of reach
+        self.steady = SteadyStatus(self.notifier, wall)
         self.endpoint: Endpoint | None = None
         self._stopping = False
-        self._steady: str | None = None  # the status of the last turn, said again after an outage
-        self._down_since: float | None = None
-        self._lock = threading.Lock()
 
     def attach(self, ctx, gate) -> "Monitor":
-        self.ctx, self.gate = ctx, gate
+        self.attached.ctx, self.attached.gate = ctx, gate
         return self
-
-    def _counts(self) -> dict[str, int]:
-        return {} if self.ctx is None else self.ctx.counters.snapshot()
-
-    def _leads(self) -> bool:
-        return self.gate is not None and self.gate.leadership.is_leader
-
-    def _paused(self) -> bool:
-        return self.gate is not None and self.gate.pause_watch.seen_paused
-
-    def _circuits(self) -> tuple:
-        return () if self.ctx is None else self.ctx.runner.circuits.all()
 
     def routes(self) -> Routes:
         return {"/livez": lambda: _json(self.health.livez()),
@@ -156,13 +205,13 @@ class Monitor:
         self.metrics.record_sweep(report)
         self.health.turned(health.SWEPT)
         pending = self._read_tier(with_mass_expiry=False)  # this sweep's own verdict is fresher
-        self._turned(status.swept(report, pending))
+        self.steady.turned(status.swept(report, pending))
 
     def stood_by(self, why: str) -> None:
         """The gate said paused or standby: the turn's check is done, and that is healthy."""
         self.health.turned(why)
         self._read_tier(with_mass_expiry=True)
-        self._turned(self._paused_status() if why == PAUSED else status.standby(self._leader_name()))
+        self.steady.turned(self._paused_status() if why == PAUSED else status.standby(self.attached.leader_name()))
 
     def drained(self, _report=None) -> None:
         self._read_tier(with_mass_expiry=False)
@@ -179,24 +228,20 @@ class Monitor:
             self.metrics.redis_up.set(0)
         else:
             self.health.redis_down(trouble.detail, trouble.kind)
-        self.notifier.status(status.outage(UNREACHABLE if trouble is None else trouble.kind, self._since()))
+        self.notifier.status(self.steady.outage(UNREACHABLE if trouble is None else trouble.kind))
 
     def waiting(self, trouble: Trouble | None) -> None:
         """What holds the startup step up, for /healthz and `systemctl status`; None once nothing does."""
         self.health.waiting(None if trouble is None else str(trouble))
         if trouble is None:
-            self._back()
+            self.steady.back()
         else:
-            self.startup.say(status.starting(status.outage(trouble.kind, self._since())))
+            self.startup.say(status.starting(self.steady.outage(trouble.kind)))
 
     def redis_up(self) -> None:
         self.health.redis_up()
         self.metrics.redis_up.set(1)
-        self._back()
-        with self._lock:
-            steady = self._steady
-        if steady is not None:
-            self.notifier.status(steady)  # the last turn's, until the next turn says more
+        self.steady.restore()
 
     def stopping(self) -> None:
         if not self._stopping:
@@ -211,38 +256,19 @@ class Monitor:
             self.endpoint = None
         self.notifier.close()
 
-    def _turned(self, line: str) -> None:
-        """A turn that reached Redis: its status is the steady one, said now and after an outage."""
-        with self._lock:
-            self._steady, self._down_since = line, None
-        self.notifier.status(line)
-
-    def _since(self) -> float:
-        """When the Redis trouble in hand began (on the wall clock: it is said as a time of day)."""
-        with self._lock:
-            if self._down_since is None:
-                self._down_since = self.wall()
-            return self._down_since
-
-    def _back(self) -> None:
-        with self._lock:
-            self._down_since = None
-
-    def _leader_name(self) -> str | None:
-        holder = None if self.gate is None else self.gate.leadership.holder
-        return holder.name if holder else None
-
     def _paused_status(self) -> str:
         try:
-            return status.paused(paused_state(self.ctx.client, self.ctx.keys))
+            ctx = self.attached.ctx
+            return status.paused(paused_state(ctx.client, ctx.keys))
         except (*REDIS_DOWN, redis.RedisError):  # the gate read it a moment ago; said without details
             return status.paused(None)
 
     def _read_tier(self, with_mass_expiry: bool) -> int | None:
         """Pending and dead cascades (and the leader's last mass-expiry verdict), in one round trip;
         the pending count, None when it could not be read."""
-        keys = self.ctx.keys
-        pipe = self.ctx.client.pipeline(transaction=False)
+        ctx = self.attached.ctx
+        keys = ctx.keys
+        pipe = ctx.client.pipeline(transaction=False)
         pipe.hlen(keys.intents)  # pending: every intent, with its schedule or not (reaper/store/reschedule.py)
         pipe.llen(keys.dead)
         pipe.hget(keys.state, "mass_expiry")

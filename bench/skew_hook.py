@@ -1,5 +1,6 @@
-"""What the clock-skew hook costs the sweep (issue #5): 1M fresh records judged by Sweep._judge
-with the hook and by a copy of _judge without it, in process, no Redis involved.
+"""What the clock-skew hook costs the sweep (issue #5): 1M fresh records judged by the sweep's
+judging part, with their heartbeat ages fed to the report's skew (reporting.Counts) and without,
+in process, no Redis involved.
 
     python bench/skew_hook.py [--records 1000000] [--rounds 7]
 
@@ -14,29 +15,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis  # noqa: E402
-
 from reaper.core.config import load_config  # noqa: E402
-from reaper.core.keys import Keys  # noqa: E402
 from reaper.core.records import GuestRecord  # noqa: E402
-from reaper.core.staleness import judge  # noqa: E402
-from reaper.sweep.sweep import Sweep  # noqa: E402
+from reaper.core.staleness import Policy  # noqa: E402
+from reaper.sweep.judging import judge_page  # noqa: E402
+from reaper.sweep.report import SweepReport  # noqa: E402
+from reaper.sweep.reporting import Counts  # noqa: E402
 
 NOW = 1_800_000_000.0
 
 
-class WithoutHook(Sweep):
-    def _judge(self, record):  # Sweep._judge without the line that feeds report.skew
-        verdict = judge(record.last_heartbeat, record.last_pong, self.now, self.policy)
-        self.report.total += 1
-        self.report.responsive += verdict.responsive
-        if verdict.reason is None:
-            return None
-        self.report.stale[verdict.reason] += 1
-        if self._may_reap():
-            return record, verdict.reason, verdict
-        self.held.record(record.key)
-        return None
+def without_hook(records, policy) -> None:
+    judge_page(records, NOW, policy, "string")
+
+
+def with_hook(records, policy) -> None:
+    Counts(SweepReport(now=NOW), "guest_").on_judged(judge_page(records, NOW, policy, "string"))
 
 
 def fresh_records(count: int) -> list[GuestRecord]:
@@ -46,11 +40,9 @@ def fresh_records(count: int) -> list[GuestRecord]:
             for i, age in enumerate(ages)]
 
 
-def judge_all(cls, records, config, keys, client) -> float:
-    judge_one = cls(client, config, keys, [], NOW, None, False)._judge
+def judge_all(judge, records, policy) -> float:
     started = time.perf_counter()
-    for record in records:
-        judge_one(record)
+    judge(records, policy)
     return time.perf_counter() - started
 
 
@@ -60,12 +52,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     config = load_config(None, {"REAPER_REDIS_URL": "redis://127.0.0.1:1/0"}, {})
-    client = redis.Redis(host="127.0.0.1", port=1)  # never connected: _judge sends nothing
-    keys, records = Keys.from_config(config.redis), fresh_records(args.records)
+    policy, records = Policy.from_config(config.timing), fresh_records(args.records)
     times = {"without": [], "with": []}
     for _ in range(args.rounds):
-        for name, cls in (("without", WithoutHook), ("with", Sweep)):
-            times[name].append(judge_all(cls, records, config, keys, client))
+        for name, judge in (("without", without_hook), ("with", with_hook)):
+            times[name].append(judge_all(judge, records, policy))
     for name, runs in times.items():
         runs.sort()
         print(f"{name:8s} best {runs[0]:.3f} s  median {runs[len(runs) // 2]:.3f} s  "

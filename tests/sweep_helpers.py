@@ -4,9 +4,11 @@ import json
 
 from redis.cluster import RedisCluster
 
-import reaper.store.client
+import dataclasses
+
 from reaper.core.keys import Keys
 from reaper.core.names import decode_name
+from reaper.sweep.seams import Seams
 
 
 INTENTS, DUE = "reaper:cascade:intents", "reaper:cascade:due"  # on a single Redis; keys_of(r) for both
@@ -62,16 +64,26 @@ def add_guests(world, live: int, stale: int, orphans: int = 0, socketless: int =
         world.entry(f"guest_{(n := n + 1)}", None)
 
 
-def stop_at_batch(ctx, monkeypatch, n: int) -> list:
+def with_seams(ctx, **hooks):
+    """``ctx`` whose sweeps call these hooks (reaper/sweep/seams.py names the points)."""
+    ctx.seams = dataclasses.replace(ctx.seams, **hooks)
+    return ctx
+
+
+def after_each_load(ctx, then) -> list:
+    """``then(records, n)`` after the sweep has read its ``n``-th page of records (from 1), before it
+    judges them; the returned list grows by one per page read."""
+    loads = []
+
+    def loaded(records):
+        loads.append(1)
+        then(records, len(loads))
+
+    with_seams(ctx, records_loaded=loaded)
+    return loads
+
+
+def stop_at_batch(ctx, n: int) -> list:
     """Set ``ctx.stopping`` (as SIGTERM does) while the sweep reads its ``n``-th batch of records;
     the returned list grows by one per batch read."""
-    original, loads = reaper.store.client.load_records, []
-
-    def load_then_stop(*args, **kwargs):
-        loads.append(1)
-        if len(loads) == n:
-            ctx.stopping.set()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_stop)
-    return loads
+    return after_each_load(ctx, lambda records, i: ctx.stopping.set() if i == n else None)

@@ -6,34 +6,27 @@ import json
 
 import pytest
 
-import reaper.store.client
 from reaper.store import scripts
 from reaper.core.keys import Keys
 from reaper.store.presence import OnlineList
-from reaper.sweep.sweep import Sweep
 from support.guests import CONN, ONLINE, record
-from sweep_helpers import assert_deletable_intents, assert_intents_consistent, intents, reasons_of
+from sweep_helpers import assert_deletable_intents, assert_intents_consistent, intents, reasons_of, with_seams
 
 KEYS = Keys("guest_connection:", "guest_session:", "users:online", "reaper:")
 
 
-def test_records_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r, monkeypatch):
+def test_records_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r):
     stale = [world.guest(n, age=600) for n in range(2 * scripts.TAKE_BATCH + 30)]
     live = [world.guest(n, age=5) for n in range(1000, 1020)]
-    original = reaper.store.client.load_records
     moved = {sock for n, (_, sock) in enumerate(stale) if n % 7 == 0}
 
-    def load_then_some_move_on(*args, **kwargs):
-        loaded = original(*args, **kwargs)
+    def some_move_on(loaded):
         for rec in loaded:
             if rec is not None and rec.socket_id in moved:  # rewritten, still stale
                 world.write_record(rec.socket_id, record(rec.socket_id, rec.user_id, world.now - 600,
                                                          roomId="other"))
-        return loaded
 
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_some_move_on)
-
-    report = ctx_factory().sweep(force=True)
+    report = with_seams(ctx_factory(), records_loaded=some_move_on).sweep(force=True)
 
     assert world.records() == moved | {sock for _, sock in live}
     assert report.skipped_live == len(moved)
@@ -43,23 +36,19 @@ def test_records_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r
     assert_deletable_intents(r, len(stale) - len(moved))
 
 
-def test_orphans_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r, monkeypatch):
+def test_orphans_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r):
     for n in range(scripts.TAKE_BATCH + 20):
         world.entry(f"guest_{n}", f"sock{n}" if n % 2 else None)  # with and without socket
-    original = Sweep._reap_orphans
 
-    def some_come_back_first(self, orphans):
+    def some_come_back_first(orphans):
         for entry in orphans:
             n = int(entry.user_id[len("guest_"):])
             if n % 10 == 1:
                 world.write_record(f"sock{n}", record(f"sock{n}", entry.user_id, world.now))
             elif n % 10 == 2:
                 world.entry(entry.user_id, None, status="away")
-        return original(self, orphans)
 
-    monkeypatch.setattr(Sweep, "_reap_orphans", some_come_back_first)
-
-    report = ctx_factory().sweep(force=True)
+    report = with_seams(ctx_factory(), orphans_found=some_come_back_first).sweep(force=True)
 
     kept = {f"guest_{n}" for n in range(scripts.TAKE_BATCH + 20) if n % 10 in (1, 2)}
     assert set(world.online()) == kept
@@ -208,27 +197,22 @@ def _full_batch(r, name, n, raw, intent):
     ("list", "string"),  # a wrong-type key (to quarantine) that became a record
     ("list", "none"),
 ])
-def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world, r, monkeypatch,
+def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world, r,
                                                               seen, becomes):
     key = CONN + "sock1"
     if seen == "string":
         world.guest(1, age=600)
     else:
         r.rpush(key, "x")
-    original = reaper.store.client.load_records
 
-    def load_then_change_type(*args, **kwargs):
-        loaded = original(*args, **kwargs)
+    def change_type(loaded):
         r.delete(key)
         {"hash": lambda: r.hset(key, "userId", "guest_1"), "list": lambda: r.rpush(key, "y"),
          "string": lambda: r.set(key, json.dumps(record("sock1", "guest_1", world.now))),
          "none": lambda: None}[becomes]()
-        return loaded
-
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_change_type)
 
     # The change races the first pass's take: room in the mass-expiry budget (default 0: a second look takes).
-    report = ctx_factory(safety__mass_reap_per_sweep=100).sweep()
+    report = with_seams(ctx_factory(safety__mass_reap_per_sweep=100), records_loaded=change_type).sweep()
 
     assert r.type(key).decode() == becomes
     assert report.skipped_live == 1

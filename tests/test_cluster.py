@@ -15,7 +15,7 @@ from support.cli import invoke
 from support.cluster_proc import RedisClusterProcess
 from support.guests import CONN, World
 from support.standin import wait_for
-from sweep_helpers import assert_intents_consistent, due_ids, intents, keys_of
+from sweep_helpers import assert_intents_consistent, due_ids, intents, keys_of, with_seams
 
 
 
@@ -121,20 +121,20 @@ def test_evictions_on_any_node_skip_orphans(ctx_factory, r, monkeypatch):
 
 # -- a removal in three steps --------------------------------------------------------------------
 
-def test_a_sweep_killed_before_its_takes_leaves_held_intents_that_harm_nobody(ctx_factory, r, auth_service,
-                                                                             monkeypatch):
+def test_a_sweep_killed_before_its_takes_leaves_held_intents_that_harm_nobody(ctx_factory, r, auth_service):
     world = World(r)
     live_user, live_sock = world.guest(1, age=5)
     dead_user, dead_sock = world.guest(2, age=600)
-    monkeypatch.setattr(cluster.ClusterTakes, "_take_each",
-                        lambda self, *a: (_ for _ in ()).throw(redis.ConnectionError("killed")))
+
+    def killed(keys):
+        raise redis.ConnectionError("killed")
+
     with pytest.raises(redis.ConnectionError):
-        ctx_factory().sweep()
+        with_seams(ctx_factory(), before_cluster_keys_taken=killed).sweep()
     held = intents(r)
     assert set(held) == {f"guest:{dead_user}"} and world.records() == {live_sock, dead_sock}
     assert due_ids(r) == set(held)
     # The held intent is due only after the hold: no cascade runs it before the take is known.
-    monkeypatch.undo()
     ctx = ctx_factory()
     assert ctx.drain().claimed == 0
     # Meanwhile the guest came back: its record is fresh again. Past the hold, the cascade drops it.
@@ -147,16 +147,19 @@ def test_a_sweep_killed_before_its_takes_leaves_held_intents_that_harm_nobody(ct
     assert dead_user in world.online() and auth_service.deleted_guests() == []
 
 
-def test_a_take_refused_drops_its_held_intent_and_keeps_a_pending_one(ctx_factory, r, monkeypatch):
+def test_a_take_refused_drops_its_held_intent_and_keeps_a_pending_one(ctx_factory, r):
     world = World(r)
     user, sock = world.guest(1, age=600)
     pending = '{"pending": true}'
     r.hset(keys_of(r).intents, f"guest:{user}", pending)
     r.zadd(keys_of(r).due, {f"guest:{user}": 123})
     world.guest(3, age=600)
-    monkeypatch.setattr(cluster.ClusterTakes, "_take_each", lambda self, fmt, takes: [False] * len(takes))
 
-    report = ctx_factory().sweep()
+    def both_move_on(keys):  # rewritten, still stale: the takes find them changed
+        for n in (1, 3):
+            world.guest(n, age=600, entry=False, roomId="other")
+
+    report = with_seams(ctx_factory(), before_cluster_keys_taken=both_move_on).sweep()
 
     assert report.skipped_live == 2 and sum(report.reaped.values()) == 0
     assert r.hget(keys_of(r).intents, f"guest:{user}") == pending.encode()  # untouched

@@ -15,7 +15,7 @@ from reaper.core.config import TimingConfig
 from reaper.safety.liveness import GONE, LIVE, Liveness
 from reaper.core.records import GuestRecord, Malformed, parse_hash_record, parse_json_record, parse_timestamp
 from reaper.core.staleness import Policy, judge
-from reaper.sweep.sweep import Sweep
+from reaper.sweep.seams import SweepClock
 from support.cli import invoke
 from support.guests import CONN, World, iso, record
 from sweep_helpers import assert_intents_consistent, keys_of, reasons_of
@@ -137,7 +137,8 @@ def _write(world, kind: str, socket_id: str = SOCK, user_id: str = USER) -> None
 
 def _sweep_at(ctx, now: float):
     """One sweep judged at ``now`` (the clock injected, not read from Redis), without the guard."""
-    return Sweep(ctx.client, ctx.config, ctx.keys, ctx.targets.enabled_steps(), now, None, False).run()
+    ctx.sweep_clock = SweepClock.at(now)
+    return ctx.sweep(force=True)
 
 
 @cluster_too

@@ -7,10 +7,8 @@ import threading
 import pytest
 import redis
 
-import reaper.store.client
 from reaper.store.client import read_ahead
-from reaper.sweep.sweep import Sweep
-from sweep_helpers import assert_intents_consistent, intents, stop_at_batch
+from sweep_helpers import assert_intents_consistent, intents, stop_at_batch, with_seams
 
 
 def _readers() -> list[threading.Thread]:
@@ -83,20 +81,17 @@ def test_a_caller_that_fails_leaves_no_reader_behind():
 
 # -- in a sweep ---------------------------------------------------------------------------------
 
-def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r, monkeypatch):
+def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r):
     for n in range(30):
         world.guest(n, age=600 if n % 3 == 0 else 5)
-    original = reaper.store.client.read_values
     calls = []
 
-    def fails_on_the_third_batch(*args, **kwargs):
+    def fails_on_the_third_batch(names):
         calls.append(1)
         if len(calls) == 3:
             raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
-        return original(*args, **kwargs)
 
-    monkeypatch.setattr(reaper.store.client, "read_values", fails_on_the_third_batch)
-    ctx = ctx_factory(redis__scan_count=5)
+    ctx = with_seams(ctx_factory(redis__scan_count=5), before_page_fetched=fails_on_the_third_batch)
 
     with pytest.raises(redis.ConnectionError):
         ctx.sweep(force=True)
@@ -108,11 +103,11 @@ def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_fac
     assert {i["socket_id"] for i in intents(r).values()} == taken
 
 
-def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, monkeypatch):
+def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r):
     for n in range(40):
         world.guest(n, age=600)
     ctx = ctx_factory(redis__scan_count=5)
-    loads = stop_at_batch(ctx, monkeypatch, 2)
+    loads = stop_at_batch(ctx, 2)
 
     report = ctx.sweep(force=True)
 
@@ -121,22 +116,19 @@ def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, monkeypatc
     assert_intents_consistent(r)
 
 
-@pytest.mark.parametrize("failing", ["_take_with_entries", "_exist"])
-def test_a_failing_write_behind_is_raised_by_the_sweep(ctx_factory, world, r, monkeypatch, failing):
+@pytest.mark.parametrize("failing", ["before_records_taken", "before_exist_check"])
+def test_a_failing_write_behind_is_raised_by_the_sweep(ctx_factory, world, r, failing):
     for n in range(30):
         world.guest(n, age=600 if n % 2 else 5)
         world.entry(f"guest_{100 + n}", f"sock{100 + n}")  # orphans: the online pass writes too
-    original = getattr(Sweep, failing)
     calls = []
 
-    def fails_the_third_time(self, *args):
+    def fails_the_third_time(batch):
         calls.append(1)
         if len(calls) == 3:
             raise redis.ConnectionError("Connection reset by peer")
-        return original(self, *args)
 
-    monkeypatch.setattr(Sweep, failing, fails_the_third_time)
-    ctx = ctx_factory(redis__scan_count=5)
+    ctx = with_seams(ctx_factory(redis__scan_count=5), **{failing: fails_the_third_time})
 
     with pytest.raises(redis.ConnectionError, match="reset by peer"):
         ctx.sweep(force=True)

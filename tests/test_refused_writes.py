@@ -13,7 +13,6 @@ import httpx
 import pytest
 import redis
 
-import reaper.store.client
 from reaper.app.context import Context
 from reaper.app.daemon import RedisOutage
 from reaper.core.errors import RedisRefused, RedisUnavailable
@@ -31,6 +30,7 @@ from support.standin import wait_for
 from support.intents import all_stored
 from support.keys import KEYS, keys_of
 from support.snapshots import snapshot
+from sweep_helpers import after_each_load
 
 ACL_USER, ACL_PASSWORD = "reaper", "not-a-secret"
 READONLY_LINE = "Redis refuses writes (READONLY You can't write against a read only replica.)"
@@ -303,21 +303,13 @@ def private_ctx(private, make_config, mongo):
         ctx.close()
 
 
-def refuse_at_batch(monkeypatch, n: int, refuse) -> None:
-    original, loads = reaper.store.client.load_records, []
-
-    def load_then_refuse(*args, **kwargs):
-        loads.append(1)
-        if len(loads) == n:
-            refuse()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_refuse)
+def refuse_at_batch(ctx, n: int, refuse) -> None:
+    """Redis starts refusing writes once the sweep has read its ``n``-th page of records."""
+    after_each_load(ctx, lambda records, i: refuse() if i == n else None)
 
 
 @pytest.mark.parametrize("kind", ["oom", "noperm", "misconf"])
-def test_a_write_refused_mid_sweep_leaves_no_removal_without_its_intent(kind, private, client, private_ctx,
-                                                                        monkeypatch):
+def test_a_write_refused_mid_sweep_leaves_no_removal_without_its_intent(kind, private, client, private_ctx):
     world = World(client)
     stale = [world.guest(n, age=3600) for n in range(300)]
     url = acl_url(private) if kind == "noperm" else private.url
@@ -326,7 +318,7 @@ def test_a_write_refused_mid_sweep_leaves_no_removal_without_its_intent(kind, pr
     ctx = private_ctx(url, redis__scan_count=50, safety__max_reap_fraction=1.0)
     refuse = {"oom": lambda: oom(client), "noperm": lambda: no_write_acl(client),
               "misconf": lambda: misconf(private, client)}[kind]
-    refuse_at_batch(monkeypatch, 3, refuse)
+    refuse_at_batch(ctx, 3, refuse)
 
     with pytest.raises(RedisRefused), refusals():
         ctx.sweep()

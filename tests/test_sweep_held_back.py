@@ -6,15 +6,14 @@ import hashlib
 
 import pytest
 
-import reaper.store.client
-import reaper.sweep.sweep
+import reaper.sweep.budget
 from reaper.store import cluster
 from reaper.store import scripts
 from reaper.core.records import OnlineEntry
-from reaper.sweep.sweep import HeldBack, Sweep
+from reaper.sweep.budget import HeldBack
 from support.guests import record
-from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent, intents,
-                           reasons_of)
+from sweep_helpers import (add_guests, after_each_load, assert_deletable_intents, assert_intents_consistent,
+                           intents, reasons_of, with_seams)
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -65,7 +64,7 @@ def test_held_back_guests_are_taken_without_a_second_scan(ctx_factory, world, r)
 
 
 def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, monkeypatch, logs):
-    monkeypatch.setattr(reaper.sweep.sweep, "MAX_HELD", 5)
+    monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD", 5)
     add_guests(world, live=40, stale=25, orphans=3, socketless=2)
     ctx = ctx_factory(**GUARD)
     sent = _commands(ctx.client)
@@ -79,21 +78,17 @@ def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, m
     assert logs.at("INFO", "more than 5 held back; a second full pass")
 
 
-def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, monkeypatch):
+def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r):
     add_guests(world, live=40, stale=25)
-    original = Sweep.take_held
 
-    def guest_beats_first(self, held):
+    def guest_beats_first(held):
         socket_id = held.records[0][len("guest_connection:"):]
         user_id = "guest_" + socket_id[len("sock"):]
         world.write_record(socket_id, record(socket_id, user_id, world.now))  # heartbeat again
         revived.append((user_id, socket_id))
-        return original(self, held)
 
     revived = []
-    monkeypatch.setattr(Sweep, "take_held", guest_beats_first)
-
-    report = ctx_factory(**GUARD).sweep()
+    report = with_seams(ctx_factory(**GUARD), before_second_look=guest_beats_first).sweep()
 
     [(user_id, socket_id)] = revived
     assert socket_id in world.records() and user_id in world.online()
@@ -102,25 +97,22 @@ def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, monkeyp
     assert_deletable_intents(r, 24)
 
 
-def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory, world, r, monkeypatch):
+def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory, world, r):
     add_guests(world, live=40, stale=25)
-    original = reaper.store.client.load_records
-    calls, rewritten = [], []
+    rewritten = []
     first_pass = _scans(r, 1)  # batches: one per primary scanned
 
-    def load_then_rewrite_in_second_look(client, keys, names, fmt, *read_ahead):
-        loaded = original(client, keys, names, fmt, *read_ahead)
-        calls.append(1)
-        if len(calls) == first_pass + 1:  # the second look's read
+    def rewrite_in_second_look(loaded, n):
+        if n == first_pass + 1:  # the second look's read
             rec = next(x for x in loaded if x is not None)
             world.write_record(rec.socket_id, record(rec.socket_id, rec.user_id, world.now - 600,
                                                      roomId="moved"))
             rewritten.append(rec.socket_id)
-        return loaded
 
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_rewrite_in_second_look)
+    ctx = ctx_factory(**GUARD)
+    calls = after_each_load(ctx, rewrite_in_second_look)
 
-    report = ctx_factory(**GUARD).sweep()
+    report = ctx.sweep()
 
     assert len(calls) == first_pass + 1
     assert rewritten[0] in world.records()
@@ -129,21 +121,17 @@ def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory,
     assert_intents_consistent(r)
 
 
-def test_a_held_back_orphan_that_reconnected_is_kept(ctx_factory, world, r, monkeypatch):
+def test_a_held_back_orphan_that_reconnected_is_kept(ctx_factory, world, r):
     add_guests(world, live=40, stale=10, orphans=15)
-    original = Sweep.take_held
 
-    def reconnects_first(self, held):
+    def reconnects_first(held):
         user_id = held.orphans[0]
         world.guest(user_id[len("guest_"):] + "-new", age=0)  # a record on a new socket ...
         world.entry(user_id, f"sock{user_id[len('guest_'):]}-new")  # ... and its entry names it
         back.append(user_id)
-        return original(self, held)
 
     back = []
-    monkeypatch.setattr(Sweep, "take_held", reconnects_first)
-
-    report = ctx_factory(**GUARD).sweep()
+    report = with_seams(ctx_factory(**GUARD), before_second_look=reconnects_first).sweep()
 
     assert back[0] in world.online()
     assert back[0] not in reasons_of(r)
@@ -151,19 +139,15 @@ def test_a_held_back_orphan_that_reconnected_is_kept(ctx_factory, world, r, monk
     assert_intents_consistent(r)
 
 
-def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, world, r, monkeypatch):
+def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, world, r):
     add_guests(world, live=40, stale=10, socketless=15)
-    original = Sweep.take_held
 
-    def entry_changes_first(self, held):
+    def entry_changes_first(held):
         changed.append(held.socketless[0].user_id)
         world.entry(changed[0], None, status="busy")
-        return original(self, held)
 
     changed = []
-    monkeypatch.setattr(Sweep, "take_held", entry_changes_first)
-
-    report = ctx_factory(**GUARD).sweep()
+    report = with_seams(ctx_factory(**GUARD), before_second_look=entry_changes_first).sweep()
 
     assert world.online()[changed[0]]["status"] == "busy"
     assert report.skipped_live == 1
@@ -211,7 +195,7 @@ def _entry(n: int, socket: bool) -> OnlineEntry:
     (0, 0, 6, True),
 ])
 def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, overflowed):
-    monkeypatch.setattr(reaper.sweep.sweep, "MAX_HELD", 5)
+    monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD", 5)
     held = HeldBack()
 
     for n in range(records):

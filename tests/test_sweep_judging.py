@@ -7,9 +7,8 @@ import pytest
 
 import reaper.store.client
 from reaper.core import guest_ids
-from reaper.sweep.sweep import Sweep
 from support.guests import CONN, ONLINE, record
-from sweep_helpers import assert_intents_consistent, intents, reasons_of
+from sweep_helpers import assert_intents_consistent, intents, reasons_of, with_seams
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -24,18 +23,6 @@ JUST_STALE_PONG = 3 * 60 + 5 + 0.5  # floor((185.5 - 5) / 60) = 3 missed
 # The races below hit the first pass's takes: it takes only what the mass-expiry budget allows
 # (default 0: it judges, and a second look takes), so they give it room.
 FIRST_PASS_TAKES = dict(safety__mass_reap_per_sweep=100)
-
-
-def _rewrite_after_load(monkeypatch, rewrite):
-    """Run ``rewrite`` after the sweep has read records and before it compare-and-deletes."""
-    original = reaper.store.client.load_records
-
-    def load_then_rewrite(*args, **kwargs):
-        loaded = original(*args, **kwargs)
-        rewrite()
-        return loaded
-
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_rewrite)
 
 
 # -- live and stale ------------------------------------------------------------------------
@@ -115,12 +102,12 @@ def test_reaper_host_clock_never_matters(ctx_factory, world, r, monkeypatch):
 
 # -- compare-and-delete --------------------------------------------------------------------
 
-def test_heartbeat_moving_on_between_read_and_delete_keeps_the_guest(ctx_factory, world, r, monkeypatch):
+def test_heartbeat_moving_on_between_read_and_delete_keeps_the_guest(ctx_factory, world, r):
     user, sock = world.guest(1, age=400)
     fresh = json.dumps(record(sock, user, world.now))
-    _rewrite_after_load(monkeypatch, lambda: r.set(CONN + sock, fresh, ex=180))
+    ctx = with_seams(ctx_factory(**FIRST_PASS_TAKES), records_loaded=lambda _: r.set(CONN + sock, fresh, ex=180))
 
-    report = ctx_factory(**FIRST_PASS_TAKES).sweep()
+    report = ctx.sweep()
 
     assert report.stale == {"heartbeat_timeout": 1}
     assert report.reaped == {}
@@ -262,17 +249,13 @@ def test_guest_id_prefix_is_configurable(ctx_factory, world, r):
     assert report.not_a_guest_id == 1
 
 
-def test_orphan_whose_record_appears_before_the_script_is_kept(ctx_factory, world, r, monkeypatch):
+def test_orphan_whose_record_appears_before_the_script_is_kept(ctx_factory, world, r):
     world.entry("guest_1", "sock1")
-    original = Sweep._reap_orphans
 
-    def record_appears_first(self, orphans):
+    def record_appears_first(orphans):
         world.write_record("sock1", record("sock1", "guest_1", world.now))  # it just connected
-        return original(self, orphans)
 
-    monkeypatch.setattr(Sweep, "_reap_orphans", record_appears_first)
-
-    report = ctx_factory(**FIRST_PASS_TAKES).sweep()
+    report = with_seams(ctx_factory(**FIRST_PASS_TAKES), orphans_found=record_appears_first).sweep()
 
     assert "guest_1" in world.online()
     assert world.records() == {"sock1"}
@@ -281,17 +264,13 @@ def test_orphan_whose_record_appears_before_the_script_is_kept(ctx_factory, worl
     assert intents(r) == {}
 
 
-def test_orphan_entry_changed_before_the_script_is_kept(ctx_factory, world, r, monkeypatch):
+def test_orphan_entry_changed_before_the_script_is_kept(ctx_factory, world, r):
     world.entry("guest_1", "sock1")
-    original = Sweep._reap_orphans
 
-    def entry_changes_first(self, orphans):
+    def entry_changes_first(orphans):
         world.entry("guest_1", "sock2")  # reconnected on a new socket meanwhile
-        return original(self, orphans)
 
-    monkeypatch.setattr(Sweep, "_reap_orphans", entry_changes_first)
-
-    report = ctx_factory(**FIRST_PASS_TAKES).sweep()
+    report = with_seams(ctx_factory(**FIRST_PASS_TAKES), orphans_found=entry_changes_first).sweep()
 
     assert world.online()["guest_1"]["socketId"] == "sock2"
     assert report.reaped == {}

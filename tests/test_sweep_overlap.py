@@ -8,28 +8,18 @@ import threading
 import pytest
 import redis
 
-import reaper.sweep.sweep
-from reaper.sweep.sweep import Sweep
+import reaper.sweep.redis_kinds
 from support.guests import ONLINE, record
-from sweep_helpers import add_guests, assert_intents_consistent, reasons_of, stop_at_batch
+from sweep_helpers import add_guests, assert_intents_consistent, reasons_of, stop_at_batch, with_seams
 
 STATE = "reaper:state"
 
 
 @pytest.fixture
 def overlapping(monkeypatch):
-    """Every sweep of more than 3 online entries runs the two passes side by side; returns the
-    list of modes the sweeps ran in (True: side by side)."""
-    monkeypatch.setattr(reaper.sweep.sweep, "OVERLAP_MIN_ENTRIES", 3)
-    modes, original = [], Sweep.__init__
-
-    def remember(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        if "overlapped" in kwargs:  # a first pass (the second look is never side by side)
-            modes.append(self.overlapped)
-
-    monkeypatch.setattr(Sweep, "__init__", remember)
-    return modes
+    """Every sweep of more than 3 online entries runs the two passes side by side (a report's
+    ``overlapped`` says whether its first pass did)."""
+    monkeypatch.setattr(reaper.sweep.redis_kinds, "OVERLAP_MIN_ENTRIES", 3)
 
 
 def _threads() -> list[str]:
@@ -43,7 +33,7 @@ def test_side_by_side_the_sweep_reaps_what_a_sequential_one_does(ctx_factory, wo
 
     report = ctx.sweep(force=True)
 
-    assert overlapping == [True]
+    assert report.overlapped
     assert report.reaped == {"heartbeat_timeout": 7, "orphan": 4}
     assert report.orphans == 4 and report.skipped_live == 0 and report.registered_online == 1
     assert set(world.online()) == {f"guest_{n}" for n in range(1, 13)} | {"member_1"}
@@ -63,7 +53,7 @@ def test_an_entry_that_went_with_its_record_is_no_orphan(ctx_factory, world, r, 
 
     report = ctx.sweep(force=True)
 
-    assert overlapping == [True]
+    assert report.overlapped
     assert report.reaped == {"heartbeat_timeout": 10}
     assert report.orphans == 0 and report.skipped_live == 0
     assert set(world.online()) == {f"guest_{n}" for n in range(1, 7)}
@@ -77,21 +67,21 @@ def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, o
 
     first = ctx.sweep()
 
-    assert overlapping == [True]
+    assert first.overlapped
     assert first.reaped == {} and first.socketless_seen == 3
     assert r.hget(STATE, "socketless_entries") == b"3"
     assert {"guest_7", "guest_8", "guest_9"} <= set(world.online())
 
     second = ctx.sweep()
 
-    assert overlapping == [True, False]
+    assert not second.overlapped
     assert second.reaped == {"orphan": 2} and reasons_of(r) == {"guest_7": "orphan", "guest_8": "orphan"}
     assert "guest_9" in world.online()
     assert r.hget(STATE, "socketless_entries") == b"3"  # seen, reaped or not
 
     third = ctx.sweep()
 
-    assert overlapping == [True, False, False]  # guest_9's entry names no socket still
+    assert not third.overlapped  # guest_9's entry names no socket still
     assert third.reaped == {} and r.hget(STATE, "socketless_entries") == b"1"
 
 
@@ -106,9 +96,9 @@ def test_when_the_passes_run_side_by_side(ctx_factory, world, r, overlapping, en
     if state is not None:
         r.hset(STATE, "socketless_entries", state)
 
-    ctx_factory().sweep()
+    report = ctx_factory().sweep()
 
-    assert overlapping == [expected]
+    assert report.overlapped is expected
 
 
 def test_a_dry_run_leaves_no_state(ctx_factory, world, r, overlapping):
@@ -119,19 +109,16 @@ def test_a_dry_run_leaves_no_state(ctx_factory, world, r, overlapping):
     assert report.socketless_seen == 1 and r.hget(STATE, "socketless_entries") is None
 
 
-def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, overlapping, monkeypatch):
+def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, overlapping):
     add_guests(world, live=20, stale=5, orphans=3)
-    original, pages = Sweep._unsettled_online_batches, []
+    pages = []
 
-    def fails_on_the_second_page(self):
-        for batch in original(self):
-            pages.append(1)
-            if len(pages) == 2:
-                raise redis.ConnectionError("Connection reset by peer")
-            yield batch
+    def fails_on_the_second_page(entries):
+        pages.append(1)
+        if len(pages) == 2:
+            raise redis.ConnectionError("Connection reset by peer")
 
-    monkeypatch.setattr(Sweep, "_unsettled_online_batches", fails_on_the_second_page)
-    ctx = ctx_factory(redis__scan_count=4)
+    ctx = with_seams(ctx_factory(redis__scan_count=4), online_page_read=fails_on_the_second_page)
 
     with pytest.raises(redis.ConnectionError, match="reset by peer"):
         ctx.sweep(force=True)
@@ -141,10 +128,10 @@ def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, ove
     assert len(world.online()) == 28 - (5 - len({f"sock{n}" for n in range(21, 26)} & world.records()))
 
 
-def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, overlapping, monkeypatch):
+def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, overlapping):
     add_guests(world, live=30, stale=10, orphans=5)
     ctx = ctx_factory(redis__scan_count=4)
-    stop_at_batch(ctx, monkeypatch, 2)
+    stop_at_batch(ctx, 2)
 
     report = ctx.sweep(force=True)
 

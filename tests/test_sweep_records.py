@@ -5,9 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import reaper.store.client
 from support.guests import CONN, World, record
-from sweep_helpers import assert_intents_consistent, intents, keys_of, reasons_of
+from sweep_helpers import assert_intents_consistent, intents, keys_of, reasons_of, with_seams
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -117,19 +116,11 @@ def test_malformed_records_among_good_ones_do_not_stop_the_sweep(ctx_factory, wo
     assert len(list(r.scan_iter(match=keys_of(r).quarantine_pattern))) == len(MALFORMED)
 
 
-def test_quarantine_keeps_the_record_a_writer_rewrote(ctx_factory, world, r, monkeypatch):
+def test_quarantine_keeps_the_record_a_writer_rewrote(ctx_factory, world, r):
     r.set(KEY, b"not json")
     fixed = json.dumps(record("sock1", "guest_1", world.now))
-    original = reaper.store.client.load_records
 
-    def load_then_fix(*args, **kwargs):
-        loaded = original(*args, **kwargs)
-        r.set(KEY, fixed)
-        return loaded
-
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_fix)
-
-    report = ctx_factory().sweep()
+    report = with_seams(ctx_factory(), records_loaded=lambda _: r.set(KEY, fixed)).sweep()
 
     assert r.get(KEY) == fixed.encode()
     assert report.quarantined == 0
@@ -220,18 +211,13 @@ def test_malformed_hash_records_are_quarantined(ctx_factory, hash_world, r, logs
 
 
 @pytest.mark.parametrize("field", ["lastHeartbeat", "lastPongReceived"])
-def test_hash_compare_and_delete_keeps_a_hash_that_moved_on(ctx_factory, hash_world, r, monkeypatch, field):
+def test_hash_compare_and_delete_keeps_a_hash_that_moved_on(ctx_factory, hash_world, r, field):
     user, sock = hash_world.guest(1, age=400, pong_age=400)
-    original = reaper.store.client.load_records
 
-    def load_then_heartbeat(*args, **kwargs):
-        loaded = original(*args, **kwargs)
+    def heartbeat(loaded):
         r.hset(CONN + sock, field, datetime.now(timezone.utc).isoformat())
-        return loaded
 
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_heartbeat)
-
-    report = ctx_factory(redis__record_format="hash").sweep()
+    report = with_seams(ctx_factory(redis__record_format="hash"), records_loaded=heartbeat).sweep()
 
     assert hash_world.records() == {sock}
     assert user in hash_world.online()

@@ -5,10 +5,9 @@ import json
 import pytest
 import redis
 
-import reaper.store.client
 from support.guests import CONN, record
 from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent,
-                           intents, reasons_of, snapshot)
+                           intents, reasons_of, snapshot, stop_at_batch, with_seams)
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -54,22 +53,17 @@ def test_mass_expiry_budget_holds_across_small_batches(ctx_factory, world, r):
     assert_deletable_intents(r, 10)
 
 
-def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r, monkeypatch):
+def test_a_refused_take_gives_its_place_in_the_budget_back(ctx_factory, world, r):
     add_guests(world, live=10, stale=50)
-    original = reaper.store.client.load_records
     revived = []
 
-    def load_then_revive_one(client, keys, names, fmt, *read_ahead):
-        loaded = original(client, keys, names, fmt, *read_ahead)
+    def revive_one(loaded):
         stale = [rec for rec in loaded if rec and rec.last_heartbeat < world.now - 500]
         if not revived and stale:
             revived.append(stale[0].socket_id)
             world.write_record(stale[0].socket_id, record(stale[0].socket_id, stale[0].user_id, world.now))
-        return loaded
 
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_revive_one)
-
-    report = ctx_factory(redis__scan_count=3, **GUARD).sweep()
+    report = with_seams(ctx_factory(redis__scan_count=3, **GUARD), records_loaded=revive_one).sweep()
 
     assert report.skipped_live == 1
     assert sum(report.reaped.values()) == 10
@@ -91,20 +85,11 @@ def test_malformed_records_are_warned_once_when_a_second_pass_runs(ctx_factory, 
         assert len(logs.at("WARNING", f"{CONN}bad{n}:")) == 1
 
 
-def test_stopping_during_the_second_pass_is_reported(ctx_factory, world, r, monkeypatch):
+def test_stopping_during_the_second_pass_is_reported(ctx_factory, world, r):
     add_guests(world, live=10, stale=30)  # 40 guests: no mass expiry, but more than the budget
     world.entry("guest_99", None)  # a socketless orphan, reaped only after a full record pass
     ctx = ctx_factory(**GUARD)
-    original = reaper.store.client.load_records
-    calls = []
-
-    def load_then_stop_in_second_pass(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # one batch per pass with the default scan_count
-            ctx.stopping.set()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(reaper.store.client, "load_records", load_then_stop_in_second_pass)
+    stop_at_batch(ctx, 2)  # one batch per pass with the default scan_count
 
     report = ctx.sweep()
 

@@ -99,7 +99,7 @@ def test_stopping_between_batches_ends_cleanly(ctx_factory, world, r, monkeypatc
     for n in range(100, 110):
         world.entry(f"guest_{n}", None)  # socketless orphans, reaped only after a full record pass
     ctx = ctx_factory(redis__scan_count=5, safety__mass_reap_per_sweep=100)  # the first pass takes
-    batches = stop_at_batch(ctx, monkeypatch, 2)  # SIGTERM arrives while the second batch is in hand
+    batches = stop_at_batch(ctx, 2)  # SIGTERM arrives while the second batch is in hand
 
     report = ctx.sweep()
 

@@ -14,16 +14,15 @@ import json
 
 import pytest
 import redis
-from redis.commands.core import Script
 
 from reaper.core import guest_ids
 from reaper.store import scripts
 from reaper.core.intents import guest_intent
 from reaper.store.presence import OnlineList
 from reaper.core.records import entry_belongs_to, parse_online_entry
-from reaper.sweep.sweep import Sweep
+from reaper.store.sweep_scripts import SettleOnline, TakeGuests, TakeRecords
 from support.guests import CONN, ONLINE, record
-from sweep_helpers import DUE, INTENTS, assert_intents_consistent, due_ids, intents, snapshot
+from sweep_helpers import DUE, INTENTS, assert_intents_consistent, due_ids, intents, snapshot, with_seams
 
 NO_SERVICES = {"REAPER_AUTH_SERVICE_BASE_URL": "", "REAPER_USER_SERVICE_BASE_URL": "",
                "REAPER_MONGO_URI": ""}
@@ -48,24 +47,26 @@ def _fill(world, live: int, stale: int, orphans: int,
     return made["live"], made["stale"], made["orphans"]
 
 
+# Each script's typed wrapper (reaper/store/sweep_scripts.py; REMOVE_ENTRY through OnlineList) and
+# the method that sends one batch of it: one Redis call per non-empty batch.
+WRAPPERS = {"SETTLE_ONLINE": (SettleOnline, "settle"), "TAKE_GUEST": (TakeGuests, "take"),
+            "TAKE_RECORD": (TakeRecords, "take"), "REMOVE_ENTRY": (OnlineList, "remove_unchanged")}
+
+
 def _script_calls(monkeypatch) -> dict[str, list]:
-    """Per script name, the arguments of each call, as sent."""
-    calls = {"SETTLE_ONLINE": [], "REMOVE_ENTRY": [], "TAKE_GUEST": [], "TAKE_RECORD": []}
-    names = {getattr(scripts, name): name for name in calls}
-    original = Script.__call__
-
-    def spy(self, keys=(), args=(), client=None):
-        if self.script in names:
-            calls[names[self.script]].append((list(keys), list(args)))
-        return original(self, keys=keys, args=args, client=client)
-
-    monkeypatch.setattr(Script, "__call__", spy)
+    """Per script, the batch (typed takes, settles or entries) of each call, as handed to its wrapper."""
+    calls = {name: [] for name in WRAPPERS}
+    for name, (wrapper, method) in WRAPPERS.items():
+        def spy(self, *args, sent=calls[name], original=getattr(wrapper, method)):
+            if args[-1]:
+                sent.append(list(args[-1]))
+            return original(self, *args)
+        monkeypatch.setattr(wrapper, method, spy)
     return calls
 
 
 def _settled_per_call(calls: dict) -> list[int]:
-    assert all(keys == [INTENTS, DUE] for keys, _ in calls["SETTLE_ONLINE"])  # reaper keys only
-    return [(len(args) - 1) // 3 for _, args in calls["SETTLE_ONLINE"]]
+    return [len(batch) for batch in calls["SETTLE_ONLINE"]]
 
 
 # -- what a sweep leaves ---------------------------------------------------------------------
@@ -91,7 +92,7 @@ def test_with_every_service_disabled_a_sweep_leaves_no_cascade(ctx_factory, worl
         assert sum(settled) == 23 and max(settled) <= 2
     else:  # record and entry in one step: nothing to settle, and no intent was ever written
         assert settled == [] and calls["TAKE_RECORD"] == [] and calls["REMOVE_ENTRY"] == []
-        assert all(args[8 * i + 9] == "" for _, args in calls["TAKE_GUEST"] for i in range((len(args) - 4) // 8))
+        assert all(take.intent == "" for batch in calls["TAKE_GUEST"] for take in batch)
     assert ctx.drain().claimed == 0
 
 
@@ -135,23 +136,23 @@ def test_a_dry_run_settles_nothing(ctx_factory, world, r):
 # -- failures and races ----------------------------------------------------------------------
 
 
+def _refuse(calls: list, *args, **kwargs):
+    calls.append(1)
+    raise redis.ConnectionError("Connection reset by peer")
+
+
 def _fails(monkeypatch, owner, name: str) -> list:
     calls = []
-
-    def refuse(*args, **kwargs):
-        calls.append(1)
-        raise redis.ConnectionError("Connection reset by peer")
-
-    monkeypatch.setattr(owner, name, refuse)
+    monkeypatch.setattr(owner, name, lambda *args, **kwargs: _refuse(calls))
     return calls
 
 
 @pytest.mark.parametrize("environ", [NO_SERVICES, AUTH_ONLY], ids=["no services", "auth"])
-def test_a_failure_between_take_and_settle_leaves_online_for_the_cascade(ctx_factory, world, r, monkeypatch,
+def test_a_failure_between_take_and_settle_leaves_online_for_the_cascade(ctx_factory, world, r,
                                                                            auth_service, environ):
     live, stale, _ = _fill(world, live=2, stale=5, orphans=0)
-    calls = _fails(monkeypatch, Sweep, "_settle_online")
-    ctx = ctx_factory(environ)
+    calls = []
+    ctx = with_seams(ctx_factory(environ), before_online_settled=lambda reaped: _refuse(calls))
 
     with pytest.raises(redis.ConnectionError, match="reset by peer"):
         ctx.sweep(force=True)
@@ -162,7 +163,6 @@ def test_a_failure_between_take_and_settle_leaves_online_for_the_cascade(ctx_fac
     assert set(world.online()) == set(live)  # the entries went before the settle failed
     assert_intents_consistent(r)
 
-    monkeypatch.undo()
     report = ctx.drain()
 
     assert report.claimed == 5 and report.completed == 5
@@ -189,22 +189,16 @@ def test_a_failure_before_the_entries_are_removed_leaves_them_to_the_cascade(ctx
     assert intents(r) == {} and due_ids(r) == set()
 
 
-def _before_settle(monkeypatch, meddle) -> None:
-    """Run ``meddle`` after the sweep removed the entries and before it settles their intents."""
-    original = Sweep._settle_online
-
-    def meddle_then_settle(self, reaped):
-        meddle()
-        return original(self, reaped)
-
-    monkeypatch.setattr(Sweep, "_settle_online", meddle_then_settle)
+def _before_settle(ctx, meddle):
+    """``ctx``, whose sweeps run ``meddle`` after they removed the entries and before they settle
+    their intents."""
+    return with_seams(ctx, before_online_settled=lambda reaped: meddle())
 
 
-def test_an_intent_replaced_meanwhile_is_left_alone(ctx_factory, world, r, monkeypatch):
+def test_an_intent_replaced_meanwhile_is_left_alone(ctx_factory, world, r):
     _fill(world, live=0, stale=3, orphans=0)  # guest_1 .. guest_3
     newer = guest_intent("guest_2", "sock2b", "orphan", 1.8e9, remove_entry=False, irreversible=["auth"])
-    _before_settle(monkeypatch, lambda: r.hset(INTENTS, newer.id, newer.to_json()))
-    ctx = ctx_factory(NO_SERVICES)
+    ctx = _before_settle(ctx_factory(NO_SERVICES), lambda: r.hset(INTENTS, newer.id, newer.to_json()))
 
     ctx.sweep(force=True)
 
@@ -212,11 +206,11 @@ def test_an_intent_replaced_meanwhile_is_left_alone(ctx_factory, world, r, monke
     assert due_ids(r) == {"guest:guest_2"}
 
 
-def test_an_intent_claimed_by_a_cascade_meanwhile_is_left_to_it(ctx_factory, world, r, monkeypatch):
+def test_an_intent_claimed_by_a_cascade_meanwhile_is_left_to_it(ctx_factory, world, r):
     _fill(world, live=0, stale=3, orphans=0)
     ctx = ctx_factory(AUTH_ONLY)
     claimed = []
-    _before_settle(monkeypatch, lambda: claimed.extend(ctx.runner.claim(ctx.now()) or []))
+    _before_settle(ctx, lambda: claimed.extend(ctx.runner.claim(ctx.now()) or []))
 
     ctx.sweep(force=True)
 
@@ -227,10 +221,9 @@ def test_an_intent_claimed_by_a_cascade_meanwhile_is_left_to_it(ctx_factory, wor
     assert all(score == claimed[0].until for _, score in r.zrange(DUE, 0, -1, withscores=True))
 
 
-def test_an_intent_a_cascade_finished_meanwhile_is_not_written_again(ctx_factory, world, r, monkeypatch):
+def test_an_intent_a_cascade_finished_meanwhile_is_not_written_again(ctx_factory, world, r):
     _fill(world, live=0, stale=2, orphans=0)
-    _before_settle(monkeypatch, lambda: (r.delete(INTENTS), r.delete(DUE)))
-    ctx = ctx_factory(AUTH_ONLY)
+    ctx = _before_settle(ctx_factory(AUTH_ONLY), lambda: (r.delete(INTENTS), r.delete(DUE)))
 
     ctx.sweep(force=True)
 
@@ -338,6 +331,6 @@ def test_the_script_removes_the_plain_entries_itself_and_leaves_the_rest(ctx_fac
     # One TAKE_GUEST for all four; three came back to the sweep, which took their records the
     # long way and judged their entries itself: only guest_3's is the guest's (REMOVE_ENTRY).
     assert len(calls["TAKE_GUEST"]) == 1
-    assert [(len(args) - 3) // 6 for _, args in calls["TAKE_RECORD"]] == [3]
-    assert [args for _, args in calls["REMOVE_ENTRY"]] == [["guest_3", b"garbage"]]
+    assert [len(batch) for batch in calls["TAKE_RECORD"]] == [3]
+    assert calls["REMOVE_ENTRY"] == [[("guest_3", b"garbage")]]
     assert set(world.online()) == {"guest_2", "member_4"} and world.records() == {"sock2b"}

@@ -1,7 +1,7 @@
 """Everything one reaper process works with, built once from the configuration."""
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from loguru import logger
@@ -19,7 +19,7 @@ from reaper.signaling.servers import SignalingCluster, Teller
 from reaper.core.staleness import Policy
 from reaper.store.client import connect, redis_now
 from reaper.terminal import Progress
-from reaper.sweep.sweep import SweepReport, sweep
+from reaper.sweep.sweep import Seams, SweepClock, SweepReport, sweep
 
 
 # The last record pass stands for "now" this many sweep intervals (with users:online and the
@@ -40,6 +40,8 @@ class Context:
     last_sweep: SweepReport | None = None
     progress: Progress | None = None  # a line on a terminal while a long sweep or purge runs
     clock: ClockWatch | None = None  # Redis TIME against our monotonic clock (reaper/store/clockjump.py)
+    sweep_clock: SweepClock | None = None  # the sweep's clocks; None: Redis TIME (self.now) and time.monotonic
+    seams: Seams = field(default_factory=Seams)  # where a test steps into a sweep (reaper/sweep/seams.py)
 
     @classmethod
     def open(cls, config: Config, mongo_client=None, client: redis.Redis | None = None,
@@ -67,7 +69,7 @@ class Context:
     def sweep(self, force: bool = False) -> SweepReport:
         report = sweep(self.client, self.config, self.keys, self.targets.enabled_steps(),
                        force=force, stopping=self.stopping, progress=self.progress, gate=self.gate,
-                       clock=self.clock)
+                       jumps=self.clock, clock=self.sweep_clock or SweepClock(self.now), seams=self.seams)
         for reason, count in report.reaped.items():
             self.counters.add(f"reaped.{reason}", 0 if report.dry_run else count)
         for reason, count in report.stale.items():

@@ -12,14 +12,13 @@ from reaper.app.context import Context
 from reaper.store.leader import read_holder
 from reaper.store.pause import paused_state
 from reaper.store.client import require_types
-from reaper.sweep.sweep import Sweep
+from reaper.sweep.census import census
 
 
 def collect(ctx: Context) -> dict:
-    read_only = dataclasses.replace(ctx.config, safety=dataclasses.replace(ctx.config.safety, dry_run=True))
     now = ctx.now()
     require_types(ctx.client, ctx.keys)
-    report = Sweep(ctx.client, read_only, ctx.keys, [], now, None, False, quiet=True).run()
+    report = census(ctx.client, ctx.config, ctx.keys, now)
     state = read_state(ctx.client.hgetall(ctx.keys.state))
     last = state.last_sweep_at
     found = {

@@ -7,6 +7,7 @@ primaries, because each node counts only its own. No script touches keys of two 
 its neighbours say how a crash between them is harmless).
 """
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import redis
@@ -21,6 +22,7 @@ from reaper.core.keys import QUARANTINE_TTL_S, Keys
 from reaper.core.names import encode_name
 from reaper.store.packer import CLIENT_OPTIONS
 from reaper.store.presence import OnlineList
+from reaper.store.sweep_scripts import OrphanTake, RecordTake
 
 
 def connect(url: str, options: dict) -> RedisCluster:
@@ -44,6 +46,12 @@ class _NamesAsReadPool(ConnectionPool):
 
 def is_cluster(client) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def pick(client, single, clustered):
+    """``clustered`` for a Redis Cluster's client, else ``single``: the one place a caller's
+    way of working is chosen by the kind of Redis, once, at its start."""
+    return clustered if is_cluster(client) else single
 
 
 def primaries(client: RedisCluster) -> list[redis.Redis]:
@@ -99,26 +107,28 @@ def subscribers(client: RedisCluster, channel: str) -> int:
 
 class ClusterTakes:
     """The sweep's removals on a cluster, each guest on its own: intents held, guest keys taken
-    one by one (compare-and-delete in the key's own slot), intents confirmed or dropped."""
+    one by one (compare-and-delete in the key's own slot), intents confirmed or dropped.
+    ``before_keys_taken`` (a seam: a test's kill or race) sees the guest keys once their
+    intents are held, right before they are taken."""
 
-    def __init__(self, client: RedisCluster, keys: Keys, online: OnlineList, hold_s: float):
+    def __init__(self, client: RedisCluster, keys: Keys, online: OnlineList, hold_s: float,
+                 before_keys_taken: Callable[[list[str]], None] = lambda keys: None):
         self.client, self.keys, self.online, self.hold_s = client, keys, online, hold_s
+        self.before_keys_taken = before_keys_taken
         self._hold = client.register_script(scripts.HOLD_INTENTS)
         self._confirm = client.register_script(scripts.CONFIRM_INTENTS)
         self._take_sha: str | None = None
 
-    def records(self, now: float, due: float, format_type: str,
-                takes: list[tuple[str, str, list, tuple | None]]) -> list[bool]:
-        """``takes``: (record key, quarantine key, TAKE_ONE's ARGV[4..7], (intent id, JSON) or None)."""
-        held = self._hold_intents(now, [t[3] for t in takes])
+    def records(self, now: float, due: float, format_type: str, takes: list[RecordTake]) -> list[bool]:
+        intents = [take.held_intent for take in takes]
+        held = self._hold_intents(now, intents)
+        self.before_keys_taken([take.key for take in takes])
         taken = self._take_each(format_type, takes)
-        self._confirm_intents(due, [t[3] for t in takes], held, taken)
+        self._confirm_intents(due, intents, held, taken)
         return taken
 
-    def orphans(self, now: float, due: float,
-                orphans: list[tuple[str, bytes, str | None, tuple]]) -> list[bool]:
-        """``orphans``: (userId, entry value read, guest_connection key or None, (intent id, JSON))."""
-        intents = [o[3] for o in orphans]
+    def orphans(self, now: float, due: float, orphans: list[OrphanTake]) -> list[bool]:
+        intents = [orphan.held_intent for orphan in orphans]
         held = self._hold_intents(now, intents)
         taken = self._remove_entries(orphans)
         self._confirm_intents(due, intents, held, taken)
@@ -130,7 +140,7 @@ class ClusterTakes:
         answers = iter(self._hold(keys=cascade_keys, args=args) if len(args) > 1 else [])
         return [intent is not None and next(answers) == 1 for intent in intents]
 
-    def _take_each(self, format_type: str, takes: list[tuple]) -> list[bool]:
+    def _take_each(self, format_type: str, takes: list[RecordTake]) -> list[bool]:
         """TAKE_ONE per record, pipelined (EVALSHA; loaded again where a node lacks it)."""
         if self._take_sha is None:
             self._take_sha = self.client.script_load(scripts.TAKE_ONE)  # on every primary
@@ -144,23 +154,24 @@ class ClusterTakes:
                 raise reply
         return [reply == 1 for reply in replies]
 
-    def _evalsha_each(self, format_type: str, takes: list[tuple]) -> list:
+    def _evalsha_each(self, format_type: str, takes: list[RecordTake]) -> list:
         pipe = pipeline(self.client)
-        for key, quarantine, argv, _ in takes:
+        for take in takes:
+            argv = take.take_one_argv()
             # A quarantine key outside the record's slot (a socket id with braces) cannot be a
             # RENAME target: such a malformed record is deleted instead of kept.
-            if argv[0] == "quarantine" and key_slot(encode_name(key)) != key_slot(encode_name(quarantine)):
+            if take.quarantined and key_slot(encode_name(take.key)) != key_slot(encode_name(take.quarantine)):
                 argv = ["delete", *argv[1:]]
-            pipe.execute_command("EVALSHA", self._take_sha, 2, key, quarantine, "", QUARANTINE_TTL_S,
+            pipe.execute_command("EVALSHA", self._take_sha, 2, take.key, take.quarantine, "", QUARANTINE_TTL_S,
                                  format_type, *argv)
         return pipe.execute(raise_on_error=False)
 
-    def _remove_entries(self, orphans: list[tuple]) -> list[bool]:
+    def _remove_entries(self, orphans: list[OrphanTake]) -> list[bool]:
         """Each orphan's entry, compare-and-removed, if its socket still has no record."""
-        named = [(i, o[2]) for i, o in enumerate(orphans) if o[2]]
+        named = [(i, o.record_key) for i, o in enumerate(orphans) if o.record_key]
         back = {i for (i, _), found in zip(named, exist_each(self.client, [n for _, n in named])) if found}
-        answers = iter(self.online.remove_unchanged([(user_id, raw) for i, (user_id, raw, _, _)
-                                                     in enumerate(orphans) if i not in back]))
+        answers = iter(self.online.remove_unchanged([(o.user_id, o.raw) for i, o in enumerate(orphans)
+                                                     if i not in back]))
         return [i not in back and next(answers) for i in range(len(orphans))]
 
     def _confirm_intents(self, due: float, intents: list[tuple | None], held: list[bool],

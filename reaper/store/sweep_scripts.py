@@ -1,0 +1,158 @@
+"""The sweep's Lua scripts (reaper/store/scripts.py), each behind a typed wrapper that owns its
+KEYS and ARGV layout: callers hand in small typed values and get one answer per guest back.
+Each call is one round trip for one batch; the callers keep batches to scripts.*_BATCH."""
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import redis
+
+from reaper.core.keys import QUARANTINE_TTL_S, Keys
+from reaper.store import scripts
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTake:
+    """A guest key to compare-and-take: deleted, or moved to ``quarantine`` when malformed,
+    only if it still holds ``witness`` (of a hash: lastHeartbeat, lastPongReceived)."""
+
+    key: str
+    quarantine: str
+    quarantined: bool
+    seen_type: str  # the Redis type the sweep read
+    witness: tuple[str, str]
+    intent_id: str = ""  # "": no intent written (no step left)
+    intent: str = ""  # the intent's JSON
+    user_id: str = ""  # TAKE_GUEST only: the entry to take along, "" for none
+    socket_id: str = ""
+
+    def take_one_argv(self) -> list:
+        """TAKE_ONE's ARGV[4..7] (and TAKE_RECORD's per-record head)."""
+        return ["quarantine" if self.quarantined else "delete", self.seen_type, *self.witness]
+
+    def record_argv(self) -> list:
+        return [*self.take_one_argv(), self.intent_id, self.intent]
+
+    @property
+    def held_intent(self) -> tuple[str, str] | None:
+        return (self.intent_id, self.intent) if self.intent_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanTake:
+    """A users:online entry to remove if unchanged and its socket (``record_key``) still has no record."""
+
+    user_id: str
+    raw: bytes
+    record_key: str | None
+    intent_id: str = ""
+    intent: str = ""
+
+    @property
+    def held_intent(self) -> tuple[str, str] | None:
+        return (self.intent_id, self.intent) if self.intent_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineSettle:
+    """An intent written with the online step, and what it becomes once that step is done
+    ("" when no step is left: deleted)."""
+
+    intent_id: str
+    written: str
+    settled: str
+
+
+class GuestOutcome(IntEnum):
+    CHANGED = 0  # left alone: the record moved on
+    TAKEN = 1  # taken, its entry removed or absent
+    LEFT_TO_SWEEP = 2  # left alone: an entry only the sweep can judge
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePage:
+    cursor: int
+    registered: int  # registered users' entries the script counted and left out
+    fields: list[tuple[bytes, bytes]]  # the entries left to the sweep
+
+
+class TakeRecords:
+    """TAKE_RECORD: compare-and-take each record, its intent in the same step."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.keys, self._script = keys, client.register_script(scripts.TAKE_RECORD)
+
+    def take(self, due: float, format_type: str, takes: list[RecordTake]) -> list[bool]:
+        keys, args = [self.keys.intents, self.keys.due], [due, QUARANTINE_TTL_S, format_type]
+        for take in takes:
+            keys += (take.key, take.quarantine)
+            args += take.record_argv()
+        return [ok == 1 for ok in self._script(keys=keys, args=args)]
+
+
+class TakeGuests:
+    """TAKE_GUEST (single Redis): each record and the users:online entry naming its socket."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, guest_id_prefix: str):
+        self.keys, self.prefix = keys, guest_id_prefix
+        self._script = client.register_script(scripts.TAKE_GUEST)
+
+    def take(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
+        keys = [self.keys.intents, self.keys.due, self.keys.online]
+        args = [due, QUARANTINE_TTL_S, format_type, self.prefix]
+        for take in takes:
+            keys += (take.key, take.quarantine)
+            args += (*take.record_argv(), take.user_id, take.socket_id)
+        return [GuestOutcome(outcome) for outcome in self._script(keys=keys, args=args)]
+
+
+class TakeOrphans:
+    """TAKE_ORPHAN (single Redis): compare-and-remove each orphan entry, its intent in the same step."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.keys, self._script = keys, client.register_script(scripts.TAKE_ORPHAN)
+
+    def take(self, due: float, orphans: list[OrphanTake]) -> list[bool]:
+        keys, args = [self.keys.online, self.keys.intents, self.keys.due], [due]
+        for orphan in orphans:
+            if orphan.record_key:
+                keys.append(orphan.record_key)
+            args += (orphan.user_id, orphan.raw, orphan.intent_id, orphan.intent,
+                     len(keys) if orphan.record_key else 0)
+        return [ok == 1 for ok in self._script(keys=keys, args=args)]
+
+
+class SettleOnline:
+    """SETTLE_ONLINE: the online step done, taken out of intents still as written (reaper keys only)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.keys, self._script = keys, client.register_script(scripts.SETTLE_ONLINE)
+
+    def settle(self, due: float, settles: list[OnlineSettle]) -> list[bool]:
+        args = [due]
+        for one in settles:
+            args += (one.intent_id, one.written, one.settled)
+        return [ok == 1 for ok in self._script(keys=[self.keys.intents, self.keys.due], args=args)]
+
+
+class ExistEach:
+    """EXIST_EACH (single Redis): whether each key exists, in one round trip."""
+
+    def __init__(self, client: redis.Redis):
+        self._script = client.register_script(scripts.EXIST_EACH)
+
+    def exist(self, names: list) -> list[bool]:
+        return [found == 1 for found in self._script(keys=names)]
+
+
+class ReadOnlinePage:
+    """ONLINE_PAGE_SCRIPT (single Redis): one HSCAN page of users:online, less what needs no more look."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, guest_id_prefix: str):
+        self.keys, self.prefix = keys, guest_id_prefix
+        self._script = client.register_script(scripts.ONLINE_PAGE_SCRIPT)
+
+    def read(self, cursor: int, count: int) -> OnlinePage:
+        cursor, registered, *left = self._script(
+            keys=[self.keys.online], args=[cursor, count, self.prefix, self.keys.connection_prefix])
+        return OnlinePage(int(cursor), registered, list(zip(left[::2], left[1::2])))

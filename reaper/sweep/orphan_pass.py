@@ -1,0 +1,99 @@
+"""Orphans: guest entries of users:online whose socket has no record. Entries naming a socket
+are looked up (EXISTS) a page at a time; entries naming none wait for the record pass, which
+clears those whose user has a record. What is left is asked about, budgeted and taken, each
+entry only if it is unchanged and its socket still has no record."""
+
+from contextlib import closing
+
+from loguru import logger
+
+from reaper.core import reasons
+from reaper.core.records import OnlineEntry
+from reaper.store import scripts
+from reaper.store.events import decision
+from reaper.sweep.pass_state import PassState
+from reaper.sweep.reading import OnlinePages
+
+MAX_SOCKETLESS = 100_000  # entries without socketId held per sweep; they are rare in practice
+
+
+class OrphanPass:
+    def __init__(self, state: PassState, pages: OnlinePages):
+        self.state, self.pages = state, pages
+
+    def run(self) -> None:
+        """users:online page by page (on a single Redis, less what a script settles itself)."""
+        state = self.state
+        with closing(state.kind.online_pages(self.pages, state.events)) as pages:
+            for entries in pages:
+                self.judge_page(entries)
+                state.events.on_progress()
+                if state.stopped():
+                    return
+
+    def judge_page(self, entries: list[OnlineEntry]) -> None:
+        self.state.events.on_registered(sum(not e.is_guest for e in entries))
+        self._remember_socketless([e for e in entries if e.is_guest and e.socket_id is None])
+        self.with_socket([e for e in entries if e.is_guest and e.socket_id])
+
+    def _remember_socketless(self, entries: list[OnlineEntry]) -> None:
+        self.state.events.on_socketless(len(entries))
+        socketless = self.state.socketless
+        for entry in entries:
+            if len(socketless) >= MAX_SOCKETLESS:
+                logger.warning("Sweep: more than {} online entries without socketId; the rest wait "
+                               "for the next sweep", MAX_SOCKETLESS)
+                return
+            socketless[entry.user_id] = entry.raw
+
+    def with_socket(self, entries: list[OnlineEntry]) -> None:
+        """Those whose socket has no record are orphans (looked up while the next page is read)."""
+        if not entries:
+            return
+        names = [self.pages.keys.connection(e.socket_id) for e in entries]
+        self.state.behind.submit(lambda: self._exist(names), lambda exist: self.reap(
+            [e for e, found in zip(entries, exist) if not found]))
+
+    def _exist(self, names: list[str]) -> list[bool]:
+        self.state.seams.before_exist_check(names)
+        found = []
+        for start in range(0, len(names), scripts.EXIST_BATCH):
+            with self.state.turn:
+                found += self.state.kind.exist(names[start:start + scripts.EXIST_BATCH])
+        return found
+
+    def again(self, user_ids: list[str]) -> None:
+        """Entries held back as orphans, as they are now: an entry that changed is judged anew."""
+        for entries in self.pages.again(user_ids):
+            self.with_socket([e for e in entries if e.is_guest and e.socket_id])
+            if self.state.stopped():
+                return
+
+    def socketless_left(self) -> None:
+        """Socketless entries whose user had no record: orphans too."""
+        self.reap(self.state.socketless_entries())
+
+    def entries_of_unowned(self) -> None:
+        """Sockets whose record was quarantined without a userId: their entries are orphans now."""
+        unowned = self.state.unowned
+        if not unowned:
+            return
+        with closing(self.pages.all()) as pages:
+            for entries in pages:
+                self.with_socket([e for e in entries if e.is_guest and e.socket_id in unowned])
+                if self.state.stopped():
+                    return
+
+    def reap(self, orphans: list[OnlineEntry]) -> None:
+        state = self.state
+        state.seams.orphans_found(orphans)
+        state.events.on_orphans_found(len(orphans))
+        if state.skip_orphans or not orphans:
+            return
+        chosen = state.budget.entries_within(state.asking.unattached_orphans(orphans))
+        if not chosen:
+            return
+        taken = state.takes.orphans(chosen)
+        state.events.on_reaped([decision(e.user_id, e.socket_id, reasons.ORPHAN, "no record", state.now,
+                                         not state.takes.writes) for e, ok in zip(chosen, taken) if ok])
+        state.refused(taken)

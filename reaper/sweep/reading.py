@@ -1,0 +1,78 @@
+"""Reading what the sweep judges, page by page: the guest records (SCAN, then MGET or the hash
+reads, one page ahead in a thread: store.read_ahead) and the users:online entries (HSCAN, or
+HMGET for entries looked up again). Memory: a page or two."""
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing
+from dataclasses import dataclass
+
+import redis
+
+from reaper.core.config import RedisConfig
+from reaper.core.keys import Keys
+from reaper.core.names import decode_name, encode_name
+from reaper.core.records import OnlineEntry, parse_online_entry
+from reaper.store import client as store
+from reaper.sweep.seams import Seams
+
+
+@dataclass(slots=True)
+class RecordPage:
+    names: int  # key names read for it
+    records: list  # GuestRecord, Malformed, or None when the key is gone since SCAN
+
+
+class RecordPages:
+    """guest_connection:* records, read one page ahead of the judging."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: RedisConfig, turn: AbstractContextManager,
+                 stopping: threading.Event | None, seams: Seams):
+        self.client, self.keys, self.format = client, keys, settings.record_format
+        self.count, self.turn, self.stopping, self.seams = settings.scan_count, turn, stopping, seams
+
+    def scanned(self) -> Iterator[RecordPage]:
+        """Every record, by SCAN (each key at least once)."""
+        return self._pages(store.scan_batches(self.client, self.keys.connection_pattern, self.count))
+
+    def named(self, keys: list[str]) -> Iterator[RecordPage]:
+        """The records of ``keys`` (held back by a first pass), read again."""
+        return self._pages([encode_name(key) for key in keys[start:start + self.count]]
+                           for start in range(0, len(keys), self.count))
+
+    def _pages(self, batches: Iterator[list[bytes]]) -> Iterator[RecordPage]:
+        with closing(store.read_ahead(self._fetched(batches), self.stopping, self.turn)) as read:
+            for names, values in read:
+                records = store.load_records(self.client, self.keys, names, self.format, values)
+                self.seams.records_loaded(records)
+                yield RecordPage(len(names), records)
+
+    def _fetched(self, batches: Iterator[list[bytes]]) -> Iterator[tuple[list[bytes], list | None]]:
+        for names in batches:  # in the read-ahead thread
+            self.seams.before_page_fetched(names)
+            yield names, store.read_values(self.client, names, self.format)
+
+
+class OnlinePages:
+    """users:online entries, parsed: every page by HSCAN (read ahead), or some again by userId."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: RedisConfig, turn: AbstractContextManager,
+                 stopping: threading.Event | None, seams: Seams):
+        self.client, self.keys, self.prefix = client, keys, settings.guest_id_prefix
+        self.count, self.turn, self.stopping, self.seams = settings.scan_count, turn, stopping, seams
+
+    def all(self) -> Iterator[list[OnlineEntry]]:
+        batches = store.hscan_batches(self.client, self.keys.online, self.count)
+        with closing(store.read_ahead(batches, self.stopping, self.turn)) as read:
+            for batch in read:
+                entries = [parse_online_entry(decode_name(f), v, self.prefix) for f, v in batch]
+                self.seams.online_page_read(entries)
+                yield entries
+
+    def again(self, user_ids: list[str]) -> Iterator[list[OnlineEntry]]:
+        """The entries of ``user_ids`` as they are now (those gone left out), a page at a time."""
+        for start in range(0, len(user_ids), self.count):
+            chunk = user_ids[start:start + self.count]
+            with self.turn:
+                raws = self.client.hmget(self.keys.online, chunk)
+            yield [parse_online_entry(u, raw, self.prefix) for u, raw in zip(chunk, raws) if raw is not None]

@@ -1,0 +1,81 @@
+"""The record pass: guest_connection:* page by page, each page judged against Redis time, its
+stale and malformed records asked about, budgeted and taken while the next page is judged."""
+
+from collections.abc import Callable, Iterator
+from contextlib import closing
+
+from reaper.core.live_users import LiveUsers, LiveUsersBoard
+from reaper.core.staleness import Policy
+from reaper.store.events import decision
+from reaper.core.records import Malformed
+from reaper.sweep.judging import Doomed, judge_page
+from reaper.sweep.pass_state import PassState
+from reaper.sweep.reading import RecordPage, RecordPages
+
+
+class RecordPass:
+    def __init__(self, state: PassState, pages: RecordPages, policy: Policy, record_type: str,
+                 board: LiveUsersBoard | None, expected_users: Callable[[], int],
+                 monotonic: Callable[[], float]):
+        self.state, self.pages, self.policy, self.record_type = state, pages, policy, record_type
+        # With a gate, each full pass publishes who is live (reaper/safety/liveness.py).
+        self.board, self.expected_users, self.monotonic = board, expected_users, monotonic
+        self.live: LiveUsers | None = None
+
+    def run(self) -> None:
+        if self.board is not None:
+            # Sized by the last pass, or by the online list on the first: an undersized filter
+            # only makes more users look live, which defers them to the next sweep.
+            self.live = LiveUsers(self.board.expected or self.expected_users(), self.monotonic())
+        self._judge_all(self.pages.scanned(), scanned=True)
+        if self.live is not None and not self.state.stopped():  # a pass cut short would miss live users
+            self.board.publish(self.live)
+        self.live = None
+
+    def again(self, keys: list[str]) -> None:
+        """Records held back, read and judged again: one that moved on is live now, and kept."""
+        self._judge_all(self.pages.named(keys), scanned=False)
+
+    def _judge_all(self, pages: Iterator[RecordPage], scanned: bool) -> None:
+        events = self.state.events
+        with closing(pages):  # a failure here stops the read-ahead thread at once
+            for page in pages:
+                if scanned:
+                    events.on_page_read(page.names)
+                self._judge_page([record for record in page.records if record is not None])
+                events.on_progress()
+                if self.state.stopped():
+                    return
+
+    def _judge_page(self, present: list) -> None:
+        socketless = self.state.socketless
+        if socketless:  # a user with a record has no socketless orphan entry
+            for record in present:
+                if record.user_id:
+                    socketless.pop(record.user_id, None)
+        judged = judge_page(present, self.state.now, self.policy, self.record_type)
+        self.state.events.on_judged(judged)
+        if self.live is not None:
+            self.live.add_all(judged.live)
+        if judged.doomed:
+            self._take(self.state.budget.records_within(self.state.asking.unattached_records(judged.doomed)))
+
+    def _take(self, doomed: list[Doomed]) -> None:
+        if not doomed:
+            return
+        state = self.state
+        if state.budget.waits_for_answers:  # a refused take gives its place back before the next is claimed
+            self._taken(doomed, state.takes.records(doomed))
+        else:  # nothing waits for the answer: judge the next page meanwhile
+            state.behind.submit(lambda: state.takes.records(doomed), lambda taken: self._taken(doomed, taken))
+
+    def _taken(self, doomed: list[Doomed], taken: list[bool]) -> None:
+        state = self.state
+        state.events.on_reaped([decision(d.record.user_id, d.record.socket_id, d.reason, d.witness, state.now,
+                                         not state.takes.writes)
+                                for d, ok in zip(doomed, taken) if ok and d.record.user_id])
+        quarantined = [d.record for d, ok in zip(doomed, taken) if ok and isinstance(d.record, Malformed)]
+        state.events.on_quarantined(len(quarantined))
+        if state.takes.writes:  # a dry run leaves the record, so its entry is no orphan yet
+            state.unowned.update(r.socket_id for r in quarantined if not r.user_id)
+        state.refused(taken)

@@ -1,0 +1,82 @@
+"""What a sweep does differently on a single Redis and on a Redis Cluster, in one object each,
+chosen once when the sweep starts (``kind_of``): nothing else in the sweep asks which it is."""
+
+from collections.abc import Iterator
+
+import redis
+
+from reaper.core.keys import Keys
+from reaper.core.names import decode_name
+from reaper.core.records import OnlineEntry, parse_online_entry
+from reaper.store import cluster, scripts
+from reaper.store.sweep_scripts import ExistEach, ReadOnlinePage
+from reaper.sweep.reading import OnlinePages
+from reaper.sweep.reporting import SweepEvents
+from reaper.sweep.taking import ClusterTakes, SingleRedisTakes, Takes
+
+# From this many users:online entries on a single Redis, the online pass runs beside the record
+# pass: Redis reads users:online while Python judges records.
+OVERLAP_MIN_ENTRIES = 10_000
+
+
+class SingleRedis:
+    takes: type[Takes] = SingleRedisTakes
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client, self.keys = client, keys
+        self._exist = ExistEach(client)
+
+    def may_overlap(self) -> bool:
+        """With a users:online big enough to matter, unless the last sweep saw guest entries
+        naming no socket: those are reaped only by a sequential sweep, which knows them before
+        it reads the records."""
+        if self.client.hlen(self.keys.online) < OVERLAP_MIN_ENTRIES:
+            return False
+        return int(self.client.hget(self.keys.state, "socketless_entries") or 0) == 0
+
+    def evicted_keys(self) -> int:
+        return int(self.client.info("stats").get("evicted_keys", 0))
+
+    def exist(self, names: list[str]) -> list[bool]:
+        return self._exist.exist(names)
+
+    def online_pages(self, pages: OnlinePages, events: SweepEvents) -> Iterator[list[OnlineEntry]]:
+        """users:online page by page, less what a script settles on the server (registered
+        users, counted; guests whose socket has its record): the sweep parses only the entries
+        that may be orphans (scripts.ONLINE_PAGE_SCRIPT)."""
+        read, cursor = ReadOnlinePage(self.client, self.keys, pages.prefix), 0
+        count = min(pages.count, scripts.ONLINE_PAGE)
+        while True:
+            with pages.turn:
+                page = read.read(cursor, count)
+            events.on_registered(page.registered)
+            entries = [parse_online_entry(decode_name(f), v, pages.prefix) for f, v in page.fields]
+            pages.seams.online_page_read(entries)
+            yield entries
+            cursor = page.cursor
+            if cursor == 0:
+                return
+
+
+class RedisCluster:
+    takes: type[Takes] = ClusterTakes
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client, self.keys = client, keys
+
+    def may_overlap(self) -> bool:
+        return False  # the online pages are read by HSCAN, with nothing for a thread to win
+
+    def evicted_keys(self) -> int:
+        return cluster.info_total(self.client, "stats", "evicted_keys")
+
+    def exist(self, names: list[str]) -> list[bool]:
+        return [found == 1 for found in cluster.exist_each(self.client, names)]
+
+    def online_pages(self, pages: OnlinePages, events: SweepEvents) -> Iterator[list[OnlineEntry]]:
+        return pages.all()
+
+
+def kind_of(client: redis.Redis, keys: Keys) -> SingleRedis | RedisCluster:
+    return cluster.pick(client, SingleRedis, RedisCluster)(client, keys)
+

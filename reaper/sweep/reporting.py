@@ -1,0 +1,159 @@
+"""What a sweep tells as it goes, and who listens: the counts (SweepReport), the log lines, the
+audit trail (reaper/store/events.py), the gate's note of ids that are no guest's, the progress
+line. The passes call ``SweepEvents``; they neither count nor log themselves."""
+
+import threading
+
+from loguru import logger
+
+from reaper import logs
+from reaper.core.records import Malformed
+from reaper.safety.gate import Gate
+from reaper.store.events import Decision, EventStream
+from reaper.sweep.judging import Judged, is_guest_id
+from reaper.sweep.report import SweepReport
+from reaper.terminal import Progress
+
+LOUD_REAPS = 20  # reaped guests logged at INFO per pass; the rest at DEBUG
+
+
+class SweepEvents:
+    """Every event of a pass; a listener overrides those it cares about."""
+
+    def on_page_read(self, names: int) -> None: ...
+    def on_judged(self, judged: Judged) -> None: ...
+    def on_registered(self, count: int) -> None: ...
+    def on_socketless(self, count: int) -> None: ...
+    def on_orphans_found(self, count: int) -> None: ...
+    def on_reaped(self, decisions: list[Decision]) -> None: ...
+    def on_quarantined(self, count: int) -> None: ...
+    def on_refused(self, count: int) -> None: ...
+    def on_kept_attached(self, count: int) -> None: ...
+    def on_progress(self) -> None: ...
+
+
+class Broadcast(SweepEvents):
+    """Hands each event to every listener, in order."""
+
+    def __init__(self, *listeners: SweepEvents):
+        self.listeners = listeners
+        for name in [n for n in dir(SweepEvents) if n.startswith("on_")]:
+            setattr(self, name, self._to_all(name))
+
+    def _to_all(self, name: str):
+        calls = [getattr(listener, name) for listener in self.listeners]
+
+        def to_all(*args) -> None:
+            for call in calls:
+                call(*args)
+        return to_all
+
+
+class Counts(SweepEvents):
+    """The pass's SweepReport, kept up to date."""
+
+    def __init__(self, report: SweepReport, guest_id_prefix: str):
+        self.report, self.prefix = report, guest_id_prefix
+
+    def on_page_read(self, names: int) -> None:
+        self.report.scanned += names
+
+    def on_judged(self, judged: Judged) -> None:
+        r = self.report
+        r.total += judged.readable
+        r.responsive += judged.responsive
+        r.malformed += len(judged.malformed)
+        r.stale.update(judged.stale)
+        add_age = r.skew.add
+        for age in judged.fresh_ages:
+            add_age(age)  # the writers' clock lead, for metrics
+
+    def on_registered(self, count: int) -> None:
+        self.report.registered_online += count
+
+    def on_socketless(self, count: int) -> None:
+        self.report.socketless_seen += count
+
+    def on_orphans_found(self, count: int) -> None:
+        self.report.orphans += count
+
+    def on_reaped(self, decisions: list[Decision]) -> None:
+        for one in decisions:
+            self.report.reaped[one.reason] += 1
+            self.report.not_a_guest_id += not is_guest_id(one.user_id, self.prefix)
+
+    def on_quarantined(self, count: int) -> None:
+        self.report.quarantined += count
+
+    def on_refused(self, count: int) -> None:
+        self.report.skipped_live += count
+
+    def on_kept_attached(self, count: int) -> None:
+        self.report.attached += count
+
+
+class LogLines(SweepEvents):
+    """A warning per malformed record (once per sweep), a line per reaped guest (the first
+    LOUD_REAPS at INFO)."""
+
+    def __init__(self, warned: set[str], dry_run: bool):
+        self.warned, self.dry_run, self.reaped = warned, dry_run, 0
+
+    def on_judged(self, judged: Judged) -> None:
+        for record in judged.malformed:
+            self._warn(record)
+
+    def _warn(self, record: Malformed) -> None:
+        if record.key not in self.warned:
+            self.warned.add(record.key)
+            logger.bind(key=record.key, problem=record.problem).warning(
+                "Sweep: malformed record {}: {}", record.key, record.problem)
+
+    def on_reaped(self, decisions: list[Decision]) -> None:
+        for one in decisions:
+            self.reaped += 1
+            level = "INFO" if self.reaped <= LOUD_REAPS else "DEBUG"
+            said = logger.bind(
+                userId=one.user_id, socketId=one.socket_id, reason=one.reason,
+                heartbeat_age_s=_rounded(one.heartbeat_age_s), missed_pings=one.missed_pings,
+                problem=one.problem, note=one.note, dry_run=self.dry_run) if logs.writes(level) else logger
+            said.log(level, "Reaped {} (socket {}): {}, {}{}", one.user_id, one.socket_id or "-",
+                     one.reason, one.detail, " [dry run]" if self.dry_run else "")
+
+
+class AuditTrail(SweepEvents):
+    """Each reaped guest's decision record, one round trip per batch (none in a dry run)."""
+
+    def __init__(self, audit: EventStream, turn: threading.Lock, dry_run: bool):
+        self.audit, self.turn, self.dry_run = audit, turn, dry_run
+
+    def on_reaped(self, decisions: list[Decision]) -> None:
+        if decisions and not self.dry_run:
+            with self.turn:
+                self.audit.write(decisions)
+
+
+class GateNotes(SweepEvents):
+    """Reaped in Redis by the usual rules, but its id may reach no service: the gate refuses it."""
+
+    def __init__(self, gate: Gate, guest_id_prefix: str):
+        self.gate, self.prefix = gate, guest_id_prefix
+
+    def on_reaped(self, decisions: list[Decision]) -> None:
+        for one in decisions:
+            if not is_guest_id(one.user_id, self.prefix):
+                self.gate.refuse_id(one.user_id, "sweep")
+
+
+class ProgressLine(SweepEvents):
+    def __init__(self, progress: Progress, report: SweepReport):
+        self.progress, self.report = progress, report
+
+    def on_progress(self) -> None:
+        r = self.report
+        self.progress.show(f"Sweep: scanned {r.scanned}, stale {sum(r.stale.values())}, "
+                           f"orphans {r.orphans}, reaped {sum(r.reaped.values())}")
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

@@ -1,0 +1,170 @@
+"""Taking doomed guests out of Redis, each compared with what the sweep read and written with
+its cascade intent. One interface, ``Takes``; a single Redis (``SingleRedisTakes``), a Redis
+Cluster (``ClusterTakes``) and a dry run (``DryRunTakes``) each implement it, chosen once when
+the sweep starts (reaper/sweep/redis_kinds.py).
+
+On a single Redis a stale record goes together with the users:online entry that names its
+socket (TAKE_GUEST), so its intent has no online step. An entry that script cannot judge, and
+every entry on a cluster, goes the long way: the intent starts with the online step, which the
+sweep then does itself and settles in the intent (SETTLE_ONLINE); one with no step left is
+deleted, so no cascade runs only to find its work done."""
+
+import threading
+from collections.abc import Callable
+
+from reaper.core import reasons
+from reaper.core.config import Config
+from reaper.core.keys import Keys
+from reaper.core.records import Malformed, OnlineEntry
+from reaper.store import cluster, scripts
+from reaper.store.presence import OnlineList
+from reaper.store.sweep_scripts import (GuestOutcome, OnlineSettle, OrphanTake, RecordTake, SettleOnline,
+                                        TakeGuests, TakeOrphans, TakeRecords)
+from reaper.sweep.intent_text import IntentText
+from reaper.sweep.judging import Doomed
+from reaper.sweep.seams import Seams
+
+
+class Takes:
+    """``records`` and ``orphans`` answer, per guest, whether it was taken (False: it changed
+    since it was read, and is left alone). ``before`` runs right before each take (the gate's
+    check and the fence), with the (socketId, userId) of the guests about to go."""
+
+    writes = True  # False: nothing is written (a dry run)
+
+    def __init__(self, client, keys: Keys, config: Config, intents: IntentText, due: float,
+                 turn: threading.Lock, seams: Seams, before: Callable[[list[tuple]], None]):
+        self.keys, self.intents, self.due, self.turn, self.seams = keys, intents, due, turn, seams
+        self.format_type = "hash" if config.redis.record_format == "hash" else "string"  # as TYPE says
+        self.before = before
+        self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
+        self._settle = SettleOnline(client, keys)
+
+    def records(self, doomed: list[Doomed]) -> list[bool]:
+        self.before([(d.record.socket_id, d.record.user_id) for d in doomed if d.record.user_id])
+        self.seams.before_records_taken(doomed)
+        return self._take_records(doomed)
+
+    def orphans(self, entries: list[OnlineEntry]) -> list[bool]:
+        self.before([(e.socket_id, e.user_id) for e in entries if e.socket_id])
+        return self._take_orphans([self._orphan_take(e) for e in entries])
+
+    def _take_records(self, doomed: list[Doomed]) -> list[bool]:
+        raise NotImplementedError
+
+    def _take_orphans(self, orphans: list[OrphanTake]) -> list[bool]:
+        raise NotImplementedError
+
+    def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
+        raise NotImplementedError
+
+    def _take_then_settle(self, doomed: list[Doomed]) -> list[bool]:
+        """Take the records with intents that carry the online step, remove the entries, then
+        settle that step: a cluster's way, and a single Redis's for entries TAKE_GUEST left."""
+        if not doomed:
+            return []
+        written = [self._intent(d, remove_entry=True) for d in doomed]
+        taken = self._take_long_way([self._record_take(d, intent) for d, intent in zip(doomed, written)])
+        reaped = [(d, intent) for d, intent, ok in zip(doomed, written, taken) if ok and intent]
+        # Step 2 right away, so the ghost leaves the online list in this sweep; the intent
+        # carries it until the settle, in case we die before.
+        with self.turn:
+            self.online.remove([(d.record.user_id, d.record.socket_id) for d, _ in reaped])
+        self.seams.before_online_settled(reaped)
+        self._settle_online(reaped)
+        return taken
+
+    def _settle_online(self, reaped: list[tuple[Doomed, str]]) -> None:
+        """Step 2 is done for these guests (entry removed, gone already, or naming another socket
+        now): take it out of the intents written with their takes. In a script of its own, on
+        reaper keys only: users:online may live in another slot of a Redis Cluster."""
+        settles = [OnlineSettle(self.intents.id_of(d.record.user_id, written), written,
+                                self._intent(d, remove_entry=False)) for d, written in reaped]
+        self._in_batches(settles, scripts.SETTLE_ONLINE_BATCH, lambda batch: self._settle.settle(self.due, batch))
+
+    def _intent(self, doomed: Doomed, remove_entry: bool) -> str:
+        record = doomed.record
+        return self.intents.of(record.user_id, record.socket_id, doomed.reason, remove_entry) if record.user_id else ""
+
+    def _record_take(self, doomed: Doomed, intent: str, entry: bool = False) -> RecordTake:
+        record = doomed.record
+        malformed = isinstance(record, Malformed)
+        return RecordTake(record.key, self.keys.quarantine(record.key), malformed,
+                          record.redis_type if malformed else self.format_type, record.witness,
+                          self.intents.id_of(record.user_id, intent), intent,
+                          (record.user_id or "") if entry else "", record.socket_id if entry else "")
+
+    def _orphan_take(self, entry: OnlineEntry) -> OrphanTake:
+        intent = self.intents.of(entry.user_id, entry.socket_id, reasons.ORPHAN, remove_entry=False)
+        key = self.keys.connection(entry.socket_id) if entry.socket_id else None
+        return OrphanTake(entry.user_id, entry.raw, key, self.intents.id_of(entry.user_id, intent), intent)
+
+    def _in_batches(self, items: list, size: int, call: Callable[[list], list]) -> list:
+        answers = []
+        for start in range(0, len(items), size):
+            with self.turn:
+                answers += call(items[start:start + size])
+        return answers
+
+
+class SingleRedisTakes(Takes):
+    def __init__(self, client, keys: Keys, config: Config, *args):
+        super().__init__(client, keys, config, *args)
+        self._guests = TakeGuests(client, keys, config.redis.guest_id_prefix)
+        self._records = TakeRecords(client, keys)
+        self._orphans = TakeOrphans(client, keys)
+
+    def _take_records(self, doomed: list[Doomed]) -> list[bool]:
+        outcomes = self._take_with_entries(doomed)
+        unclear = [i for i, outcome in enumerate(outcomes) if outcome is GuestOutcome.LEFT_TO_SWEEP]
+        for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear])):
+            outcomes[i] = GuestOutcome.TAKEN if ok else GuestOutcome.CHANGED
+        return [outcome is GuestOutcome.TAKEN for outcome in outcomes]
+
+    def _take_with_entries(self, doomed: list[Doomed]) -> list[GuestOutcome]:
+        """Each record and its users:online entry in one step (TAKE_GUEST), so the intent needs
+        no online step."""
+        takes = [self._record_take(d, self._intent(d, remove_entry=False), entry=True) for d in doomed]
+        return self._in_batches(takes, scripts.TAKE_BATCH,
+                                lambda batch: self._guests.take(self.due, self.format_type, batch))
+
+    def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
+        return self._in_batches(takes, scripts.TAKE_BATCH,
+                                lambda batch: self._records.take(self.due, self.format_type, batch))
+
+    def _take_orphans(self, orphans: list[OrphanTake]) -> list[bool]:
+        return self._in_batches(orphans, scripts.TAKE_BATCH, lambda batch: self._orphans.take(self.due, batch))
+
+
+class ClusterTakes(Takes):
+    """Every removal in three steps (reaper/store/cluster.py): a cluster keeps a guest's key,
+    users:online and the intents in different slots."""
+
+    def __init__(self, client, keys: Keys, config: Config, intents: IntentText, *args):
+        super().__init__(client, keys, config, intents, *args)
+        self.now = intents.now
+        self._cluster = cluster.ClusterTakes(client, keys, self.online, config.cascade.claim_timeout_s,
+                                             self.seams.before_cluster_keys_taken)
+
+    def _take_records(self, doomed: list[Doomed]) -> list[bool]:
+        return self._take_then_settle(doomed)
+
+    def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
+        return self._in_batches(takes, scripts.TAKE_BATCH, lambda batch: self._cluster.records(
+            self.now, self.due, self.format_type, batch))
+
+    def _take_orphans(self, orphans: list[OrphanTake]) -> list[bool]:
+        return self._in_batches(orphans, scripts.TAKE_BATCH,
+                                lambda batch: self._cluster.orphans(self.now, self.due, batch))
+
+
+class DryRunTakes(Takes):
+    """A dry run: every guest counts as taken, and nothing is written, checked or fenced."""
+
+    writes = False
+
+    def records(self, doomed: list[Doomed]) -> list[bool]:
+        return [True] * len(doomed)
+
+    def orphans(self, entries: list[OnlineEntry]) -> list[bool]:
+        return [True] * len(entries)

@@ -1,0 +1,81 @@
+"""The sweep's parts on their own, without Redis: judging (records and ``now`` in, typed verdicts
+out), the budget, and the listeners that turn events into counts."""
+
+import pytest
+
+from reaper.core import reasons
+from reaper.core.records import GuestRecord, Malformed
+from reaper.core.staleness import Policy, Verdict
+from reaper.store.events import decision
+from reaper.sweep.budget import Budget
+from reaper.sweep.judging import Doomed, judge_page
+from reaper.sweep.report import SweepReport
+from reaper.sweep.reporting import Broadcast, Counts, SweepEvents
+
+NOW = 1_800_000_000.0
+POLICY = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5)
+
+
+def rec(n: int, age: float, pong_age: float | None = None) -> GuestRecord:
+    pong = age if pong_age is None else pong_age
+    return GuestRecord(f"guest_connection:s{n}", f"s{n}", f"guest_{n}", NOW - age, NOW - pong)
+
+
+@pytest.mark.parametrize("record, reason, live", [
+    (rec(1, age=10), None, True),
+    (rec(2, age=400), reasons.HEARTBEAT_TIMEOUT, False),
+    (rec(3, age=10, pong_age=400), reasons.PING_TIMEOUT, False),  # heartbeats, but answers no ping
+    (Malformed("guest_connection:s3", "s3", "not JSON", "string"), reasons.MALFORMED, False),
+    (rec(4, age=-3600), reasons.MALFORMED, False),  # a heartbeat an hour ahead of Redis
+])
+def test_each_record_is_judged_into_a_typed_verdict(record, reason, live):
+    judged = judge_page([record], NOW, POLICY, "string")
+
+    assert (judged.live == [record.user_id]) is live
+    if reason is None:
+        assert judged.doomed == [] and judged.readable == 1 and len(judged.fresh_ages) == 1
+        return
+    [doomed] = judged.doomed
+    assert isinstance(doomed, Doomed) and doomed.reason == reason
+    assert doomed.malformed is (reason == reasons.MALFORMED)
+    assert isinstance(doomed.witness, Verdict if reason != reasons.MALFORMED else str)
+    assert doomed.record.key == record.key
+    with pytest.raises(AttributeError):
+        doomed.reason = "changed"  # frozen: a verdict is what it was
+
+
+def test_a_page_is_counted_once_by_every_listener():
+    page = [rec(1, age=10), rec(2, age=400), rec(3, age=10, pong_age=400),
+            Malformed("guest_connection:s4", "s4", "empty value", "string")]
+    report, seen = SweepReport(now=NOW), []
+
+    class Witness(SweepEvents):
+        def on_judged(self, judged):
+            seen.append(len(judged.doomed))
+
+    Broadcast(Counts(report, "guest_"), Witness()).on_judged(judge_page(page, NOW, POLICY, "string"))
+
+    assert seen == [3]
+    assert (report.total, report.responsive, report.malformed, sum(report.stale.values())) == (3, 1, 1, 2)
+    assert report.skew.count == 1
+
+
+def test_reaped_ids_that_are_no_guests_are_counted_apart():
+    report = SweepReport(now=NOW)
+
+    Counts(report, "guest_").on_reaped([decision("guest_1", "s1", reasons.ORPHAN, "no record", NOW),
+                                        decision("member_1", "s2", reasons.ORPHAN, "no record", NOW)])
+
+    assert report.reaped == {reasons.ORPHAN: 2} and report.not_a_guest_id == 1
+
+
+def test_the_budget_holds_back_by_name_and_takes_back_refused_places():
+    budget = Budget(2)
+    doomed = [Doomed(rec(n, age=400), "heartbeat_timeout", "x") for n in range(4)]
+
+    chosen = budget.records_within(doomed)
+    budget.give_back(1)  # one take was refused: its place is free again
+
+    assert chosen == doomed[:2] and budget.deferred == 2
+    assert budget.held.records == ["guest_connection:s2", "guest_connection:s3"]
+    assert budget.claim() and not budget.claim()

@@ -1,5 +1,5 @@
 """Cascades after the Redis record is gone: auth DELETEs, Mongo deletes, retries, dead letters,
-liveness, claims (SPEC §3 rules "Nothing lost", "Idempotent", "Never a live guest")."""
+liveness, claims (docs/design.md, the cascade rules "Nothing lost", "Idempotent", "Never a live guest")."""
 
 import json
 import threading

@@ -1,4 +1,4 @@
-"""Dry run (SPEC §3): everything is read and reported, nothing is written anywhere."""
+"""Dry run (docs/design.md, the cascade): everything is read and reported, nothing is written anywhere."""
 
 import json
 from datetime import datetime

@@ -1,4 +1,4 @@
-"""Far-future timestamps (issue #12, item 11; SPEC §1): a lastHeartbeat or lastPongReceived beyond
+"""Far-future timestamps (issue #12, item 11; docs/design.md, the data read): a lastHeartbeat or lastPongReceived beyond
 ``now + timing.max_future`` makes a record malformed, or it would be judged live for as long as
 it exists. Pure first (parsed and judged at an injected ``now``), then against a real Redis:
 the sweep, the mass-expiry guard, the liveness check, `reaper stats` and `reaper run --once`."""

@@ -1,7 +1,7 @@
 """Tools read reaper's own keys defensively (issue #12, item 8): `reaper events`, `reaper
 dead-letters` (list, retry, drop) and `reaper stats` never crash on what they find there. An
 entry they cannot read is skipped and counted ("N entries unreadable, skipped"; a count in
---json too); a key of the wrong Redis type stops them with one line, exit 2 (SPEC §11)."""
+--json too); a key of the wrong Redis type stops them with one line, exit 2 (docs/cli.md)."""
 
 import json
 

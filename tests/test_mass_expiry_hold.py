@@ -1,4 +1,4 @@
-"""Mass expiry holds by default (issue #16 item 6, SPEC §3 "Bounded effect", §10): when most
+"""Mass expiry holds by default (issue #16 item 6; docs/design.md, the sweep; docs/configuration.md): when most
 guests look dead at once, nothing is reaped until the condition clears or an operator forces it;
 a trickle per sweep (safety.mass_reap_per_sweep) is an explicit setting, 0 by default."""
 

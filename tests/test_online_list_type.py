@@ -1,4 +1,4 @@
-"""users:online of another Redis type (SPEC §1 says it is a hash): most likely redis.online_key
+"""users:online of another Redis type (docs/design.md, the data read says it is a hash): most likely redis.online_key
 names the wrong key. Every command on it would fail, so reaper stops before touching anything
 and says which key and why: exit 2, as for any setting it cannot use."""
 

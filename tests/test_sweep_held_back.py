@@ -1,4 +1,4 @@
-"""The second look (SPEC §3 "Bounded effect"): what the budget held back in the first pass is
+"""The second look (docs/design.md, the cascade "Bounded effect"): what the budget held back in the first pass is
 taken, once the totals show no mass expiry, by name and without a second full pass; every take
 still compares against what was read, so a guest that came back meanwhile is kept."""
 

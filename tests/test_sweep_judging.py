@@ -1,4 +1,4 @@
-"""The sweep against a real Redis: who is stale, who is kept (SPEC §2, §3 steps 1-2, §3.5)."""
+"""The sweep against a real Redis: who is stale, who is kept (docs/design.md: staleness, the sweep)."""
 
 import json
 import time

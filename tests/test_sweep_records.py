@@ -1,4 +1,4 @@
-"""The sweep and what records look like: malformed ones, timestamp forms, hash records (SPEC §1, §3.4)."""
+"""The sweep and what records look like: malformed ones, timestamp forms, hash records (docs/design.md: the data read, the sweep)."""
 
 import json
 from datetime import datetime, timedelta, timezone

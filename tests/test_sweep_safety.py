@@ -1,4 +1,4 @@
-"""The sweep's safety nets: mass expiry, evictions, dry run (SPEC §3 "Bounded effect" ff.)."""
+"""The sweep's safety nets: mass expiry, evictions, dry run (docs/design.md, the cascade "Bounded effect" ff.)."""
 
 import json
 

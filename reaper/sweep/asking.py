@@ -17,7 +17,7 @@ class Asking:
 
     def unattached_records(self, doomed: list[Doomed]) -> list[Doomed]:
         """Stale records whose socket is still attached are kept. Malformed ones are not asked
-        about: they are moved aside whatever socket.io says (SPEC §3.4)."""
+        about: they are moved aside whatever socket.io says (docs/design.md, the cascade.4)."""
         attached = self._attached([d.record.socket_id for d in doomed if not d.malformed])
         if not attached:
             return doomed

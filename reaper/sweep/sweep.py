@@ -1,4 +1,4 @@
-"""One sweep: find dead guests in Redis and hand each to a cascade (SPEC §2, §3).
+"""One sweep: find dead guests in Redis and hand each to a cascade (docs/design.md: staleness, the sweep).
 
     read (reading.py) → judge (judging.py, pure) → ask (asking.py) → budget (budget.py)
     → gate and take (taking.py; redis_kinds.py says how on a single Redis or a cluster)
@@ -130,7 +130,7 @@ def _second_look(setup: SweepSetup, held: HeldBack, report: SweepReport, warned:
 
 
 def _redis_clock(clock: SweepClock, config: Config, jumps: ClockWatch | None) -> tuple[float, float | None]:
-    """Redis TIME, and the end of a clock jump's hold when one lasts (SPEC §3 "Clock jumps")."""
+    """Redis TIME, and the end of a clock jump's hold when one lasts (docs/design.md, the cascade "Clock jumps")."""
     if jumps is None:
         return clock.redis_now(), None
     now, verdict = jumps.look(clock.redis_now, config.safety.dry_run)
@@ -152,7 +152,7 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
 
 
 def _evictions_grew(client: redis.Redis, kind: SingleRedis | RedisCluster, keys: Keys, dry_run: bool) -> bool:
-    """Evicted keys look like dead guests (SPEC §3): skip orphans when Redis evicted any."""
+    """Evicted keys look like dead guests (docs/design.md, the cascade): skip orphans when Redis evicted any."""
     evicted = kind.evicted_keys()
     # No count kept (first run, or reaper:state was evicted too): any eviction may be recent.
     previous = int(client.hget(keys.state, "evicted_keys") or 0)

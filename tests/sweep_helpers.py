@@ -1,46 +1,28 @@
-"""Shared by the tests/test_sweep_*.py modules: reading what a sweep left in Redis."""
-
-import json
-
-from redis.cluster import RedisCluster
+"""Shared by the tests/test_sweep_*.py modules: reading what a sweep left in Redis (through
+tests/support, re-exported under the names these tests use), filling it, stepping in through
+the sweep's seams."""
 
 import dataclasses
 
-from reaper.core.keys import Keys
-from reaper.core.names import decode_name
-from reaper.sweep.seams import Seams
+from support.intents import all_stored, assert_intents_consistent, dues
+from support.keys import KEYS, keys_of
+from support.snapshots import snapshot
 
 
-INTENTS, DUE = "reaper:cascade:intents", "reaper:cascade:due"  # on a single Redis; keys_of(r) for both
-
-
-def keys_of(r) -> Keys:
-    """The default key names, as reaper names them on this kind of Redis (single or cluster)."""
-    return Keys("guest_connection:", "guest_session:", "users:online", "reaper:", isinstance(r, RedisCluster))
-
-
-def intents(r) -> dict[str, dict]:
-    """reaper:cascade:intents as {cascade id: intent}."""
-    return {decode_name(k): json.loads(v) for k, v in r.hgetall(keys_of(r).intents).items()}
+INTENTS, DUE = KEYS.intents, KEYS.due  # on a single Redis; keys_of(r) for both
+intents = all_stored  # {cascade id: intent}, the name the sweep's tests read it by
+__all__ = ["DUE", "INTENTS", "add_guests", "after_each_load", "assert_deletable_intents",
+           "assert_intents_consistent", "due_ids", "intents", "keys_of", "reasons_of", "snapshot",
+           "stop_at_batch", "with_seams"]
 
 
 def due_ids(r) -> set[str]:
-    return {decode_name(m) for m in r.zrange(keys_of(r).due, 0, -1)}
-
-
-def assert_intents_consistent(r) -> None:
-    """Every intent is scheduled and every scheduled id has an intent."""
-    assert set(intents(r)) == due_ids(r)
+    return set(dues(r))
 
 
 def reasons_of(r) -> dict[str, str]:
     """userId -> reason of its pending cascade."""
     return {i["user_id"]: i["reason"] for i in intents(r).values()}
-
-
-def snapshot(r) -> dict[bytes, tuple]:
-    """Every key: (type, DUMP, has a TTL) — equal snapshots mean nothing was written."""
-    return {key: (r.type(key), r.dump(key), r.pttl(key) > 0) for key in r.scan_iter(count=1000)}
 
 
 def assert_deletable_intents(r, count: int) -> None:

@@ -7,12 +7,11 @@ import json
 import pytest
 
 from reaper.store import scripts
-from reaper.core.keys import Keys
 from reaper.store.presence import OnlineList
 from support.guests import CONN, ONLINE, record
+from support.keys import KEYS
 from sweep_helpers import assert_deletable_intents, assert_intents_consistent, intents, reasons_of, with_seams
 
-KEYS = Keys("guest_connection:", "guest_session:", "users:online", "reaper:")
 
 
 def test_records_taken_in_batches_each_compared_on_its_own(ctx_factory, world, r):
@@ -172,7 +171,7 @@ def _full_batch(r, name, n, raw, intent):
         pipe.hset(ONLINE, f"guest_{i}", raw)
     pipe.execute()
     if name == "TAKE_RECORD":
-        keys = ["reaper:cascade:intents", "reaper:cascade:due"]
+        keys = [KEYS.intents, KEYS.due]
         args = [1.8e9, 86400, "string"]
         for i in range(n):
             keys += [f"{CONN}s{i}", f"reaper:quarantine:{CONN}s{i}"]
@@ -180,7 +179,7 @@ def _full_batch(r, name, n, raw, intent):
         return keys, args
     if name == "TAKE_ORPHAN":
         r.delete(*[f"{CONN}s{i}" for i in range(n)])
-        keys = [ONLINE, "reaper:cascade:intents", "reaper:cascade:due"]
+        keys = [ONLINE, KEYS.intents, KEYS.due]
         args = [1.8e9]
         for i in range(n):
             keys.append(f"{CONN}s{i}")
@@ -217,4 +216,4 @@ def test_a_key_that_changed_type_after_the_read_is_left_alone(ctx_factory, world
     assert r.type(key).decode() == becomes
     assert report.skipped_live == 1
     assert report.quarantined == 0 and report.reaped == {}
-    assert intents(r) == {} and not r.exists("reaper:quarantine:" + key)
+    assert intents(r) == {} and not r.exists(KEYS.quarantine(key))

@@ -12,14 +12,14 @@ import pytest
 
 from reaper.store import cascade_scripts
 from reaper.cascade.senders import Senders
-from reaper.core.keys import Keys
 from reaper.store.cascade_scripts import ClaimDue, Settle, Settlement
 from reaper.core.intents import guest_intent
 from support.clocks import ManualClock
 from support.guests import record, redis_now
 from support.standin import wait_for
+from support.keys import KEYS
 
-INTENTS, DUE, DEAD = "reaper:cascade:intents", "reaper:cascade:due", "reaper:cascade:dead"
+INTENTS, DUE, DEAD = KEYS.intents, KEYS.due, KEYS.dead
 AUTH_GUEST = "/auth/guest/"
 NO_MONGO = {"REAPER_MONGO_URI": ""}  # the DELETE is the last step: its write-back settles the cascade
 
@@ -265,7 +265,7 @@ SETTLEMENTS = {
 
 
 def settle_script(r, dead_letters_max: int = 0) -> Settle:
-    return Settle(r, Keys("guest_connection:", "guest_session:", "users:online", "reaper:"), dead_letters_max)
+    return Settle(r, KEYS, dead_letters_max)
 
 
 @pytest.mark.parametrize("action, stored_value, payload, settled, intent_after, due_after, letters", [
@@ -348,7 +348,7 @@ def test_a_claim_names_what_it_took_and_counts_the_due_ids_it_dropped(r):
     r.hset(INTENTS, mapping={"a": "A", "b": "B"})
     r.zadd(DUE, {"a": 1, "orphaned": 2, "b": 3, "later": 100})
     r.hset(INTENTS, "later", "L")
-    claim = ClaimDue(r, Keys("guest_connection:", "guest_session:", "users:online", "reaper:"))
+    claim = ClaimDue(r, KEYS)
 
     page = claim(due_by=10, until=70, limit=10)
 

@@ -13,6 +13,7 @@ from reaper.cascade.services import AuthService, UserService
 from support.gates import cleared, permit
 from support.guests import record
 from sweep_helpers import keys_of
+from support.keys import KEYS
 
 pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 
@@ -27,15 +28,15 @@ def mixed_world(r, world, users) -> None:
     world.guest(3, age=5, pong_age=250)  # ping timeout
     world.entry("guest_4", "sock4")  # orphan with a socket
     world.entry("guest_5", None)  # orphan without one
-    r.set("guest_connection:bad", b"{not json", ex=600)  # malformed
+    r.set(KEYS.connection("bad"), b"{not json", ex=600)  # malformed
     world.write_record("sock6", record("sock6", "guest_6", "yesterday-ish"))  # unreadable timestamp
-    r.rpush("guest_connection:list", "wrong type")
+    r.rpush(KEYS.connection("list"), "wrong type")
     world.registered("member_1", "sockm")
     r.set("guest_session:s1", "token")
     intent = guest_intent("guest_9", "sock9", "orphan", 0.0, False, ["auth", "mongo"])
     r.hset(keys_of(r).intents, intent.id, intent.to_json())
     r.zadd(keys_of(r).due, {intent.id: 0})
-    r.hset("reaper:state", mapping={"evicted_keys": 0})
+    r.hset(KEYS.state, mapping={"evicted_keys": 0})
     users.insert_many([{"userId": f"guest_{n}", "isGuest": True, "createdAt": datetime(2000, 1, 1)}
                        for n in range(1, 10)] + [{"userId": "member_1", "isGuest": False}])
 

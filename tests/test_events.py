@@ -12,6 +12,7 @@ from reaper.core.staleness import Verdict
 from support.cli import invoke
 from support.guests import redis_now
 from sweep_helpers import keys_of
+from support.keys import KEYS
 
 pytestmark = pytest.mark.cluster_too
 
@@ -221,7 +222,7 @@ def mixed(world, r):
     world.guest(2, age=10, pong_age=250)  # ping_timeout
     world.entry("guest_3", "sock3")  # orphan: its record expired
     bad = {"socketId": "sock4", "userId": "guest_4", "lastHeartbeat": "yesterday"}
-    r.set("guest_connection:sock4", json.dumps(bad), ex=3600)
+    r.set(KEYS.connection("sock4"), json.dumps(bad), ex=3600)
     world.entry("guest_4", "sock4")
     world.guest(5, age=10)  # live
     world.registered("user_6", "rsock6")
@@ -313,7 +314,7 @@ def test_a_guest_back_before_its_cascade_gets_a_skipped_record(r, world, ctx_fac
     ctx = ctx_factory()
     ctx.sweep()
     world.guest("1b", age=0, entry=False)  # the same user on a new socket
-    world.r.set("guest_connection:sock1b", json.dumps({**json.loads(r.get("guest_connection:sock1b")),
+    world.r.set(KEYS.connection("sock1b"), json.dumps({**json.loads(r.get(KEYS.connection("sock1b"))),
                                                        "userId": "guest_1"}))
     world.entry("guest_1", "sock1b")
 

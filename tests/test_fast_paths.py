@@ -13,8 +13,9 @@ from reaper.core.intents import Intent, guest_intent, purge_intent
 from reaper.core.records import (GuestRecord, Malformed, _carefully, _well_formed, loads, parse_json_record,
                             parse_online_entry, parse_timestamp)
 from reaper.core.staleness import Policy, judge, missed_pings
+from support.keys import KEYS
 
-KEY, SOCK = "guest_connection:s1", "s1"
+KEY, SOCK = KEYS.connection("s1"), "s1"
 ISO = "2026-11-29T10:05:41.090Z"
 
 

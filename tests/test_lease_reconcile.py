@@ -13,8 +13,9 @@ from reaper.store.client import connect
 from support.clocks import ManualClock
 from support.redis_proc import RedisProcess
 from support.standin import wait_for
+from support.keys import KEYS
 
-KEY = "reaper:leader"
+KEY = KEYS.leader
 SOCKET_TIMEOUT = "300ms"
 
 

@@ -24,6 +24,7 @@ from support.cli import invoke
 from support.guests import CONN, ONLINE, record
 from support.standin import wait_for
 from sweep_helpers import assert_intents_consistent, intents, keys_of, snapshot
+from support.keys import KEYS
 
 # A value of each Redis type, written under a key.
 WRITE = {
@@ -464,13 +465,13 @@ def test_a_lease_key_of_another_type_is_waited_out_not_a_crash(cli_env, r, world
     """The lease script reads another type as "held": run --once stands by; the key is given an
     expiry, so a replica takes over once it runs out."""
     world.guest(1, age=3600)
-    break_key(r, "reaper:leader", kind)
+    break_key(r, KEYS.leader, kind)
 
     result = invoke(["run", "--once"], cli_env)
 
     assert result.exit_code == 0 and "Traceback" not in result.output
     assert f"<{kind}> leads" in result.stderr
-    assert world.records() == {"sock1"} and r.pttl("reaper:leader") > 0
+    assert world.records() == {"sock1"} and r.pttl(KEYS.leader) > 0
 
 
 @pytest.mark.cluster_too

@@ -12,6 +12,7 @@ from reaper.store import scripts
 from reaper.core.records import OnlineEntry
 from reaper.sweep.budget import HeldBack
 from support.guests import record
+from support.keys import KEYS
 from sweep_helpers import (add_guests, after_each_load, assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, with_seams)
 
@@ -158,7 +159,7 @@ def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, 
 def test_held_back_malformed_records_are_quarantined_and_their_entries_reaped(ctx_factory, world, r):
     add_guests(world, live=40, stale=5)
     for n in range(15):
-        r.set(f"guest_connection:bad{n}", b"not json")
+        r.set(KEYS.connection(f"bad{n}"), b"not json")
         world.entry(f"guest_bad{n}", f"bad{n}")  # orphans once their record is quarantined
 
     report = ctx_factory(**GUARD).sweep()
@@ -199,7 +200,7 @@ def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, 
     held = HeldBack()
 
     for n in range(records):
-        held.record(f"guest_connection:sock{n}")
+        held.record(KEYS.connection(f"sock{n}"))
     for n in range(orphans):
         held.entry(_entry(n, socket=True))
     for n in range(socketless):

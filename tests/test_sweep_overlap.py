@@ -11,8 +11,9 @@ import redis
 import reaper.sweep.redis_kinds
 from support.guests import ONLINE, record
 from sweep_helpers import add_guests, assert_intents_consistent, reasons_of, stop_at_batch, with_seams
+from support.keys import KEYS
 
-STATE = "reaper:state"
+STATE = KEYS.state
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from reaper.sweep.budget import Budget
 from reaper.sweep.judging import Doomed, judge_page
 from reaper.sweep.report import SweepReport
 from reaper.sweep.reporting import Broadcast, Counts, SweepEvents
+from support.keys import KEYS
 
 NOW = 1_800_000_000.0
 POLICY = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5)
@@ -18,14 +19,14 @@ POLICY = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3
 
 def rec(n: int, age: float, pong_age: float | None = None) -> GuestRecord:
     pong = age if pong_age is None else pong_age
-    return GuestRecord(f"guest_connection:s{n}", f"s{n}", f"guest_{n}", NOW - age, NOW - pong)
+    return GuestRecord(KEYS.connection(f"s{n}"), f"s{n}", f"guest_{n}", NOW - age, NOW - pong)
 
 
 @pytest.mark.parametrize("record, reason, live", [
     (rec(1, age=10), None, True),
     (rec(2, age=400), reasons.HEARTBEAT_TIMEOUT, False),
     (rec(3, age=10, pong_age=400), reasons.PING_TIMEOUT, False),  # heartbeats, but answers no ping
-    (Malformed("guest_connection:s3", "s3", "not JSON", "string"), reasons.MALFORMED, False),
+    (Malformed(KEYS.connection("s3"), "s3", "not JSON", "string"), reasons.MALFORMED, False),
     (rec(4, age=-3600), reasons.MALFORMED, False),  # a heartbeat an hour ahead of Redis
 ])
 def test_each_record_is_judged_into_a_typed_verdict(record, reason, live):
@@ -46,7 +47,7 @@ def test_each_record_is_judged_into_a_typed_verdict(record, reason, live):
 
 def test_a_page_is_counted_once_by_every_listener():
     page = [rec(1, age=10), rec(2, age=400), rec(3, age=10, pong_age=400),
-            Malformed("guest_connection:s4", "s4", "empty value", "string")]
+            Malformed(KEYS.connection("s4"), "s4", "empty value", "string")]
     report, seen = SweepReport(now=NOW), []
 
     class Witness(SweepEvents):
@@ -77,5 +78,5 @@ def test_the_budget_holds_back_by_name_and_takes_back_refused_places():
     budget.give_back(1)  # one take was refused: its place is free again
 
     assert chosen == doomed[:2] and budget.deferred == 2
-    assert budget.held.records == ["guest_connection:s2", "guest_connection:s3"]
+    assert budget.held.records == [KEYS.connection("s2"), KEYS.connection("s3")]
     assert budget.claim() and not budget.claim()

@@ -6,6 +6,7 @@ import pytest
 import redis
 
 from support.guests import CONN, record
+from support.keys import KEYS
 from sweep_helpers import (add_guests, assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, snapshot, stop_at_batch, with_seams)
 
@@ -212,7 +213,7 @@ def test_evictions_noticed_even_when_the_reaper_state_was_evicted(ctx_factory, w
     ctx = ctx_factory()
     ctx.sweep()
     evict()
-    r.delete("reaper:state")  # allkeys-* may evict reaper's own keys too
+    r.delete(KEYS.state)  # allkeys-* may evict reaper's own keys too
     world.entry("guest_1", "sock1")
 
     report = ctx.sweep()
@@ -245,7 +246,7 @@ def test_dry_run_writes_nothing_but_reports_everything(ctx_factory, world, r, lo
     r.set(CONN + "bad", b"not json")
     r.set(CONN + "bad-user", json.dumps({"userId": "guest_6"}))
     world.registered("alice", "sock2")
-    r.hset("reaper:state", "evicted_keys", _evicted(r))
+    r.hset(KEYS.state, "evicted_keys", _evicted(r))
     before = snapshot(r)
 
     report = ctx_factory(safety__dry_run=True).sweep()

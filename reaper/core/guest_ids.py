@@ -31,10 +31,10 @@ def problem(user_id: object, prefix: str) -> str | None:
         return "has a path separator"
     if len(encode_name(user_id)) > MAX_BYTES:
         return f"longer than {MAX_BYTES} bytes"
-    if not user_id.isascii() and any(_unsafe(ch) for ch in user_id):
+    if user_id.isascii():  # the usual case, checked in C: printable ASCII is 0x20-0x7e
+        return None if user_id.isprintable() else "has a control character"
+    if any(_unsafe(ch) for ch in user_id):  # Cc covers the C0 and C1 controls and DEL
         return "has a control or format character"
-    if any(ch < " " or ch == "\x7f" for ch in user_id):
-        return "has a control character"
     return None
 
 

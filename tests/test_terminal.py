@@ -5,11 +5,6 @@ import io
 import json
 import os
 import re
-import pty
-import select
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -17,6 +12,7 @@ from reaper import terminal
 from reaper.terminal import CLEAR_LINE, HOME_AND_CLEAR, Progress, progress_on, repeat
 from support.cli import invoke
 from support.keys import KEYS
+from support.terminal import on_terminal
 
 TIME_LIMIT_S = 60
 
@@ -155,29 +151,7 @@ def test_stats_rejects_bad_watch_options(cli_env, args, complaint):
 
 def run_on_a_terminal(args: list[str], env: dict) -> tuple[int, str]:
     """`python -m reaper <args>` with its stderr on a pseudo-terminal: (exit code, what it drew)."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], env={**_inherited(), **env},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
-    os.close(follower)
-    drawn, deadline = b"", time.monotonic() + TIME_LIMIT_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 1)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        return proc.wait(10), drawn.decode(errors="replace")
-    finally:
-        os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    return on_terminal(args, {**_inherited(), **env}, deadline_s=TIME_LIMIT_S, stderr_only=True)
 
 
 def _inherited() -> dict:

@@ -10,11 +10,14 @@ from pathlib import Path
 QUESTION = b"[y/N]"
 
 
-def on_terminal(args: list[str], env: dict, answer: str, cwd: Path, deadline_s: float = 60) -> tuple[int, str]:
+def on_terminal(args: list[str], env: dict, answer: str = "", cwd: Path | None = None,
+                deadline_s: float = 60, stderr_only: bool = False) -> tuple[int, str]:
     """Exit code and everything shown; ``answer`` is typed once the question shows. The deadline
-    only turns a hang into a failure with the output so far."""
+    only turns a hang into a failure with the output so far. ``stderr_only``: only stderr is the
+    terminal (stdin and stdout are /dev/null), as under a wrapper that pipes the rest."""
     master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], stdin=slave, stdout=slave,
+    others = subprocess.DEVNULL if stderr_only else slave
+    proc = subprocess.Popen([sys.executable, "-m", "reaper", *args], stdin=others, stdout=others,
                             stderr=slave, env=env, cwd=cwd)
     os.close(slave)
     output = b""

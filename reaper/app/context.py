@@ -20,6 +20,7 @@ from reaper.core.staleness import Policy
 from reaper.store.client import connect, redis_now
 from reaper.terminal import Progress
 from reaper.sweep.sweep import Seams, SweepClock, SweepReport, sweep
+from reaper.core import state
 
 
 # The last record pass stands for "now" this many sweep intervals (with users:online and the
@@ -86,8 +87,8 @@ class Context:
 
     def _remember(self, report: SweepReport) -> None:
         self.client.hset(self.keys.state, mapping={
-            "last_sweep_at": report.now, "total": report.total, "responsive": report.responsive,
-            "unresponsive": report.unresponsive, "mass_expiry": int(report.mass_expiry),
+            state.LAST_SWEEP_AT: report.now, state.TOTAL: report.total, state.RESPONSIVE: report.responsive,
+            state.UNRESPONSIVE: report.unresponsive, state.MASS_EXPIRY: int(report.mass_expiry),
         })
 
     def drain(self) -> DrainReport:

@@ -80,19 +80,20 @@ def _one_cycle(ctx: Context, force: bool, gate: Gate, monitor: Monitor, pending_
 
 
 def run_daemon(config: Config, force: bool = False, mongo_client=None) -> int:
+    stopping = threading.Event()
+    _stop_on_signals(stopping)  # first: a SIGTERM from here on is a clean stop, never a kill
     raise_open_files()
     monitor = Monitor(config)
     monitor.listen(config.server.listen)  # a bad address stops here, before Redis is touched
     try:
-        return _run_daemon(config, force, mongo_client, monitor)
+        return _run_daemon(config, force, mongo_client, monitor, stopping)
     finally:
         monitor.stopping()
         monitor.close()
 
 
-def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor) -> int:
-    stopping = threading.Event()
-    _stop_on_signals(stopping)
+def _run_daemon(config: Config, force: bool, mongo_client, monitor: Monitor,
+                stopping: threading.Event) -> int:
     outage = Outage("retrying with backoff")  # said once for connecting and the startup step
     monitor.starting("connecting to Redis")
     ctx = wait_out(lambda: Context.open(config, mongo_client, stopping=stopping), stopping, outage,

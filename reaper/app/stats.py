@@ -13,6 +13,7 @@ from reaper.store.leader import read_holder
 from reaper.store.pause import paused_state
 from reaper.store.client import require_types
 from reaper.sweep.census import census
+from reaper.core import state as state_fields
 
 
 def collect(ctx: Context) -> dict:
@@ -58,10 +59,10 @@ def read_state(raw: dict) -> State:
     """The fields of the state hash, as written by the sweep (reaper/app/context.py). Pure."""
     fields = {_text(k): _text(v) for k, v in raw.items()}
     last, unreadable = None, 0
-    if "last_sweep_at" in fields:
-        last = _finite(fields["last_sweep_at"])
+    if state_fields.LAST_SWEEP_AT in fields:
+        last = _finite(fields[state_fields.LAST_SWEEP_AT])
         unreadable += last is None
-    mass = fields.get("mass_expiry", "0")
+    mass = fields.get(state_fields.MASS_EXPIRY, "0")
     unreadable += mass not in ("0", "1")
     return State(last, mass == "1", unreadable, hold_end(fields.get(HOLD_FIELD)))
 

@@ -31,6 +31,7 @@ from reaper.store.pause import paused_state
 from reaper.ops.sdnotify import Notifier
 from reaper.ops.server import Endpoint, Reply, Routes, Wsgi, serve
 from reaper.sweep.sweep import SweepReport
+from reaper.core import state
 
 EXTEND_EVERY_S = 5.0  # at most one EXTEND_TIMEOUT_USEC= per this long of progress
 STATUS_EVERY_S = 1.0  # at most one purge progress STATUS= per second
@@ -271,7 +272,7 @@ class Monitor:
         pipe = ctx.client.pipeline(transaction=False)
         pipe.hlen(keys.intents)  # pending: every intent, with its schedule or not (reaper/store/reschedule.py)
         pipe.llen(keys.dead)
-        pipe.hget(keys.state, "mass_expiry")
+        pipe.hget(keys.state, state.MASS_EXPIRY)
         replies = pipe.execute(raise_on_error=False)
         if any(isinstance(reply, Exception) for reply in replies):
             return None  # a key of the wrong type: the leader's jobs say so, the gauges keep their values

@@ -26,8 +26,9 @@ from loguru import logger
 from reaper.core.counters import Counters
 from reaper.core.durations import format_duration
 from reaper.core.keys import Keys
+from reaper.core import state
 
-HOLD_FIELD = "clock_hold_until"  # in reaper:state: Redis time until which the hold lasts
+HOLD_FIELD = state.CLOCK_HOLD_UNTIL
 
 
 @dataclass(frozen=True)

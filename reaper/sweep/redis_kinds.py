@@ -13,6 +13,7 @@ from reaper.store.sweep_scripts import ExistEach, ReadOnlinePage
 from reaper.sweep.reading import OnlinePages
 from reaper.sweep.reporting import SweepEvents
 from reaper.sweep.taking import ClusterTakes, SingleRedisTakes, Takes
+from reaper.core import state
 
 # From this many users:online entries on a single Redis, the online pass runs beside the record
 # pass: Redis reads users:online while Python judges records.
@@ -32,7 +33,7 @@ class SingleRedis:
         it reads the records."""
         if self.client.hlen(self.keys.online) < OVERLAP_MIN_ENTRIES:
             return False
-        return int(self.client.hget(self.keys.state, "socketless_entries") or 0) == 0
+        return int(self.client.hget(self.keys.state, state.SOCKETLESS_ENTRIES) or 0) == 0
 
     def evicted_keys(self) -> int:
         return int(self.client.info("stats").get("evicted_keys", 0))

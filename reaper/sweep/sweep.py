@@ -61,6 +61,7 @@ from reaper.sweep.reporting import LOUD_REAPS
 from reaper.sweep.seams import Seams, SweepClock
 from reaper.sweep.setup import SweepSetup
 from reaper.terminal import Progress
+from reaper.core import state
 
 __all__ = ["LOUD_REAPS", "OVERLAP_MIN_ENTRIES", "HeldBack", "Seams", "SweepClock", "SweepReport", "sweep"]
 
@@ -86,7 +87,7 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
     warned: set[str] = set()
     report, held = _first_pass(setup, budget, warned)
     if not (dry_run or report.interrupted):
-        client.hset(keys.state, "socketless_entries", report.socketless_seen)
+        client.hset(keys.state, state.SOCKETLESS_ENTRIES, report.socketless_seen)
     report.clock_hold_until = hold_until
     # Ages on a clock that just jumped say nothing: no verdict, no mass expiry, no second look.
     report.mass_expiry = hold_until is None and is_mass_expiry(report.guests, report.dead, config.safety)
@@ -155,9 +156,9 @@ def _evictions_grew(client: redis.Redis, kind: SingleRedis | RedisCluster, keys:
     """Evicted keys look like dead guests (docs/design.md, the cascade): skip orphans when Redis evicted any."""
     evicted = kind.evicted_keys()
     # No count kept (first run, or reaper:state was evicted too): any eviction may be recent.
-    previous = int(client.hget(keys.state, "evicted_keys") or 0)
+    previous = int(client.hget(keys.state, state.EVICTED_KEYS) or 0)
     if not dry_run:
-        client.hset(keys.state, "evicted_keys", evicted)
+        client.hset(keys.state, state.EVICTED_KEYS, evicted)
     if evicted > previous:
         logger.bind(evicted=evicted - previous).warning(
             "Sweep: Redis evicted {} keys since the last sweep; live guests' records may be among "

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from support.daemons import Launcher
+from support.door import HeldDoor, scans
 from support.guests import CONN, ONLINE, record, redis_now
 from support.keys import KEYS
 from support.redis_proc import RedisProcess, find_free_port
@@ -274,16 +275,6 @@ def test_auth_outage_with_a_sigkill_midway_every_delete_arrives_after_heal(r, au
 
 # -- 3. Redis killed, or frozen, in the middle of a sweep ------------------------------------------
 
-STATE = KEYS.state
-
-
-def a_sweep_begins(r) -> bool:
-    """A sweep's first write is reaper:state evicted_keys (sweep._evictions_grew): take it away
-    and wait until the next sweep writes it back."""
-    r.hdel(STATE, "evicted_keys")
-    return wait_for(lambda: r.hexists(STATE, "evicted_keys"), timeout=10, interval=0.002)
-
-
 def full_sweeps(stderr: str) -> int:
     """Sweeps that went over the whole 20 000 (SCAN may return a key twice, never skip one)."""
     return sum(int(n) >= 20_000 for n in re.findall(r"Sweep: scanned=(\d+)", stderr))
@@ -292,27 +283,31 @@ def full_sweeps(stderr: str) -> int:
 def test_redis_killed_mid_sweep_then_back_empty_the_next_sweep_reaps(redis_server, r, auth_service,
                                                                      launch):
     populate(r, live=20_000)
-    daemon = launch("run", REAPER_REDIS_SCAN_COUNT="100", REAPER_REDIS_SOCKET_TIMEOUT="500ms")
-    try:
-        # A full sweep takes about 0.6 s here: a kill just after one begins lands in its middle.
-        assert wait_for(lambda: full_sweeps(daemon.stderr()) > 0, timeout=30), daemon.stderr()
-        assert a_sweep_begins(r)
-        redis_server.kill()  # no persistence: it comes back empty
-        completed = full_sweeps(daemon.stderr())
-        assert daemon.wait_log("Redis unreachable", timeout=20), daemon.stderr()
-        assert daemon.proc.poll() is None
-        redis_server.start()
-        with redis_server.client() as fresh:
-            cast = populate(fresh, stale=20, orphans=5, live=10, registered=3)
-            assert auth_service.wait_for(lambda: set(answered(auth_service)) >= cast.dead, timeout=30), \
-                daemon.stderr()
-            assert wait_for(lambda: all_settled(fresh), timeout=10)
-            assert daemon.stop() == 0
-            assert_only_the_dead_deleted(fresh, auth_service, cast)
-    finally:
-        daemon.proc.kill()
-        if not redis_server.is_running:
+    with HeldDoor((redis_server.host, redis_server.port)) as door:
+        daemon = launch("run", REAPER_REDIS_URL=door.url, REAPER_REDIS_SCAN_COUNT="100",
+                        REAPER_REDIS_SOCKET_TIMEOUT="500ms")
+        try:
+            assert wait_for(lambda: full_sweeps(daemon.stderr()) > 0, timeout=30), daemon.stderr()
+            # A sweep reads 200 pages here: Redis dies while one waits for its 50th.
+            door.hold_at(scans(CONN.encode() + b"*"), nth=50)
+            assert door.held.wait(30), daemon.stderr()
+            completed = full_sweeps(daemon.stderr())
+            redis_server.kill()  # no persistence: it comes back empty
+            door.release()
+            assert daemon.wait_log("Redis unreachable", timeout=20), daemon.stderr()
+            assert daemon.proc.poll() is None
             redis_server.start()
+            with redis_server.client() as fresh:
+                cast = populate(fresh, stale=20, orphans=5, live=10, registered=3)
+                assert auth_service.wait_for(lambda: set(answered(auth_service)) >= cast.dead, timeout=30), \
+                    daemon.stderr()
+                assert wait_for(lambda: all_settled(fresh), timeout=10)
+                assert daemon.stop() == 0
+                assert_only_the_dead_deleted(fresh, auth_service, cast)
+        finally:
+            daemon.proc.kill()
+            if not redis_server.is_running:
+                redis_server.start()
     text = daemon.stderr()
     assert "Redis reachable again" in text and "Run: stopped cleanly" in text
     assert "Traceback" not in text and "Job sweep failed" not in text

@@ -11,10 +11,12 @@ import time
 
 import pytest
 
+from reaper.store import scripts
 from support.guests import CONN, redis_now
 from support.standin import wait_for
 from support.intents import assert_intents_consistent
 from support.daemons import Launcher
+from support.door import HeldDoor, runs_script
 from support.redis_proc import find_free_port
 from test_faults import (AUTH_GUEST, FAST, CLAIM_TIMEOUT_S, DUE, INTENTS, all_settled, answered,
                          assert_only_the_dead_deleted, in_flight, pending_users, populate, report,
@@ -62,21 +64,27 @@ def stale_records_left(r, cast) -> int:
     return sum(pipe.execute())
 
 
-def test_sigterm_mid_sweep_with_a_cascade_batch_in_flight(r, auth_service, launch):
+def test_sigterm_mid_sweep_with_a_cascade_batch_in_flight(r, redis_server, auth_service, launch):
     cast = populate(r, stale=1500, live=8500, registered=5)
     auth_service.hang_seconds = HANG_S
     auth_service.fail("hang", path_prefix=AUTH_GUEST)
-    size = r.dbsize()
-    daemon = launch("run", REAPER_REDIS_SCAN_COUNT="100", REAPER_SAFETY_MASS_REAP_PER_SWEEP="100000",
-                    **SLOW_BATCHES)
-    try:
-        assert wait_for(lambda: r.dbsize() <= size - 200 and in_flight(auth_service) > 0, timeout=30,
-                        interval=0.005), daemon.stderr()
-        signalled = time.monotonic()
-        assert daemon.stop(timeout=15) == 0, daemon.stderr()
-        stop_s = time.monotonic() - signalled
-    finally:
-        daemon.proc.kill()
+    # The sweep reads 100 records a page (about 15 stale each); its 5th take waits at the door
+    # while the signal lands, so the stop falls mid-sweep however fast or loaded the machine is.
+    with HeldDoor((redis_server.host, redis_server.port)) as door:
+        door.hold_at(runs_script(scripts.TAKE_GUEST, scripts.TAKE_RECORD), nth=5)
+        daemon = launch("run", REAPER_REDIS_URL=door.url, REAPER_REDIS_SCAN_COUNT="100",
+                        REAPER_SAFETY_MASS_REAP_PER_SWEEP="100000", **SLOW_BATCHES)
+        try:
+            assert door.held.wait(30), daemon.stderr()
+            assert auth_service.wait_for(lambda: in_flight(auth_service) > 0, timeout=20), daemon.stderr()
+            signalled = time.monotonic()
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.wait_log("Run: stopping"), daemon.stderr()
+            door.release()
+            assert daemon.proc.wait(15) == 0, daemon.stderr()
+            stop_s = time.monotonic() - signalled
+        finally:
+            daemon.proc.kill()
     assert "Run: stopped cleanly" in daemon.stderr()
     left = stale_records_left(r, cast)
     assert 0 < left < len(cast.stale), "the SIGTERM did not land in the middle of the sweep"

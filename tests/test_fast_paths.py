@@ -10,8 +10,8 @@ from reaper.core import intents
 
 from reaper.core import reasons
 from reaper.core.intents import Intent, guest_intent, purge_intent
-from reaper.core.records import (GuestRecord, Malformed, _carefully, _well_formed, loads, parse_json_record,
-                            parse_online_entry, parse_timestamp)
+from reaper.core.records import (GuestRecord, Malformed, _carefully, _parse_entry_carefully, _parse_json_carefully,
+                                 _well_formed, loads, parse_json_record, parse_online_entry, parse_timestamp)
 from reaper.core.staleness import Policy, judge, missed_pings
 from support.keys import KEYS
 
@@ -119,6 +119,64 @@ def test_what_the_signaling_service_writes_takes_the_well_formed_path(pong):
 
     assert isinstance(fast, GuestRecord)
     assert fast == _carefully(KEY, SOCK, data, "string", (b"raw", b""))
+
+
+# -- records and entries: msgspec's decode against json.loads and the careful rules ---------------
+
+def _record(**fields) -> bytes:
+    return json.dumps(_data(**fields)).encode()
+
+
+DEEP_ARRAY = lambda depth: ("[" * depth + "]" * depth).encode()  # noqa: E731
+RECORD_TEXT = _record().decode()
+
+
+@pytest.mark.parametrize("raw", [
+    _record(),
+    json.dumps(_data(), ensure_ascii=False, indent=2).encode(),
+    _record(lastHeartbeat="2026-11-29t10:05:41.090z"),  # msgspec reads lower case; Python 3.11 does not
+    _record(lastHeartbeat="2026-11-29T10:05:41.9999999Z"),  # msgspec would round to the next second
+    _record(lastHeartbeat="2026-11-29T10:05:41+05"),
+    _record(lastHeartbeat="2026-11-29 10:05:41Z"),
+    _record(lastHeartbeat="2026-11-29T23:59:60Z"),
+    _record(lastHeartbeat="0001-01-01T00:00:00Z"),
+    _record(lastHeartbeat=1795946741090),
+    _record(lastPongReceived=_ABSENT), _record(lastPongReceived=None), _record(userId=None),
+    _record(userId="guest_\u00e9"), _record(userId="guest_\x00"), _record(userId=7),
+    _record(userId="g\u2028"), _record(extra={"deep": [[["x"]]]}),
+    RECORD_TEXT.replace('"userId"', '"\\u0075serId"').encode(),  # an escaped key is the same key
+    RECORD_TEXT.replace("{", '{"userId": "guest_first", ', 1).encode(),  # twice: the last one counts
+    RECORD_TEXT.replace("{", '{"userId": 5, ', 1).encode(),
+    RECORD_TEXT.replace('"guest_1"', '"guest_1", "userId": 5', 1).encode(),
+    RECORD_TEXT.replace('"guest_1"', '"\\ud800"').encode(),  # a lone surrogate, escaped
+    RECORD_TEXT.replace('"guest_1"', '"guest_\xed\xa0\x80"').encode(),  # ... and encoded
+    RECORD_TEXT.replace("{", '{"n": NaN, "big": 1e999, ', 1).encode(),
+    RECORD_TEXT.replace("{", '{"x": "\xff", ', 1).encode(),
+    codecs.BOM_UTF8 + _record(),
+    _record().decode().encode("utf-16"),
+    b"  \n" + _record() + b" \t",
+    _record() + b" x", _record() + b"\x00", _record()[:-1], b"[" + _record() + b"]", b'"text"', b"null",
+    b'{"x": ' + DEEP_ARRAY(500) + b", " + _record()[1:],
+    b'{"x": ' + DEEP_ARRAY(990) + b", " + _record()[1:],
+    b'{"x": ' + DEEP_ARRAY(5000) + b", " + _record()[1:],
+], ids=repr)
+def test_a_record_msgspec_decodes_is_read_as_json_loads_and_the_rules_read_it(raw):
+    assert parse_json_record(KEY, SOCK, raw) == _parse_json_carefully(KEY, SOCK, raw)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"userId": "guest_1", "status": "online", "socketId": "s1", "isGuest": true}',
+    b'{"socketId": "s1", "isGuest": false}', b'{"socketId": "s1", "isGuest": "true"}',
+    b'{"socketId": "s1", "isGuest": 1}', b'{"socketId": "s1", "isGuest": null}',
+    b'{"socketId": "", "isGuest": true}', b'{"socketId": 5, "isGuest": true}',
+    b'{"socketId": "\\ud800", "isGuest": true}', b'{"socketId": "s\xed\xa0\x80", "isGuest": true}',
+    b'{"socketId": "s1", "socketId": "s2"}', b'{"socketId": "s1", "socketId": null}',
+    b'{"socketId": "s1"} x', b"[1]", b"online", b"", b"\xff", codecs.BOM_UTF8 + b'{"socketId": "s1"}',
+    b'{"x": ' + DEEP_ARRAY(5000) + b', "socketId": "s1"}',
+], ids=repr)
+@pytest.mark.parametrize("user_id", ["guest_1", "user_1"])
+def test_an_entry_msgspec_decodes_is_read_as_json_loads_and_the_rules_read_it(raw, user_id):
+    assert parse_online_entry(user_id, raw, "guest_") == _parse_entry_carefully(user_id, raw, "guest_")
 
 
 @pytest.mark.parametrize("text, seconds", [

@@ -292,12 +292,12 @@ def _log_times(text: str) -> list[datetime]:
 LOG_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d \| ")
 
 
-@pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime is not installed (apt-get install libfaketime)")
 @pytest.mark.parametrize("step", ["-300", "+300"], ids=["back-300s", "forward-300s"])
 def test_a_real_daemon_sweeps_on_and_stays_healthy_when_its_host_clock_steps(launch, tmp_path, world,
                                                                           auth_service, step):
     """libfaketime moves the daemon's wall clock (CLOCK_REALTIME) and leaves CLOCK_MONOTONIC
     alone; Redis and the test keep the real one."""
+    assert LIBFAKETIME, "libfaketime is not installed: apt-get install -y libfaketime (scripts/setup does)"
     offset = tmp_path / "faketime"
     offset.write_text("+0\n")
     port = find_free_port()

@@ -1,7 +1,8 @@
 """Orphans: guest entries of users:online whose socket has no record. Entries naming a socket
-are looked up (EXISTS) a page at a time; entries naming none wait for the record pass, which
-clears those whose user has a record. What is left is asked about, budgeted and taken, each
-entry only if it is unchanged and its socket still has no record."""
+are looked up (EXISTS) a page at a time, or, after a record pass, only those naming a socket it
+did not see; entries naming none wait for the record pass, which clears those whose user has a
+record. What is left is asked about, budgeted and taken, each entry only if it is unchanged and
+its socket still has no record."""
 
 from contextlib import closing
 
@@ -9,6 +10,7 @@ from loguru import logger
 
 from reaper.core import reasons
 from reaper.core.records import OnlineEntry
+from reaper.core.salted_filter import SaltedFilter
 from reaper.store import scripts
 from reaper.store.events import decision
 from reaper.sweep.pass_state import PassState
@@ -27,6 +29,24 @@ class OrphanPass:
         with closing(state.kind.online_pages(self.pages, state.events)) as pages:
             for entries in pages:
                 self.judge_page(entries)
+                state.events.on_progress()
+                if state.stopped():
+                    return
+
+    def after_records(self, seen: SaltedFilter) -> None:
+        """users:online read after a complete record pass: an entry naming a socket that pass saw
+        had its record then (or went with it), so only the others are looked up. An entry naming
+        no socket is counted, not reaped: records judged before it was read may name its user.
+        The next sweep runs in order because this one saw it."""
+        state = self.state
+        with closing(self.pages.all()) as pages:
+            for entries in pages:
+                guests = [e for e in entries if e.is_guest]
+                state.events.on_registered(len(entries) - len(guests))
+                state.events.on_socketless(sum(e.socket_id is None for e in guests))
+                named = [e for e in guests if e.socket_id]
+                unseen = set(seen.surely_not_in([e.socket_id for e in named]))
+                self.with_socket([e for e in named if e.socket_id in unseen])
                 state.events.on_progress()
                 if state.stopped():
                     return

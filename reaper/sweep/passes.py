@@ -1,24 +1,26 @@
-"""One pass of a sweep, as a table of contents: the online pass, the record pass, the leftovers;
-or, for the second look, what the first pass held back. Each step is a part of its own."""
+"""One pass of a sweep, as a table of contents: the online pass, the record pass, the leftovers
+(or, with a big online list, the records first and then the online list); or, for the second
+look, what the first pass held back. Each step is a part of its own."""
 
 from contextlib import closing
 
+from reaper.core.salted_filter import SaltedFilter
 from reaper.safety.gate import Unauthorized
 from reaper.sweep.budget import HeldBack
 from reaper.sweep.orphan_pass import OrphanPass
 from reaper.sweep.pass_state import PassState
 from reaper.sweep.record_pass import RecordPass
-from reaper.sweep.threads import OneBehind, OnlinePagesBeside
+from reaper.sweep.threads import OneBehind
 
 
 class Pass:
     def __init__(self, state: PassState, records: RecordPass, orphans: OrphanPass):
         self.state, self.records, self.orphans = state, records, orphans
 
-    def run(self, overlapped: bool) -> None:
-        """Every guest: sequentially, or with the online pages read beside the record pass."""
-        if overlapped:
-            self._steps(self._records_beside_online, self.orphans.entries_of_unowned)
+    def run(self, records_first: int = 0) -> None:
+        """Every guest: the online list first, or, given the size of a big one, the records first."""
+        if records_first:
+            self._steps(lambda: self._records_then_online(records_first), self.orphans.entries_of_unowned)
         else:
             self._steps(self.orphans.run, self.records.run, self.orphans.socketless_left,
                         self.orphans.entries_of_unowned)
@@ -42,18 +44,11 @@ class Pass:
             except Unauthorized:  # this replica lost the lease, or reaper is paused: the gate said it
                 state.interrupted = True
 
-    def _records_beside_online(self) -> None:
-        """The online pages read by a thread of their own while the record pass runs; what the
-        pages leave (the few entries that may be orphans) is judged once the records are. An
-        entry naming a socket is looked up again first: one removed with its record meanwhile
-        is no orphan. A socketless entry is not reaped here: records judged before it was read
-        may name its user. It is counted, and the next sweep runs sequentially."""
-        state = self.state
-        pages = lambda: state.kind.online_pages(self.orphans.pages, state.events)  # noqa: E731
-        with OnlinePagesBeside(pages, state.stopping) as online:
-            self.records.run()
-        entries = online.entries()
-        state.events.on_registered(sum(not e.is_guest for e in entries))
-        state.events.on_socketless(sum(e.is_guest and e.socket_id is None for e in entries))
-        if not state.stopped():
-            self.orphans.again([e.user_id for e in entries if e.is_guest and e.socket_id])
+    def _records_then_online(self, expected: int) -> None:
+        """The records, remembering every socket they were read under; then users:online, where
+        only entries naming a socket not seen are looked up: on a big list, one EXISTS for the
+        few that may be orphans instead of one for every guest."""
+        seen = SaltedFilter(expected)
+        self.records.run(seen)
+        if not self.state.stopped():
+            self.orphans.after_records(seen)

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 
 from reaper.core.live_users import LiveUsers, LiveUsersBoard
+from reaper.core.salted_filter import SaltedFilter
 from reaper.core.staleness import Policy
 from reaper.store.events import decision
 from reaper.core.records import Malformed
@@ -21,8 +22,11 @@ class RecordPass:
         # With a gate, each full pass publishes who is live (reaper/safety/liveness.py).
         self.board, self.expected_users, self.monotonic = board, expected_users, monotonic
         self.live: LiveUsers | None = None
+        self.seen: SaltedFilter | None = None
 
-    def run(self) -> None:
+    def run(self, seen: SaltedFilter | None = None) -> None:
+        """Every record; with ``seen``, the socket of each record read goes into it."""
+        self.seen = seen
         if self.board is not None:
             # Sized by the last pass, or by the online list on the first: an undersized filter
             # only makes more users look live, which defers them to the next sweep.
@@ -30,7 +34,7 @@ class RecordPass:
         self._judge_all(self.pages.scanned(), scanned=True)
         if self.live is not None and not self.state.stopped():  # a pass cut short would miss live users
             self.board.publish(self.live)
-        self.live = None
+        self.live = self.seen = None
 
     def again(self, keys: list[str]) -> None:
         """Records held back, read and judged again: one that moved on is live now, and kept."""
@@ -57,6 +61,8 @@ class RecordPass:
         self.state.events.on_judged(judged)
         if self.live is not None:
             self.live.add_all(judged.live)
+        if self.seen is not None:
+            self.seen.add_all([record.socket_id for record in present])
         if judged.doomed:
             self._take(self.state.budget.records_within(self.state.asking.unattached_records(judged.doomed)))
 

@@ -15,9 +15,19 @@ from reaper.sweep.reporting import SweepEvents
 from reaper.sweep.taking import ClusterTakes, SingleRedisTakes, Takes
 from reaper.core import state
 
-# From this many users:online entries on a single Redis, the online pass runs beside the record
-# pass: Redis reads users:online while Python judges records.
-OVERLAP_MIN_ENTRIES = 10_000
+# From this many users:online entries the records are read first, remembering their sockets, and
+# users:online after them: only entries naming a socket not seen are looked up (passes.py).
+RECORDS_FIRST_MIN_ENTRIES = 10_000
+
+
+def records_first(client: redis.Redis, keys: Keys) -> int:
+    """The size of users:online when it is big enough to read after the records (0: read it
+    first), unless the last sweep saw guest entries naming no socket: those are reaped only by a
+    sweep that knows them before it reads the records."""
+    entries = client.hlen(keys.online)
+    if entries < RECORDS_FIRST_MIN_ENTRIES:
+        return 0
+    return entries if int(client.hget(keys.state, state.SOCKETLESS_ENTRIES) or 0) == 0 else 0
 
 
 class SingleRedis:
@@ -26,14 +36,6 @@ class SingleRedis:
     def __init__(self, client: redis.Redis, keys: Keys):
         self.client, self.keys = client, keys
         self._exist = ExistEach(client)
-
-    def may_overlap(self) -> bool:
-        """With a users:online big enough to matter, unless the last sweep saw guest entries
-        naming no socket: those are reaped only by a sequential sweep, which knows them before
-        it reads the records."""
-        if self.client.hlen(self.keys.online) < OVERLAP_MIN_ENTRIES:
-            return False
-        return int(self.client.hget(self.keys.state, state.SOCKETLESS_ENTRIES) or 0) == 0
 
     def evicted_keys(self) -> int:
         return int(self.client.info("stats").get("evicted_keys", 0))
@@ -64,9 +66,6 @@ class RedisCluster:
 
     def __init__(self, client: redis.Redis, keys: Keys):
         self.client, self.keys = client, keys
-
-    def may_overlap(self) -> bool:
-        return False  # the online pages are read by HSCAN, with nothing for a thread to win
 
     def evicted_keys(self) -> int:
         return cluster.info_total(self.client, "stats", "evicted_keys")

@@ -28,7 +28,7 @@ class SweepReport:
     orphans_skipped: bool = False
     interrupted: bool = False
     dry_run: bool = False
-    overlapped: bool = False  # the online pass ran beside the record pass
+    records_first: bool = False  # a big users:online, read after the records (sweep/passes.py)
     duration_s: float = 0.0
     skew: Skew = field(default_factory=Skew, repr=False)  # heartbeat ages of fresh records
 

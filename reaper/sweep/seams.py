@@ -21,7 +21,7 @@ class Seams:
     before_page_fetched: Callable[[list[bytes]], None] = _nothing
     # A page of records read and parsed (None: gone since SCAN), before it is judged.
     records_loaded: Callable[[list], None] = _nothing
-    # A page of users:online entries the sweep will judge (in the online thread when side by side).
+    # A page of users:online entries the sweep will judge.
     online_page_read: Callable[[list], None] = _nothing
     # Before the sweep asks whether these guest keys exist (orphan entries naming a socket).
     before_exist_check: Callable[[list[str]], None] = _nothing

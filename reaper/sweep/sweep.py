@@ -7,7 +7,9 @@
 
     online pass   HSCAN users:online: guest entries whose socket has no record are orphans;
                   entries naming no socket wait for the record pass. On a single Redis a script
-                  reads each page and hands back only what may be an orphan
+                  reads each page and hands back only what may be an orphan. With a big
+                  users:online this pass comes after the record pass instead, and looks up
+                  only entries naming a socket the records did not show
     record pass   SCAN guest_connection:*, MGET, judge each record against Redis TIME;
                   stale ones are compare-and-deleted, malformed ones moved to quarantine
     leftovers     socketless entries whose user had no record are orphans too, and so are
@@ -33,10 +35,10 @@ budget), then fenced right before its removal. Without it, neither costs anythin
 
 Redis works while Python judges (a sweep is about half each): one thread reads the next
 batch (store.read_ahead) and another runs the Redis calls of the batch before (threads.OneBehind),
-whose answers are handled in order. On a single Redis with a big users:online, a third
-reads the online pages while the records are judged (threads.OnlinePagesBeside): alone, the online
-pass keeps Redis busy and Python idle, the record pass the other way round. Socketless entries
-then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
+whose answers are handled in order. With a big users:online read after the records, the
+sockets the records showed are remembered in a salted filter (core/salted_filter.py, 4 MiB a
+million): an entry naming one had its record, so Redis answers no EXISTS for it. Socketless
+entries then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
 each call, so Redis never has more than one of our commands to serve, and other clients wait
 behind one at most.
 """
@@ -55,7 +57,7 @@ from reaper.store import client as store
 from reaper.store.clockjump import ClockWatch
 from reaper.sweep import budget as held_back
 from reaper.sweep.budget import HeldBack
-from reaper.sweep.redis_kinds import OVERLAP_MIN_ENTRIES, RedisCluster, SingleRedis, kind_of
+from reaper.sweep.redis_kinds import RedisCluster, SingleRedis, kind_of, records_first
 from reaper.sweep.report import SweepReport
 from reaper.sweep.reporting import LOUD_REAPS
 from reaper.sweep.seams import Seams, SweepClock
@@ -63,7 +65,7 @@ from reaper.sweep.setup import SweepSetup
 from reaper.terminal import Progress
 from reaper.core import state
 
-__all__ = ["LOUD_REAPS", "OVERLAP_MIN_ENTRIES", "HeldBack", "Seams", "SweepClock", "SweepReport", "sweep"]
+__all__ = ["LOUD_REAPS", "HeldBack", "Seams", "SweepClock", "SweepReport", "sweep"]
 
 
 def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[str],
@@ -107,8 +109,9 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
 
 def _first_pass(setup: SweepSetup, budget: int | None, warned: set[str]) -> tuple[SweepReport, HeldBack]:
     one, state, report = setup.open_pass(budget, warned)
-    report.overlapped = setup.kind.may_overlap()
-    one.run(report.overlapped)
+    expected = records_first(setup.client, setup.keys)
+    report.records_first = expected > 0
+    one.run(records_first=expected)
     report.interrupted, report.deferred = state.interrupted, state.budget.deferred
     return report, state.budget.held
 
@@ -118,7 +121,7 @@ def _second_look(setup: SweepSetup, held: HeldBack, report: SweepReport, warned:
     second, state, later = setup.open_pass(None, warned)
     if held.overflowed:
         logger.info("Sweep: more than {} held back; a second full pass takes them", held_back.MAX_HELD)
-        second.run(overlapped=False)
+        second.run()
     else:
         second.take_held(held)
     report.reaped.update(later.reaped)

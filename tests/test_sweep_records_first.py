@@ -1,6 +1,6 @@
-"""The online pass beside the record pass (issue #4): on a single Redis with a big users:online,
-a thread reads the online pages while the records are judged, and what the pages leave is judged
-after. The result is the sequential sweep's, except for guest entries naming no socket: those
+"""The records first, then users:online (issues #4 and #14): with a big users:online the record
+pass remembers the sockets it saw, and the online pass after it looks up only entries naming
+another. The result is the sequential sweep's, except for guest entries naming no socket: those
 wait for the next sweep, which runs sequentially because this one saw them."""
 
 import threading
@@ -17,24 +17,24 @@ STATE = KEYS.state
 
 
 @pytest.fixture
-def overlapping(monkeypatch):
-    """Every sweep of more than 3 online entries runs the two passes side by side (a report's
-    ``overlapped`` says whether its first pass did)."""
-    monkeypatch.setattr(reaper.sweep.redis_kinds, "OVERLAP_MIN_ENTRIES", 3)
+def records_first(monkeypatch):
+    """Every sweep of more than 3 online entries reads the records first (a report's
+    ``records_first`` says whether its first pass did)."""
+    monkeypatch.setattr(reaper.sweep.redis_kinds, "RECORDS_FIRST_MIN_ENTRIES", 3)
 
 
 def _threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("reaper-")]
 
 
-def test_side_by_side_the_sweep_reaps_what_a_sequential_one_does(ctx_factory, world, r, overlapping):
+def test_records_first_the_sweep_reaps_what_a_sequential_one_does(ctx_factory, world, r, records_first):
     add_guests(world, live=12, stale=7, orphans=4)
     world.registered("member_1", "sock-member")
     ctx = ctx_factory(redis__scan_count=5)
 
     report = ctx.sweep(force=True)
 
-    assert report.overlapped
+    assert report.records_first
     assert report.reaped == {"heartbeat_timeout": 7, "orphan": 4}
     assert report.orphans == 4 and report.skipped_live == 0 and report.registered_online == 1
     assert set(world.online()) == {f"guest_{n}" for n in range(1, 13)} | {"member_1"}
@@ -43,7 +43,7 @@ def test_side_by_side_the_sweep_reaps_what_a_sequential_one_does(ctx_factory, wo
     assert _threads() == []
 
 
-def test_an_entry_that_went_with_its_record_is_no_orphan(ctx_factory, world, r, overlapping):
+def test_an_entry_that_went_with_its_record_is_no_orphan(ctx_factory, world, r, records_first):
     # Entries naming another socket go the long way: the sweep removes them after the take,
     # by which time the online pages may have left them as orphans (their record is gone).
     add_guests(world, live=6, stale=0)
@@ -54,13 +54,13 @@ def test_an_entry_that_went_with_its_record_is_no_orphan(ctx_factory, world, r, 
 
     report = ctx.sweep(force=True)
 
-    assert report.overlapped
+    assert report.records_first
     assert report.reaped == {"heartbeat_timeout": 10}
     assert report.orphans == 0 and report.skipped_live == 0
     assert set(world.online()) == {f"guest_{n}" for n in range(1, 7)}
 
 
-def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, overlapping):
+def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, records_first):
     add_guests(world, live=6, stale=0, socketless=2)  # guest_7 and guest_8 name no socket, have no record
     world.entry("guest_9", None)
     world.write_record("sock9", record("sock9", "guest_9", world.now - 10))  # live, by its user
@@ -68,21 +68,21 @@ def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, o
 
     first = ctx.sweep()
 
-    assert first.overlapped
+    assert first.records_first
     assert first.reaped == {} and first.socketless_seen == 3
     assert r.hget(STATE, "socketless_entries") == b"3"
     assert {"guest_7", "guest_8", "guest_9"} <= set(world.online())
 
     second = ctx.sweep()
 
-    assert not second.overlapped
+    assert not second.records_first
     assert second.reaped == {"orphan": 2} and reasons_of(r) == {"guest_7": "orphan", "guest_8": "orphan"}
     assert "guest_9" in world.online()
     assert r.hget(STATE, "socketless_entries") == b"3"  # seen, reaped or not
 
     third = ctx.sweep()
 
-    assert not third.overlapped  # guest_9's entry names no socket still
+    assert not third.records_first  # guest_9's entry names no socket still
     assert third.reaped == {} and r.hget(STATE, "socketless_entries") == b"1"
 
 
@@ -92,17 +92,17 @@ def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, o
     (10, b"2", False),  # the last sweep saw socketless entries
     (2, None, False),  # too few entries to matter
 ])
-def test_when_the_passes_run_side_by_side(ctx_factory, world, r, overlapping, entries, state, expected):
+def test_when_the_records_go_first(ctx_factory, world, r, records_first, entries, state, expected):
     add_guests(world, live=entries, stale=0)
     if state is not None:
         r.hset(STATE, "socketless_entries", state)
 
     report = ctx_factory().sweep()
 
-    assert report.overlapped is expected
+    assert report.records_first is expected
 
 
-def test_a_dry_run_leaves_no_state(ctx_factory, world, r, overlapping):
+def test_a_dry_run_leaves_no_state(ctx_factory, world, r, records_first):
     add_guests(world, live=5, stale=0, socketless=1)
 
     report = ctx_factory(safety__dry_run=True).sweep()
@@ -110,7 +110,7 @@ def test_a_dry_run_leaves_no_state(ctx_factory, world, r, overlapping):
     assert report.socketless_seen == 1 and r.hget(STATE, "socketless_entries") is None
 
 
-def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, overlapping):
+def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, records_first):
     add_guests(world, live=20, stale=5, orphans=3)
     pages = []
 
@@ -129,7 +129,7 @@ def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, ove
     assert len(world.online()) == 28 - (5 - len({f"sock{n}" for n in range(21, 26)} & world.records()))
 
 
-def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, overlapping):
+def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, records_first):
     add_guests(world, live=30, stale=10, orphans=5)
     ctx = ctx_factory(redis__scan_count=4)
     stop_at_batch(ctx, 2)
@@ -140,3 +140,61 @@ def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, overlap
     assert r.hget(STATE, "socketless_entries") is None
     assert _threads() == []
     assert_intents_consistent(r)
+
+
+# -- the online list after the records: what is looked up, and what a record pass cannot know ----
+
+@pytest.mark.cluster_too
+def test_only_entries_naming_a_socket_the_records_did_not_show_are_looked_up(ctx_factory, world, r,
+                                                                             records_first):
+    add_guests(world, live=30, stale=5, orphans=4)
+    world.registered("member_1", "sock-member")
+    looked_up = []
+    ctx = with_seams(ctx_factory(redis__scan_count=7), before_exist_check=looked_up.extend)
+
+    report = ctx.sweep(force=True)
+
+    assert report.records_first
+    assert sorted(looked_up) == sorted(KEYS.connection(f"sock{n}") for n in range(36, 40))
+    assert report.reaped == {"heartbeat_timeout": 5, "orphan": 4}
+    assert set(world.online()) == {f"guest_{n}" for n in range(1, 31)} | {"member_1"}
+    assert_intents_consistent(r)
+
+
+@pytest.mark.cluster_too
+def test_a_guest_connecting_after_the_records_were_read_is_looked_up_and_kept(ctx_factory, world, r,
+                                                                              records_first):
+    add_guests(world, live=10, stale=0)
+    arrived = []
+
+    def connects_once(entries):  # a new guest writes its record, then its entry, mid-sweep
+        if not arrived:
+            arrived.append(world.guest(99, age=0))
+
+    ctx = with_seams(ctx_factory(), online_page_read=connects_once)
+
+    report = ctx.sweep(force=True)
+
+    assert report.records_first and report.reaped == {}
+    assert {"guest_99", *(f"guest_{n}" for n in range(1, 11))} <= set(world.online())
+    assert "sock99" in world.records()
+
+
+def test_a_record_gone_after_the_records_were_read_leaves_its_entry_to_the_next_sweep(ctx_factory, world,
+                                                                                    r, records_first):
+    """The price of not looking up entries whose socket the records showed: one that expires
+    between the two passes is an orphan one sweep later."""
+    add_guests(world, live=10, stale=0)
+    expired = []
+
+    def expires_once(entries):
+        if not expired:
+            expired.append(r.delete(KEYS.connection("sock3")))
+
+    first = with_seams(ctx_factory(), online_page_read=expires_once).sweep(force=True)
+    assert first.records_first and first.reaped == {} and "guest_3" in world.online()
+
+    second = ctx_factory().sweep(force=True)
+
+    assert second.reaped == {"orphan": 1} and reasons_of(r) == {"guest_3": "orphan"}
+    assert "guest_3" not in world.online()

@@ -11,7 +11,9 @@ from reaper.core import intents
 from reaper.core import reasons
 from reaper.core.intents import Intent, guest_intent, purge_intent
 from reaper.core.records import (GuestRecord, Malformed, _carefully, _parse_entry_carefully, _parse_json_carefully,
-                                 _well_formed, loads, parse_json_record, parse_online_entry, parse_timestamp)
+                                 _well_formed, loads, online_sockets, parse_json_record, parse_online_entry,
+                                 parse_timestamp)
+from reaper.core.names import decode_name
 from reaper.core.staleness import Policy, judge, missed_pings
 from support.keys import KEYS
 
@@ -164,7 +166,7 @@ def test_a_record_msgspec_decodes_is_read_as_json_loads_and_the_rules_read_it(ra
     assert parse_json_record(KEY, SOCK, raw) == _parse_json_carefully(KEY, SOCK, raw)
 
 
-@pytest.mark.parametrize("raw", [
+ENTRIES = [
     b'{"userId": "guest_1", "status": "online", "socketId": "s1", "isGuest": true}',
     b'{"socketId": "s1", "isGuest": false}', b'{"socketId": "s1", "isGuest": "true"}',
     b'{"socketId": "s1", "isGuest": 1}', b'{"socketId": "s1", "isGuest": null}',
@@ -173,10 +175,27 @@ def test_a_record_msgspec_decodes_is_read_as_json_loads_and_the_rules_read_it(ra
     b'{"socketId": "s1", "socketId": "s2"}', b'{"socketId": "s1", "socketId": null}',
     b'{"socketId": "s1"} x', b"[1]", b"online", b"", b"\xff", codecs.BOM_UTF8 + b'{"socketId": "s1"}',
     b'{"x": ' + DEEP_ARRAY(5000) + b', "socketId": "s1"}',
-], ids=repr)
+]
+
+
+@pytest.mark.parametrize("raw", ENTRIES, ids=repr)
 @pytest.mark.parametrize("user_id", ["guest_1", "user_1"])
 def test_an_entry_msgspec_decodes_is_read_as_json_loads_and_the_rules_read_it(raw, user_id):
     assert parse_online_entry(user_id, raw, "guest_") == _parse_entry_carefully(user_id, raw, "guest_")
+
+
+@pytest.mark.parametrize("prefix", ["guest_", "gäst_", ""])
+def test_a_page_sorted_after_the_records_reads_each_entry_as_parse_online_entry(prefix):
+    names = [b"guest_1", b"user_1", "gäst_1".encode(), b"g\xe4st_1", b"guest_\xff", b"", b"..", b"\xff"]
+    page = [(name, raw) for name in names for raw in ENTRIES]
+
+    sorted_page = online_sockets(page, prefix)
+
+    parsed = [(name, raw, parse_online_entry(decode_name(name), raw, prefix)) for name, raw in page]
+    assert sorted_page.registered == sum(not entry.is_guest for _, _, entry in parsed)
+    assert sorted_page.socketless == sum(entry.is_guest and not entry.socket_id for _, _, entry in parsed)
+    assert sorted_page.named == [(name, raw, entry.socket_id) for name, raw, entry in parsed
+                                 if entry.is_guest and entry.socket_id]
 
 
 @pytest.mark.parametrize("text, seconds", [

@@ -278,6 +278,40 @@ def parse_online_entry(user_id: str, raw: bytes, guest_id_prefix: str) -> Online
                        socket_id if socket_id and is_text(socket_id) else None)
 
 
+@dataclass(slots=True)
+class OnlineSockets:
+    """A page of ``users:online`` sorted for a sweep that has read the records already."""
+
+    registered: int = 0  # entries of users that are no guests
+    socketless: int = 0  # guest entries naming no socket
+    named: list = field(default_factory=list)  # (field, value, socketId) of every other guest entry
+
+
+def online_sockets(page: list[tuple[bytes, bytes]], guest_id_prefix: str) -> OnlineSockets:
+    """Each entry of ``page`` (field and value as Redis gave them) read as parse_online_entry
+    reads it, without an OnlineEntry for each: this runs for every entry of a big list."""
+    prefix = guest_id_prefix.encode("utf-8", "surrogateescape")  # as decode_name's text starts with it
+    sockets = OnlineSockets()
+    named = sockets.named
+    for name, raw in page:
+        try:
+            entry = _decode_entry(raw)
+        except _Refused:
+            careful = _parse_entry_carefully(name.decode("utf-8", "surrogateescape"), raw, guest_id_prefix)
+            guest, socket_id = careful.is_guest, careful.socket_id
+        else:
+            guest, socket_id = entry.isGuest is True or name.startswith(prefix), entry.socketId
+            if socket_id and not is_text(socket_id):
+                socket_id = None
+        if not guest:
+            sockets.registered += 1
+        elif not socket_id:
+            sockets.socketless += 1
+        else:
+            named.append((name, raw, socket_id))
+    return sockets
+
+
 def _parse_entry_carefully(user_id: str, raw: bytes, guest_id_prefix: str) -> OnlineEntry:
     try:
         data = loads(raw)

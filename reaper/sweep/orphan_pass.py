@@ -9,7 +9,8 @@ from contextlib import closing
 from loguru import logger
 
 from reaper.core import reasons
-from reaper.core.records import OnlineEntry
+from reaper.core.names import decode_name
+from reaper.core.records import OnlineEntry, online_sockets, parse_online_entry
 from reaper.core.salted_filter import SaltedFilter
 from reaper.store import scripts
 from reaper.store.events import decision
@@ -38,15 +39,17 @@ class OrphanPass:
         had its record then (or went with it), so only the others are looked up. An entry naming
         no socket is counted, not reaped: records judged before it was read may name its user.
         The next sweep runs in order because this one saw it."""
-        state = self.state
-        with closing(self.pages.all()) as pages:
-            for entries in pages:
-                guests = [e for e in entries if e.is_guest]
-                state.events.on_registered(len(entries) - len(guests))
-                state.events.on_socketless(sum(e.socket_id is None for e in guests))
-                named = [e for e in guests if e.socket_id]
-                unseen = set(seen.surely_not_in([e.socket_id for e in named]))
-                self.with_socket([e for e in named if e.socket_id in unseen])
+        state, prefix = self.state, self.pages.prefix
+        with closing(self.pages.unparsed()) as pages:
+            for page in pages:
+                sockets = online_sockets(page, prefix)
+                state.events.on_registered(sockets.registered)
+                state.events.on_socketless(sockets.socketless)
+                unseen = set(seen.surely_not_in([socket_id for _, _, socket_id in sockets.named]))
+                entries = [parse_online_entry(decode_name(name), raw, prefix)
+                           for name, raw, socket_id in sockets.named if socket_id in unseen]
+                state.seams.online_page_read(entries)
+                self.with_socket(entries)
                 state.events.on_progress()
                 if state.stopped():
                     return

@@ -62,12 +62,17 @@ class OnlinePages:
         self.count, self.turn, self.stopping, self.seams = settings.scan_count, turn, stopping, seams
 
     def all(self) -> Iterator[list[OnlineEntry]]:
-        batches = store.hscan_batches(self.client, self.keys.online, self.count)
-        with closing(store.read_ahead(batches, self.stopping, self.turn)) as read:
-            for batch in read:
+        with closing(self.unparsed()) as pages:
+            for batch in pages:
                 entries = [parse_online_entry(decode_name(f), v, self.prefix) for f, v in batch]
                 self.seams.online_page_read(entries)
                 yield entries
+
+    def unparsed(self) -> Iterator[list[tuple[bytes, bytes]]]:
+        """Every page by HSCAN (read ahead), each entry as Redis gave it: (field, value)."""
+        batches = store.hscan_batches(self.client, self.keys.online, self.count)
+        with closing(store.read_ahead(batches, self.stopping, self.turn)) as read:
+            yield from read
 
     def again(self, user_ids: list[str]) -> Iterator[list[OnlineEntry]]:
         """The entries of ``user_ids`` as they are now (those gone left out), a page at a time."""

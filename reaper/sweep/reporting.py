@@ -110,15 +110,18 @@ class LogLines(SweepEvents):
                 "Sweep: malformed record {}: {}", record.key, record.problem)
 
     def on_reaped(self, decisions: list[Decision]) -> None:
+        quiet = not logs.writes("DEBUG")  # asked once a batch: past LOUD_REAPS nothing is written
         for one in decisions:
             self.reaped += 1
             level = "INFO" if self.reaped <= LOUD_REAPS else "DEBUG"
-            said = logger.bind(
+            if level == "DEBUG" and quiet:
+                continue
+            logger.bind(
                 userId=one.user_id, socketId=one.socket_id, reason=one.reason,
                 heartbeat_age_s=_rounded(one.heartbeat_age_s), missed_pings=one.missed_pings,
-                problem=one.problem, note=one.note, dry_run=self.dry_run) if logs.writes(level) else logger
-            said.log(level, "Reaped {} (socket {}): {}, {}{}", one.user_id, one.socket_id or "-",
-                     one.reason, one.detail, " [dry run]" if self.dry_run else "")
+                problem=one.problem, note=one.note, dry_run=self.dry_run,
+            ).log(level, "Reaped {} (socket {}): {}, {}{}", one.user_id, one.socket_id or "-",
+                  one.reason, one.detail, " [dry run]" if self.dry_run else "")
 
 
 class AuditTrail(SweepEvents):

@@ -40,10 +40,10 @@ def status(address: tuple, path: str = "/healthz") -> int | None:
         return None
 
 
-def answers(address: tuple, path: str = "/healthz") -> bool:
+def answers(address: tuple, path: str = "/healthz", timeout: float = 15) -> bool:
     """A fresh client gets 200, polling with a generous deadline (over the cap, a newcomer may
     be turned away while every connection held is younger than the grace)."""
-    return wait_for(lambda: status(address, path) == 200, timeout=15, interval=0.05)
+    return wait_for(lambda: status(address, path) == 200, timeout=timeout, interval=0.05)
 
 
 # -- (a) slow clients, more than the cap: cut at the deadline, /healthz answers meanwhile ---------
@@ -260,7 +260,9 @@ def test_a_flood_past_the_descriptor_limit_keeps_no_guest_from_its_delete(r, wor
         deleted = auth_service.wait_for(lambda: sorted(auth_service.deleted_guests()) ==
                                         ["guest_1", "guest_2", "guest_3"], timeout=20)
         assert deleted, (auth_service.deleted_guests(), daemon.stderr()[-3000:])
-        assert answers(address)
+        # Each seat freed goes to whoever is first in the backlog, mostly the 400 renewing
+        # clients: on a loaded machine a newcomer may wait several rounds of the deadline.
+        assert answers(address, timeout=45)
     assert daemon.stop() == 0
     assert "Too many open files" not in daemon.stderr()
 

@@ -275,6 +275,16 @@ def test_auth_outage_with_a_sigkill_midway_every_delete_arrives_after_heal(r, au
 
 # -- 3. Redis killed, or frozen, in the middle of a sweep ------------------------------------------
 
+def reaps_a_new_world_then_stops(client, auth, daemon, timeout: float = 30, **world) -> None:
+    """A world written into a Redis the daemon has just found again: every dead guest DELETEd,
+    every intent settled, a clean stop, nobody else touched."""
+    cast = populate(client, **world)
+    assert auth.wait_for(lambda: set(answered(auth)) >= cast.dead, timeout=timeout), daemon.stderr()
+    assert wait_for(lambda: all_settled(client), timeout=10)
+    assert daemon.stop() == 0
+    assert_only_the_dead_deleted(client, auth, cast)
+
+
 def full_sweeps(stderr: str) -> int:
     """Sweeps that went over the whole 20 000 (SCAN may return a key twice, never skip one)."""
     return sum(int(n) >= 20_000 for n in re.findall(r"Sweep: scanned=(\d+)", stderr))
@@ -298,12 +308,8 @@ def test_redis_killed_mid_sweep_then_back_empty_the_next_sweep_reaps(redis_serve
             assert daemon.proc.poll() is None
             redis_server.start()
             with redis_server.client() as fresh:
-                cast = populate(fresh, stale=20, orphans=5, live=10, registered=3)
-                assert auth_service.wait_for(lambda: set(answered(auth_service)) >= cast.dead, timeout=30), \
-                    daemon.stderr()
-                assert wait_for(lambda: all_settled(fresh), timeout=10)
-                assert daemon.stop() == 0
-                assert_only_the_dead_deleted(fresh, auth_service, cast)
+                reaps_a_new_world_then_stops(fresh, auth_service, daemon, stale=20, orphans=5, live=10,
+                                             registered=3)
         finally:
             daemon.proc.kill()
             if not redis_server.is_running:
@@ -420,12 +426,8 @@ def test_the_daemon_waits_for_redis_with_backoff_then_reaps_once_it_starts(auth_
         assert daemon.proc.poll() is None and auth_service.requests == []
         late.start()
         with late.client() as client:
-            cast = populate(client, stale=10, orphans=3, live=5, registered=2)
-            assert auth_service.wait_for(lambda: set(answered(auth_service)) >= cast.dead, timeout=40), \
-                daemon.stderr()
-            assert wait_for(lambda: all_settled(client), timeout=10)
-            assert daemon.stop() == 0
-            assert_only_the_dead_deleted(client, auth_service, cast)
+            reaps_a_new_world_then_stops(client, auth_service, daemon, timeout=40, stale=10, orphans=3,
+                                         live=5, registered=2)
     finally:
         daemon.proc.kill()
         late.close()

@@ -269,13 +269,20 @@ def _timestamp_field(data: dict, name: str, absent_ok: bool = False) -> tuple[fl
 
 def parse_online_entry(user_id: str, raw: bytes, guest_id_prefix: str) -> OnlineEntry:
     """A ``users:online`` field. Not JSON: a guest only by its id prefix, with no known socket."""
+    quick = _guest_and_socket(raw, user_id.startswith(guest_id_prefix))
+    if quick is None:
+        return _parse_entry_carefully(user_id, raw, guest_id_prefix)
+    return OnlineEntry(user_id, raw, *quick)
+
+
+def _guest_and_socket(raw: bytes, prefixed: bool) -> tuple[bool, str | None] | None:
+    """(a guest's?, the socket it names) of an entry msgspec reads; None when it refuses it."""
     try:
         entry = _decode_entry(raw)
     except _Refused:
-        return _parse_entry_carefully(user_id, raw, guest_id_prefix)
+        return None
     socket_id = entry.socketId
-    return OnlineEntry(user_id, raw, entry.isGuest is True or user_id.startswith(guest_id_prefix),
-                       socket_id if socket_id and is_text(socket_id) else None)
+    return entry.isGuest is True or prefixed, socket_id if socket_id and is_text(socket_id) else None
 
 
 @dataclass(slots=True)
@@ -294,15 +301,12 @@ def online_sockets(page: list[tuple[bytes, bytes]], guest_id_prefix: str) -> Onl
     sockets = OnlineSockets()
     named = sockets.named
     for name, raw in page:
-        try:
-            entry = _decode_entry(raw)
-        except _Refused:
+        quick = _guest_and_socket(raw, name.startswith(prefix))
+        if quick is None:
             careful = _parse_entry_carefully(name.decode("utf-8", "surrogateescape"), raw, guest_id_prefix)
             guest, socket_id = careful.is_guest, careful.socket_id
         else:
-            guest, socket_id = entry.isGuest is True or name.startswith(prefix), entry.socketId
-            if socket_id and not is_text(socket_id):
-                socket_id = None
+            guest, socket_id = quick
         if not guest:
             sockets.registered += 1
         elif not socket_id:

@@ -36,9 +36,7 @@ class SaltedFilter:
         self.count += len(items)
 
     def __contains__(self, item: str) -> bool:
-        h = hash((self._salt, item))
-        i, j = h & self._mask, (h >> 32) & self._mask
-        return bool(self._bits[i >> 3] & (1 << (i & 7)) and self._bits[j >> 3] & (1 << (j & 7)))
+        return not self.surely_not_in([item])
 
     def surely_not_in(self, items: list[str]) -> list[str]:
         """Those of ``items`` never added (a few that were not may be left out: false positives)."""

@@ -83,6 +83,11 @@ class RedisConfig:
         """Redis Cluster: ``redis.cluster = true`` or a redis+cluster:// / rediss+cluster:// URL."""
         return self.cluster or urlsplit(self.url).scheme.endswith("+cluster")
 
+    @property
+    def record_type(self) -> str:
+        """The Redis type of a guest record, as TYPE names it."""
+        return "hash" if self.record_format == "hash" else "string"
+
 
 @dataclass(frozen=True)
 class TimingConfig:

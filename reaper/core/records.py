@@ -156,16 +156,21 @@ def parse_json_record(key: str, socket_id: str, raw: bytes | None) -> GuestRecor
     """A ``guest_connection:*`` string value."""
     if not raw:
         return Malformed(key, socket_id, "empty value", "string", witness=(raw or b"", b""))
+    fields = read_written(raw)
+    if fields is not None:
+        return GuestRecord(key, socket_id, *fields, (raw, b""))
+    return _parse_json_carefully(key, socket_id, raw)
+
+
+def read_written(raw: bytes) -> tuple[str, float, float] | None:
+    """(userId, heartbeat, pong) of a record as the signaling service writes it, read in one go
+    by msgspec; None for anything else, which the careful way reads (and says what is wrong).
+    The sweep's quick lane (reaper/sweep/judging.py) and parse_json_record both read by it."""
     try:
         written = _decode_written(raw)
     except _Refused:
-        pass
-    else:
-        record = _written(key, socket_id, written.userId, written.lastHeartbeat,
-                          written.lastPongReceived, (raw, b""))
-        if record is not None:
-            return record
-    return _parse_json_carefully(key, socket_id, raw)
+        return None
+    return _written(written.userId, written.lastHeartbeat, written.lastPongReceived)
 
 
 def _parse_json_carefully(key: str, socket_id: str, raw: bytes) -> GuestRecord | Malformed:
@@ -205,18 +210,17 @@ def _from_fields(key: str, socket_id: str, data: dict, redis_type: str,
 
 
 def _well_formed(key: str, socket_id: str, data: dict, witness: tuple) -> GuestRecord | None:
-    return _written(key, socket_id, data.get("userId"), data.get("lastHeartbeat"),
-                    data.get("lastPongReceived"), witness)
+    fields = _written(data.get("userId"), data.get("lastHeartbeat"), data.get("lastPongReceived"))
+    return None if fields is None else GuestRecord(key, socket_id, *fields, witness)
 
 
-def _written(key: str, socket_id: str, user_id: object, beat_text: object, pong_text: object,
-             witness: tuple) -> GuestRecord | None:
-    """The record as the signaling service writes it, read in one go; None when it is anything
-    else, for _carefully to read (and to say what is wrong)."""
+def _written(user_id: object, beat_text: object, pong_text: object) -> tuple[str, float, float] | None:
+    """(userId, heartbeat, pong) when the three are as the signaling service writes them (ASCII
+    id, ISO text with an offset); None when anything is otherwise, for _carefully to read."""
     heartbeat = _offset_iso(beat_text)
     pong = heartbeat if pong_text == beat_text else _offset_iso(pong_text)  # one write sets both
     if type(user_id) is str and user_id and user_id.isascii() and heartbeat is not None and pong is not None:
-        return GuestRecord(key, socket_id, user_id, heartbeat, pong, witness)
+        return user_id, heartbeat, pong
     return None
 
 

@@ -11,7 +11,7 @@ from reaper.core.keys import Keys
 from reaper.core.records import OnlineEntry
 from reaper.core.staleness import Policy
 from reaper.store import scripts
-from reaper.sweep.judging import Judged, is_guest_id, judge_page
+from reaper.sweep.judging import Judged, PageJudge, is_guest_id
 from reaper.sweep.orphan_pass import MAX_SOCKETLESS
 from reaper.sweep.reading import OnlinePages, RecordPages
 from reaper.sweep.redis_kinds import kind_of
@@ -28,8 +28,7 @@ class Census:
         self.kind = kind_of(client, keys)
         reading = (client, keys, config.redis, threading.Lock(), None, Seams())
         self.online, self.records = OnlinePages(*reading), RecordPages(*reading)
-        self.policy = Policy.from_config(config.timing)
-        self.record_type = "hash" if config.redis.record_format == "hash" else "string"
+        self.judge = PageJudge(now, Policy.from_config(config.timing), config.redis.record_type, keys.connection_prefix)
         self.socketless: dict[str, OnlineEntry] = {}
 
     def count(self) -> SweepReport:
@@ -37,8 +36,9 @@ class Census:
             orphans = [orphan for entries in pages for orphan in self._orphans_with_socket(entries)]
         with closing(self.records.scanned()) as pages:
             for page in pages:
-                self.counts.on_page_read(page.names)
-                self._judge([record for record in page.records if record is not None])
+                self.counts.on_page_read(len(page.names))
+                judged, others = self.judge.quick(page.names, page.values)
+                self._judge(self.judge.careful(self.records.careful(page, others), judged))
         orphans += self.socketless.values()
         self.counts.on_orphans_found(len(orphans))
         self._not_guest_ids([e.user_id for e in orphans])
@@ -56,11 +56,9 @@ class Census:
                                       for e in named[start:start + scripts.EXIST_BATCH]])
         return [e for e, there in zip(named, found) if not there]
 
-    def _judge(self, present: list) -> None:
-        for record in present:
-            if record.user_id:
-                self.socketless.pop(record.user_id, None)
-        judged: Judged = judge_page(present, self.now, self.policy, self.record_type)
+    def _judge(self, judged: Judged) -> None:
+        for user_id in judged.user_ids():
+            self.socketless.pop(user_id, None)
         self.counts.on_judged(judged)
         self._not_guest_ids([d.record.user_id for d in judged.doomed if d.record.user_id])
 

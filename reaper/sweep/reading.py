@@ -19,12 +19,13 @@ from reaper.sweep.seams import Seams
 
 @dataclass(slots=True)
 class RecordPage:
-    names: int  # key names read for it
-    records: list  # GuestRecord, Malformed, or None when the key is gone since SCAN
+    names: list[bytes]  # key names read for it
+    values: list | None  # MGET's answer for each name (None: gone or another type); None for hashes
 
 
 class RecordPages:
-    """guest_connection:* records, read one page ahead of the judging."""
+    """guest_connection:* records, read one page ahead of the judging: raw values, which the
+    judging reads quickly where it can (judging.PageJudge), and ``careful`` parses the rest."""
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: RedisConfig, turn: AbstractContextManager,
                  stopping: threading.Event | None, seams: Seams):
@@ -40,12 +41,18 @@ class RecordPages:
         return self._pages([encode_name(key) for key in keys[start:start + self.count]]
                            for start in range(0, len(keys), self.count))
 
+    def careful(self, page: RecordPage, indexes: list[int]) -> list:
+        """The records at ``indexes`` of ``page``, parsed the careful way (GuestRecord or
+        Malformed; those gone since SCAN left out)."""
+        names = [page.names[i] for i in indexes]
+        values = None if page.values is None else [page.values[i] for i in indexes]
+        records = store.load_records(self.client, self.keys, names, self.format, values) if names else []
+        return [record for record in records if record is not None]
+
     def _pages(self, batches: Iterator[list[bytes]]) -> Iterator[RecordPage]:
         with closing(store.read_ahead(self._fetched(batches), self.stopping, self.turn)) as read:
             for names, values in read:
-                records = store.load_records(self.client, self.keys, names, self.format, values)
-                self.seams.records_loaded(records)
-                yield RecordPage(len(names), records)
+                yield RecordPage(names, values)
 
     def _fetched(self, batches: Iterator[list[bytes]]) -> Iterator[tuple[list[bytes], list | None]]:
         for names in batches:  # in the read-ahead thread

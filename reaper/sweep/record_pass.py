@@ -6,19 +6,18 @@ from contextlib import closing
 
 from reaper.core.live_users import LiveUsers, LiveUsersBoard
 from reaper.core.salted_filter import SaltedFilter
-from reaper.core.staleness import Policy
 from reaper.store.events import decision
 from reaper.core.records import Malformed
-from reaper.sweep.judging import Doomed, judge_page
+from reaper.sweep.judging import Doomed, Judged, PageJudge
 from reaper.sweep.pass_state import PassState
 from reaper.sweep.reading import RecordPage, RecordPages
 
 
 class RecordPass:
-    def __init__(self, state: PassState, pages: RecordPages, policy: Policy, record_type: str,
+    def __init__(self, state: PassState, pages: RecordPages, judge: PageJudge,
                  board: LiveUsersBoard | None, expected_users: Callable[[], int],
                  monotonic: Callable[[], float]):
-        self.state, self.pages, self.policy, self.record_type = state, pages, policy, record_type
+        self.state, self.pages, self.judge = state, pages, judge
         # With a gate, each full pass publishes who is live (reaper/safety/liveness.py).
         self.board, self.expected_users, self.monotonic = board, expected_users, monotonic
         self.live: LiveUsers | None = None
@@ -45,24 +44,30 @@ class RecordPass:
         with closing(pages):  # a failure here stops the read-ahead thread at once
             for page in pages:
                 if scanned:
-                    events.on_page_read(page.names)
-                self._judge_page([record for record in page.records if record is not None])
+                    events.on_page_read(len(page.names))
+                self._judge_page(self._judged(page))
                 events.on_progress()
                 if self.state.stopped():
                     return
 
-    def _judge_page(self, present: list) -> None:
+    def _judged(self, page: RecordPage) -> Judged:
+        """The quick lane, then the careful way for the rest; the seam sees every record the
+        sweep may take, before any is taken."""
+        judged, others = self.judge.quick(page.names, page.values)
+        careful = self.pages.careful(page, others)
+        self.state.seams.records_loaded([d.record for d in judged.doomed] + careful)
+        return self.judge.careful(careful, judged)
+
+    def _judge_page(self, judged: Judged) -> None:
         socketless = self.state.socketless
         if socketless:  # a user with a record has no socketless orphan entry
-            for record in present:
-                if record.user_id:
-                    socketless.pop(record.user_id, None)
-        judged = judge_page(present, self.state.now, self.policy, self.record_type)
+            for user_id in judged.user_ids():
+                socketless.pop(user_id, None)
         self.state.events.on_judged(judged)
         if self.live is not None:
             self.live.add_all(judged.live)
         if self.seen is not None:
-            self.seen.add_all([record.socket_id for record in present])
+            self.seen.add_all(judged.socket_ids())
         if judged.doomed:
             self._take(self.state.budget.records_within(self.state.asking.unattached_records(judged.doomed)))
 

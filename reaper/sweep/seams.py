@@ -19,7 +19,8 @@ def _nothing(*_) -> None:
 class Seams:
     # In the read-ahead thread, before the values of a page of record names are read.
     before_page_fetched: Callable[[list[bytes]], None] = _nothing
-    # A page of records read and parsed (None: gone since SCAN), before it is judged.
+    # A page of records read: those the sweep may take (all but the ones the quick lane found
+    # live, reaper/sweep/judging.py), parsed, before any is taken.
     records_loaded: Callable[[list], None] = _nothing
     # A page of users:online entries the sweep will judge.
     online_page_read: Callable[[list], None] = _nothing

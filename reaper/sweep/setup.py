@@ -15,6 +15,7 @@ from reaper.store.events import EventStream
 from reaper.sweep.asking import Asking
 from reaper.sweep.budget import Budget
 from reaper.sweep.intent_text import IntentText
+from reaper.sweep.judging import PageJudge
 from reaper.sweep.orphan_pass import OrphanPass
 from reaper.sweep.pass_state import PassState
 from reaper.sweep.passes import Pass
@@ -61,8 +62,9 @@ class SweepSetup:
                           self.kind, self.skip_orphans)
         reading = (self.client, self.keys, config.redis, turn, self.stopping, self.seams)
         board = self.gate.liveness.board if self.gate is not None else None
-        records = RecordPass(state, RecordPages(*reading), Policy.from_config(config.timing),
-                             "hash" if config.redis.record_format == "hash" else "string", board,
+        judge = PageJudge(self.now, Policy.from_config(config.timing), config.redis.record_type,
+                          self.keys.connection_prefix)
+        records = RecordPass(state, RecordPages(*reading), judge, board,
                              lambda: self.client.hlen(self.keys.online), self.clock.monotonic)
         return Pass(state, records, OrphanPass(state, OnlinePages(*reading))), state, report
 

@@ -35,7 +35,7 @@ class Takes:
     def __init__(self, client, keys: Keys, config: Config, intents: IntentText, due: float,
                  turn: threading.Lock, seams: Seams, before: Callable[[list[tuple]], None]):
         self.keys, self.intents, self.due, self.turn, self.seams = keys, intents, due, turn, seams
-        self.format_type = "hash" if config.redis.record_format == "hash" else "string"  # as TYPE says
+        self.format_type = config.redis.record_type
         self.before = before
         self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
         self._settle = SettleOnline(client, keys)

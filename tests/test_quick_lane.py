@@ -1,0 +1,182 @@
+"""The sweep's quick lane (judging.PageJudge.quick) against the careful way (parse every value,
+then judge_page): on any page, both lanes together reach exactly the verdicts the careful way
+reaches alone. Pure: values and ``now`` in, no Redis."""
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from reaper.core import reasons
+from reaper.core.names import decode_name, encode_name
+from reaper.core.records import GuestRecord, Malformed, parse_json_record
+from reaper.core.staleness import Policy
+from reaper.sweep.judging import Judged, PageJudge, judge_page
+from support.guests import iso, record
+from support.keys import KEYS
+
+NOW = 1_800_000_000.0
+POLICY = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5,
+                max_future_s=300)
+PREFIX = KEYS.connection_prefix
+
+
+def name(socket_id: str) -> bytes:
+    return encode_name(PREFIX + socket_id)
+
+
+def value(n: int, heartbeat, pong=None, **extra) -> bytes:
+    return json.dumps(record(f"s{n}", f"guest_{n}", heartbeat, pong, **extra)).encode()
+
+
+def both_lanes(names: list[bytes], values: list) -> tuple[Judged, list[int]]:
+    judge = PageJudge(NOW, POLICY, "string", PREFIX)
+    judged, others = judge.quick(names, values)
+    careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
+               for i in others if values[i] is not None]
+    return judge.careful(careful, judged), others
+
+
+def careful_only(names: list[bytes], values: list) -> Judged:
+    records = [parse_json_record(decode_name(n), decode_name(n)[len(PREFIX):], v)
+               for n, v in zip(names, values) if v is not None]
+    return judge_page(records, NOW, POLICY, "string")
+
+
+def verdicts(judged: Judged) -> dict:
+    """What a sweep does with a judged page, order aside: the quick lane judges its records first."""
+    return {
+        "doomed": sorted((d.record.key, d.reason, repr(d.witness), type(d.record).__name__,
+                          d.record.user_id, d.record.last_heartbeat, d.record.last_pong, d.record.witness)
+                         for d in judged.doomed),
+        "malformed": sorted(m.key for m in judged.malformed),
+        "readable": judged.readable, "responsive": judged.responsive, "stale": Counter(judged.stale),
+        "ages": sorted(judged.fresh_ages), "live": sorted(judged.live), "sockets": sorted(judged.sockets),
+        "user_ids": sorted(judged.user_ids()), "socket_ids": sorted(judged.socket_ids()),
+    }
+
+
+def test_a_page_as_the_signaling_service_writes_it_is_judged_in_the_quick_lane():
+    values = [value(1, iso(NOW - 10)), value(2, iso(NOW - 400)), value(3, iso(NOW - 10), iso(NOW - 400)),
+              value(4, iso(NOW - 30), iso(NOW - 20))]
+    names = [name(f"s{i}") for i in range(1, 5)]
+
+    judged, others = both_lanes(names, values)
+
+    assert others == []
+    assert sorted(judged.live) == ["guest_1", "guest_4"] and sorted(judged.sockets) == ["s1", "s4"]
+    assert sorted((d.record.socket_id, d.reason) for d in judged.doomed) == [
+        ("s2", reasons.HEARTBEAT_TIMEOUT), ("s3", reasons.PING_TIMEOUT)]
+    assert all(type(d.record) is GuestRecord and d.record.witness == (values[int(d.record.socket_id[1]) - 1], b"")
+               for d in judged.doomed)
+    assert verdicts(judged) == verdicts(careful_only(names, values))
+
+
+# Each case: a value the quick lane must hand to the careful way (by its index), because it is
+# not written as the signaling service writes it, or is gone, or judged malformed.
+ODD = {
+    "gone (MGET nil)": None,
+    "empty": b"",
+    "not JSON": b"{not json",
+    "an array": b"[1, 2]",
+    "no userId": json.dumps({"lastHeartbeat": iso(NOW)}).encode(),
+    "empty userId": json.dumps(record("s", "", iso(NOW))).encode(),
+    "numeric userId": json.dumps(record("s", "x", iso(NOW), userId=7)).encode(),
+    "non-ASCII userId": json.dumps(record("s", "guest_é", iso(NOW))).encode(),
+    "lone surrogate userId": b'{"userId":"\\ud800","lastHeartbeat":"2027-01-15T08:00:00.000Z"}',
+    "naive ISO heartbeat": value(5, "2027-01-15T08:00:00"),
+    "epoch heartbeat": value(6, NOW - 10),
+    "epoch text heartbeat": value(7, str(NOW - 10)),
+    "no pong": json.dumps({"userId": "guest_8", "lastHeartbeat": iso(NOW - 10)}).encode(),
+    "null pong": json.dumps({"userId": "guest_9", "lastHeartbeat": iso(NOW - 10), "lastPongReceived": None}).encode(),
+    "heartbeat an hour ahead": value(10, iso(NOW + 3600)),
+    "pong an hour ahead": value(11, iso(NOW - 10), iso(NOW + 3600)),
+    "year 0001": value(12, "0001-01-01T00:00:00Z"),
+    "BOM": b"\xef\xbb\xbf" + value(13, iso(NOW - 10)),
+    "trailing garbage": value(14, iso(NOW - 10)) + b"x",
+    "nested deep": b'{"userId":"guest_15","x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "heartbeat as object": json.dumps({"userId": "guest_16", "lastHeartbeat": {"t": 1}}).encode(),
+    "lower-case t and z": value(17, iso(NOW - 10).replace("T", "t").replace("Z", "z")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD))
+def test_what_is_not_plainly_written_goes_the_careful_way_with_the_same_verdict(case):
+    plain = [value(100, iso(NOW - 10)), value(101, iso(NOW - 900))]
+    values = [plain[0], ODD[case], plain[1]]
+    names = [name("s100"), name("odd"), name("s101")]
+
+    judged, others = both_lanes(names, values)
+
+    assert verdicts(judged) == verdicts(careful_only(names, values))
+    assert 0 not in others  # the live record and ...
+    assert 2 not in others  # ... the stale one stay in the quick lane beside it
+
+
+@pytest.mark.parametrize("case", ["gone (MGET nil)", "empty", "not JSON", "heartbeat an hour ahead",
+                                  "pong an hour ahead", "naive ISO heartbeat", "non-ASCII userId"])
+def test_the_quick_lane_hands_these_on(case):
+    _, others = PageJudge(NOW, POLICY, "string", PREFIX).quick([name("odd")], [ODD[case]])
+
+    assert others == [0]
+
+
+def test_hash_records_all_go_the_careful_way():
+    judged, others = PageJudge(NOW, POLICY, "hash", PREFIX).quick([name("a"), name("b")], None)
+
+    assert others == [0, 1] and judged.readable == 0 and judged.live == []
+
+
+# Ages around every threshold of the rules: the heartbeat limit (timeout + skew), the pings
+# (interval * missed + skew), max_future ahead, and their microsecond neighbours.
+EDGES = [0.0, 1.0, 185.0, 184.999999, 185.000001, 185.0000004, 185.0000006, 60.0 * 3 + 5, 125.0,
+         124.999999, 125.000001, 65.0, 64.999999, -300.0, -299.999999, -300.000001, -305.0, -305.000001,
+         -304.999999, 9e9, -9e9]
+
+
+def test_ages_at_every_threshold_reach_the_same_verdict_in_both_lanes():
+    rng = random.Random(14)
+    ages = EDGES + [rng.uniform(-400, 400) for _ in range(400)]
+    values, names = [], []
+    for n in range(1500):
+        beat = NOW - rng.choice(ages)
+        pong = beat if rng.random() < 0.4 else NOW - rng.choice(ages)
+        values.append(json.dumps(record(f"s{n}", f"guest_{n}", _iso_us(beat), _iso_us(pong))).encode())
+        names.append(name(f"s{n}"))
+
+    judged, others = both_lanes(names, values)
+
+    assert verdicts(judged) == verdicts(careful_only(names, values))
+    assert len(others) < len(values) // 2  # the quick lane judged most of them
+
+
+def _iso_us(seconds: float) -> str:
+    """ISO text with microseconds (what a writer with a finer clock writes), or garbage out of range."""
+    from datetime import datetime, timezone
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return "9999-99-99T00:00:00Z"
+
+
+@pytest.mark.parametrize("socket_id", ["..", "cleanup-all", "a\x00b", "\u00e9t\u00e9", "x" * 4096, "\udcff"])
+def test_hostile_socket_names_come_back_as_the_careful_way_reads_them(socket_id):
+    key_bytes = encode_name(PREFIX + socket_id)
+    values = [value(1, iso(NOW - 10)), value(2, iso(NOW - 900))]
+
+    judged, _ = PageJudge(NOW, POLICY, "string", PREFIX).quick([key_bytes, key_bytes], values)
+
+    assert judged.sockets == [socket_id]
+    [doomed] = judged.doomed
+    assert doomed.record.socket_id == socket_id and encode_name(doomed.record.key) == key_bytes
+
+
+def test_a_malformed_record_still_names_its_user_and_socket():
+    values = [b"{not json", value(2, iso(NOW + 3600))]
+    names = [name("bad"), name("s2")]
+
+    judged, _ = both_lanes(names, values)
+
+    assert all(type(d.record) is Malformed for d in judged.doomed)
+    assert sorted(judged.socket_ids()) == ["bad", "s2"] and judged.user_ids() == ["guest_2"]

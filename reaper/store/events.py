@@ -13,6 +13,7 @@ script call per batch, where a pipeline of XADDs would cost the sweep three time
 
 import json
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -83,13 +84,14 @@ def _number(value: float) -> str:
 def decision(user_id: str, socket_id: str | None, reason: str, seen: Verdict | str, now: float,
              dry_run: bool = False) -> Decision:
     """The record for a guest the sweep reaped: ``seen`` is the stale verdict, or for an orphan or
-    a malformed record the sweep's words ("no record", or the problem)."""
-    common = dict(user_id=user_id, socket_id=socket_id or None, reason=reason, at=now, dry_run=dry_run)
-    if isinstance(seen, Verdict):
-        return Decision(**common, heartbeat_age_s=seen.heartbeat_age_s, missed_pings=seen.missed_pings)
+    a malformed record the sweep's words ("no record", or the problem). Positional: one per reaped guest."""
+    socket_id = socket_id or None
+    if type(seen) is Verdict:
+        return Decision(user_id, socket_id, reason, now, seen.heartbeat_age_s, seen.missed_pings, False,
+                        None, None, dry_run)
     if reason == reasons.MALFORMED:
-        return Decision(**common, problem=seen)
-    return Decision(**common, orphan=reason == reasons.ORPHAN, note=seen)
+        return Decision(user_id, socket_id, reason, now, None, None, False, seen, None, dry_run)
+    return Decision(user_id, socket_id, reason, now, None, None, reason == reasons.ORPHAN, None, seen, dry_run)
 
 
 def outcome(user_id: str | None, socket_id: str | None, reason: str, event: str, now: float,
@@ -243,13 +245,16 @@ class EventStream:
     def from_config(cls, client: redis.Redis, keys: Keys, config: Config) -> "EventStream":
         return cls(client, keys, config.events.max_len)
 
-    def write(self, decisions: list[Decision]) -> None:
-        """One round trip per EVENTS_BATCH. A dry run writes nothing, and neither does max_len 0."""
+    def write(self, decisions: list[Decision], turn: AbstractContextManager = nullcontext()) -> None:
+        """One round trip per EVENTS_BATCH, each in ``turn`` (the records are made before it is
+        taken). A dry run writes nothing, and neither does max_len 0."""
         records = [d.to_json() for d in decisions if not d.dry_run]
         if not records or self.max_len == 0:
             return
         for start in range(0, len(records), scripts.EVENTS_BATCH):
-            self._add(keys=[self.key], args=[self.max_len, *records[start:start + scripts.EVENTS_BATCH]])
+            args = [self.max_len, *records[start:start + scripts.EVENTS_BATCH]]
+            with turn:
+                self._add(keys=[self.key], args=args)
 
     def read(self, now: float, since_s: float | None = None, user_id: str | None = None,
              limit: int = 100) -> list[dict]:

@@ -132,8 +132,7 @@ class AuditTrail(SweepEvents):
 
     def on_reaped(self, decisions: list[Decision]) -> None:
         if decisions and not self.dry_run:
-            with self.turn:
-                self.audit.write(decisions)
+            self.audit.write(decisions, self.turn)
 
 
 class GateNotes(SweepEvents):

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from reaper.core import guest_ids, reasons
-from reaper.core.names import decode_name, encode_name
+from reaper.core.names import ERRORS, decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, read_written
 from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge
 from reaper.safety.liveness import live_user_of
@@ -92,7 +92,7 @@ class PageJudge:
                 responsive += missed < RESPONSIVE_BELOW_MISSED
                 live.append(user_id)
                 ages.append(now - heartbeat)
-                sockets.append(names[i][cut:].decode("utf-8", "surrogateescape"))
+                sockets.append(names[i][cut:].decode("utf-8", ERRORS))  # as decode_name reads it
                 continue
             verdict = judge(heartbeat, pong, now, policy)
             if verdict.reason is reasons.MALFORMED:  # a timestamp in the future: said the careful way

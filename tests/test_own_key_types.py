@@ -108,9 +108,9 @@ def _take_record(r, k):
 
 def _take_guest(r, k):
     value = r.get(CONN + "sock1")
-    return (scripts.TAKE_GUEST, [k.intents, k.due, k.online, CONN + "sock1", k.quarantine(CONN + "sock1")],
-            [1.0, QUARANTINE_TTL_S, "string", "guest_", "delete", "string", value, "", "guest:guest_1",
-             _intent("guest_1", "sock1"), "guest_1", "sock1"])
+    return (scripts.TAKE_GUEST, [k.intents, k.due, k.online, k.events, CONN + "sock1", k.quarantine(CONN + "sock1")],
+            [1.0, QUARANTINE_TTL_S, "string", "guest_", 100, "delete", "string", value, "", "guest:guest_1",
+             _intent("guest_1", "sock1"), "guest_1", "sock1", '{"event":"reaped"}'])
 
 
 def _take_orphan(r, k):
@@ -174,7 +174,7 @@ def _retry_letter(r, k):
 # script: (its scenario, the keys it checks by name and type)
 SCRIPTS = {
     "TAKE_RECORD": (_take_record, {"intents": "hash", "due": "zset"}),
-    "TAKE_GUEST": (_take_guest, {"intents": "hash", "due": "zset", "online": "hash"}),
+    "TAKE_GUEST": (_take_guest, {"intents": "hash", "due": "zset", "online": "hash", "events": "stream"}),
     "TAKE_ORPHAN": (_take_orphan, {"online": "hash", "intents": "hash", "due": "zset"}),
     "REMOVE_ENTRY": (_remove_entry, {"online": "hash"}),
     "SETTLE_ONLINE": (_settle_online, {"intents": "hash", "due": "zset"}),

@@ -51,6 +51,7 @@ class Decision:
     note: str | None = None  # the sweep's words for any other guest, e.g. an orphan's "no record"
     dry_run: bool = False
     event: str = REAPED
+    audited: bool = False  # already in the audit trail: written by the script that took the guest
 
     def to_json(self) -> str:
         """The stream entry's one field: compact JSON, unknown values and false flags left out.

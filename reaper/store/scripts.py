@@ -87,19 +87,21 @@ return take_each(take, 3, 4, 6)
 """
 
 # Single Redis: TAKE_RECORD and the record's users:online entry in one step, so that no intent
-# needs an "online" step and nothing settles it afterwards.
-# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = users:online
-# then for record i (from 1): KEYS[2i+2] = guest_connection:{socketId}, KEYS[2i+3] = its quarantine key
-# ARGV[1..3] as TAKE_RECORD's   ARGV[4] = guest id prefix
-# then for record i, ARGV[8i-3 .. 8i+4]: TAKE_RECORD's six (the intent without an "online" step),
-#   userId ("" when the record names none), socketId
+# needs an "online" step and nothing settles it afterwards; and the guest's decision record in
+# the audit trail in that same step, so no guest is reaped without one, whenever reaper stops.
+# KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = users:online   KEYS[4] = events (stream)
+# then for record i (from 1): KEYS[2i+3] = guest_connection:{socketId}, KEYS[2i+4] = its quarantine key
+# ARGV[1..3] as TAKE_RECORD's   ARGV[4] = guest id prefix   ARGV[5] = the events cap (MAXLEN ~)
+# then for record i, ARGV[9i-3 .. 9i+5]: TAKE_RECORD's six (the intent without an "online" step),
+#   userId ("" when the record names none), socketId, decision record JSON ("" for none)
 # Returns per record 1 (taken, its entry removed or absent), 0 (left alone: changed), or 2 (left
 # alone: an entry is there that only the sweep can judge, e.g. one naming another socket).
 # The entry is removed here only when it is certainly the guest's: its field has the guest id
 # prefix and its JSON names this socket. Whatever else it holds, the sweep's own rules say the
-# same; anything less clear goes back to the sweep (2), which takes it the long way.
+# same; anything less clear goes back to the sweep (2), which takes it the long way (and writes
+# its decision record itself).
 TAKE_GUEST = _UNCHANGED + """
-local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash')
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'stream')
 if refused then return refused end
 local prefix = ARGV[4]
 local function ours(user, socket)
@@ -120,9 +122,12 @@ local function take(key, quarantine, a)
   remove(key, quarantine, a)
   if entry == 'remove' then redis.call('HDEL', KEYS[3], user) end
   write_intent(a)
+  if ARGV[a + 8] ~= '' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'decision', ARGV[a + 8])
+  end
   return 1
 end
-return take_each(take, 4, 5, 8)
+return take_each(take, 5, 6, 9)
 """
 
 # KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)

@@ -27,6 +27,7 @@ class RecordTake:
     intent: str = ""  # the intent's JSON
     user_id: str = ""  # TAKE_GUEST only: the entry to take along, "" for none
     socket_id: str = ""
+    decision: str = ""  # TAKE_GUEST only: the decision record written with the take, "" for none
 
     def take_one_argv(self) -> list:
         """TAKE_ONE's ARGV[4..7] (and TAKE_RECORD's per-record head)."""
@@ -93,18 +94,19 @@ class TakeRecords:
 
 
 class TakeGuests:
-    """TAKE_GUEST (single Redis): each record and the users:online entry naming its socket."""
+    """TAKE_GUEST (single Redis): each record, the users:online entry naming its socket and the
+    guest's decision record, in one step."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, guest_id_prefix: str):
-        self.keys, self.prefix = keys, guest_id_prefix
+    def __init__(self, client: redis.Redis, keys: Keys, guest_id_prefix: str, events_cap: int):
+        self.keys, self.prefix, self.events_cap = keys, guest_id_prefix, events_cap
         self._script = client.register_script(scripts.TAKE_GUEST)
 
     def take(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
-        keys = [self.keys.intents, self.keys.due, self.keys.online]
-        args = [due, QUARANTINE_TTL_S, format_type, self.prefix]
+        keys = [self.keys.intents, self.keys.due, self.keys.online, self.keys.events]
+        args = [due, QUARANTINE_TTL_S, format_type, self.prefix, self.events_cap]
         for take in takes:
             keys += (take.key, take.quarantine)
-            args += (*take.record_argv(), take.user_id, take.socket_id)
+            args += (*take.record_argv(), take.user_id, take.socket_id, take.decision)
         return [GuestOutcome(outcome) for outcome in self._script(keys=keys, args=args)]
 
 

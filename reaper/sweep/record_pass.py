@@ -75,16 +75,17 @@ class RecordPass:
         if not doomed:
             return
         state = self.state
+        decisions = [decision(d.record.user_id, d.record.socket_id, d.reason, d.witness, state.now,
+                              not state.takes.writes) if d.record.user_id else None for d in doomed]
+        take = state.takes.prepare(doomed, decisions)  # the arguments made here, the takes below
         if state.budget.waits_for_answers:  # a refused take gives its place back before the next is claimed
-            self._taken(doomed, state.takes.records(doomed))
+            self._taken(doomed, decisions, take())
         else:  # nothing waits for the answer: judge the next page meanwhile
-            state.behind.submit(lambda: state.takes.records(doomed), lambda taken: self._taken(doomed, taken))
+            state.behind.submit(take, lambda taken: self._taken(doomed, decisions, taken))
 
-    def _taken(self, doomed: list[Doomed], taken: list[bool]) -> None:
+    def _taken(self, doomed: list[Doomed], decisions: list, taken: list[bool]) -> None:
         state = self.state
-        state.events.on_reaped([decision(d.record.user_id, d.record.socket_id, d.reason, d.witness, state.now,
-                                         not state.takes.writes)
-                                for d, ok in zip(doomed, taken) if ok and d.record.user_id])
+        state.events.on_reaped([one for one, ok in zip(decisions, taken) if ok and one is not None])
         quarantined = [d.record for d, ok in zip(doomed, taken) if ok and isinstance(d.record, Malformed)]
         state.events.on_quarantined(len(quarantined))
         if state.takes.writes:  # a dry run leaves the record, so its entry is no orphan yet

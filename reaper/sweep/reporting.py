@@ -125,14 +125,15 @@ class LogLines(SweepEvents):
 
 
 class AuditTrail(SweepEvents):
-    """Each reaped guest's decision record, one round trip per batch (none in a dry run)."""
+    """Each reaped guest's decision record, one round trip per batch (none in a dry run), unless
+    the script that took the guest wrote it already (``Decision.audited``: TAKE_GUEST)."""
 
     def __init__(self, audit: EventStream, turn: threading.Lock, dry_run: bool):
         self.audit, self.turn, self.dry_run = audit, turn, dry_run
 
     def on_reaped(self, decisions: list[Decision]) -> None:
-        if decisions and not self.dry_run:
-            self.audit.write(decisions, self.turn)
+        if decisions and not self.dry_run:  # those a take wrote already are skipped
+            self.audit.write([d for d in decisions if not d.audited], self.turn)
 
 
 class GateNotes(SweepEvents):

@@ -17,6 +17,7 @@ from reaper.core.config import Config
 from reaper.core.keys import Keys
 from reaper.core.records import Malformed, OnlineEntry
 from reaper.store import cluster, scripts
+from reaper.store.events import Decision
 from reaper.store.presence import OnlineList
 from reaper.store.sweep_scripts import (GuestOutcome, OnlineSettle, OrphanTake, RecordTake, SettleOnline,
                                         TakeGuests, TakeOrphans, TakeRecords)
@@ -28,7 +29,9 @@ from reaper.sweep.seams import Seams
 class Takes:
     """``records`` and ``orphans`` answer, per guest, whether it was taken (False: it changed
     since it was read, and is left alone). ``before`` runs right before each take (the gate's
-    check and the fence), with the (socketId, userId) of the guests about to go."""
+    check and the fence), with the (socketId, userId) of the guests about to go. ``records`` is
+    handed each guest's decision record (None for a record naming no userId): a take that writes
+    it to the audit trail in the same step marks it ``audited``."""
 
     writes = True  # False: nothing is written (a dry run)
 
@@ -40,16 +43,28 @@ class Takes:
         self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
         self._settle = SettleOnline(client, keys)
 
-    def records(self, doomed: list[Doomed]) -> list[bool]:
-        self.before([(d.record.socket_id, d.record.user_id) for d in doomed if d.record.user_id])
-        self.seams.before_records_taken(doomed)
-        return self._take_records(doomed)
+    def records(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[bool]:
+        return self.prepare(doomed, decisions)()
+
+    def prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> Callable[[], list[bool]]:
+        """``records``, in two halves: what needs no Redis (the scripts' arguments) now, in the
+        caller's thread; the gate, the fence and the takes when the returned call runs."""
+        prepared = self._prepare(doomed, decisions)
+
+        def take() -> list[bool]:
+            self.before([(d.record.socket_id, d.record.user_id) for d in doomed if d.record.user_id])
+            self.seams.before_records_taken(doomed)
+            return self._take_records(doomed, decisions, prepared)
+        return take
+
+    def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> object:
+        return None
 
     def orphans(self, entries: list[OnlineEntry]) -> list[bool]:
         self.before([(e.socket_id, e.user_id) for e in entries if e.socket_id])
         return self._take_orphans([self._orphan_take(e) for e in entries])
 
-    def _take_records(self, doomed: list[Doomed]) -> list[bool]:
+    def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None], prepared: object) -> list[bool]:
         raise NotImplementedError
 
     def _take_orphans(self, orphans: list[OrphanTake]) -> list[bool]:
@@ -86,13 +101,13 @@ class Takes:
         record = doomed.record
         return self.intents.of(record.user_id, record.socket_id, doomed.reason, remove_entry) if record.user_id else ""
 
-    def _record_take(self, doomed: Doomed, intent: str, entry: bool = False) -> RecordTake:
+    def _record_take(self, doomed: Doomed, intent: str, entry: bool = False, decision: str = "") -> RecordTake:
         record = doomed.record
         malformed = isinstance(record, Malformed)
         return RecordTake(record.key, self.keys.quarantine(record.key), malformed,
                           record.redis_type if malformed else self.format_type, record.witness,
                           self.intents.id_of(record.user_id, intent), intent,
-                          (record.user_id or "") if entry else "", record.socket_id if entry else "")
+                          (record.user_id or "") if entry else "", record.socket_id if entry else "", decision)
 
     def _orphan_take(self, entry: OnlineEntry) -> OrphanTake:
         intent = self.intents.of(entry.user_id, entry.socket_id, reasons.ORPHAN, remove_entry=False)
@@ -110,23 +125,34 @@ class Takes:
 class SingleRedisTakes(Takes):
     def __init__(self, client, keys: Keys, config: Config, *args):
         super().__init__(client, keys, config, *args)
-        self._guests = TakeGuests(client, keys, config.redis.guest_id_prefix)
+        self.audits = config.events.max_len > 0  # 0: no audit trail is written
+        self._guests = TakeGuests(client, keys, config.redis.guest_id_prefix, config.events.max_len)
         self._records = TakeRecords(client, keys)
         self._orphans = TakeOrphans(client, keys)
 
-    def _take_records(self, doomed: list[Doomed]) -> list[bool]:
-        outcomes = self._take_with_entries(doomed)
+    def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[RecordTake]:
+        """TAKE_GUEST's arguments: each record with its entry, its intent and its decision record."""
+        return [self._record_take(d, self._intent(d, remove_entry=False), entry=True,
+                                  decision=one.to_json() if one is not None and self.audits else "")
+                for d, one in zip(doomed, decisions)]
+
+    def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None],
+                      prepared: list[RecordTake]) -> list[bool]:
+        outcomes = self._take_with_entries(decisions, prepared)
         unclear = [i for i, outcome in enumerate(outcomes) if outcome is GuestOutcome.LEFT_TO_SWEEP]
         for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear])):
             outcomes[i] = GuestOutcome.TAKEN if ok else GuestOutcome.CHANGED
         return [outcome is GuestOutcome.TAKEN for outcome in outcomes]
 
-    def _take_with_entries(self, doomed: list[Doomed]) -> list[GuestOutcome]:
-        """Each record and its users:online entry in one step (TAKE_GUEST), so the intent needs
-        no online step."""
-        takes = [self._record_take(d, self._intent(d, remove_entry=False), entry=True) for d in doomed]
-        return self._in_batches(takes, scripts.TAKE_BATCH,
-                                lambda batch: self._guests.take(self.due, self.format_type, batch))
+    def _take_with_entries(self, decisions: list[Decision | None], takes: list[RecordTake]) -> list[GuestOutcome]:
+        """Each record, its users:online entry and its decision record in one step (TAKE_GUEST),
+        so the intent needs no online step and no reaped guest lacks its record in the trail."""
+        outcomes = self._in_batches(takes, scripts.TAKE_BATCH,
+                                    lambda batch: self._guests.take(self.due, self.format_type, batch))
+        for outcome, one, take in zip(outcomes, decisions, takes):
+            if outcome is GuestOutcome.TAKEN and take.decision:
+                one.audited = True
+        return outcomes
 
     def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
         return self._in_batches(takes, scripts.TAKE_BATCH,
@@ -146,7 +172,7 @@ class ClusterTakes(Takes):
         self._cluster = cluster.ClusterTakes(client, keys, self.online, config.cascade.claim_timeout_s,
                                              self.seams.before_cluster_keys_taken)
 
-    def _take_records(self, doomed: list[Doomed]) -> list[bool]:
+    def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None], prepared: object) -> list[bool]:
         return self._take_then_settle(doomed)
 
     def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
@@ -163,8 +189,8 @@ class DryRunTakes(Takes):
 
     writes = False
 
-    def records(self, doomed: list[Doomed]) -> list[bool]:
-        return [True] * len(doomed)
+    def prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> Callable[[], list[bool]]:
+        return lambda: [True] * len(doomed)
 
     def orphans(self, entries: list[OnlineEntry]) -> list[bool]:
         return [True] * len(entries)

@@ -1,7 +1,7 @@
-"""On a single Redis a stale guest's decision record goes into the audit trail in the very script
-that takes its record (TAKE_GUEST): no guest is reaped without one, whenever reaper stops, and
-none is written twice. Guests taken another way (the long way, orphans) get theirs from the
-sweep's AuditTrail right after, as before."""
+"""On a single Redis a reaped guest's decision record goes into the audit trail in the very script
+that takes it (TAKE_GUEST, TAKE_RECORD for the long way, TAKE_ORPHAN): no guest is reaped without
+one, whenever reaper stops, and none is written twice. On a Redis Cluster (no script spans two
+slots) the sweep's AuditTrail writes them right after (tests/test_events.py runs there too)."""
 
 import json
 
@@ -80,15 +80,33 @@ def test_a_sweep_that_dies_after_its_takes_left_every_reaped_guest_a_record(r, w
     assert not set(live) & {e["user_id"] for e in trail(r)}
 
 
-def test_guests_taken_the_long_way_get_their_record_once_from_the_sweep(r, world, ctx_factory):
+def test_orphans_and_the_long_way_write_their_records_in_the_take_too(r, world, ctx_factory, monkeypatch):
+    for n in range(20):  # entries naming no socket: TAKE_GUEST leaves them to the long way
+        world.guest(n, age=600, entry=False)
+        world.entry(f"guest_{n}", None)
+    for n in range(20, 40):  # orphans: entries whose socket has no record
+        world.entry(f"guest_{n}", f"sock{n}")
+    monkeypatch.setattr(AuditTrail, "on_reaped", lambda self, decisions: None)  # the sweep writes none itself
+
+    report = ctx_factory(safety__mass_reap_per_sweep=100).sweep()
+
+    assert report.reaped == {"heartbeat_timeout": 20, "orphan": 20}
+    found = {e["user_id"]: e for e in trail(r)}
+    assert set(found) == {f"guest_{n}" for n in range(40)}
+    assert all(found[f"guest_{n}"]["orphan"] is True for n in range(20, 40))
+
+
+def test_guests_taken_every_way_get_their_record_once(r, world, ctx_factory):
     for n in range(30):  # entries naming no socket: TAKE_GUEST leaves them to the sweep's long way
         world.guest(n, age=600, entry=False)
         world.entry(f"guest_{n}", None)
     for n in range(30, 60):  # the usual: an entry naming the record's socket, taken with it
         world.guest(n, age=600)
+    for n in range(60, 70):  # orphans
+        world.entry(f"guest_{n}", f"sock{n}")
 
     report = ctx_factory(safety__mass_reap_per_sweep=100).sweep()
 
-    assert sum(report.reaped.values()) == 60
+    assert sum(report.reaped.values()) == 70
     users = [e["user_id"] for e in trail(r)]
-    assert sorted(users) == sorted(f"guest_{n}" for n in range(60))  # each once, whichever way
+    assert sorted(users) == sorted(f"guest_{n}" for n in range(70))  # each once, whichever way

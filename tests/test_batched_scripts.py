@@ -143,12 +143,12 @@ def test_sweeps_go_on_after_redis_forgot_the_scripts(ctx_factory, world, r):
     assert OnlineList(r, KEYS, "guest_").remove([("guest_4", "sock4")]) == 1
 
 
-@pytest.mark.parametrize("name", ["TAKE_RECORD", "TAKE_ORPHAN", "REMOVE_ENTRY", "EXIST_EACH"])
+@pytest.mark.parametrize("name", ["TAKE_RECORD", "TAKE_GUEST", "TAKE_ORPHAN", "REMOVE_ENTRY", "EXIST_EACH"])
 def test_a_full_batch_holds_redis_for_milliseconds_not_more(r, name):
     """The batch sizes keep each call short: about 1 ms here (bench/README.md has the SLOWLOG of
     whole sweeps). The bound is generous because other processes share this machine's cores; it
     fails when a batch grows tenfold, which is the mistake to catch."""
-    n = {"TAKE_RECORD": scripts.TAKE_BATCH, "TAKE_ORPHAN": scripts.TAKE_BATCH,
+    n = {"TAKE_RECORD": scripts.TAKE_BATCH, "TAKE_GUEST": scripts.TAKE_BATCH, "TAKE_ORPHAN": scripts.TAKE_BATCH,
          "REMOVE_ENTRY": scripts.ENTRY_BATCH, "EXIST_EACH": scripts.EXIST_BATCH}[name]
     raw = json.dumps(record("s", "guest_x", 1.8e9)).encode()
     intent = json.dumps({"id": "guest:guest_x", "steps": ["online", "auth", "mongo"], "pad": "x" * 150})
@@ -170,20 +170,23 @@ def _full_batch(r, name, n, raw, intent):
         pipe.set(f"{CONN}s{i}", raw)
         pipe.hset(ONLINE, f"guest_{i}", raw)
     pipe.execute()
-    if name == "TAKE_RECORD":
-        keys = [KEYS.intents, KEYS.due]
-        args = [1.8e9, 86400, "string"]
+    decision = json.dumps({"event": "reaped", "user_id": "guest_x", "reason": "heartbeat_timeout", "pad": "x" * 150})
+    if name in ("TAKE_RECORD", "TAKE_GUEST"):  # each with its intent and its decision record
+        guest = name == "TAKE_GUEST"
+        keys = [KEYS.intents, KEYS.due] + ([ONLINE] if guest else []) + [KEYS.events]
+        args = [1.8e9, 86400, "string"] + (["guest_"] if guest else []) + [100_000]
         for i in range(n):
             keys += [f"{CONN}s{i}", f"reaper:quarantine:{CONN}s{i}"]
             args += ["delete", "string", raw, b"", f"guest:guest_{i}", intent]
+            args += ([f"guest_{i}", "s"] if guest else []) + [decision]  # the entry names socket "s"
         return keys, args
     if name == "TAKE_ORPHAN":
         r.delete(*[f"{CONN}s{i}" for i in range(n)])
-        keys = [ONLINE, KEYS.intents, KEYS.due]
-        args = [1.8e9]
+        keys = [ONLINE, KEYS.intents, KEYS.due, KEYS.events]
+        args = [1.8e9, 100_000]
         for i in range(n):
             keys.append(f"{CONN}s{i}")
-            args += [f"guest_{i}", raw, f"guest:guest_{i}", intent, len(keys)]
+            args += [f"guest_{i}", raw, f"guest:guest_{i}", intent, len(keys), decision]
         return keys, args
     if name == "REMOVE_ENTRY":
         return [ONLINE], [v for i in range(n) for v in (f"guest_{i}", raw)]

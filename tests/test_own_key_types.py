@@ -101,9 +101,9 @@ def _intent(user_id: str, socket_id: str | None, online: bool = False) -> str:
 
 def _take_record(r, k):
     value = r.get(CONN + "sock1")
-    return (scripts.TAKE_RECORD, [k.intents, k.due, CONN + "sock1", k.quarantine(CONN + "sock1")],
-            [1.0, QUARANTINE_TTL_S, "string", "delete", "string", value, "", "guest:guest_1",
-             _intent("guest_1", "sock1")])
+    return (scripts.TAKE_RECORD, [k.intents, k.due, k.events, CONN + "sock1", k.quarantine(CONN + "sock1")],
+            [1.0, QUARANTINE_TTL_S, "string", 100, "delete", "string", value, "", "guest:guest_1",
+             _intent("guest_1", "sock1"), '{"event":"reaped"}'])
 
 
 def _take_guest(r, k):
@@ -114,8 +114,9 @@ def _take_guest(r, k):
 
 
 def _take_orphan(r, k):
-    return (scripts.TAKE_ORPHAN, [k.online, k.intents, k.due],
-            [1.0, "guest_3", r.hget(k.online, "guest_3"), "guest:guest_3", _intent("guest_3", "sock3"), 0])
+    return (scripts.TAKE_ORPHAN, [k.online, k.intents, k.due, k.events],
+            [1.0, 100, "guest_3", r.hget(k.online, "guest_3"), "guest:guest_3", _intent("guest_3", "sock3"), 0,
+             '{"event":"reaped"}'])
 
 
 def _remove_entry(r, k):
@@ -173,9 +174,9 @@ def _retry_letter(r, k):
 
 # script: (its scenario, the keys it checks by name and type)
 SCRIPTS = {
-    "TAKE_RECORD": (_take_record, {"intents": "hash", "due": "zset"}),
+    "TAKE_RECORD": (_take_record, {"intents": "hash", "due": "zset", "events": "stream"}),
     "TAKE_GUEST": (_take_guest, {"intents": "hash", "due": "zset", "online": "hash", "events": "stream"}),
-    "TAKE_ORPHAN": (_take_orphan, {"online": "hash", "intents": "hash", "due": "zset"}),
+    "TAKE_ORPHAN": (_take_orphan, {"online": "hash", "intents": "hash", "due": "zset", "events": "stream"}),
     "REMOVE_ENTRY": (_remove_entry, {"online": "hash"}),
     "SETTLE_ONLINE": (_settle_online, {"intents": "hash", "due": "zset"}),
     "CLAIM_DUE": (_claim_due, {"due": "zset", "intents": "hash"}),

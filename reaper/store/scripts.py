@@ -25,18 +25,30 @@ local function wrong_type(...)
 end
 """
 
-# KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)
-# then for record i (from 1): KEYS[2i+1] = guest_connection:{socketId}, KEYS[2i+2] = its quarantine key
+# The take scripts of a single Redis add each taken guest's decision record to the audit trail in
+# the step that takes it, so no guest is reaped without one, whenever reaper stops ('' for none:
+# no audit trail, or the guest names no userId). ``stream`` and ``cap``: the caller's key and cap.
+_WRITE_DECISION = """
+local function write_decision(stream, cap, text)
+  if text ~= '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'decision', text)
+  end
+end
+"""
+
+# KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)   KEYS[3] = events (stream)
+# then for record i (from 1): KEYS[2i+2] = guest_connection:{socketId}, KEYS[2i+3] = its quarantine key
 # ARGV[1] = due time   ARGV[2] = quarantine TTL (s)
 # ARGV[3] = Redis type of a record in the configured format ("string" or "hash")
-# then for record i, ARGV[6i-2 .. 6i+3]: "delete" | "quarantine", Redis type the sweep saw,
+# ARGV[4] = the events cap (MAXLEN ~)
+# then for record i, ARGV[7i-2 .. 7i+4]: "delete" | "quarantine", Redis type the sweep saw,
 #   string value read (or lastHeartbeat of a hash), lastPongReceived of a hash,
-#   cascade id ("" for none), intent JSON
+#   cascade id ("" for none), intent JSON, decision record JSON ("" for none)
 # Returns one 1 (taken) or 0 (left alone) per record.
 # Takes each record away only if it still holds what the sweep read, and records its cascade in
 # the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
 # Of a key of another type the sweep read only the type, so only the type is compared.
-_UNCHANGED = CHECK_TYPES + """
+_UNCHANGED = CHECK_TYPES + _WRITE_DECISION + """
 local function unchanged(key, a)
   local seen = ARGV[a + 1]
   if seen == 'string' and ARGV[3] == 'string' then
@@ -75,25 +87,25 @@ local function take_each(take, first_key, first_arg, per_record)
 end
 """
 TAKE_RECORD = _UNCHANGED + """
-local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset')
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'stream')
 if refused then return refused end
 local function take(key, quarantine, a)
   if not unchanged(key, a) then return 0 end
   remove(key, quarantine, a)
   write_intent(a)
+  write_decision(KEYS[3], ARGV[4], ARGV[a + 6])
   return 1
 end
-return take_each(take, 3, 4, 6)
+return take_each(take, 4, 5, 7)
 """
 
 # Single Redis: TAKE_RECORD and the record's users:online entry in one step, so that no intent
-# needs an "online" step and nothing settles it afterwards; and the guest's decision record in
-# the audit trail in that same step, so no guest is reaped without one, whenever reaper stops.
+# needs an "online" step and nothing settles it afterwards (the decision record as TAKE_RECORD's).
 # KEYS[1] = intents (hash)   KEYS[2] = due (zset)   KEYS[3] = users:online   KEYS[4] = events (stream)
 # then for record i (from 1): KEYS[2i+3] = guest_connection:{socketId}, KEYS[2i+4] = its quarantine key
 # ARGV[1..3] as TAKE_RECORD's   ARGV[4] = guest id prefix   ARGV[5] = the events cap (MAXLEN ~)
-# then for record i, ARGV[9i-3 .. 9i+5]: TAKE_RECORD's six (the intent without an "online" step),
-#   userId ("" when the record names none), socketId, decision record JSON ("" for none)
+# then for record i, ARGV[9i-3 .. 9i+5]: TAKE_RECORD's first six (the intent without an "online"
+#   step), userId ("" when the record names none), socketId, decision record JSON ("" for none)
 # Returns per record 1 (taken, its entry removed or absent), 0 (left alone: changed), or 2 (left
 # alone: an entry is there that only the sweep can judge, e.g. one naming another socket).
 # The entry is removed here only when it is certainly the guest's: its field has the guest id
@@ -122,24 +134,23 @@ local function take(key, quarantine, a)
   remove(key, quarantine, a)
   if entry == 'remove' then redis.call('HDEL', KEYS[3], user) end
   write_intent(a)
-  if ARGV[a + 8] ~= '' then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'decision', ARGV[a + 8])
-  end
+  write_decision(KEYS[4], ARGV[5], ARGV[a + 8])
   return 1
 end
 return take_each(take, 5, 6, 9)
 """
 
-# KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)
-# KEYS[4..] = guest_connection:{socketId} of the orphans that name a socket
-# ARGV[1] = due time, then for orphan i, ARGV[5i-3 .. 5i+1]: userId, entry value read,
-#   cascade id ("" for none: no step left), intent JSON, index in KEYS of its
-#   guest_connection key (0: names no socket)
+# KEYS[1] = users:online   KEYS[2] = intents (hash)   KEYS[3] = due (zset)   KEYS[4] = events (stream)
+# KEYS[5..] = guest_connection:{socketId} of the orphans that name a socket
+# ARGV[1] = due time   ARGV[2] = the events cap, then for orphan i, ARGV[6i-3 .. 6i+2]: userId,
+#   entry value read, cascade id ("" for none: no step left), intent JSON, index in KEYS of its
+#   guest_connection key (0: names no socket), decision record JSON ("" for none)
 # Returns one 1 (taken) or 0 (left alone) per orphan.
 # Removes an orphan entry only if its socket still has no record and the entry is unchanged:
-# a guest that connected meanwhile keeps it. Its intent, if any step is left, in the same step.
-TAKE_ORPHAN = CHECK_TYPES + """
-local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'zset')
+# a guest that connected meanwhile keeps it. Its intent, if any step is left, and its decision
+# record in the same step.
+TAKE_ORPHAN = CHECK_TYPES + _WRITE_DECISION + """
+local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'zset', KEYS[4], 'stream')
 if refused then return refused end
 local function take(a)
   local k = tonumber(ARGV[a + 4])
@@ -150,11 +161,12 @@ local function take(a)
     redis.call('HSET', KEYS[2], ARGV[a + 2], ARGV[a + 3])
     redis.call('ZADD', KEYS[3], ARGV[1], ARGV[a + 2])
   end
+  write_decision(KEYS[4], ARGV[2], ARGV[a + 5])
   return 1
 end
 local taken = {}
-for i = 1, (#ARGV - 1) / 5 do
-  taken[i] = take(5 * i - 3)
+for i = 1, (#ARGV - 2) / 6 do
+  taken[i] = take(6 * i - 3)
 end
 return taken
 """
@@ -310,7 +322,7 @@ return redis.call('DEL', KEYS[1])
 # cascade then finds the record live (dropped, skipped_live) or gone (it goes on).
 
 # KEYS[1] = guest_connection:{socketId}   KEYS[2] = its quarantine key (same slot)
-# ARGV as TAKE_RECORD's: ARGV[1] unused   ARGV[2] = quarantine TTL (s)   ARGV[3] = configured type
+# ARGV[1] unused   ARGV[2] = quarantine TTL (s)   ARGV[3] = configured type (as TAKE_RECORD's)
 #   ARGV[4 .. 7]: "delete" | "quarantine", type seen, value (or lastHeartbeat), lastPongReceived
 # Returns 1 (taken) or 0 (left alone): TAKE_RECORD for one record, without the intent.
 TAKE_ONE = _UNCHANGED + """

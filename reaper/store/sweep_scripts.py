@@ -27,7 +27,7 @@ class RecordTake:
     intent: str = ""  # the intent's JSON
     user_id: str = ""  # TAKE_GUEST only: the entry to take along, "" for none
     socket_id: str = ""
-    decision: str = ""  # TAKE_GUEST only: the decision record written with the take, "" for none
+    decision: str = ""  # single Redis: the decision record written with the take, "" for none
 
     def take_one_argv(self) -> list:
         """TAKE_ONE's ARGV[4..7] (and TAKE_RECORD's per-record head)."""
@@ -50,6 +50,7 @@ class OrphanTake:
     record_key: str | None
     intent_id: str = ""
     intent: str = ""
+    decision: str = ""  # single Redis: the decision record written with the take, "" for none
 
     @property
     def held_intent(self) -> tuple[str, str] | None:
@@ -80,16 +81,19 @@ class OnlinePage:
 
 
 class TakeRecords:
-    """TAKE_RECORD: compare-and-take each record, its intent in the same step."""
+    """TAKE_RECORD (single Redis): compare-and-take each record, its intent and decision record
+    in the same step."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
-        self.keys, self._script = keys, client.register_script(scripts.TAKE_RECORD)
+    def __init__(self, client: redis.Redis, keys: Keys, events_cap: int):
+        self.keys, self.events_cap = keys, events_cap
+        self._script = client.register_script(scripts.TAKE_RECORD)
 
     def take(self, due: float, format_type: str, takes: list[RecordTake]) -> list[bool]:
-        keys, args = [self.keys.intents, self.keys.due], [due, QUARANTINE_TTL_S, format_type]
+        keys = [self.keys.intents, self.keys.due, self.keys.events]
+        args = [due, QUARANTINE_TTL_S, format_type, self.events_cap]
         for take in takes:
             keys += (take.key, take.quarantine)
-            args += take.record_argv()
+            args += (*take.record_argv(), take.decision)
         return [ok == 1 for ok in self._script(keys=keys, args=args)]
 
 
@@ -111,18 +115,21 @@ class TakeGuests:
 
 
 class TakeOrphans:
-    """TAKE_ORPHAN (single Redis): compare-and-remove each orphan entry, its intent in the same step."""
+    """TAKE_ORPHAN (single Redis): compare-and-remove each orphan entry, its intent and decision
+    record in the same step."""
 
-    def __init__(self, client: redis.Redis, keys: Keys):
-        self.keys, self._script = keys, client.register_script(scripts.TAKE_ORPHAN)
+    def __init__(self, client: redis.Redis, keys: Keys, events_cap: int):
+        self.keys, self.events_cap = keys, events_cap
+        self._script = client.register_script(scripts.TAKE_ORPHAN)
 
     def take(self, due: float, orphans: list[OrphanTake]) -> list[bool]:
-        keys, args = [self.keys.online, self.keys.intents, self.keys.due], [due]
+        keys = [self.keys.online, self.keys.intents, self.keys.due, self.keys.events]
+        args = [due, self.events_cap]
         for orphan in orphans:
             if orphan.record_key:
                 keys.append(orphan.record_key)
             args += (orphan.user_id, orphan.raw, orphan.intent_id, orphan.intent,
-                     len(keys) if orphan.record_key else 0)
+                     len(keys) if orphan.record_key else 0, orphan.decision)
         return [ok == 1 for ok in self._script(keys=keys, args=args)]
 
 

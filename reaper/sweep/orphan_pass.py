@@ -116,7 +116,8 @@ class OrphanPass:
         chosen = state.budget.entries_within(state.asking.unattached_orphans(orphans))
         if not chosen:
             return
-        taken = state.takes.orphans(chosen)
-        state.events.on_reaped([decision(e.user_id, e.socket_id, reasons.ORPHAN, "no record", state.now,
-                                         not state.takes.writes) for e, ok in zip(chosen, taken) if ok])
+        decisions = [decision(e.user_id, e.socket_id, reasons.ORPHAN, "no record", state.now, not state.takes.writes)
+                     for e in chosen]
+        taken = state.takes.orphans(chosen, decisions)
+        state.events.on_reaped([one for one, ok in zip(decisions, taken) if ok])
         state.refused(taken)

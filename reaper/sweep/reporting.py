@@ -126,7 +126,7 @@ class LogLines(SweepEvents):
 
 class AuditTrail(SweepEvents):
     """Each reaped guest's decision record, one round trip per batch (none in a dry run), unless
-    the script that took the guest wrote it already (``Decision.audited``: TAKE_GUEST)."""
+    the script that took the guest wrote it already (``Decision.audited``: on a single Redis)."""
 
     def __init__(self, audit: EventStream, turn: threading.Lock, dry_run: bool):
         self.audit, self.turn, self.dry_run = audit, turn, dry_run

@@ -16,9 +16,10 @@
                   entries naming a socket whose record was quarantined without a userId
 
 Every removal writes its cascade intent in the same script, unless it has no step left (an
-orphan's entry, with the services disabled). On a single Redis a stale record goes together with
-the users:online entry that names its socket and the guest's decision record in the audit trail
-(scripts.TAKE_GUEST), so its intent has no online step and no reaped guest lacks its record. An entry that script cannot judge, and every entry on a Redis Cluster, goes the long way:
+orphan's entry, with the services disabled), and on a single Redis the guest's decision record
+in the audit trail too, so no reaped guest lacks one. On a single Redis a stale record goes
+together with the users:online entry that names its socket (scripts.TAKE_GUEST), so its intent
+has no online step. An entry that script cannot judge, and every entry on a Redis Cluster, goes the long way:
 the intent starts with the online step, which the sweep then does itself and settles in the
 intent (scripts.SETTLE_ONLINE): one with no step left is deleted, so no cascade runs only to find
 its work done. A sweep removes at most

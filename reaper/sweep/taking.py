@@ -34,6 +34,7 @@ class Takes:
     it to the audit trail in the same step marks it ``audited``."""
 
     writes = True  # False: nothing is written (a dry run)
+    audits = False  # True: the take scripts write each taken guest's decision record themselves
 
     def __init__(self, client, keys: Keys, config: Config, intents: IntentText, due: float,
                  turn: threading.Lock, seams: Seams, before: Callable[[list[tuple]], None]):
@@ -60,9 +61,23 @@ class Takes:
     def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> object:
         return None
 
-    def orphans(self, entries: list[OnlineEntry]) -> list[bool]:
+    def orphans(self, entries: list[OnlineEntry], decisions: list[Decision]) -> list[bool]:
         self.before([(e.socket_id, e.user_id) for e in entries if e.socket_id])
-        return self._take_orphans([self._orphan_take(e) for e in entries])
+        texts = self._decision_texts(decisions)
+        taken = self._take_orphans([self._orphan_take(e, text) for e, text in zip(entries, texts)])
+        self._audited(decisions, texts, taken)
+        return taken
+
+    def _decision_texts(self, decisions: list[Decision | None]) -> list[str]:
+        """What the take scripts write to the audit trail for each guest ("" for nothing)."""
+        return [one.to_json() if one is not None and self.audits else "" for one in decisions]
+
+    @staticmethod
+    def _audited(decisions: list[Decision | None], texts: list[str], taken: list) -> None:
+        """Decision records a take wrote: the sweep's AuditTrail leaves them out."""
+        for one, text, ok in zip(decisions, texts, taken):
+            if ok and text:
+                one.audited = True
 
     def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None], prepared: object) -> list[bool]:
         raise NotImplementedError
@@ -73,13 +88,16 @@ class Takes:
     def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
         raise NotImplementedError
 
-    def _take_then_settle(self, doomed: list[Doomed]) -> list[bool]:
+    def _take_then_settle(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[bool]:
         """Take the records with intents that carry the online step, remove the entries, then
         settle that step: a cluster's way, and a single Redis's for entries TAKE_GUEST left."""
         if not doomed:
             return []
         written = [self._intent(d, remove_entry=True) for d in doomed]
-        taken = self._take_long_way([self._record_take(d, intent) for d, intent in zip(doomed, written)])
+        texts = self._decision_texts(decisions)
+        taken = self._take_long_way([self._record_take(d, intent, decision=text)
+                                     for d, intent, text in zip(doomed, written, texts)])
+        self._audited(decisions, texts, taken)
         reaped = [(d, intent) for d, intent, ok in zip(doomed, written, taken) if ok and intent]
         # Step 2 right away, so the ghost leaves the online list in this sweep; the intent
         # carries it until the settle, in case we die before.
@@ -109,10 +127,10 @@ class Takes:
                           self.intents.id_of(record.user_id, intent), intent,
                           (record.user_id or "") if entry else "", record.socket_id if entry else "", decision)
 
-    def _orphan_take(self, entry: OnlineEntry) -> OrphanTake:
+    def _orphan_take(self, entry: OnlineEntry, decision: str) -> OrphanTake:
         intent = self.intents.of(entry.user_id, entry.socket_id, reasons.ORPHAN, remove_entry=False)
         key = self.keys.connection(entry.socket_id) if entry.socket_id else None
-        return OrphanTake(entry.user_id, entry.raw, key, self.intents.id_of(entry.user_id, intent), intent)
+        return OrphanTake(entry.user_id, entry.raw, key, self.intents.id_of(entry.user_id, intent), intent, decision)
 
     def _in_batches(self, items: list, size: int, call: Callable[[list], list]) -> list:
         answers = []
@@ -127,20 +145,20 @@ class SingleRedisTakes(Takes):
         super().__init__(client, keys, config, *args)
         self.audits = config.events.max_len > 0  # 0: no audit trail is written
         self._guests = TakeGuests(client, keys, config.redis.guest_id_prefix, config.events.max_len)
-        self._records = TakeRecords(client, keys)
-        self._orphans = TakeOrphans(client, keys)
+        self._records = TakeRecords(client, keys, config.events.max_len)
+        self._orphans = TakeOrphans(client, keys, config.events.max_len)
 
     def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[RecordTake]:
         """TAKE_GUEST's arguments: each record with its entry, its intent and its decision record."""
-        return [self._record_take(d, self._intent(d, remove_entry=False), entry=True,
-                                  decision=one.to_json() if one is not None and self.audits else "")
-                for d, one in zip(doomed, decisions)]
+        return [self._record_take(d, self._intent(d, remove_entry=False), entry=True, decision=text)
+                for d, text in zip(doomed, self._decision_texts(decisions))]
 
     def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None],
                       prepared: list[RecordTake]) -> list[bool]:
         outcomes = self._take_with_entries(decisions, prepared)
         unclear = [i for i, outcome in enumerate(outcomes) if outcome is GuestOutcome.LEFT_TO_SWEEP]
-        for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear])):
+        for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear],
+                                                         [decisions[i] for i in unclear])):
             outcomes[i] = GuestOutcome.TAKEN if ok else GuestOutcome.CHANGED
         return [outcome is GuestOutcome.TAKEN for outcome in outcomes]
 
@@ -149,9 +167,7 @@ class SingleRedisTakes(Takes):
         so the intent needs no online step and no reaped guest lacks its record in the trail."""
         outcomes = self._in_batches(takes, scripts.TAKE_BATCH,
                                     lambda batch: self._guests.take(self.due, self.format_type, batch))
-        for outcome, one, take in zip(outcomes, decisions, takes):
-            if outcome is GuestOutcome.TAKEN and take.decision:
-                one.audited = True
+        self._audited(decisions, [take.decision for take in takes], [o is GuestOutcome.TAKEN for o in outcomes])
         return outcomes
 
     def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
@@ -173,7 +189,7 @@ class ClusterTakes(Takes):
                                              self.seams.before_cluster_keys_taken)
 
     def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None], prepared: object) -> list[bool]:
-        return self._take_then_settle(doomed)
+        return self._take_then_settle(doomed, decisions)
 
     def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
         return self._in_batches(takes, scripts.TAKE_BATCH, lambda batch: self._cluster.records(
@@ -192,5 +208,5 @@ class DryRunTakes(Takes):
     def prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> Callable[[], list[bool]]:
         return lambda: [True] * len(doomed)
 
-    def orphans(self, entries: list[OnlineEntry]) -> list[bool]:
+    def orphans(self, entries: list[OnlineEntry], decisions: list[Decision]) -> list[bool]:
         return [True] * len(entries)

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from reaper.store.client import read_ahead
+from support.guests import CONN
 from sweep_helpers import assert_intents_consistent, intents, stop_at_batch, with_seams
 
 
@@ -84,12 +85,13 @@ def test_a_caller_that_fails_leaves_no_reader_behind():
 def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r):
     for n in range(30):
         world.guest(n, age=600 if n % 3 == 0 else 5)
-    calls = []
+    calls, fetched = [], set()
 
     def fails_on_the_third_batch(names):
         calls.append(1)
         if len(calls) == 3:
             raise redis.ConnectionError("Error 111 connecting to redis. Connection refused.")
+        fetched.update(name.decode()[len(CONN):] for name in names)
 
     ctx = with_seams(ctx_factory(redis__scan_count=5), before_page_fetched=fails_on_the_third_batch)
 
@@ -99,7 +101,9 @@ def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_fac
     assert _readers() == []
     assert_intents_consistent(r)
     taken = {f"sock{n}" for n in range(30)} - world.records()
-    assert 0 < len(taken) < 10  # the batches before the failure, and no more
+    stale = {f"sock{n}" for n in range(0, 30, 3)}
+    assert 0 < len(fetched) < 30
+    assert taken == stale & fetched  # the stale guests of the batches before the failure, and no more
     assert {i["socket_id"] for i in intents(r).values()} == taken
 
 

@@ -9,9 +9,11 @@ import sys
 
 import pytest
 import redis
+from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 
 from reaper.core import names
 from reaper.app.purge import purge
+from reaper.store.packer import PACKER
 from reaper.signaling.servers import SignalingCluster
 from support.gates import cleared, permit
 from support.guests import CONN, ONLINE, record
@@ -176,3 +178,38 @@ def test_redis_py_alone_would_refuse_such_a_name(r, redis_server):
             plain.set(names.decode_name(b"\xff"), b"v")
     finally:
         plain.close()
+
+
+# Commands as redis-py hands them to the packer: names of one or several words, every argument
+# type it passes on, names read as no UTF-8, and values it refuses.
+PACKED = [
+    ("EVALSHA", "a" * 40, 2, "guest_connection:s1", b"raw", 1.8e9, 86400, "delete", "\u00e9t\u00e9"),
+    ("MGET", *[f"guest_connection:sk{i:010d}_AAAB" for i in range(1000)]),
+    ("SET", names.decode_name(b"guest_connection:\xff"), b"v"),
+    ("SCRIPT LOAD", "return 1"),
+    ("CLIENT SETNAME", "reaper"),
+    ("SET", "k", memoryview(b"view")),
+    ("SET", "k", bytearray(b"array")),
+    ("SET", "k", 0.1 + 0.2),
+    ("SET", "k", 1e300),
+    ("SET", "k", -7),
+    ("SET", "k", ""),
+    ("HSET", "k", "..", "cleanup-all", "a\x00b", "x" * 7000),
+]
+
+
+@pytest.mark.parametrize("args", PACKED, ids=lambda a: a[0] + str(len(a)))
+def test_the_packer_sends_what_redis_py_would_and_names_as_read(args):
+    exact = PythonRespSerializer(6000, Encoder("utf-8", "surrogateescape", False).encode)
+    try:
+        expected = b"".join(HiredisRespSerializer().pack(*args))
+    except UnicodeEncodeError:  # hiredis's own refuses a name that is no UTF-8
+        expected = b"".join(exact.pack(*args))
+
+    assert b"".join(PACKER.pack(*args)) == expected
+
+
+@pytest.mark.parametrize("value", [None, True, object()])
+def test_the_packer_refuses_what_redis_py_refuses(value):
+    with pytest.raises(redis.DataError):
+        PACKER.pack("SET", "k", value)

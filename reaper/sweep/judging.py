@@ -101,11 +101,16 @@ class PageJudge:
             readable += 1
             responsive += verdict.responsive
             stale[verdict.reason] += 1
-            key = decode_name(names[i])
-            record = GuestRecord(key, key[self.prefix_chars:], user_id, heartbeat, pong, (raw, b""))
-            doomed.append(Doomed(record, verdict.reason, verdict))
+            doomed.append(self._stale(names[i], raw, user_id, heartbeat, pong, verdict))
         found.readable, found.responsive = readable, responsive
         return found, others
+
+    def _stale(self, name: bytes, raw: bytes, user_id: str, heartbeat: float, pong: float,
+               verdict: Verdict) -> Doomed:
+        """A stale record of the quick lane, as the careful way makes it (records.parse_json_record)."""
+        key = decode_name(name)
+        record = GuestRecord(key, key[self.prefix_chars:], user_id, heartbeat, pong, (raw, b""))
+        return Doomed(record, verdict.reason, verdict)
 
     def careful(self, records: list, found: Judged | None = None) -> Judged:
         """judge_page, into ``found`` (what the quick lane judged of the same page)."""

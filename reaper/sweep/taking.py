@@ -27,9 +27,9 @@ from reaper.sweep.seams import Seams
 
 
 class Takes:
-    """``records`` and ``orphans`` answer, per guest, whether it was taken (False: it changed
-    since it was read, and is left alone). ``before`` runs right before each take (the gate's
-    check and the fence), with the (socketId, userId) of the guests about to go. ``records`` is
+    """The call ``prepare`` returns and ``orphans`` answer, per guest, whether it was taken (False:
+    it changed since it was read, and is left alone). ``before`` runs right before each take (the
+    gate's check and the fence), with the (socketId, userId) of the guests about to go. Both are
     handed each guest's decision record (None for a record naming no userId): a take that writes
     it to the audit trail in the same step marks it ``audited``."""
 
@@ -44,12 +44,9 @@ class Takes:
         self.online = OnlineList(client, keys, config.redis.guest_id_prefix)
         self._settle = SettleOnline(client, keys)
 
-    def records(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[bool]:
-        return self.prepare(doomed, decisions)()
-
     def prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> Callable[[], list[bool]]:
-        """``records``, in two halves: what needs no Redis (the scripts' arguments) now, in the
-        caller's thread; the gate, the fence and the takes when the returned call runs."""
+        """Taking these records, in two halves: what needs no Redis (the scripts' arguments) now,
+        in the caller's thread; the gate, the fence and the takes when the returned call runs."""
         prepared = self._prepare(doomed, decisions)
 
         def take() -> list[bool]:

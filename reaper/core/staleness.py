@@ -1,9 +1,11 @@
-"""Is a guest stale? Responsive? (docs/design.md, staleness.) Pure: timestamps, ``now`` and a policy in."""
+"""Is a guest stale? Responsive? Does its record make its user live? (docs/design.md, staleness.)
+Pure: timestamps (or a parsed record), ``now`` and a policy in."""
 
 from dataclasses import dataclass, field
 
 from reaper.core import reasons
 from reaper.core.config import TimingConfig
+from reaper.core.records import GuestRecord, Malformed
 
 RESPONSIVE_BELOW_MISSED = 2  # the signaling service's definition of "responsive"
 
@@ -85,3 +87,13 @@ def future_problem(last_heartbeat: float, last_pong: float, now: float) -> str:
     """What a record that judge() found MALFORMED is malformed by, for logs and the audit trail."""
     name, when = ("lastHeartbeat", last_heartbeat) if last_heartbeat >= last_pong else ("lastPongReceived", last_pong)
     return f"timestamp in the future: {name} {when - now:.0f}s ahead of Redis TIME"
+
+
+def live_user_of(record, now: float, policy: Policy) -> bool:
+    """Does this record make its user live? A malformed one whose userId and timestamps can be
+    read and are fresh does too: when in doubt, a user is live."""
+    if type(record) is GuestRecord:
+        return not judge(record.last_heartbeat, record.last_pong, now, policy).stale
+    return (type(record) is Malformed and bool(record.user_id) and record.last_heartbeat is not None
+            and record.last_pong is not None
+            and not judge(record.last_heartbeat, record.last_pong, now, policy).stale)

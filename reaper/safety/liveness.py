@@ -15,8 +15,8 @@ import redis
 from reaper.core.keys import Keys
 from reaper.core.live_users import LiveUsers, LiveUsersBoard
 from reaper.core.names import encode_name
-from reaper.core.records import GuestRecord, Malformed, parse_online_entry
-from reaper.core.staleness import Policy, judge
+from reaper.core.records import GuestRecord, parse_online_entry
+from reaper.core.staleness import Policy, judge, live_user_of
 from reaper.store.client import load_records, read_values, scan_batches
 
 LIVE, REGISTERED, GONE, UNKNOWN = "live", "registered", "gone", "unknown"
@@ -91,13 +91,3 @@ class Liveness:
             live.add_all([r.user_id for r in records if live_user_of(r, now, self.policy)])
         self.board.publish(live)
         return live
-
-
-def live_user_of(record, now: float, policy: Policy) -> bool:
-    """Does this record make its user live? A malformed one whose userId and timestamps can be
-    read and are fresh does too: when in doubt, a user is live."""
-    if type(record) is GuestRecord:
-        return not judge(record.last_heartbeat, record.last_pong, now, policy).stale
-    return (type(record) is Malformed and bool(record.user_id) and record.last_heartbeat is not None
-            and record.last_pong is not None
-            and not judge(record.last_heartbeat, record.last_pong, now, policy).stale)

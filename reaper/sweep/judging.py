@@ -3,7 +3,7 @@
 A record is live, stale (by heartbeat or missed pings: doomed, with the verdict that says so) or
 malformed (doomed too: moved to quarantine). A timestamp beyond timing.max_future makes a record
 malformed. Malformed records whose userId and timestamps read as fresh still make their user live
-(reaper/safety/liveness.py: when in doubt, a user is live).
+(core/staleness.py, live_user_of: when in doubt, a user is live).
 
 Two lanes, one set of rules. The quick lane (``PageJudge.quick``) takes the raw values of a page
 and judges every record written as the signaling service writes it (records.read_written) in one
@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from reaper.core import guest_ids, reasons
 from reaper.core.names import ERRORS, decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, read_written
-from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge
-from reaper.safety.liveness import live_user_of
+from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge, live_user_of
 
 
 @dataclass(frozen=True, slots=True)

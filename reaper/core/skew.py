@@ -30,13 +30,21 @@ class Skew:
         self.far_behind = 0  # ages of AGE_SPAN_S or more
 
     def add(self, age_s: float) -> None:
-        i = int((age_s + LEAD_SPAN_S) * _PER_S)
-        if 0 < i < _BINS:
-            self.bins[i] += 1
-        else:
-            self._edge(age_s, i)
-        if age_s < self.least_age:
-            self.least_age = age_s
+        self.add_all([age_s])
+
+    def add_all(self, ages: list[float]) -> None:
+        """Each age, as add() would: one loop with its names at hand, as a sweep hands in the
+        ages of every fresh record of a page."""
+        bins, least = self.bins, self.least_age
+        for age_s in ages:
+            i = int((age_s + LEAD_SPAN_S) * _PER_S)
+            if 0 < i < _BINS:
+                bins[i] += 1
+            else:
+                self._edge(age_s, i)
+            if age_s < least:
+                least = age_s
+        self.least_age = least
 
     def _edge(self, age_s: float, i: int) -> None:
         if age_s < -LEAD_SPAN_S:

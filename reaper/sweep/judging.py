@@ -85,7 +85,7 @@ class PageJudge:
             # judge() for a live record, inlined: the same arithmetic, so the same verdict.
             age_us = round((now - heartbeat) * 1_000_000)
             silent_us = round((now - pong - skew) * 1_000_000)
-            missed = max(0, silent_us // interval)
+            missed = silent_us // interval if silent_us > 0 else 0  # max(0, ...) without the call
             if beat_future <= age_us <= limit and silent_us >= pong_future and missed < most:
                 readable += 1
                 responsive += missed < RESPONSIVE_BELOW_MISSED

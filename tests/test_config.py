@@ -333,6 +333,8 @@ BAD_FILES = [
     ('[safety]\nmass_reap_per_sweep = true\n', "safety.mass_reap_per_sweep", True, "whole number"),
     ('[safety]\nmass_reap_per_sweep = -1\n', "safety.mass_reap_per_sweep", -1, "whole number >= 0"),
     ('[timing]\nmax_missed_pings = -1\n', "timing.max_missed_pings", -1, "whole number"),
+    ('[events]\nmax_len = 100000000000000000000\n', "events.max_len", 10**20, "whole number <= 2147483647"),
+    ('[redis]\nscan_count = 2147483648\n', "redis.scan_count", 2**31, "whole number <= 2147483647"),
     ('[safety]\nmax_reap_fraction = 0\n', "safety.max_reap_fraction", 0, "greater than 0 and at most 1"),
     ('[safety]\nmax_reap_fraction = 1.5\n', "safety.max_reap_fraction", 1.5, "at most 1"),
     ('[safety]\nmax_reap_fraction = -0.1\n', "safety.max_reap_fraction", -0.1, "greater than 0"),
@@ -391,6 +393,7 @@ BAD_ENVIRONMENT = [
     ("REAPER_TIMING_MAX_MISSED_PINGS", "three", "timing.max_missed_pings", "whole number"),
     ("REAPER_TIMING_MAX_MISSED_PINGS", "2.5", "timing.max_missed_pings", "whole number"),
     ("REAPER_TIMING_MAX_MISSED_PINGS", "0", "timing.max_missed_pings", "whole number >= 1"),
+    ("REAPER_EVENTS_MAX_LEN", "99999999999999999999", "events.max_len", "whole number <= 2147483647"),
     ("REAPER_SAFETY_MAX_REAP_FRACTION", "half", "safety.max_reap_fraction", "at most 1"),
     ("REAPER_SAFETY_MAX_REAP_FRACTION", "2", "safety.max_reap_fraction", "at most 1"),
     ("REAPER_SAFETY_DRY_RUN", "maybe", "safety.dry_run", "true or false"),
@@ -649,3 +652,9 @@ def test_a_mass_reap_budget_of_0_is_accepted_and_a_trickle_may_be_set(tmp_path, 
     assert config(tmp_path).safety.mass_reap_per_sweep == 0
     assert load_config(None, {"REAPER_SAFETY_MASS_REAP_PER_SWEEP": "25"}).safety.mass_reap_per_sweep == 25
 
+
+
+def test_the_largest_count_redis_takes_is_accepted(tmp_path):
+    loaded = load_toml(tmp_path, "[events]\nmax_len = 2147483647\n[redis]\nscan_count = 2147483647\n")
+
+    assert loaded.events.max_len == loaded.redis.scan_count == 2**31 - 1

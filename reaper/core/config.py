@@ -45,6 +45,11 @@ def _choice(default: str, *choices: str):
     return field(default=default, metadata={"kind": "choice", "choices": choices})
 
 
+# Every count reaper reads goes into a Redis argument or a batch size somewhere: past a 32-bit
+# int it is a typo, and Redis would refuse it half-way through a script (MAXLEN, COUNT).
+MAX_INT = 2**31 - 1
+
+
 def _int(default: int, minimum: int = 1):
     return field(default=default, metadata={"kind": "int", "min": minimum})
 
@@ -458,6 +463,8 @@ def _to_int(key, raw, meta):
         value = None
     if value is None or value < minimum:
         raise ConfigError(key, raw, f"a whole number >= {minimum}")
+    if value > MAX_INT:
+        raise ConfigError(key, raw, f"a whole number <= {MAX_INT}")
     return value
 
 

@@ -46,7 +46,7 @@ def _choice(default: str, *choices: str):
 
 
 # Every count reaper reads goes into a Redis argument or a batch size somewhere: past a 32-bit
-# int it is a typo, and Redis would refuse it half-way through a script (MAXLEN, COUNT).
+# int it is a typo, and past Redis's own limit (a 64-bit int) a script would fail half-way.
 MAX_INT = 2**31 - 1
 
 

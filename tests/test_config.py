@@ -334,7 +334,10 @@ BAD_FILES = [
     ('[safety]\nmass_reap_per_sweep = -1\n', "safety.mass_reap_per_sweep", -1, "whole number >= 0"),
     ('[timing]\nmax_missed_pings = -1\n', "timing.max_missed_pings", -1, "whole number"),
     ('[events]\nmax_len = 100000000000000000000\n', "events.max_len", 10**20, "whole number <= 2147483647"),
-    ('[redis]\nscan_count = 2147483648\n', "redis.scan_count", 2**31, "whole number <= 2147483647"),
+    ('[redis]\nscan_count = 2147483648\n', "redis.scan_count", 2**31, "whole number <= 10000"),
+    ('[redis]\nscan_count = 10001\n', "redis.scan_count", 10001, "whole number <= 10000"),
+    ('[cascade]\nconcurrency = 1025\n', "cascade.concurrency", 1025, "whole number <= 1024"),
+    ('[cascade]\nbatch_size = 10001\n', "cascade.batch_size", 10001, "whole number <= 10000"),
     ('[safety]\nmax_reap_fraction = 0\n', "safety.max_reap_fraction", 0, "greater than 0 and at most 1"),
     ('[safety]\nmax_reap_fraction = 1.5\n', "safety.max_reap_fraction", 1.5, "at most 1"),
     ('[safety]\nmax_reap_fraction = -0.1\n', "safety.max_reap_fraction", -0.1, "greater than 0"),
@@ -654,7 +657,9 @@ def test_a_mass_reap_budget_of_0_is_accepted_and_a_trickle_may_be_set(tmp_path, 
 
 
 
-def test_the_largest_count_redis_takes_is_accepted(tmp_path):
-    loaded = load_toml(tmp_path, "[events]\nmax_len = 2147483647\n[redis]\nscan_count = 2147483647\n")
+def test_the_largest_counts_are_accepted(tmp_path):
+    loaded = load_toml(tmp_path, "[events]\nmax_len = 2147483647\n[redis]\nscan_count = 10000\n"
+                                 "[cascade]\nconcurrency = 1024\nbatch_size = 10000\n")
 
-    assert loaded.events.max_len == loaded.redis.scan_count == 2**31 - 1
+    assert loaded.events.max_len == 2**31 - 1 and loaded.redis.scan_count == 10_000
+    assert (loaded.cascade.concurrency, loaded.cascade.batch_size) == (1024, 10_000)

@@ -50,8 +50,8 @@ def _choice(default: str, *choices: str):
 MAX_INT = 2**31 - 1
 
 
-def _int(default: int, minimum: int = 1):
-    return field(default=default, metadata={"kind": "int", "min": minimum})
+def _int(default: int, minimum: int = 1, maximum: int = MAX_INT):
+    return field(default=default, metadata={"kind": "int", "min": minimum, "max": maximum})
 
 
 def _secret(default: str = ""):
@@ -67,7 +67,7 @@ class RedisConfig:
     guest_id_prefix: str = "guest_"
     record_format: str = _choice("json", "json", "hash")
     reaper_prefix: str = "reaper:"
-    scan_count: int = _int(1000)
+    scan_count: int = _int(1000, maximum=10_000)  # one SCAN of more keys holds Redis for over ~15 ms
     socket_timeout_s: float = _duration("5s", 0.001)
     sentinels: tuple = field(default=(), metadata={"kind": "host_ports"})
     service_name: str = field(default="mymaster", metadata={"kind": "name"})
@@ -143,8 +143,8 @@ class SafetyConfig:
 
 @dataclass(frozen=True)
 class CascadeConfig:
-    concurrency: int = _int(16)
-    batch_size: int = _int(500)
+    concurrency: int = _int(16, maximum=1024)  # a thread and a connection each
+    batch_size: int = _int(500, maximum=10_000)  # one claim (CLAIM_DUE) of more would hold Redis too long
     retry_initial_s: float = _duration("5s", 0.001)
     retry_max_s: float = _duration("10m", 0.001)
     claim_timeout_s: float = _duration("30s", 0.001)
@@ -463,8 +463,9 @@ def _to_int(key, raw, meta):
         value = None
     if value is None or value < minimum:
         raise ConfigError(key, raw, f"a whole number >= {minimum}")
-    if value > MAX_INT:
-        raise ConfigError(key, raw, f"a whole number <= {MAX_INT}")
+    maximum = meta.get("max", MAX_INT)
+    if value > maximum:
+        raise ConfigError(key, raw, f"a whole number <= {maximum}")
     return value
 
 

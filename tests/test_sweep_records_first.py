@@ -90,6 +90,10 @@ def test_socketless_entries_wait_for_a_sequential_sweep(ctx_factory, world, r, r
     (10, None, True),
     (10, b"0", True),
     (10, b"2", False),  # the last sweep saw socketless entries
+    (10, b"garbage", False),  # a count it cannot read: in order, the safe way
+    (10, b"-1", False),
+    (10, b"\xff\xfe", False),
+    (10, b"9" * 5000, False),  # past int()'s digit limit
     (2, None, False),  # too few entries to matter
 ])
 def test_when_the_records_go_first(ctx_factory, world, r, records_first, entries, state, expected):

@@ -223,6 +223,21 @@ def test_evictions_noticed_even_when_the_reaper_state_was_evicted(ctx_factory, w
     assert intents(r) == {}
 
 
+@pytest.mark.parametrize("kept", [b"garbage", b"-3", b"\xff\xfe", b"9" * 5000])
+def test_an_eviction_count_that_cannot_be_read_counts_as_none_kept(ctx_factory, world, r, evict, kept):
+    ctx = ctx_factory()
+    ctx.sweep()
+    evict()
+    r.hset(KEYS.state, "evicted_keys", kept)  # a hand or a fault left this in reaper's own hash
+    world.entry("guest_1", "sock1")
+
+    report = ctx.sweep()  # no crash, and the safe side: any eviction may be recent
+
+    assert report.orphans_skipped
+    assert "guest_1" in world.online()
+    assert int(r.hget(KEYS.state, "evicted_keys")) > 0  # a readable count again
+
+
 def test_no_evictions_no_skipping(ctx_factory, world, r, logs):
     ctx = ctx_factory()
     ctx.sweep()

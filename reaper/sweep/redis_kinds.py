@@ -27,7 +27,8 @@ def records_first(client: redis.Redis, keys: Keys) -> int:
     entries = client.hlen(keys.online)
     if entries < RECORDS_FIRST_MIN_ENTRIES:
         return 0
-    return entries if int(client.hget(keys.state, state.SOCKETLESS_ENTRIES) or 0) == 0 else 0
+    # One it cannot read counts as some: the sweep then runs in order, which reaps them all.
+    return entries if state.count(client.hget(keys.state, state.SOCKETLESS_ENTRIES), unreadable=1) == 0 else 0
 
 
 class SingleRedis:

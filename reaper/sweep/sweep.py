@@ -159,8 +159,9 @@ def _warn_mass_expiry(report: SweepReport, config: Config) -> None:
 def _evictions_grew(client: redis.Redis, kind: SingleRedis | RedisCluster, keys: Keys, dry_run: bool) -> bool:
     """Evicted keys look like dead guests (docs/design.md, the cascade): skip orphans when Redis evicted any."""
     evicted = kind.evicted_keys()
-    # No count kept (first run, or reaper:state was evicted too): any eviction may be recent.
-    previous = int(client.hget(keys.state, state.EVICTED_KEYS) or 0)
+    # No count kept (first run, or reaper:state was evicted too), or one that cannot be read: any
+    # eviction may be recent.
+    previous = state.count(client.hget(keys.state, state.EVICTED_KEYS), unreadable=0)
     if not dry_run:
         client.hset(keys.state, state.EVICTED_KEYS, evicted)
     if evicted > previous:

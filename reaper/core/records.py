@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from reaper.core.names import is_text
+from reaper.core.names import decode_name, encode_name, is_text
 
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 1e11
@@ -301,13 +301,13 @@ class OnlineSockets:
 def online_sockets(page: list[tuple[bytes, bytes]], guest_id_prefix: str) -> OnlineSockets:
     """Each entry of ``page`` (field and value as Redis gave them) read as parse_online_entry
     reads it, without an OnlineEntry for each: this runs for every entry of a big list."""
-    prefix = guest_id_prefix.encode("utf-8", "surrogateescape")  # as decode_name's text starts with it
+    prefix = encode_name(guest_id_prefix)  # the bytes a field holding a guest's id starts with
     sockets = OnlineSockets()
     named = sockets.named
     for name, raw in page:
         quick = _guest_and_socket(raw, name.startswith(prefix))
         if quick is None:
-            careful = _parse_entry_carefully(name.decode("utf-8", "surrogateescape"), raw, guest_id_prefix)
+            careful = _parse_entry_carefully(decode_name(name), raw, guest_id_prefix)
             guest, socket_id = careful.is_guest, careful.socket_id
         else:
             guest, socket_id = quick

@@ -383,11 +383,11 @@ EVENTS_BATCH = 250  # decision records per ADD_EVENTS call: one XADD each, ~0.5 
 # ARGV[1] = the cap (MAXLEN ~)   ARGV[2..] = one decision record (JSON) each
 # Returns how many were added. One call per batch, so the records cost one argument each on the
 # wire, not one per field; MAXLEN ~ trims whole nodes of the oldest, keeping the stream near the cap.
-ADD_EVENTS = CHECK_TYPES + """
+ADD_EVENTS = CHECK_TYPES + _WRITE_DECISION + """
 local refused = wrong_type(KEYS[1], 'stream')
 if refused then return refused end
 for i = 2, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'decision', ARGV[i])
+  write_decision(KEYS[1], ARGV[1], ARGV[i])
 end
 return #ARGV - 1
 """

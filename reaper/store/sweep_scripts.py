@@ -29,15 +29,13 @@ class RecordTake:
     socket_id: str = ""
     decision: str = ""  # single Redis: the decision record written with the take, "" for none
 
-    def take_one_argv(self) -> list:
+    def take_one_argv(self) -> tuple:
         """TAKE_ONE's ARGV[4..7] (and TAKE_RECORD's per-record head)."""
-        return ["quarantine" if self.quarantined else "delete", self.seen_type, *self.witness]
+        return "quarantine" if self.quarantined else "delete", self.seen_type, *self.witness
 
     def record_argv(self) -> tuple:
-        """TAKE_RECORD's per-record arguments (the first six of TAKE_GUEST's); one tuple, as a
-        batch of takes builds a hundred of them."""
-        return ("quarantine" if self.quarantined else "delete", self.seen_type, *self.witness,
-                self.intent_id, self.intent)
+        """TAKE_RECORD's per-record arguments but the decision (the first six of TAKE_GUEST's)."""
+        return *self.take_one_argv(), self.intent_id, self.intent
 
     @property
     def held_intent(self) -> tuple[str, str] | None:

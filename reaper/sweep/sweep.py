@@ -19,8 +19,8 @@ Every removal writes its cascade intent in the same script, unless it has no ste
 orphan's entry, with the services disabled), and on a single Redis the guest's decision record
 in the audit trail too, so no reaped guest lacks one. On a single Redis a stale record goes
 together with the users:online entry that names its socket (scripts.TAKE_GUEST), so its intent
-has no online step. An entry that script cannot judge, and every entry on a Redis Cluster, goes the long way:
-the intent starts with the online step, which the sweep then does itself and settles in the
+has no online step. An entry that script cannot judge, and every entry on a Redis Cluster, goes
+the long way: the intent starts with the online step, which the sweep then does itself and settles in the
 intent (scripts.SETTLE_ONLINE): one with no step left is deleted, so no cascade runs only to find
 its work done. A sweep removes at most
 ``mass_reap_per_sweep`` records and entries (quarantines included) before it knows the
@@ -64,7 +64,7 @@ from reaper.sweep.reporting import LOUD_REAPS
 from reaper.sweep.seams import Seams, SweepClock
 from reaper.sweep.setup import SweepSetup
 from reaper.terminal import Progress
-from reaper.core import state
+from reaper.core import state as state_fields
 
 __all__ = ["LOUD_REAPS", "HeldBack", "Seams", "SweepClock", "SweepReport", "sweep"]
 
@@ -90,7 +90,7 @@ def sweep(client: redis.Redis, config: Config, keys: Keys, irreversible: list[st
     warned: set[str] = set()
     report, held = _first_pass(setup, budget, warned)
     if not (dry_run or report.interrupted):
-        client.hset(keys.state, state.SOCKETLESS_ENTRIES, report.socketless_seen)
+        client.hset(keys.state, state_fields.SOCKETLESS_ENTRIES, report.socketless_seen)
     report.clock_hold_until = hold_until
     # Ages on a clock that just jumped say nothing: no verdict, no mass expiry, no second look.
     report.mass_expiry = hold_until is None and is_mass_expiry(report.guests, report.dead, config.safety)
@@ -161,9 +161,9 @@ def _evictions_grew(client: redis.Redis, kind: SingleRedis | RedisCluster, keys:
     evicted = kind.evicted_keys()
     # No count kept (first run, or reaper:state was evicted too), or one that cannot be read: any
     # eviction may be recent.
-    previous = state.count(client.hget(keys.state, state.EVICTED_KEYS), unreadable=0)
+    previous = state_fields.count(client.hget(keys.state, state_fields.EVICTED_KEYS), unreadable=0)
     if not dry_run:
-        client.hset(keys.state, state.EVICTED_KEYS, evicted)
+        client.hset(keys.state, state_fields.EVICTED_KEYS, evicted)
     if evicted > previous:
         logger.bind(evicted=evicted - previous).warning(
             "Sweep: Redis evicted {} keys since the last sweep; live guests' records may be among "

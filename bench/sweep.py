@@ -9,8 +9,10 @@ second client PINGs Redis every millisecond:
     floor         the whole job, reading only: SCAN+MGET, parse and judge every record; HSCAN
                   users:online, parse every entry, EXISTS (pipelined per page) only for entries
                   naming a socket the record pass did not see; with the fastest parser installed
-                  (msgspec or orjson, measured on the data first)
-    floor_stdlib  the same with the standard library's json
+                  (msgspec or orjson, measured on the data first), each page's request sent
+                  before the page before it is parsed (Redis and Python at work together)
+    floor_serial  the same, one request at a time (a plain redis-py loop), for reference
+    floor_stdlib  the floor with the standard library's json
     naive         KEYS, then GET per guest, DEL+HDEL per stale guest (the old in-process manager)
     reaper        `python -m reaper run --once`, downstream services off, on a freshly refilled dataset
 Every row: wall, peak RSS, process CPU (user+sys), Redis's own CPU (INFO cpu) and PING latency.
@@ -280,7 +282,7 @@ def reaped_text(left: data.Leftovers, dataset: data.Dataset) -> str:
     return f"{gone:,}/{dataset.stale:,} {verdict}{extra}"
 
 
-ROW_ORDER = ("floor", "floor_stdlib", "naive", "reaper")
+ROW_ORDER = ("floor", "floor_serial", "floor_stdlib", "naive", "reaper")
 
 
 def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
@@ -288,7 +290,7 @@ def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
     deletes the stale guests, so the data is filled again after it."""
     rows = []
     dataset = fill(redis_proc, client, args)
-    if {"floor", "floor_stdlib"} & args.rows:
+    if {"floor", "floor_serial", "floor_stdlib"} & args.rows:
         args.floor_parser = args.floor_parser or choose_parser(client)
     with SlowLog(redis_proc) as slow, Pinger(redis_proc) as idle:
         redis_before = redis_cpu_s(slow.client)
@@ -305,6 +307,9 @@ def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
                 continue
             if name == "floor":
                 rows.append(floor_row(redis_proc, dataset, args.floor_parser, "floor", round_))
+            elif name == "floor_serial":
+                rows.append(floor_row(redis_proc, dataset, args.floor_parser, "floor_serial", round_,
+                                      reader="serial"))
             elif name == "floor_stdlib":
                 rows.append(floor_row(redis_proc, dataset, "stdlib", "floor_stdlib", round_))
             elif name == "naive":
@@ -353,12 +358,13 @@ def _take(batches, count: int):
             return
 
 
-def floor_row(redis_proc, dataset, parser: str, name: str, round_: int = 1) -> Row:
-    run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url, parser])
+def floor_row(redis_proc, dataset, parser: str, name: str, round_: int = 1,
+              reader: str = "pipelined") -> Row:
+    run, ping = measured(redis_proc, [sys.executable, WORKLOADS, "floor", redis_proc.url, parser, reader])
     figures = last_json(run.output)
     right = figures["stale"] == dataset.stale and figures["orphans"] == 0 and figures["malformed"] == 0
     print(f"  {name} done in {run.wall_s:.1f}s", flush=True)
-    note = (f"{figures['parser']}: {figures['records']:,} records ({figures['stale']:,} stale), "
+    note = (f"{figures['parser']}, {figures['reader']}: {figures['records']:,} records ({figures['stale']:,} stale), "
             f"{figures['entries']:,} entries, {figures['exists_sent']:,} EXISTS, "
             f"{figures['orphans']:,} orphans" + ("" if right else " WRONG COUNT"))
     return child_row(name, run, ping, figures["work_s"], note=note, round=round_,
@@ -444,10 +450,10 @@ def print_targets(rows: list[Row]) -> None:
         if ratios:
             verdict = "" if column == "work_s" else ("  met" if statistics.median(ratios) <= limit else "  NOT MET")
             print(f"reaper/floor {label:<12} {_summary(ratios)}   target <= {limit}{verdict}")
-    stdlib = [(by[("floor_stdlib", n)], by[("floor", n)]) for n in rounds
-              if ("floor_stdlib", n) in by and ("floor", n) in by]
-    if stdlib:
-        print(f"floor_stdlib/floor wall   {_summary([s.wall_s / f.wall_s for s, f in stdlib])}")
+    for other in ("floor_serial", "floor_stdlib"):
+        pairs = [(by[(other, n)], by[("floor", n)]) for n in rounds if (other, n) in by and ("floor", n) in by]
+        if pairs:
+            print(f"{other + '/floor wall':<24} {_summary([o.wall_s / f.wall_s for o, f in pairs])}")
     naive = [(by[("naive", n)], by[("reaper", n)]) for n in rounds if ("naive", n) in by and ("reaper", n) in by]
     if naive:
         ratios = [n.wall_s / r.wall_s for n, r in naive]
@@ -596,7 +602,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stale", type=float, default=0.1, help="stale fraction (sweep mode)")
     parser.add_argument("--registered", type=int, default=None,
                         help="registered users in users:online (default N/100, at least 10)")
-    parser.add_argument("--rows", default="floor,floor_stdlib,naive,reaper",
+    parser.add_argument("--rows", default="floor,floor_serial,floor_stdlib,naive,reaper",
                         help="which rows to measure (comma-separated: " + ",".join(ROW_ORDER) + ")")
     parser.add_argument("--floor-parser", choices=tuple(workloads.PARSERS),
                         help="the floor row's parser (default: the fastest installed, measured on the data)")

@@ -1,7 +1,7 @@
 """The comparison programs of bench/sweep.py, each run as its own process so that its wall time and
 peak RSS are measured exactly like `reaper run --once`'s. Each prints one JSON line of figures.
 
-    python bench/sweep_workloads.py floor URL [stdlib|orjson|msgspec]
+    python bench/sweep_workloads.py floor URL [stdlib|orjson|msgspec] [pipelined|serial]
     python bench/sweep_workloads.py naive URL
     python bench/sweep_workloads.py httpx BASE_URL COUNT CONCURRENCY
 """
@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -248,23 +249,26 @@ def available_parsers() -> dict:
     return out
 
 
-def floor(url: str, parser_name: str = "stdlib", judging: Judging = Judging()) -> dict:
+def floor(url: str, parser_name: str = "stdlib", reader: str = "pipelined",
+          judging: Judging = Judging()) -> dict:
     """The least any Python sweep does for the whole job, reading only: every record read, parsed
     and judged once; every online entry read and parsed once; orphans found the cheapest correct
     way: the record pass remembers the keys it read, and only an entry naming a socket it did not
     see (or one whose record it could not name a userId for) is confirmed, by EXISTS pipelined
     per page. Guest entries naming no socket need the record pass's userIds: only when there are
-    some does the floor read the records' userIds again (none in the seed data)."""
+    some does the floor read the records' userIds again (none in the seed data).
+    ``reader``: "pipelined" (Redis reads the next page while Python parses this one) or
+    "serial" (one request at a time: what a plain redis-py loop does)."""
     import redis
     client = redis.Redis.from_url(url)
     parser = PARSERS[parser_name]()
     started, cpu_started = time.perf_counter(), time.process_time()
-    counts = floor_counts(client, parser, judging)
+    counts = floor_counts(client, parser, judging, pipelined=reader == "pipelined")
     return {"work_s": time.perf_counter() - started, "work_cpu_s": time.process_time() - cpu_started,
-            "parser": parser.name, **counts.__dict__}
+            "parser": parser.name, "reader": reader, **counts.__dict__}
 
 
-def floor_counts(client, parser: Parser, judging: Judging) -> FloorCounts:
+def floor_counts(client, parser: Parser, judging: Judging, pipelined: bool = True) -> FloorCounts:
     counts, seen, unowned = FloorCounts(), set(), set()
     seconds, micros = client.time()
     now = seconds + micros / 1e6
@@ -274,8 +278,9 @@ def floor_counts(client, parser: Parser, judging: Judging) -> FloorCounts:
     interval, missed = judging.ping_interval_s, judging.max_missed_pings
     pong_now = now - judging.clock_skew_s
     add = seen.add
-    for keys in _scan(client):
-        for key, parsed in zip(keys, parser.records(client.mget(keys))):
+    reading = _PipelinedPages(client) if pipelined else _SerialPages(client)
+    for keys, values in reading.records():
+        for key, parsed in zip(keys, parser.records(values)):
             if parsed is None:  # gone since SCAN
                 continue
             add(key)
@@ -292,12 +297,9 @@ def floor_counts(client, parser: Parser, judging: Judging) -> FloorCounts:
                 counts.live += 1
     counts.records = counts.live + counts.stale + counts.malformed
     prefix, socketless = judging.guest_id_prefix.encode(), set()
-    cursor = 0
-    while True:
-        cursor, page = client.hscan(ONLINE, cursor, count=SCAN_COUNT)
-        fields = list(page)
+    for fields, values in reading.entries():
         maybe = []
-        for field, (is_guest, socket_id) in zip(fields, parser.entries(fields, list(page.values()), prefix)):
+        for field, (is_guest, socket_id) in zip(fields, parser.entries(fields, values, prefix)):
             if not is_guest:
                 counts.registered += 1
             elif socket_id is None:
@@ -309,19 +311,17 @@ def floor_counts(client, parser: Parser, judging: Judging) -> FloorCounts:
                 elif key not in seen:
                     maybe.append(key)
         counts.entries += len(fields)
-        if maybe:
+        if maybe:  # on the client's own connection: the reader's may have a page in flight
             pipe = client.pipeline(transaction=False)
             for key in maybe:
                 pipe.exists(key)
             counts.orphans += sum(not found for found in pipe.execute())
             counts.exists_sent += len(maybe)
-        if cursor == 0:
-            break
     counts.socketless = len(socketless)
     if socketless:  # their users' records: read the userIds again (only when there are such entries)
         owned = set()
-        for keys in _scan(client):
-            owned.update(p[0].encode() for p in parser.records(client.mget(keys)) if p and p[0])
+        for _, values in _SerialPages(client).records():
+            owned.update(p[0].encode() for p in parser.records(values) if p and p[0])
         counts.orphans += len(socketless - owned)
     return counts
 
@@ -334,6 +334,77 @@ def _scan(client):
             yield keys
         if cursor == 0:
             return
+
+
+class _SerialPages:
+    """Pages of (keys, values) and (fields, values), one request at a time."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def records(self):
+        for keys in _scan(self._client):
+            yield keys, self._client.mget(keys)
+
+    def entries(self):
+        cursor = 0
+        while True:
+            cursor, page = self._client.hscan(ONLINE, cursor, count=SCAN_COUNT)
+            yield list(page), list(page.values())
+            if cursor == 0:
+                return
+
+
+class _PipelinedPages:
+    """The same pages, each handed out only once the request for the next one is on its way: Redis
+    scans and reads page i+1 while the caller parses page i, on one connection and one thread."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def records(self):
+        with self._connection() as (send, read):
+            send(("SCAN", 0, "MATCH", CONN_PATTERN, "COUNT", SCAN_COUNT))
+            cursor, keys = read()
+            page = None
+            while True:
+                more = cursor != b"0"
+                ask = ([("MGET", *keys)] if keys else []) + (
+                    [("SCAN", cursor, "MATCH", CONN_PATTERN, "COUNT", SCAN_COUNT)] if more else [])
+                if ask:
+                    send(*ask)
+                if page:
+                    yield page
+                page = (keys, read()) if keys else None
+                if not more:
+                    break
+                cursor, keys = read()
+            if page:
+                yield page
+
+    def entries(self):
+        with self._connection() as (send, read):
+            send(("HSCAN", ONLINE, 0, "COUNT", SCAN_COUNT))
+            while True:
+                cursor, flat = read()
+                more = cursor != b"0"
+                if more:
+                    send(("HSCAN", ONLINE, cursor, "COUNT", SCAN_COUNT))
+                yield flat[0::2], flat[1::2]
+                if not more:
+                    return
+
+    @contextmanager
+    def _connection(self):
+        pool = self._client.connection_pool
+        conn = pool.get_connection()
+        try:
+            yield (lambda *commands: conn.send_packed_command(conn.pack_commands(commands))), conn.read_response
+        except BaseException:
+            conn.disconnect()  # replies may be in flight: never hand this connection back as it is
+            raise
+        finally:
+            pool.release(conn)
 
 
 def naive(url: str, connection_timeout_s: float) -> dict:
@@ -381,7 +452,7 @@ def plain_httpx(base_url: str, count: int, concurrency: int) -> dict:
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "floor":
-        result = floor(args[0], *args[1:2])
+        result = floor(args[0], *args[1:3])
     elif mode == "naive":
         result = naive(args[0], float(args[1]))
     elif mode == "httpx":

@@ -13,6 +13,7 @@ import sweep_workloads as workloads  # noqa: E402
 
 PARSERS = sorted(workloads.available_parsers())  # stdlib always; orjson, msgspec with '.[bench]'
 PING = workloads.Judging().ping_interval_s
+READERS = ("pipelined", "serial")
 
 
 def _world(world):
@@ -39,10 +40,12 @@ def _world(world):
     return {"live": 4, "stale": 3, "malformed": 3, "orphans": 5, "registered": 1, "socketless": 3}
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("parser", PARSERS)
-def test_floor_counts_equal_the_truth(r, world, parser):
+def test_floor_counts_equal_the_truth(r, world, parser, reader):
     truth = _world(world)
-    counts = workloads.floor_counts(r, workloads.PARSERS[parser](), workloads.Judging())
+    counts = workloads.floor_counts(r, workloads.PARSERS[parser](), workloads.Judging(),
+                                    pipelined=reader == "pipelined")
     got = {name: getattr(counts, name) for name in truth}
     assert got == truth
     assert counts.records == 10 and counts.entries == r.hlen("users:online")
@@ -51,8 +54,9 @@ def test_floor_counts_equal_the_truth(r, world, parser):
     assert counts.exists_sent == 2
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("parser", PARSERS)
-def test_a_record_written_after_its_batch_is_confirmed_not_an_orphan(r, world, parser):
+def test_a_record_written_after_its_batch_is_confirmed_not_an_orphan(r, world, parser, reader):
     """A guest connecting mid-sweep: its record was not in the record pass, its entry is; the
     EXISTS of the online pass finds the record, so it is no orphan."""
     world.guest("early", age=5)
@@ -63,8 +67,50 @@ def test_a_record_written_after_its_batch_is_confirmed_not_an_orphan(r, world, p
             world.guest("late", age=5)  # after SCAN+MGET of the only batch
             return super().records(values)
 
-    counts = workloads.floor_counts(r, Connecting(), workloads.Judging())
+    counts = workloads.floor_counts(r, Connecting(), workloads.Judging(), pipelined=reader == "pipelined")
     assert (counts.records, counts.live, counts.orphans, counts.exists_sent) == (1, 1, 0, 1)
+
+
+def _many(r, records: int, entries: int) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(records):
+        pipe.set(f"guest_connection:s{i}", b"{}")
+    for i in range(entries):
+        pipe.hset("users:online", f"guest_{i}", b"{}")
+    pipe.execute()
+
+
+def test_the_pipelined_reader_hands_out_exactly_the_serial_readers_pages(r):
+    """Many pages, some SCAN pages empty (MATCH filters them): the same keys with the same values,
+    and every entry once; the connection goes back to the pool with nothing left unread."""
+    _many(r, records=3500, entries=2600)
+    for i in range(2000):  # keys SCAN walks past without a match: pages of no keys
+        r.set(f"other:{i}", b"x")
+    serial, pipelined = workloads._SerialPages(r), workloads._PipelinedPages(r)
+    records = sorted(kv for keys, values in pipelined.records() for kv in zip(keys, values))
+    assert records == sorted(kv for keys, values in serial.records() for kv in zip(keys, values))
+    assert len(records) == 3500 and all(value == b"{}" for _, value in records)
+    fields = [field for page, _ in pipelined.entries() for field in page]
+    assert sorted(fields) == sorted(f"guest_{i}".encode() for i in range(2600))
+    assert r.ping() and r.get("guest_connection:s0") == b"{}"  # the pooled connection answers in step
+
+
+def test_a_pipelined_read_abandoned_midway_does_not_hand_back_a_connection_with_replies_in_flight(r):
+    _many(r, records=5000, entries=0)
+    pages = workloads._PipelinedPages(r).records()
+    next(pages)  # the next page's MGET and SCAN are on their way
+    with pytest.raises(RuntimeError):
+        pages.throw(RuntimeError("the caller failed"))
+    r.set("guest_connection:after", b"mine")
+    assert r.get("guest_connection:after") == b"mine"  # not a reply meant for the abandoned read
+
+
+def test_a_pipelined_read_left_unfinished_by_its_caller_also_drops_its_connection(r):
+    _many(r, records=5000, entries=0)
+    pages = workloads._PipelinedPages(r).records()
+    next(pages)
+    pages.close()  # a caller that stops reading (break out of its loop)
+    assert r.get("guest_connection:s1") == b"{}"
 
 
 def test_floor_command_prints_its_figures(redis_server, r, world, capsys):

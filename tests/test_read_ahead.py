@@ -7,7 +7,7 @@ import threading
 import pytest
 import redis
 
-from reaper.store.client import read_ahead
+from reaper.store.client import read_ahead, scan_and_read
 from support.guests import CONN
 from sweep_helpers import assert_intents_consistent, intents, stop_at_batch, with_seams
 
@@ -153,3 +153,43 @@ def test_every_answer_written_behind_is_counted_once(ctx_factory, world, r, logs
     assert sorted(reaped) == sorted(f"guest_{n}" for n in range(0, 60, 3))
     assert len(reaped) == len(set(reaped)) == report.reaped["heartbeat_timeout"] == 20
     assert_intents_consistent(r)
+
+
+# -- a page's MGET with the next SCAN (store.scan_and_read) -----------------------------------
+
+def _fill(r, guests: int, others: int) -> None:
+    pipe = r.pipeline(transaction=False)
+    for n in range(guests):
+        pipe.set(f"{CONN}s{n}", f"v{n}")
+    for n in range(others):  # keys SCAN walks past: some pages hold no guest at all
+        pipe.set(f"other:{n}", "x")
+    pipe.execute()
+
+
+@pytest.mark.parametrize("count", [7, 500, 2500])
+def test_scan_and_read_gives_every_record_with_its_own_value(r, count):
+    """Pages of any size (2500: more than one MGET a page), pages with no guest in them."""
+    _fill(r, guests=3500, others=3000)
+    seen = {}
+    for names, values in scan_and_read(r, CONN + "*", count, lambda names: None):
+        assert len(names) == len(values) > 0
+        seen.update(zip(names, values))
+    assert seen == {f"{CONN}s{n}".encode(): f"v{n}".encode() for n in range(3500)}
+
+
+def test_scan_and_read_runs_the_hook_before_each_page_s_values_are_read(r):
+    _fill(r, guests=300, others=0)
+    hooked = []
+
+    def remove_the_first(names):
+        hooked.append(list(names))
+        r.delete(names[0])
+
+    pages = list(scan_and_read(r, CONN + "*", 50, remove_the_first))
+    assert [names for names, _ in pages] == hooked
+    assert all(values[0] is None and None not in values[1:] for _, values in pages)
+
+
+def test_scan_and_read_of_an_empty_keyspace_gives_nothing_and_runs_no_hook(r):
+    calls = []
+    assert list(scan_and_read(r, CONN + "*", 100, calls.append)) == [] and calls == []

@@ -5,7 +5,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TypeVar
 
@@ -290,6 +290,28 @@ def scan_batches(client: redis.Redis, pattern: str, count: int) -> Iterator[list
                 break
 
 
+def scan_and_read(client: redis.Redis, pattern: str, count: int,
+                  before_read: Callable[[list[bytes]], None]) -> Iterator[tuple[list[bytes], list]]:
+    """Pages of key names matching ``pattern`` with their values, as scan_batches and read_values
+    give them, in one round trip a page on a single Redis: each page's MGETs go out with the
+    next page's SCAN. ``before_read(names)`` runs before a page's values are asked for."""
+    cursor, names = client.scan(0, match=pattern, count=count)
+    while True:
+        if names:
+            before_read(names)
+        pipe = client.pipeline(transaction=False)
+        for start in range(0, len(names), MGET_BATCH):
+            pipe.mget(names[start:start + MGET_BATCH])
+        if cursor != 0:
+            pipe.scan(cursor, match=pattern, count=count)
+        answers = pipe.execute() if len(pipe) else []
+        if names:
+            yield names, [value for values in answers[:-1 if cursor else None] for value in values]
+        if cursor == 0:
+            return
+        cursor, names = answers[-1]
+
+
 def hscan_batches(client: redis.Redis, key: str, count: int) -> Iterator[list[tuple[bytes, bytes]]]:
     cursor = 0
     while True:
@@ -307,8 +329,8 @@ def read_ahead(batches: Iterator[T], stopping: threading.Event | None = None,
     stops when the caller stops iterating or ``stopping`` is set, and its errors are raised here.
 
     The thread produces each batch holding ``turn``: a caller that holds it too for its own
-    Redis calls never has two commands waiting in Redis at once, so other clients of Redis
-    wait behind one command at most, as they would for a single-threaded sweep."""
+    Redis calls never has two calls waiting in Redis at once, so other clients of Redis
+    wait behind one call at most, as they would for a single-threaded sweep."""
     ahead: queue.Queue = queue.Queue(maxsize=1)
     done = threading.Event()
     reader = threading.Thread(target=_produce, name="reaper-read-ahead", daemon=True,

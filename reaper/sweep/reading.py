@@ -14,6 +14,7 @@ from reaper.core.keys import Keys
 from reaper.core.names import decode_name, encode_name
 from reaper.core.records import OnlineEntry, parse_online_entry
 from reaper.store import client as store
+from reaper.store import cluster
 from reaper.sweep.seams import Seams
 
 
@@ -33,13 +34,17 @@ class RecordPages:
         self.count, self.turn, self.stopping, self.seams = settings.scan_count, turn, stopping, seams
 
     def scanned(self) -> Iterator[RecordPage]:
-        """Every record, by SCAN (each key at least once)."""
-        return self._pages(store.scan_batches(self.client, self.keys.connection_pattern, self.count))
+        """Every record, by SCAN (each key at least once). JSON records on a single Redis: each
+        page's MGET goes out with the next SCAN, one round trip a page."""
+        pattern = self.keys.connection_pattern
+        if self.format == "hash" or cluster.is_cluster(self.client):
+            return self._pages(self._fetched(store.scan_batches(self.client, pattern, self.count)))
+        return self._pages(store.scan_and_read(self.client, pattern, self.count, self.seams.before_page_fetched))
 
     def named(self, keys: list[str]) -> Iterator[RecordPage]:
         """The records of ``keys`` (held back by a first pass), read again."""
-        return self._pages([encode_name(key) for key in keys[start:start + self.count]]
-                           for start in range(0, len(keys), self.count))
+        return self._pages(self._fetched([encode_name(key) for key in keys[start:start + self.count]]
+                                         for start in range(0, len(keys), self.count)))
 
     def careful(self, page: RecordPage, indexes: list[int]) -> list:
         """The records at ``indexes`` of ``page``, parsed the careful way (GuestRecord or
@@ -49,8 +54,8 @@ class RecordPages:
         records = store.load_records(self.client, self.keys, names, self.format, values) if names else []
         return [record for record in records if record is not None]
 
-    def _pages(self, batches: Iterator[list[bytes]]) -> Iterator[RecordPage]:
-        with closing(store.read_ahead(self._fetched(batches), self.stopping, self.turn)) as read:
+    def _pages(self, fetched: Iterator[tuple[list[bytes], list | None]]) -> Iterator[RecordPage]:
+        with closing(store.read_ahead(fetched, self.stopping, self.turn)) as read:
             for names, values in read:
                 yield RecordPage(names, values)
 

@@ -7,7 +7,6 @@ signaling service's business: a wrong type there does not make a record malforme
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -226,37 +225,7 @@ def _written(user_id: object, beat_text: object, pong_text: object) -> tuple[str
 
 
 def _offset_iso(value: object) -> float | None:
-    """Epoch seconds of ISO text with an offset ("...Z"), within range; None for anything else.
-    Text shaped as JavaScript's toISOString writes it ("2026-11-29T10:05:41.090Z", what the
-    signaling service writes) whose second was read before is read from that second's start:
-    a sweep meets a few hundred distinct seconds in a million records."""
-    if type(value) is str and len(value) == 24 and value[19] == "." and value[23] == "Z":
-        start_ms, millis = _second_starts.get(value[:19]), value[20:23]
-        if start_ms is not None and millis.isdigit() and millis.isascii():
-            return (start_ms + int(millis)) / 1000  # int / int: the one rounding timestamp() makes
-        return _remember_second(value, _any_offset_iso(value))
-    return _any_offset_iso(value)
-
-
-# Second ("YYYY-MM-DDTHH:MM:SS", UTC) -> its start in epoch milliseconds, for seconds every
-# millisecond of which is in range. Bounded: records spread over more seconds only miss it.
-_second_starts: dict[str, int] = {}
-_MAX_SECONDS_KEPT = 4096
-_JS_SECOND_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
-
-
-def _remember_second(value: str, seconds: float | None) -> float | None:
-    if seconds is None or not _JS_SECOND_SHAPE.fullmatch(value):
-        return seconds
-    start = math.floor(seconds)
-    if start + 1 <= _MAX_EPOCH_S:
-        if len(_second_starts) >= _MAX_SECONDS_KEPT:
-            _second_starts.clear()
-        _second_starts[value[:19]] = start * 1000
-    return seconds
-
-
-def _any_offset_iso(value: object) -> float | None:
+    """Epoch seconds of ISO text with an offset ("...Z"), within range; None for anything else."""
     if type(value) is not str or value[4:5] != "-":
         return None
     try:

@@ -171,7 +171,7 @@ def test_scan_and_read_gives_every_record_with_its_own_value(r, count):
     """Pages of any size (2500: more than one MGET a page), pages with no guest in them."""
     _fill(r, guests=3500, others=3000)
     seen = {}
-    for names, values in scan_and_read(r, CONN + "*", count, lambda names: None):
+    for names, values in scan_and_read(r, CONN + "*", count, "string", lambda names: None):
         assert len(names) == len(values) > 0
         seen.update(zip(names, values))
     assert seen == {f"{CONN}s{n}".encode(): f"v{n}".encode() for n in range(3500)}
@@ -185,11 +185,22 @@ def test_scan_and_read_runs_the_hook_before_each_page_s_values_are_read(r):
         hooked.append(list(names))
         r.delete(names[0])
 
-    pages = list(scan_and_read(r, CONN + "*", 50, remove_the_first))
+    pages = list(scan_and_read(r, CONN + "*", 50, "string", remove_the_first))
     assert [names for names, _ in pages] == hooked
     assert all(values[0] is None and None not in values[1:] for _, values in pages)
 
 
 def test_scan_and_read_of_an_empty_keyspace_gives_nothing_and_runs_no_hook(r):
     calls = []
-    assert list(scan_and_read(r, CONN + "*", 100, calls.append)) == [] and calls == []
+    assert list(scan_and_read(r, CONN + "*", 100, "string", calls.append)) == [] and calls == []
+
+
+def test_scan_and_read_of_hash_records_gives_names_only_and_runs_the_hook(r):
+    """Hash records are read by load_records itself: the page carries no values."""
+    for n in range(120):
+        r.hset(f"{CONN}h{n}", mapping={"userId": f"guest_{n}"})
+    hooked = []
+    pages = list(scan_and_read(r, CONN + "*", 50, "hash", hooked.append))
+    assert [names for names, _ in pages] == hooked
+    assert all(values is None for _, values in pages)
+    assert sorted(n for names, _ in pages for n in names) == sorted(f"{CONN}h{n}".encode() for n in range(120))

@@ -290,11 +290,21 @@ def scan_batches(client: redis.Redis, pattern: str, count: int) -> Iterator[list
                 break
 
 
-def scan_and_read(client: redis.Redis, pattern: str, count: int,
-                  before_read: Callable[[list[bytes]], None]) -> Iterator[tuple[list[bytes], list]]:
-    """Pages of key names matching ``pattern`` with their values, as scan_batches and read_values
-    give them, in one round trip a page on a single Redis: each page's MGETs go out with the
-    next page's SCAN. ``before_read(names)`` runs before a page's values are asked for."""
+def scan_and_read(client: redis.Redis, pattern: str, count: int, record_format: str,
+                  before_read: Callable[[list[bytes]], None]) -> Iterator[tuple[list[bytes], list | None]]:
+    """Pages of key names matching ``pattern`` with what read_values gives for them.
+    ``before_read(names)`` runs before a page's values are asked for. JSON records on a single
+    Redis take one round trip a page: each page's MGETs go out with the next page's SCAN."""
+    if record_format == "hash" or cluster.is_cluster(client):
+        for names in scan_batches(client, pattern, count):
+            before_read(names)
+            yield names, read_values(client, names, record_format)
+        return
+    yield from _scan_with_mget(client, pattern, count, before_read)
+
+
+def _scan_with_mget(client: redis.Redis, pattern: str, count: int,
+                    before_read: Callable[[list[bytes]], None]) -> Iterator[tuple[list[bytes], list]]:
     cursor, names = client.scan(0, match=pattern, count=count)
     while True:
         if names:

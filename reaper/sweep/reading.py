@@ -14,7 +14,6 @@ from reaper.core.keys import Keys
 from reaper.core.names import decode_name, encode_name
 from reaper.core.records import OnlineEntry, parse_online_entry
 from reaper.store import client as store
-from reaper.store import cluster
 from reaper.sweep.seams import Seams
 
 
@@ -36,10 +35,8 @@ class RecordPages:
     def scanned(self) -> Iterator[RecordPage]:
         """Every record, by SCAN (each key at least once). JSON records on a single Redis: each
         page's MGET goes out with the next SCAN, one round trip a page."""
-        pattern = self.keys.connection_pattern
-        if self.format == "hash" or cluster.is_cluster(self.client):
-            return self._pages(self._fetched(store.scan_batches(self.client, pattern, self.count)))
-        return self._pages(store.scan_and_read(self.client, pattern, self.count, self.seams.before_page_fetched))
+        return self._pages(store.scan_and_read(self.client, self.keys.connection_pattern, self.count,
+                                               self.format, self.seams.before_page_fetched))
 
     def named(self, keys: list[str]) -> Iterator[RecordPage]:
         """The records of ``keys`` (held back by a first pass), read again."""

@@ -1,28 +1,34 @@
 """A set of strings that answers "maybe in it" or "surely not", in a few bits each. Pure.
 
-A salted Bloom filter: rbloom's (Rust: a Python loop over a bit array costs ~300 ns a string,
-rbloom ~70 ns, and a sweep adds or asks about two or three million of them), sized for twice the
-expected count at a 0.1 % false positive rate — about 29 bits a string, 3.5 MiB at a million —
-so a list that doubled since the last sweep still stays near 0.1 %, and one that quadrupled
-near 5 %. Every use of one in reaper is on the safe side of a false positive (a guest looks
-live, or an online entry looks like it has its record: both only wait for the next sweep), and
-each filter has a salt of its own: items go in as (salt, item), whose hash mixes the salt in,
-so the next sweep's false positives are other strings.
+A salted Bloom filter on rbloom (Rust: a Python loop over a bit array costs ~300 ns a string,
+and a sweep adds or asks about two or three million of them): 32 bits and three probes per
+expected string, 4 MiB at a million. Few probes because each is a cache miss in a sweep's busy
+memory. False positives: ~0.07 % at the expected count, ~0.5 % when the list doubled since the
+last sweep sized it, ~3 % when it quadrupled. Every use of one in reaper is on the safe side of
+a false positive (a guest looks live, or an online entry looks like it has its record: both only
+wait for the next sweep), and each filter has a salt of its own: items go in as (salt, item),
+whose hash mixes the salt in, so the next sweep's false positives are other strings.
 """
 
+import math
 import secrets
 from itertools import filterfalse, repeat
 
 from rbloom import Bloom
 
-HEADROOM = 2  # sized for this many times the expected count
-FALSE_POSITIVE_RATE = 0.001  # at the size it was made for
-MIN_ITEMS = 1 << 18  # ~450 KiB: a small tier's false positives far rarer than a big one's
+BITS_PER_ITEM = 32
+MIN_ITEMS = 1 << 18  # 1 MiB: a small tier's false positives far rarer than a big one's
+# rbloom derives its size and probes from (expected items, rate): k = floor(log2(1 / rate)),
+# bits = items * ln(1 / rate) / ln(2)^2. This rate gives three probes; the count it is handed
+# is scaled so the bits come out at BITS_PER_ITEM a string.
+_RATE = 0.12
+_BITS_PER_COUNTED = math.log(1 / _RATE) / math.log(2) ** 2
 
 
 class SaltedFilter:
     def __init__(self, expected: int):
-        self._bloom = Bloom(max(MIN_ITEMS, HEADROOM * expected), FALSE_POSITIVE_RATE)
+        bits = BITS_PER_ITEM * max(MIN_ITEMS, expected)
+        self._bloom = Bloom(math.ceil(bits / _BITS_PER_COUNTED), _RATE)
         self._salt = secrets.randbits(64)
         self.count = 0
 

@@ -2,7 +2,7 @@
 
 A salted Bloom filter on rbloom (Rust: a Python loop over a bit array costs ~300 ns a string,
 and a sweep adds or asks about two or three million of them): 32 bits and three probes per
-expected string, 4 MiB at a million. Few probes because each is a cache miss in a sweep's busy
+expected string, 4 MB at a million. Few probes because each is a cache miss in a sweep's busy
 memory. False positives: ~0.07 % at the expected count, ~0.5 % when the list doubled since the
 last sweep sized it, ~3 % when it quadrupled. Every use of one in reaper is on the safe side of
 a false positive (a guest looks live, or an online entry looks like it has its record: both only

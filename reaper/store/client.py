@@ -28,7 +28,7 @@ from reaper.core.records import Malformed, parse_hash_record, parse_json_record
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
               redis.exceptions.RedisClusterException)
 T = TypeVar("T")
-READ_AHEAD_SWITCH_S = 0.0001  # 0.5 ms: first pass ~0.4 s slower at 1M, ~0.15 s less CPU
+READ_AHEAD_SWITCH_S = 0.0001  # at 0.5 ms the first pass at 1M took ~0.4 s longer, for ~0.15 s less CPU
 MGET_BATCH = 1000
 _END = object()
 MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is

@@ -49,7 +49,7 @@ def _fill(world, live: int, stale: int, orphans: int,
 
 # Each script's typed wrapper (reaper/store/sweep_scripts.py; REMOVE_ENTRY through OnlineList) and
 # the method that sends one batch of it: one Redis call per non-empty batch.
-WRAPPERS = {"SETTLE_ONLINE": (SettleOnline, "settle"), "TAKE_GUEST": (TakeGuests, "take"),
+WRAPPERS = {"SETTLE_ONLINE": (SettleOnline, "settle"), "TAKE_GUEST": (TakeGuests, "arguments"),
             "TAKE_RECORD": (TakeRecords, "take"), "REMOVE_ENTRY": (OnlineList, "remove_unchanged")}
 
 

@@ -339,8 +339,8 @@ def read_ahead(batches: Iterator[T], stopping: threading.Event | None = None,
     stops when the caller stops iterating or ``stopping`` is set, and its errors are raised here.
 
     The thread produces each batch holding ``turn``: a caller that holds it too for its own
-    Redis calls never has two calls waiting in Redis at once, so other clients of Redis
-    wait behind one call at most, as they would for a single-threaded sweep."""
+    Redis calls never has the reader's call and its own waiting in Redis at once, so other
+    clients of Redis wait behind one of them at most, as they would for a single-threaded sweep."""
     ahead: queue.Queue = queue.Queue(maxsize=1)
     done = threading.Event()
     reader = threading.Thread(target=_produce, name="reaper-read-ahead", daemon=True,

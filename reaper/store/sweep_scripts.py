@@ -8,7 +8,7 @@ from enum import IntEnum
 import redis
 
 from reaper.core.keys import QUARANTINE_TTL_S, Keys
-from reaper.store import scripts
+from reaper.store import scripts, windowed
 
 
 # One of these per guest taken, a hundred thousand in a big sweep: slots, not frozen (a frozen
@@ -110,12 +110,24 @@ class TakeGuests:
         self._script = client.register_script(scripts.TAKE_GUEST)
 
     def take(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
+        """One batch (at most scripts.TAKE_BATCH), one call."""
+        keys, args = self.arguments(due, format_type, takes)
+        return [_OUTCOMES[outcome] for outcome in self._script(keys=keys, args=args)]
+
+    def take_all(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
+        """Any number, in batches of scripts.TAKE_BATCH kept two deep (store/windowed.py)."""
+        calls = [self.arguments(due, format_type, takes[start:start + scripts.TAKE_BATCH])
+                 for start in range(0, len(takes), scripts.TAKE_BATCH)]
+        return [_OUTCOMES[outcome] for answer in windowed.call_all(self._script, calls) for outcome in answer]
+
+    def arguments(self, due: float, format_type: str, takes: list[RecordTake]) -> tuple[list, list]:
+        """KEYS and ARGV of one call, for one batch."""
         keys = [self.keys.intents, self.keys.due, self.keys.online, self.keys.events]
         args = [due, QUARANTINE_TTL_S, format_type, self.prefix, self.events_cap]
         for take in takes:
             keys += (take.key, take.quarantine)
             args += (*take.record_argv(), take.user_id, take.socket_id, take.decision)
-        return [_OUTCOMES[outcome] for outcome in self._script(keys=keys, args=args)]
+        return keys, args
 
 
 class TakeOrphans:

@@ -40,9 +40,9 @@ whose answers are handled in order. With a big users:online read after the recor
 sockets the records showed are remembered in a salted filter (core/salted_filter.py, 4 MB a
 million): an entry naming one had its record, so Redis answers no EXISTS for it. Socketless
 entries then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
-each call, so Redis never has more than one of our calls to serve, and other clients wait
-behind one at most (a call: one command, or a page's MGET sent with the next SCAN, a round trip
-saved a page: ~3 ms of Redis at the default scan_count).
+each call, so other clients of Redis never wait behind more than ~3 ms of ours: one command,
+a page's MGET sent with the next SCAN (a round trip saved a page), or two batches of takes
+(store/windowed.py: Redis runs the next while Python reads the last one's answer).
 """
 
 import threading

@@ -162,8 +162,8 @@ class SingleRedisTakes(Takes):
     def _take_with_entries(self, decisions: list[Decision | None], takes: list[RecordTake]) -> list[GuestOutcome]:
         """Each record, its users:online entry and its decision record in one step (TAKE_GUEST),
         so the intent needs no online step and no reaped guest lacks its record in the trail."""
-        outcomes = self._in_batches(takes, scripts.TAKE_BATCH,
-                                    lambda batch: self._guests.take(self.due, self.format_type, batch))
+        with self.turn:  # two batches in Redis at a time, at most (store/windowed.py)
+            outcomes = self._guests.take_all(self.due, self.format_type, takes)
         self._audited(decisions, [take.decision for take in takes], [o is GuestOutcome.TAKEN for o in outcomes])
         return outcomes
 

@@ -1,0 +1,76 @@
+"""Batches of one script kept two deep on one connection: Redis runs the next batch while Python
+reads the answer to the last one and sends the one after. Redis then holds at most two calls of
+ours at a time (two TAKE_BATCHes: ~3 ms of Redis), and never waits for Python between them.
+
+A call Redis answers NOSCRIPT did nothing (its script was not in Redis's cache): it is sent again
+once the script is loaded, once. Any other error stops the sending; the answers already in
+flight are read, and the first error is raised. Whatever is raised, the connection is dropped
+rather than pooled: an answer may still be on its way."""
+
+from collections import deque
+
+import redis
+from redis.commands.core import Script
+
+DEPTH = 2
+
+
+def call_all(script: Script, calls: list[tuple[list, list]]) -> list:
+    """Each call's answer, in the order of ``calls`` (each a (keys, args) pair)."""
+    client = script.registered_client
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        return _Window(script, conn, calls).run()
+    except BaseException:
+        conn.disconnect()  # an answer may still be in flight: never hand it to the next caller
+        raise
+    finally:
+        pool.release(conn)
+
+
+class _Window:
+    def __init__(self, script: Script, conn, calls: list[tuple[list, list]]):
+        self.script, self.conn, self.calls = script, conn, calls
+        self.answers: list = [None] * len(calls)
+        self.waiting = deque(range(len(calls)))  # not sent yet
+        self.in_flight: deque = deque()
+        self.again: list[int] = []  # answered NOSCRIPT: not run, to send once the script is loaded
+        self.reloaded = False
+        self.error: Exception | None = None
+
+    def run(self) -> list:
+        while True:
+            while self.waiting and len(self.in_flight) < DEPTH and self.error is None and not self.again:
+                self._send(self.waiting.popleft())
+            if not self.in_flight:
+                if self.again and self.error is None:
+                    self._load_and_send_again()
+                    continue
+                break
+            self._read(self.in_flight.popleft())
+        if self.error is not None:
+            raise self.error
+        return self.answers
+
+    def _send(self, i: int) -> None:
+        keys, args = self.calls[i]
+        self.conn.send_packed_command(self.conn.pack_command("EVALSHA", self.script.sha, len(keys), *keys, *args))
+        self.in_flight.append(i)
+
+    def _read(self, i: int) -> None:
+        try:
+            self.answers[i] = self.conn.read_response()
+        except redis.exceptions.NoScriptError as exc:
+            if self.reloaded:
+                self.error = self.error or exc
+            else:
+                self.again.append(i)
+        except redis.ResponseError as exc:
+            self.error = self.error or exc
+
+    def _load_and_send_again(self) -> None:
+        self.reloaded = True
+        self.script.registered_client.script_load(self.script.script)
+        self.waiting.extendleft(reversed(self.again))
+        self.again = []

@@ -1,0 +1,114 @@
+"""store.windowed: batches of one script kept two deep on one connection. Every call runs once and
+its answer comes back in order; a script missing from Redis's cache is loaded and the calls it
+refused sent again, once; an error stops the sending and is raised; and whatever is raised, the
+connection pool is left with no answer in flight."""
+
+import pytest
+import redis
+
+from reaper.store import windowed
+
+# Each call counts itself and answers its own argument: a call run twice shows in the count.
+COUNTING = """
+redis.call('INCR', KEYS[1])
+if ARGV[1] == 'refuse' then return redis.error_reply('REFUSED by the test') end
+return ARGV[1]
+"""
+
+
+def calls(n: int, refuse_at: int | None = None) -> list:
+    return [(["runs"], ["refuse" if i == refuse_at else f"a{i}"]) for i in range(n)]
+
+
+def answers(n: int) -> list[bytes]:
+    return [f"a{i}".encode() for i in range(n)]
+
+
+def test_every_call_runs_once_and_answers_in_order(r):
+    script = r.register_script(COUNTING)
+    r.script_load(COUNTING)
+
+    assert windowed.call_all(script, calls(25)) == answers(25)
+    assert r.get("runs") == b"25"
+    assert windowed.call_all(script, []) == [] and r.get("runs") == b"25"
+
+
+def test_a_script_missing_from_redis_is_loaded_and_each_call_still_runs_once(r):
+    script = r.register_script(COUNTING)
+    r.script_flush()
+
+    assert windowed.call_all(script, calls(7)) == answers(7)
+    assert r.get("runs") == b"7"
+
+
+def after_answer(monkeypatch, answer: bytes, then) -> None:
+    """Runs ``then()`` right after any connection reads ``answer``."""
+    read = redis.connection.Connection.read_response
+
+    def reading(self, *args, **kwargs):
+        got = read(self, *args, **kwargs)
+        if got == answer:
+            then()
+        return got
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", reading)
+
+
+def other_client(r) -> redis.Redis:
+    kwargs = r.connection_pool.connection_kwargs
+    return redis.Redis(host=kwargs["host"], port=kwargs["port"])
+
+
+def test_scripts_flushed_midway_send_only_the_refused_calls_again(r, monkeypatch):
+    """Flushed after the first answer: the call in flight may have run or not; whatever Redis
+    refused with NOSCRIPT runs after the load, and nothing runs twice."""
+    script = r.register_script(COUNTING)
+    r.script_load(COUNTING)
+    after_answer(monkeypatch, b"a0", other_client(r).script_flush)
+
+    assert windowed.call_all(script, calls(9)) == answers(9)
+    assert r.get("runs") == b"9"
+    assert r.info("errorstats")["errorstat_NOSCRIPT"]["count"] >= 1  # some were refused, and sent again
+
+
+def test_a_script_that_keeps_vanishing_is_loaded_once_then_its_error_raised(r, monkeypatch):
+    script = r.register_script(COUNTING)
+    r.script_flush()
+    load = redis.Redis.script_load
+
+    def load_then_flush(self, text):
+        sha = load(self, text)
+        self.script_flush()
+        return sha
+
+    monkeypatch.setattr(redis.Redis, "script_load", load_then_flush)
+    with pytest.raises(redis.exceptions.NoScriptError):
+        windowed.call_all(script, calls(5))
+    assert r.get("runs") is None  # none ran
+    assert r.ping() and r.set("after", "x") and r.get("after") == b"x"  # the pool answers in step
+
+
+def test_an_error_stops_the_sending_and_is_raised_after_the_answer_in_flight(r):
+    """Call 3 refuses: calls 0-3 and the one sent with it (4) run, none after; the error raised is
+    the script's own, and the connection pool is left in step."""
+    script = r.register_script(COUNTING)
+    r.script_load(COUNTING)
+
+    with pytest.raises(redis.ResponseError, match="REFUSED by the test"):
+        windowed.call_all(script, calls(10, refuse_at=3))
+    assert r.get("runs") == b"5"
+    assert r.set("after", "x") and r.get("after") == b"x"
+
+
+def test_a_connection_killed_midway_raises_and_leaves_the_pool_usable(r, monkeypatch):
+    script = r.register_script(COUNTING)
+    r.script_load(COUNTING)
+    killer = other_client(r)
+    # every normal client but the killer's own: the window's among them
+    after_answer(monkeypatch, b"a1", lambda: killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+
+    with pytest.raises((redis.ConnectionError, OSError)):
+        windowed.call_all(script, calls(20))
+    runs = int(r.get("runs"))
+    assert 2 <= runs <= 4  # what ran before the kill; nothing after
+    assert r.get("runs") == str(runs).encode()  # a fresh connection, no answer of the old one

@@ -5,6 +5,8 @@ connection pool is left with no answer in flight."""
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from reaper.store import windowed
 
@@ -100,15 +102,32 @@ def test_an_error_stops_the_sending_and_is_raised_after_the_answer_in_flight(r):
     assert r.set("after", "x") and r.get("after") == b"x"
 
 
-def test_a_connection_killed_midway_raises_and_leaves_the_pool_usable(r, monkeypatch):
-    script = r.register_script(COUNTING)
-    r.script_load(COUNTING)
+def kill_after_the_second_answer(r, monkeypatch) -> None:
     killer = other_client(r)
     # every normal client but the killer's own: the window's among them
     after_answer(monkeypatch, b"a1", lambda: killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
 
+
+def test_a_connection_lost_midway_is_retried_and_only_unanswered_calls_go_again(r, monkeypatch):
+    """As the client retries any command: a new connection, the calls not answered yet sent
+    again. The two in flight at the loss may have run before it: they run twice at most."""
+    script = r.register_script(COUNTING)
+    r.script_load(COUNTING)
+    kill_after_the_second_answer(r, monkeypatch)
+
+    assert windowed.call_all(script, calls(20)) == answers(20)
+    assert 20 <= int(r.get("runs")) <= 22
+
+
+def test_a_connection_lost_with_no_retry_left_raises_and_leaves_the_pool_usable(r, monkeypatch):
+    kwargs = r.connection_pool.connection_kwargs
+    client = redis.Redis(host=kwargs["host"], port=kwargs["port"], retry=Retry(NoBackoff(), 0))
+    script = client.register_script(COUNTING)
+    client.script_load(COUNTING)
+    kill_after_the_second_answer(client, monkeypatch)
+
     with pytest.raises((redis.ConnectionError, OSError)):
         windowed.call_all(script, calls(20))
-    runs = int(r.get("runs"))
+    runs = int(client.get("runs"))
     assert 2 <= runs <= 4  # what ran before the kill; nothing after
-    assert r.get("runs") == str(runs).encode()  # a fresh connection, no answer of the old one
+    assert client.get("runs") == str(runs).encode()  # a fresh connection, no answer of the old one

@@ -3,9 +3,12 @@ reads the answer to the last one and sends the one after. Redis then holds at mo
 ours at a time (two TAKE_BATCHes: ~3 ms of Redis), and never waits for Python between them.
 
 A call Redis answers NOSCRIPT did nothing (its script was not in Redis's cache): it is sent again
-once the script is loaded, once. Any other error stops the sending; the answers already in
-flight are read, and the first error is raised. Whatever is raised, the connection is dropped
-rather than pooled: an answer may still be on its way."""
+once the script is loaded, once. Any other error Redis answers stops the sending; the answers
+already in flight are read, and the first error is raised. A lost connection is retried as the
+client retries any command (its ``Retry``): on a new connection, the calls not answered yet are
+sent again; one that had run before the loss runs twice, which the sweep's scripts allow (they
+compare before they take: a guest taken once is "changed" the second time). Whatever is raised,
+the connection is dropped rather than pooled: an answer may still be on its way."""
 
 from collections import deque
 
@@ -13,33 +16,41 @@ import redis
 from redis.commands.core import Script
 
 DEPTH = 2
+_UNANSWERED = object()
 
 
 def call_all(script: Script, calls: list[tuple[list, list]]) -> list:
     """Each call's answer, in the order of ``calls`` (each a (keys, args) pair)."""
     client = script.registered_client
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        return _Window(script, conn, calls).run()
-    except BaseException:
-        conn.disconnect()  # an answer may still be in flight: never hand it to the next caller
-        raise
-    finally:
-        pool.release(conn)
+    window = _Window(script, calls)
+    retry = client.get_retry()
+    if retry is None:
+        return window.run_on(client.connection_pool)
+    return retry.call_with_retry(lambda: window.run_on(client.connection_pool), lambda error: None)
 
 
 class _Window:
-    def __init__(self, script: Script, conn, calls: list[tuple[list, list]]):
-        self.script, self.conn, self.calls = script, conn, calls
-        self.answers: list = [None] * len(calls)
-        self.waiting = deque(range(len(calls)))  # not sent yet
+    def __init__(self, script: Script, calls: list[tuple[list, list]]):
+        self.script, self.calls = script, calls
+        self.answers: list = [_UNANSWERED] * len(calls)
+        self.reloaded = False  # the script is loaded once at most
+
+    def run_on(self, pool: redis.ConnectionPool) -> list:
+        """Every call not answered yet, on a connection of ``pool``."""
+        self.conn = pool.get_connection()
+        self.waiting = deque(i for i, answer in enumerate(self.answers) if answer is _UNANSWERED)
         self.in_flight: deque = deque()
         self.again: list[int] = []  # answered NOSCRIPT: not run, to send once the script is loaded
-        self.reloaded = False
         self.error: Exception | None = None
+        try:
+            return self._run()
+        except BaseException:
+            self.conn.disconnect()  # an answer may still be in flight: never hand it to the next caller
+            raise
+        finally:
+            pool.release(self.conn)
 
-    def run(self) -> list:
+    def _run(self) -> list:
         while True:
             while self.waiting and len(self.in_flight) < DEPTH and self.error is None and not self.again:
                 self._send(self.waiting.popleft())

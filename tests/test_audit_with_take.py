@@ -33,7 +33,7 @@ def test_a_taken_guest_has_its_decision_record_from_the_take_itself(r, world):
              take_of(r, "sock2", "guest_2", json.dumps({"event": "reaped", "user_id": "guest_2"}),
                      witness=b"what the sweep read before the guest moved on")]
 
-    outcomes = guests.take(1.0, "string", takes)
+    outcomes = guests.take_all(1.0, "string", takes)
 
     assert outcomes == [GuestOutcome.TAKEN, GuestOutcome.CHANGED]
     assert [e["user_id"] for e in trail(r)] == ["guest_1"]  # the one left alone has none
@@ -44,7 +44,7 @@ def test_a_taken_guest_has_its_decision_record_from_the_take_itself(r, world):
 def test_no_decision_text_or_a_zero_cap_writes_no_record(r, world, cap, decision):
     world.guest(1, age=600)
 
-    outcomes = TakeGuests(r, keys_of(r), "guest_", cap).take(1.0, "string", [take_of(r, "sock1", "guest_1", decision)])
+    outcomes = TakeGuests(r, keys_of(r), "guest_", cap).take_all(1.0, "string", [take_of(r, "sock1", "guest_1", decision)])
 
     assert outcomes == [GuestOutcome.TAKEN]
     assert r.exists(keys_of(r).events) == 0
@@ -55,7 +55,7 @@ def test_the_take_keeps_the_stream_capped(r, world):
         world.guest(n, age=600)
     guests = TakeGuests(r, keys_of(r), "guest_", 10)
 
-    guests.take(1.0, "string", [take_of(r, f"sock{n}", f"guest_{n}", json.dumps({"user_id": f"guest_{n}"}))
+    guests.take_all(1.0, "string", [take_of(r, f"sock{n}", f"guest_{n}", json.dumps({"user_id": f"guest_{n}"}))
                                 for n in range(300)])
 
     assert 10 <= r.xlen(keys_of(r).events) <= 10 + 200  # MAXLEN ~ trims whole nodes

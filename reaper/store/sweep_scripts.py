@@ -1,6 +1,7 @@
 """The sweep's Lua scripts (reaper/store/scripts.py), each behind a typed wrapper that owns its
 KEYS and ARGV layout: callers hand in small typed values and get one answer per guest back.
-Each call is one round trip for one batch; the callers keep batches to scripts.*_BATCH."""
+Each call is one round trip for one batch; the callers keep batches to scripts.*_BATCH, but for
+TakeGuests, which batches itself and keeps two calls in Redis at a time (store/windowed.py)."""
 
 from dataclasses import dataclass
 from enum import IntEnum
@@ -108,11 +109,6 @@ class TakeGuests:
     def __init__(self, client: redis.Redis, keys: Keys, guest_id_prefix: str, events_cap: int):
         self.keys, self.prefix, self.events_cap = keys, guest_id_prefix, events_cap
         self._script = client.register_script(scripts.TAKE_GUEST)
-
-    def take(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
-        """One batch (at most scripts.TAKE_BATCH), one call."""
-        keys, args = self.arguments(due, format_type, takes)
-        return [_OUTCOMES[outcome] for outcome in self._script(keys=keys, args=args)]
 
     def take_all(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
         """Any number, in batches of scripts.TAKE_BATCH kept two deep (store/windowed.py)."""

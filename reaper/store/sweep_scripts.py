@@ -1,7 +1,8 @@
 """The sweep's Lua scripts (reaper/store/scripts.py), each behind a typed wrapper that owns its
 KEYS and ARGV layout: callers hand in small typed values and get one answer per guest back.
 Each call is one round trip for one batch; the callers keep batches to scripts.*_BATCH, but for
-TakeGuests, which batches itself and keeps two calls in Redis at a time (store/windowed.py)."""
+TakeGuests and TakeOrphans, which batch themselves and keep two calls in Redis at a time
+(store/windowed.py)."""
 
 from dataclasses import dataclass
 from enum import IntEnum
@@ -134,7 +135,14 @@ class TakeOrphans:
         self.keys, self.events_cap = keys, events_cap
         self._script = client.register_script(scripts.TAKE_ORPHAN)
 
-    def take(self, due: float, orphans: list[OrphanTake]) -> list[bool]:
+    def take_all(self, due: float, orphans: list[OrphanTake]) -> list[bool]:
+        """Any number, in batches of scripts.TAKE_BATCH kept two deep (store/windowed.py)."""
+        calls = [self.arguments(due, orphans[start:start + scripts.TAKE_BATCH])
+                 for start in range(0, len(orphans), scripts.TAKE_BATCH)]
+        return [ok == 1 for answer in windowed.call_all(self._script, calls) for ok in answer]
+
+    def arguments(self, due: float, orphans: list[OrphanTake]) -> tuple[list, list]:
+        """KEYS and ARGV of one call, for one batch."""
         keys = [self.keys.online, self.keys.intents, self.keys.due, self.keys.events]
         args = [due, self.events_cap]
         for orphan in orphans:
@@ -142,7 +150,7 @@ class TakeOrphans:
                 keys.append(orphan.record_key)
             args += (orphan.user_id, orphan.raw, orphan.intent_id, orphan.intent,
                      len(keys) if orphan.record_key else 0, orphan.decision)
-        return [ok == 1 for ok in self._script(keys=keys, args=args)]
+        return keys, args
 
 
 class SettleOnline:

@@ -172,7 +172,8 @@ class SingleRedisTakes(Takes):
                                 lambda batch: self._records.take(self.due, self.format_type, batch))
 
     def _take_orphans(self, orphans: list[OrphanTake]) -> list[bool]:
-        return self._in_batches(orphans, scripts.TAKE_BATCH, lambda batch: self._orphans.take(self.due, batch))
+        with self.turn:  # two batches in Redis at a time, at most (store/windowed.py)
+            return self._orphans.take_all(self.due, orphans)
 
 
 class ClusterTakes(Takes):

@@ -131,3 +131,18 @@ def test_a_connection_lost_with_no_retry_left_raises_and_leaves_the_pool_usable(
     runs = int(client.get("runs"))
     assert 2 <= runs <= 4  # what ran before the kill; nothing after
     assert client.get("runs") == str(runs).encode()  # a fresh connection, no answer of the old one
+
+
+def test_items_in_batches_get_one_answer_each_in_order(r):
+    """call_in_batches: 23 items in calls of 5 (the last of 3), each script answering per item."""
+    script = r.register_script("local out = {} for i = 1, #ARGV do out[i] = ARGV[i] end return out")
+    sizes = []
+
+    def arguments(batch):
+        sizes.append(len(batch))
+        return [], batch
+
+    items = [f"i{n}" for n in range(23)]
+    assert windowed.call_in_batches(script, items, 5, arguments) == [item.encode() for item in items]
+    assert sizes == [5, 5, 5, 5, 3]
+    assert windowed.call_in_batches(script, [], 5, arguments) == [] and sizes == [5, 5, 5, 5, 3]

@@ -113,9 +113,9 @@ class TakeGuests:
 
     def take_all(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
         """Any number, in batches of scripts.TAKE_BATCH kept two deep (store/windowed.py)."""
-        calls = [self.arguments(due, format_type, takes[start:start + scripts.TAKE_BATCH])
-                 for start in range(0, len(takes), scripts.TAKE_BATCH)]
-        return [_OUTCOMES[outcome] for answer in windowed.call_all(self._script, calls) for outcome in answer]
+        answers = windowed.call_in_batches(self._script, takes, scripts.TAKE_BATCH,
+                                           lambda batch: self.arguments(due, format_type, batch))
+        return [_OUTCOMES[outcome] for outcome in answers]
 
     def arguments(self, due: float, format_type: str, takes: list[RecordTake]) -> tuple[list, list]:
         """KEYS and ARGV of one call, for one batch."""
@@ -137,9 +137,9 @@ class TakeOrphans:
 
     def take_all(self, due: float, orphans: list[OrphanTake]) -> list[bool]:
         """Any number, in batches of scripts.TAKE_BATCH kept two deep (store/windowed.py)."""
-        calls = [self.arguments(due, orphans[start:start + scripts.TAKE_BATCH])
-                 for start in range(0, len(orphans), scripts.TAKE_BATCH)]
-        return [ok == 1 for answer in windowed.call_all(self._script, calls) for ok in answer]
+        answers = windowed.call_in_batches(self._script, orphans, scripts.TAKE_BATCH,
+                                           lambda batch: self.arguments(due, batch))
+        return [ok == 1 for ok in answers]
 
     def arguments(self, due: float, orphans: list[OrphanTake]) -> tuple[list, list]:
         """KEYS and ARGV of one call, for one batch."""

@@ -11,12 +11,21 @@ compare before they take: a guest taken once is "changed" the second time). What
 the connection is dropped rather than pooled: an answer may still be on its way."""
 
 from collections import deque
+from collections.abc import Callable
 
 import redis
 from redis.commands.core import Script
 
 DEPTH = 2
 _UNANSWERED = object()
+
+
+def call_in_batches(script: Script, items: list, size: int,
+                    arguments: Callable[[list], tuple[list, list]]) -> list:
+    """One answer per item of ``items``, whose script answers one per item of its batch: calls
+    of ``size`` items at most, each call's KEYS and ARGV made by ``arguments(batch)``."""
+    calls = [arguments(items[start:start + size]) for start in range(0, len(items), size)]
+    return [one for answer in call_all(script, calls) for one in answer]
 
 
 def call_all(script: Script, calls: list[tuple[list, list]]) -> list:

@@ -2,8 +2,8 @@
 
 # Batch scripts (TAKE_RECORD, TAKE_GUEST, TAKE_ORPHAN, REMOVE_ENTRY, SETTLE_ONLINE, EXIST_EACH) handle a batch of guests in
 # one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
-# holds Redis for about a millisecond at most; the sweep keeps two TAKE_GUEST (or TAKE_ORPHAN) calls in Redis at a
-# time (store/windowed.py).
+# holds Redis for about a millisecond at most; the sweep keeps two TAKE_GUEST (or TAKE_ORPHAN)
+# calls in Redis at a time (store/windowed.py).
 TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each
 ENTRY_BATCH = 250  # entries per REMOVE_ENTRY call: ~2 Redis calls each
 EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each

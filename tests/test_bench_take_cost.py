@@ -1,0 +1,27 @@
+"""bench/take_cost.py measures what it says: every guest of every call taken, the cost read from
+Redis's own counters, and a script that takes nobody refused rather than timed."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import take_cost  # noqa: E402
+
+
+def test_every_setting_is_measured_in_redis_time_a_guest(capsys):
+    assert take_cost.main(["--guests", "250", "--rounds", "1"]) == 0
+
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(row[1], row[3]) for row in rows] == [("no", "no"), ("no", "yes"), ("yes", "no"), ("yes", "yes")]
+    assert all(float(row[4]) > 0 for row in rows)
+
+
+def test_a_script_that_takes_nobody_is_refused_not_timed(tmp_path):
+    lazy = tmp_path / "lazy.lua"
+    lazy.write_text("local t = {} for i = 1, (#KEYS - 4) / 2 do t[i] = 0 end return t")
+
+    with pytest.raises(SystemExit, match="not taken"):
+        take_cost.main(["--script", str(lazy), "--guests", "150", "--rounds", "1"])

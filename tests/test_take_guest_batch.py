@@ -1,0 +1,168 @@
+"""TAKE_GUEST reads a batch in one MGET and one HMGET and writes it in one call per kind of write
+(reaper/store/scripts.py). It must still decide each guest as if the guests of the batch came one
+call at a time, in order: a key taken earlier in the batch is gone (SCAN may name a key twice), an
+entry removed earlier is absent, and what one guest writes is what a call of its own writes."""
+
+import json
+import random
+
+import pytest
+import redis
+
+from reaper.store.sweep_scripts import GuestOutcome, RecordTake, TakeGuests
+from support.guests import CONN, ONLINE, record
+from support.keys import KEYS
+
+PREFIX = "guest_"
+DUE = 1.8e9
+
+
+@pytest.fixture
+def two_dbs(r, redis_server):
+    """The test Redis's db 0 (``r``) and db 1: the same scenario played two ways, side by side."""
+    other = redis.Redis(host=redis_server.host, port=redis_server.port, db=1)
+    other.flushdb()
+    yield r, other
+    other.flushdb()
+    other.close()
+
+
+def test_one_call_decides_as_calls_of_one_guest_each_would(two_dbs):
+    rng = random.Random(14)
+    for scenario in range(100):
+        batch, sequence = two_dbs
+        batch.flushdb(), sequence.flushdb()
+        takes, writes = _scenario(rng)
+        for client in two_dbs:
+            writes(client)
+
+        together = _take(batch, takes)
+        one_by_one = [answer for take in takes for answer in _take(sequence, [take])]
+
+        assert together == one_by_one, f"scenario {scenario}"
+        assert _contents(batch) == _contents(sequence), f"scenario {scenario}"
+
+
+def test_a_key_named_twice_in_a_batch_is_taken_once(r):
+    raw = _write_guest(r, "s1", "guest_1")
+    take = _guest_take("s1", "guest_1", raw, decision='{"n":1}')
+
+    assert _take(r, [take, take]) == [GuestOutcome.TAKEN, GuestOutcome.CHANGED]
+    assert not r.exists(CONN + "s1") and not r.hexists(ONLINE, "guest_1")
+    assert [fields[b"decision"] for _, fields in r.xrange(KEYS.events)] == [b'{"n":1}']
+
+
+def test_an_entry_removed_earlier_in_the_batch_is_absent_for_the_guests_after(r):
+    """One user on two sockets: the entry names the first; the second finds it gone, as a call of
+    its own would, and is taken with nothing left to judge."""
+    first, second = _write_guest(r, "s1", "guest_1"), _write_guest(r, "s2", "guest_1")
+    r.hset(ONLINE, "guest_1", _entry("guest_1", "s1"))
+
+    answers = _take(r, [_guest_take("s1", "guest_1", first), _guest_take("s2", "guest_1", second)])
+
+    assert answers == [GuestOutcome.TAKEN, GuestOutcome.TAKEN]
+    assert not r.exists(CONN + "s1", CONN + "s2") and not r.hexists(ONLINE, "guest_1")
+
+
+def test_an_entry_naming_a_later_guest_of_the_batch_goes_with_that_guest(r):
+    first, second = _write_guest(r, "s1", "guest_1"), _write_guest(r, "s2", "guest_1")
+    r.hset(ONLINE, "guest_1", _entry("guest_1", "s2"))
+
+    answers = _take(r, [_guest_take("s1", "guest_1", first), _guest_take("s2", "guest_1", second)])
+
+    assert answers == [GuestOutcome.LEFT_TO_SWEEP, GuestOutcome.TAKEN]
+    assert r.exists(CONN + "s1") and not r.exists(CONN + "s2") and not r.hexists(ONLINE, "guest_1")
+
+
+def test_a_batch_of_hostile_names_and_values_is_decided_guest_by_guest(two_dbs):
+    """Names no script should trip on: the same scenario with them, one call and calls of one."""
+    batch, sequence = two_dbs
+    odd = ["..", "cleanup-all", "guest_\x00nul", "guest_\r\nx", "guest_" + "é" * 50, "guest_" + "x" * 4096]
+    takes = []
+    for client in two_dbs:
+        for n, user in enumerate(odd):
+            raw = _write_guest(client, f"s{n}", user, padding="\x7f" * 3000)
+            client.hset(ONLINE, user, _entry(user, f"s{n}") if n % 2 else b"\xff\xfe not json")
+            if client is batch:
+                takes.append(_guest_take(f"s{n}", user, raw, decision=json.dumps({"user": user})))
+
+    together = _take(batch, takes)
+
+    assert together == [answer for take in takes for answer in _take(sequence, [take])]
+    assert _contents(batch) == _contents(sequence)
+    # taken: the two under the prefix whose entry names their socket ("cleanup-all" has no prefix)
+    assert together.count(GuestOutcome.TAKEN) == 2
+
+
+# -- scenario -------------------------------------------------------------------------------
+
+
+def _scenario(rng: random.Random):
+    """Takes for 1..30 guests over a few users and sockets, with repeats, records that changed,
+    vanished or changed type, malformed keys to quarantine, entries of every shape, and what to
+    write before the take (a function of a client, applied to both databases)."""
+    sockets = [f"s{n}" for n in range(rng.randint(1, 8))]
+    users = [f"guest_{n}" for n in range(rng.randint(1, 4))] + ["registered_1", ""]
+    plan, takes = [], []
+    for _ in range(rng.randint(1, 30)):
+        socket, user = rng.choice(sockets), rng.choice(users)
+        raw = json.dumps(record(socket, user or "guest_x", 1.7e9 + rng.randint(0, 3))).encode()
+        quarantined = rng.random() < 0.15
+        seen = rng.choice(["list", "hash"]) if quarantined else "string"
+        intent = rng.random() < 0.5
+        takes.append(RecordTake(CONN + socket, KEYS.quarantine(CONN + socket), quarantined, seen,
+                                (b"" if quarantined else raw, b""), f"guest:{user}" if intent and user else "",
+                                json.dumps({"id": user, "steps": ["auth"]}) if intent and user else "",
+                                user, socket, json.dumps({"user_id": user}) if rng.random() < 0.7 else ""))
+        plan.append((socket, seen, raw, rng.choice(["as read"] * 4 + ["changed", "gone", "other type"])))
+    entries = {user: rng.choice([None, "this", "this", "this", "other", "not json", "array"]) for user in users if user}
+    socket_of = {user: rng.choice([take.socket_id for take in takes if take.user_id == user] or ["s0"])
+                 for user in entries}  # an entry naming one of its user's guests: any of them
+
+    def writes(client):
+        for socket, seen, raw, state in plan:
+            key = CONN + socket
+            if state == "gone" or client.exists(key):
+                continue
+            if state == "other type" or (seen != "string" and state == "as read"):
+                client.rpush(key, "x") if seen == "list" else client.hset(key, "a", "b")
+            else:
+                client.set(key, raw if state == "as read" else raw + b" ")
+        for user, shape in entries.items():
+            value = {"this": _entry(user, socket_of[user]), "other": _entry(user, "elsewhere"),
+                     "not json": b"{nope", "array": b"[1, 2]", None: None}[shape]
+            if value is not None:
+                client.hset(ONLINE, user, value)
+    return takes, writes
+
+
+def _write_guest(client, socket: str, user: str, **extra) -> bytes:
+    raw = json.dumps(record(socket, user, 1.7e9, **extra)).encode()
+    client.set(CONN + socket, raw)
+    return raw
+
+
+def _entry(user: str, socket: str) -> bytes:
+    return json.dumps({"userId": user, "socketId": socket, "isGuest": True}).encode()
+
+
+def _guest_take(socket: str, user: str, raw: bytes, decision: str = "") -> RecordTake:
+    return RecordTake(CONN + socket, KEYS.quarantine(CONN + socket), False, "string", (raw, b""),
+                      user_id=user, socket_id=socket, decision=decision)
+
+
+def _take(client, takes: list[RecordTake]) -> list[GuestOutcome]:
+    return TakeGuests(client, KEYS, PREFIX, 1000).take_all(DUE, "string", takes)
+
+
+def _contents(client) -> dict:
+    """Every key's type and value (a stream's entries without their ids; a TTL as set or not)."""
+    contents = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key).decode()
+        value = {"string": lambda: client.get(key), "hash": lambda: client.hgetall(key),
+                 "list": lambda: client.lrange(key, 0, -1),
+                 "zset": lambda: client.zrange(key, 0, -1, withscores=True),
+                 "stream": lambda: [fields for _, fields in client.xrange(key)]}[kind]()
+        contents[key] = (kind, value, client.ttl(key) > 0)
+    return contents

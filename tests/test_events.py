@@ -60,7 +60,8 @@ def test_a_guest_without_a_known_socket_has_no_socket_field():
     assert "socket_id" not in json.loads(made.to_json())
 
 
-@pytest.mark.parametrize("text", ['guest_"quoted"', "guest_\n\t\\", "gäst_☎", "guest_\u2028\x00"])
+@pytest.mark.parametrize("text", ['guest_"quoted"', "guest_\n\t\\", "gäst_☎", "guest_\u2028\x00",
+                                  "guest_\udcff"])  # a name that is no UTF-8 (reaper/core/names.py)
 def test_records_are_valid_json_whatever_the_text(text):
     made = Decision(text, text, reasons.MALFORMED, 1700000000.5, heartbeat_age_s=float("nan"),
                     missed_pings=3, problem=text, note=text, dry_run=True)
@@ -68,6 +69,14 @@ def test_records_are_valid_json_whatever_the_text(text):
     assert json.loads(made.to_json()) == {
         "event": "reaped", "user_id": text, "socket_id": text, "reason": "malformed", "at": 1700000000.5,
         "heartbeat_age_s": None, "missed_pings": 3, "problem": text, "note": text, "dry_run": True}
+
+
+@pytest.mark.parametrize("text", ["guest_1", "guest_\udcff"])
+def test_zeros_are_values_not_absences(text):
+    made = Decision(text, None, reasons.HEARTBEAT_TIMEOUT, 0.0, heartbeat_age_s=0.0, missed_pings=0)
+
+    assert json.loads(made.to_json()) == {"event": "reaped", "user_id": text, "reason": "heartbeat_timeout",
+                                          "at": 0.0, "heartbeat_age_s": 0.0, "missed_pings": 0}
 
 
 def test_since_id_is_on_the_redis_clock_and_never_negative():

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import msgspec
 import redis
 
 from reaper.core import ownkeys
@@ -30,10 +31,27 @@ from reaper.store.client import require_type
 
 READ_PAGE = 1000  # entries per XREVRANGE while filtering by user
 FIELD = "decision"  # each entry's one field, holding the record as JSON
-# A str as JSON text (C code when available), ASCII: a name that is no UTF-8 (reaper/core/names.py)
-# stays valid JSON, as "\udcff".
-_quote = json.encoder.encode_basestring_ascii
 REAPED, DEAD_LETTER = "reaped", "dead_letter"
+
+
+class _Wire(msgspec.Struct, omit_defaults=True):
+    """A Decision as the stream holds it, in this order: what is None or False is left out.
+    msgspec writes one in ~0.5 us, json's encoder in ~4 (a sweep writes one per reaped guest)."""
+
+    event: str
+    user_id: str
+    socket_id: str | None = None
+    reason: str | None = None
+    at: float | None = None
+    heartbeat_age_s: float | None = None
+    missed_pings: int | None = None
+    problem: str | None = None
+    note: str | None = None
+    orphan: bool = False
+    dry_run: bool = False
+
+
+_encode = msgspec.json.Encoder().encode  # nan and inf as null
 
 
 @dataclass(slots=True)
@@ -54,21 +72,18 @@ class Decision:
     audited: bool = False  # already in the audit trail: written by the script that took the guest
 
     def to_json(self) -> str:
-        """The stream entry's one field: compact JSON, unknown values and false flags left out.
-        Written out by hand: a sweep writes one per reaped guest, and json's encoder took 4 us."""
-        parts = [f'"event":{_quote(self.event)},"user_id":{_quote(self.user_id)}']
-        if self.socket_id is not None:
-            parts.append(f'"socket_id":{_quote(self.socket_id)}')
-        parts.append(f'"reason":{_quote(self.reason)},"at":{_number(self.at)}')
-        if self.heartbeat_age_s is not None:
-            parts.append(f'"heartbeat_age_s":{_number(round(self.heartbeat_age_s, 3))}')
-        if self.missed_pings is not None:
-            parts.append(f'"missed_pings":{int(self.missed_pings)}')
-        for name, text in (("problem", self.problem), ("note", self.note)):
-            if text is not None:
-                parts.append(f'"{name}":{_quote(text)}')
-        parts += [f'"{name}":true' for name, flag in (("orphan", self.orphan), ("dry_run", self.dry_run)) if flag]
-        return "{" + ",".join(parts) + "}"
+        """The stream entry's one field: compact JSON, unknown values and false flags left out,
+        a number that is no number (nan, inf) null."""
+        wire = _Wire(self.event, self.user_id, self.socket_id, self.reason, self.at,
+                     None if self.heartbeat_age_s is None else round(self.heartbeat_age_s, 3),
+                     None if self.missed_pings is None else int(self.missed_pings),
+                     self.problem, self.note, self.orphan, self.dry_run)
+        try:
+            return _encode(wire).decode()
+        except UnicodeEncodeError:  # a lone surrogate (a name that is no UTF-8): JSON escapes it
+            fields = ((name, getattr(wire, name)) for name in wire.__struct_fields__)
+            return json.dumps({name: _finite(value) for name, value in fields if value is not None and value is not False},
+                              separators=(",", ":"))
 
     @property
     def detail(self) -> str:
@@ -78,8 +93,8 @@ class Decision:
         return f"heartbeat age {self.heartbeat_age_s:.0f}s, missed pings {self.missed_pings}"
 
 
-def _number(value: float) -> str:
-    return repr(float(value)) if math.isfinite(value) else "null"  # JSON has no inf or nan
+def _finite(value: object) -> object:
+    return None if type(value) is float and not math.isfinite(value) else value
 
 
 def decision(user_id: str, socket_id: str | None, reason: str, seen: Verdict | str, now: float,

@@ -11,8 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import take_cost  # noqa: E402
 
 
-def test_every_setting_is_measured_in_redis_time_a_guest(capsys):
-    assert take_cost.main(["--guests", "250", "--rounds", "1"]) == 0
+@pytest.mark.parametrize("kind", ["guest", "orphan"])
+def test_every_setting_is_measured_in_redis_time_a_guest(capsys, kind):
+    assert take_cost.main(["--kind", kind, "--guests", "250", "--rounds", "1"]) == 0
 
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [(row[1], row[3]) for row in rows] == [("no", "no"), ("no", "yes"), ("yes", "no"), ("yes", "yes")]
@@ -21,7 +22,8 @@ def test_every_setting_is_measured_in_redis_time_a_guest(capsys):
 
 def test_a_script_that_takes_nobody_is_refused_not_timed(tmp_path):
     lazy = tmp_path / "lazy.lua"
-    lazy.write_text("local t = {} for i = 1, (#KEYS - 4) / 2 do t[i] = 0 end return t")
+    lazy.write_text("local t = {} for i = 1, 100 do t[i] = 0 end return t")
 
-    with pytest.raises(SystemExit, match="not taken"):
-        take_cost.main(["--script", str(lazy), "--guests", "150", "--rounds", "1"])
+    for kind in ("guest", "orphan"):
+        with pytest.raises(SystemExit, match="not taken"):
+            take_cost.main(["--kind", kind, "--script", str(lazy), "--guests", "150", "--rounds", "1"])

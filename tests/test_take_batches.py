@@ -1,7 +1,8 @@
-"""TAKE_GUEST reads a batch in one MGET and one HMGET and writes it in one call per kind of write
-(reaper/store/scripts.py). It must still decide each guest as if the guests of the batch came one
-call at a time, in order: a key taken earlier in the batch is gone (SCAN may name a key twice), an
-entry removed earlier is absent, and what one guest writes is what a call of its own writes."""
+"""TAKE_GUEST and TAKE_ORPHAN read a batch in one call per kind of read (MGET, HMGET, EXISTS) and
+write it in one call per kind of write (reaper/store/scripts.py). They must still decide each guest
+as if the guests of the batch came one call at a time, in order: a key taken earlier in the batch
+is gone (SCAN may name a key twice, HSCAN an entry), an entry removed earlier is absent, and what
+one guest writes is what a call of its own writes."""
 
 import json
 import random
@@ -9,7 +10,7 @@ import random
 import pytest
 import redis
 
-from reaper.store.sweep_scripts import GuestOutcome, RecordTake, TakeGuests
+from reaper.store.sweep_scripts import GuestOutcome, OrphanTake, RecordTake, TakeGuests, TakeOrphans
 from support.guests import CONN, ONLINE, record
 from support.keys import KEYS
 
@@ -94,6 +95,48 @@ def test_a_batch_of_hostile_names_and_values_is_decided_guest_by_guest(two_dbs):
     assert together.count(GuestOutcome.TAKEN) == 2
 
 
+def test_orphans_one_call_decides_as_calls_of_one_orphan_each_would(two_dbs):
+    rng = random.Random(15)
+    for scenario in range(100):
+        batch, sequence = two_dbs
+        batch.flushdb(), sequence.flushdb()
+        orphans, writes = _orphan_scenario(rng)
+        for client in two_dbs:
+            writes(client)
+
+        together = _take_orphans(batch, orphans)
+        one_by_one = [answer for orphan in orphans for answer in _take_orphans(sequence, [orphan])]
+
+        assert together == one_by_one, f"scenario {scenario}"
+        assert _contents(batch) == _contents(sequence), f"scenario {scenario}"
+
+
+def test_an_orphan_named_twice_in_a_batch_is_taken_once(r):
+    raw = _entry("guest_1", "s1")
+    r.hset(ONLINE, "guest_1", raw)
+    orphan = OrphanTake("guest_1", raw, CONN + "s1", "guest:guest_1", '{"steps":["auth"]}', '{"n":1}')
+
+    assert _take_orphans(r, [orphan, orphan]) == [True, False]
+    assert not r.hexists(ONLINE, "guest_1") and r.hkeys(KEYS.intents) == [b"guest:guest_1"]
+    assert r.zrange(KEYS.due, 0, -1) == [b"guest:guest_1"]
+    assert [fields[b"decision"] for _, fields in r.xrange(KEYS.events)] == [b'{"n":1}']
+
+
+@pytest.mark.parametrize("record_type", ["string", "hash", "list"])
+def test_among_orphans_whose_records_are_gone_one_whose_record_came_back_is_kept(r, record_type):
+    """One EXISTS answers for the batch only when it counts no record at all."""
+    orphans = []
+    for n in range(5):
+        raw = _entry(f"guest_{n}", f"s{n}")
+        r.hset(ONLINE, f"guest_{n}", raw)
+        orphans.append(OrphanTake(f"guest_{n}", raw, CONN + f"s{n}"))
+    {"string": lambda: r.set(CONN + "s3", "{}"), "hash": lambda: r.hset(CONN + "s3", "userId", "guest_3"),
+     "list": lambda: r.rpush(CONN + "s3", "x")}[record_type]()
+
+    assert _take_orphans(r, orphans) == [True, True, True, False, True]
+    assert set(r.hkeys(ONLINE)) == {b"guest_3"}
+
+
 # -- scenario -------------------------------------------------------------------------------
 
 
@@ -134,6 +177,38 @@ def _scenario(rng: random.Random):
             if value is not None:
                 client.hset(ONLINE, user, value)
     return takes, writes
+
+
+def _orphan_scenario(rng: random.Random):
+    """1..30 orphan entries over a few users, with repeats, entries changed or gone since they
+    were read, and records (of any type) that came back for some of their sockets."""
+    users = [f"guest_{n}" for n in range(rng.randint(1, 8))]
+    orphans, plan = [], {}
+    for _ in range(rng.randint(1, 30)):
+        user = rng.choice(users)
+        socket = rng.choice([None, f"s{rng.randint(0, 5)}"])
+        raw = _entry(user, socket or "")
+        intent = rng.random() < 0.5
+        orphans.append(OrphanTake(user, raw, CONN + socket if socket else None, f"guest:{user}" if intent else "",
+                                  json.dumps({"id": user, "steps": ["auth"]}) if intent else "",
+                                  json.dumps({"user_id": user}) if rng.random() < 0.7 else ""))
+        plan.setdefault(user, (raw, rng.choice(["as read"] * 4 + ["changed", "gone"])))
+    records = {f"s{n}": rng.choice([None, None, None, "string", "hash"]) for n in range(6)}
+
+    def writes(client):
+        for user, (raw, state) in plan.items():
+            if state != "gone":
+                client.hset(ONLINE, user, raw if state == "as read" else raw + b" ")
+        for socket, kind in records.items():
+            if kind == "string":
+                client.set(CONN + socket, json.dumps(record(socket, "guest_x", 1.7e9)))
+            elif kind == "hash":
+                client.hset(CONN + socket, "userId", "guest_x")
+    return orphans, writes
+
+
+def _take_orphans(client, orphans: list[OrphanTake]) -> list[bool]:
+    return TakeOrphans(client, KEYS, 1000).take_all(DUE, orphans)
 
 
 def _write_guest(client, socket: str, user: str, **extra) -> bytes:

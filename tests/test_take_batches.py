@@ -28,17 +28,21 @@ def two_dbs(r, redis_server):
     other.close()
 
 
-def test_one_call_decides_as_calls_of_one_guest_each_would(two_dbs):
-    rng = random.Random(14)
+@pytest.mark.parametrize("seed, scenario_of, take", [
+    (14, lambda rng: _scenario(rng), lambda client, guests: _take(client, guests)),
+    (15, lambda rng: _orphan_scenario(rng), lambda client, orphans: _take_orphans(client, orphans)),
+], ids=["TAKE_GUEST", "TAKE_ORPHAN"])
+def test_one_call_decides_as_calls_of_one_guest_each_would(two_dbs, seed, scenario_of, take):
+    rng = random.Random(seed)
     for scenario in range(100):
         batch, sequence = two_dbs
         batch.flushdb(), sequence.flushdb()
-        takes, writes = _scenario(rng)
+        guests, writes = scenario_of(rng)
         for client in two_dbs:
             writes(client)
 
-        together = _take(batch, takes)
-        one_by_one = [answer for take in takes for answer in _take(sequence, [take])]
+        together = take(batch, guests)
+        one_by_one = [answer for guest in guests for answer in take(sequence, [guest])]
 
         assert together == one_by_one, f"scenario {scenario}"
         assert _contents(batch) == _contents(sequence), f"scenario {scenario}"
@@ -93,22 +97,6 @@ def test_a_batch_of_hostile_names_and_values_is_decided_guest_by_guest(two_dbs):
     assert _contents(batch) == _contents(sequence)
     # taken: the two under the prefix whose entry names their socket ("cleanup-all" has no prefix)
     assert together.count(GuestOutcome.TAKEN) == 2
-
-
-def test_orphans_one_call_decides_as_calls_of_one_orphan_each_would(two_dbs):
-    rng = random.Random(15)
-    for scenario in range(100):
-        batch, sequence = two_dbs
-        batch.flushdb(), sequence.flushdb()
-        orphans, writes = _orphan_scenario(rng)
-        for client in two_dbs:
-            writes(client)
-
-        together = _take_orphans(batch, orphans)
-        one_by_one = [answer for orphan in orphans for answer in _take_orphans(sequence, [orphan])]
-
-        assert together == one_by_one, f"scenario {scenario}"
-        assert _contents(batch) == _contents(sequence), f"scenario {scenario}"
 
 
 def test_an_orphan_named_twice_in_a_batch_is_taken_once(r):

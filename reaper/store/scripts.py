@@ -37,6 +37,24 @@ local function write_decision(stream, cap, text)
 end
 """
 
+# A batch's intents gathered, and written in one HSET and one ZADD at the end (ARGV[1]: the due
+# time): a call from a script costs Redis more than the work of one HSET.
+_GATHERED_INTENTS = """
+local intents, due = {}, {}
+local function add_intent(id, text)
+  if id ~= '' then
+    intents[#intents + 1], intents[#intents + 2] = id, text
+    due[#due + 1], due[#due + 2] = ARGV[1], id
+  end
+end
+local function write_intents(hash, zset)
+  if #intents > 0 then
+    redis.call('HSET', hash, unpack(intents))
+    redis.call('ZADD', zset, unpack(due))
+  end
+end
+"""
+
 # KEYS[1] = reaper cascade intents (hash)   KEYS[2] = reaper cascade due (zset)   KEYS[3] = events (stream)
 # then for record i (from 1): KEYS[2i+2] = guest_connection:{socketId}, KEYS[2i+3] = its quarantine key
 # ARGV[1] = due time   ARGV[2] = quarantine TTL (s)
@@ -116,7 +134,7 @@ return take_each(take, 4, 5, 7)
 # The batch's GETs and HGETs are one MGET and one HMGET, its DELs, HDELs, HSETs and ZADDs one call
 # each at the end; only the XADDs stay one a guest: a Redis alone spends ~10 % less on a guest,
 # one writing an AOF (as a replica's feed) ~20 % less (bench/README.md).
-TAKE_GUEST = _UNCHANGED + """
+TAKE_GUEST = _UNCHANGED + _GATHERED_INTENTS + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'stream')
 if refused then return refused end
 local prefix, n = ARGV[4], (#KEYS - 4) / 2
@@ -139,7 +157,7 @@ if #fields > 0 then
   local found = redis.call('HMGET', KEYS[3], unpack(fields))
   for j = 1, #fields do entries[fields[j]] = found[j] end
 end
-local gone, deleted, removed, intents, due = {}, {}, {}, {}, {}
+local gone, deleted, removed = {}, {}, {}
 local function still_there(i, key, a)
   if gone[key] then return false end
   -- MGET answers nil, never the value read, for a key that is no string any more
@@ -167,10 +185,7 @@ local function take(i, key, quarantine, a)
     entries[user] = false
     removed[#removed + 1] = user
   end
-  if ARGV[a + 4] ~= '' then
-    intents[#intents + 1], intents[#intents + 2] = ARGV[a + 4], ARGV[a + 5]
-    due[#due + 1], due[#due + 2] = ARGV[1], ARGV[a + 4]
-  end
+  add_intent(ARGV[a + 4], ARGV[a + 5])
   write_decision(KEYS[4], ARGV[5], ARGV[a + 8])
   return 1
 end
@@ -180,10 +195,7 @@ for i = 1, n do
 end
 if #deleted > 0 then redis.call('DEL', unpack(deleted)) end
 if #removed > 0 then redis.call('HDEL', KEYS[3], unpack(removed)) end
-if #intents > 0 then
-  redis.call('HSET', KEYS[1], unpack(intents))
-  redis.call('ZADD', KEYS[2], unpack(due))
-end
+write_intents(KEYS[1], KEYS[2])
 return taken
 """
 
@@ -196,7 +208,7 @@ return taken
 # Removes an orphan entry only if its socket still has no record and the entry is unchanged:
 # a guest that connected meanwhile keeps it. Its intent, if any step is left, and its decision
 # record in the same step.
-TAKE_ORPHAN = CHECK_TYPES + _WRITE_DECISION + """
+TAKE_ORPHAN = CHECK_TYPES + _WRITE_DECISION + _GATHERED_INTENTS + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'zset', KEYS[4], 'stream')
 if refused then return refused end
 local n = (#ARGV - 2) / 6
@@ -208,17 +220,14 @@ local any_record = #KEYS > 4 and redis.call('EXISTS', unpack(KEYS, 5)) > 0
 local users = {}
 for i = 1, n do users[i] = ARGV[6 * i - 3] end
 local entries = redis.call('HMGET', KEYS[1], unpack(users))
-local gone, removed, intents, due = {}, {}, {}, {}
+local gone, removed = {}, {}
 local function take(i, a)
   local k = tonumber(ARGV[a + 4])
   if k > 0 and any_record and redis.call('EXISTS', KEYS[k]) == 1 then return 0 end
   if gone[ARGV[a]] or entries[i] ~= ARGV[a + 1] then return 0 end
   gone[ARGV[a]] = true
   removed[#removed + 1] = ARGV[a]
-  if ARGV[a + 2] ~= '' then
-    intents[#intents + 1], intents[#intents + 2] = ARGV[a + 2], ARGV[a + 3]
-    due[#due + 1], due[#due + 2] = ARGV[1], ARGV[a + 2]
-  end
+  add_intent(ARGV[a + 2], ARGV[a + 3])
   write_decision(KEYS[4], ARGV[2], ARGV[a + 5])
   return 1
 end
@@ -227,10 +236,7 @@ for i = 1, n do
   taken[i] = take(i, 6 * i - 3)
 end
 if #removed > 0 then redis.call('HDEL', KEYS[1], unpack(removed)) end
-if #intents > 0 then
-  redis.call('HSET', KEYS[2], unpack(intents))
-  redis.call('ZADD', KEYS[3], unpack(due))
-end
+write_intents(KEYS[2], KEYS[3])
 return taken
 """
 

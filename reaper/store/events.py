@@ -36,7 +36,7 @@ REAPED, DEAD_LETTER = "reaped", "dead_letter"
 
 class _Wire(msgspec.Struct, omit_defaults=True):
     """A Decision as the stream holds it, in this order: what is None or False is left out.
-    msgspec writes one in ~0.5 us, json's encoder in ~4 (a sweep writes one per reaped guest)."""
+    A sweep writes one per reaped guest: ~0.8 us with msgspec, where json's encoder took ~4."""
 
     event: str
     user_id: str

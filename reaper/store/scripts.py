@@ -4,7 +4,7 @@
 # one call: O(batch), and their callers keep batches small (scripts.*_BATCH) so that one call
 # holds Redis for about a millisecond at most; the sweep keeps two TAKE_GUEST (or TAKE_ORPHAN)
 # calls in Redis at a time (store/windowed.py).
-TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each (TAKE_GUEST: ~1, and 4 a batch)
+TAKE_BATCH = 100  # records or orphans per TAKE_* call: ~5 Redis calls each (TAKE_GUEST, TAKE_ORPHAN: ~1, and a few a batch)
 ENTRY_BATCH = 250  # entries per REMOVE_ENTRY call: ~2 Redis calls each
 EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
 
@@ -138,12 +138,12 @@ TAKE_GUEST = _UNCHANGED + _GATHERED_INTENTS + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'stream')
 if refused then return refused end
 local prefix, n = ARGV[4], (#KEYS - 4) / 2
--- The batch's reads in one call each, its writes gathered into one call each at the end: a call
--- from a script costs Redis more than a GET's own work. Nothing else runs meanwhile, so this
--- decides each guest as if it ran alone, in order, once the batch's own changes are seen:
--- a key taken before is gone (SCAN may name a key twice), an entry removed before is absent.
+if n < 1 then return {} end
+-- Read first, written last: nothing else runs meanwhile, so each guest is decided as if it came
+-- alone, in order, once the batch's own changes are seen: a key taken before is gone (SCAN may
+-- name a key twice), an entry removed before is absent.
 local values = {}
-if ARGV[3] == 'string' and n > 0 then
+if ARGV[3] == 'string' then
   local records = {}
   for i = 1, n do records[i] = KEYS[2 * i + 3] end
   values = redis.call('MGET', unpack(records))

@@ -1,8 +1,9 @@
 """TAKE_GUEST and TAKE_ORPHAN read a batch in one call per kind of read (MGET, HMGET, EXISTS) and
-write it in one call per kind of write (reaper/store/scripts.py). They must still decide each guest
-as if the guests of the batch came one call at a time, in order: a key taken earlier in the batch
-is gone (SCAN may name a key twice, HSCAN an entry), an entry removed earlier is absent, and what
-one guest writes is what a call of its own writes."""
+write it in one call per kind of write (reaper/store/scripts.py); they and TAKE_RECORD write
+nothing until every guest of the batch is decided, decision records first. Each guest must still
+be decided as if the guests of the batch came one call at a time, in order: a key taken earlier
+in the batch is gone (SCAN may name a key twice, HSCAN an entry), an entry removed earlier is
+absent, and what one guest writes is what a call of its own writes."""
 
 import json
 import random
@@ -10,7 +11,7 @@ import random
 import pytest
 import redis
 
-from reaper.store.sweep_scripts import GuestOutcome, OrphanTake, RecordTake, TakeGuests, TakeOrphans
+from reaper.store.sweep_scripts import GuestOutcome, OrphanTake, RecordTake, TakeGuests, TakeOrphans, TakeRecords
 from support.guests import CONN, ONLINE, record
 from support.keys import KEYS
 
@@ -54,6 +55,16 @@ def test_a_key_named_twice_in_a_batch_is_taken_once(r):
 
     assert _take(r, [take, take]) == [GuestOutcome.TAKEN, GuestOutcome.CHANGED]
     assert not r.exists(CONN + "s1") and not r.hexists(ONLINE, "guest_1")
+    assert [fields[b"decision"] for _, fields in r.xrange(KEYS.events)] == [b'{"n":1}']
+
+
+def test_the_long_way_too_takes_a_key_named_twice_once(r):
+    raw = _write_guest(r, "s1", "guest_1")
+    take = _guest_take("s1", "guest_1", raw, decision='{"n":1}')
+    take.intent_id, take.intent = "guest:guest_1", '{"steps":["auth"]}'
+
+    assert _take_records(r, [take, take]) == [True, False]
+    assert not r.exists(CONN + "s1") and r.hkeys(KEYS.intents) == [b"guest:guest_1"]
     assert [fields[b"decision"] for _, fields in r.xrange(KEYS.events)] == [b'{"n":1}']
 
 
@@ -125,6 +136,32 @@ def test_among_orphans_whose_records_are_gone_one_whose_record_came_back_is_kept
     assert set(r.hkeys(ONLINE)) == {b"guest_3"}
 
 
+@pytest.mark.parametrize("kind", ["TAKE_GUEST", "TAKE_RECORD", "TAKE_ORPHAN"])
+def test_an_audit_trail_that_takes_no_more_entries_stops_a_batch_before_anything_is_removed(r, kind):
+    """XADD is the one write a stream of the right type can still refuse (it used its last id):
+    the decision records go before every other write, so nothing is removed, nothing lost."""
+    r.xadd(KEYS.events, {"decision": "{}"}, id="18446744073709551615-18446744073709551615")
+    if kind in ("TAKE_GUEST", "TAKE_RECORD"):
+        r.rpush(CONN + "s0", "not a record")  # malformed: to quarantine, first in the batch
+        raw = _write_guest(r, "s1", "guest_1")
+        r.hset(ONLINE, "guest_1", _entry("guest_1", "s1"))
+        takes = [RecordTake(CONN + "s0", KEYS.quarantine(CONN + "s0"), True, "list", (b"", b""), "guest:guest_0",
+                            '{"steps":["auth"]}', "guest_0", "s0", '{"n":0}'),
+                 _guest_take("s1", "guest_1", raw, decision='{"n":1}')]
+        take = lambda: _take(r, takes) if kind == "TAKE_GUEST" else _take_records(r, takes)  # noqa: E731
+    else:
+        entry = _entry("guest_1", "s1")
+        r.hset(ONLINE, "guest_1", entry)
+        take = lambda: _take_orphans(r, [  # noqa: E731
+            OrphanTake("guest_1", entry, CONN + "s1", "guest:guest_1", '{"steps":["auth"]}', '{"n":1}')])
+    before = _contents(r)
+
+    with pytest.raises(redis.ResponseError, match="exhausted"):
+        take()
+
+    assert _contents(r) == before
+
+
 # -- scenario -------------------------------------------------------------------------------
 
 
@@ -193,6 +230,10 @@ def _orphan_scenario(rng: random.Random):
             elif kind == "hash":
                 client.hset(CONN + socket, "userId", "guest_x")
     return orphans, writes
+
+
+def _take_records(client, takes: list[RecordTake]) -> list[bool]:
+    return TakeRecords(client, KEYS, 1000).take(DUE, "string", takes)
 
 
 def _take_orphans(client, orphans: list[OrphanTake]) -> list[bool]:

@@ -11,7 +11,8 @@ EXIST_BATCH = 1000  # keys per EXIST_EACH call: one Redis call each
 # Every script that writes first checks that the keys it writes (and users:online, where it
 # removes entries) are absent or of the type reaper keeps there, and refuses before its first
 # write with an error naming the key: Redis keeps what a failed script wrote, so one failing
-# half-way (WRONGTYPE on its last write) would keep a removal and lose its intent.
+# half-way (WRONGTYPE on its last write) would keep a removal and lose its intent. The take
+# scripts also write their decision records before anything else (_GATHERED_WRITES).
 # The error reads "WRONGTYPE <key> holds a <type>, not a <type>" (store.explain parses it).
 # Use: local refused = wrong_type(KEYS[1], 'hash', ...) if refused then return refused end
 CHECK_TYPES = """
@@ -37,17 +38,25 @@ local function write_decision(stream, cap, text)
 end
 """
 
-# A batch's intents gathered, and written in one HSET and one ZADD at the end (ARGV[1]: the due
-# time): a call from a script costs Redis more than the work of one HSET.
-_GATHERED_INTENTS = """
-local intents, due = {}, {}
+# What a batch writes besides its removals, gathered while its guests are decided and written
+# before them (write_gathered, then the caller's removals): the decision records first, since
+# XADD is the one write a key of the right type can still refuse (a stream that used its last id)
+# and then nothing is removed; then the intents, in one HSET and one ZADD (ARGV[1]: the due time),
+# so no removal lacks its intent. A call from a script costs Redis more than one HSET's work.
+# Needs write_decision (_WRITE_DECISION).
+_GATHERED_WRITES = """
+local intents, due, decisions = {}, {}, {}
 local function add_intent(id, text)
   if id ~= '' then
     intents[#intents + 1], intents[#intents + 2] = id, text
     due[#due + 1], due[#due + 2] = ARGV[1], id
   end
 end
-local function write_intents(hash, zset)
+local function add_decision(text)
+  decisions[#decisions + 1] = text
+end
+local function write_gathered(hash, zset, stream, cap)
+  for _, text in ipairs(decisions) do write_decision(stream, cap, text) end
   if #intents > 0 then
     redis.call('HSET', hash, unpack(intents))
     redis.call('ZADD', zset, unpack(due))
@@ -89,12 +98,6 @@ local function remove(key, quarantine, a)
     redis.call('DEL', key)
   end
 end
-local function write_intent(a)
-  if ARGV[a + 4] ~= '' then
-    redis.call('HSET', KEYS[1], ARGV[a + 4], ARGV[a + 5])
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 4])
-  end
-end
 -- take(key, quarantine, a) for each record: its two keys from KEYS[first_key], its arguments
 -- from ARGV[first_arg], per_record of them each.
 local function take_each(take, first_key, first_arg, per_record)
@@ -105,17 +108,22 @@ local function take_each(take, first_key, first_arg, per_record)
   return taken
 end
 """
-TAKE_RECORD = _UNCHANGED + """
+TAKE_RECORD = _UNCHANGED + _GATHERED_WRITES + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'stream')
 if refused then return refused end
+local gone, removals = {}, {}
 local function take(key, quarantine, a)
-  if not unchanged(key, a) then return 0 end
-  remove(key, quarantine, a)
-  write_intent(a)
-  write_decision(KEYS[3], ARGV[4], ARGV[a + 6])
+  if gone[key] or not unchanged(key, a) then return 0 end  -- a key named twice is taken once
+  gone[key] = true
+  removals[#removals + 1] = {key, quarantine, a}
+  add_intent(ARGV[a + 4], ARGV[a + 5])
+  add_decision(ARGV[a + 6])
   return 1
 end
-return take_each(take, 4, 5, 7)
+local taken = take_each(take, 4, 5, 7)
+write_gathered(KEYS[1], KEYS[2], KEYS[3], ARGV[4])
+for _, r in ipairs(removals) do remove(r[1], r[2], r[3]) end
+return taken
 """
 
 # Single Redis: TAKE_RECORD and the record's users:online entry in one step, so that no intent
@@ -134,7 +142,7 @@ return take_each(take, 4, 5, 7)
 # The batch's GETs and HGETs are one MGET and one HMGET, its DELs, HDELs, HSETs and ZADDs one call
 # each at the end; only the XADDs stay one a guest: a Redis alone spends ~10 % less on a guest,
 # one writing an AOF (as a replica's feed) ~20 % less (bench/README.md).
-TAKE_GUEST = _UNCHANGED + _GATHERED_INTENTS + """
+TAKE_GUEST = _UNCHANGED + _GATHERED_WRITES + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'stream')
 if refused then return refused end
 local prefix, n = ARGV[4], (#KEYS - 4) / 2
@@ -157,7 +165,7 @@ if #fields > 0 then
   local found = redis.call('HMGET', KEYS[3], unpack(fields))
   for j = 1, #fields do entries[fields[j]] = found[j] end
 end
-local gone, deleted, removed = {}, {}, {}
+local gone, deleted, quarantined, removed = {}, {}, {}, {}
 local function still_there(i, key, a)
   if gone[key] then return false end
   -- MGET answers nil, never the value read, for a key that is no string any more
@@ -180,22 +188,24 @@ local function take(i, key, quarantine, a)
     if not entry then return 2 end
   end
   gone[key] = true
-  if ARGV[a] == 'quarantine' then remove(key, quarantine, a) else deleted[#deleted + 1] = key end
+  if ARGV[a] == 'quarantine' then quarantined[#quarantined + 1] = {key, quarantine, a}
+  else deleted[#deleted + 1] = key end
   if entry == 'remove' then
     entries[user] = false
     removed[#removed + 1] = user
   end
   add_intent(ARGV[a + 4], ARGV[a + 5])
-  write_decision(KEYS[4], ARGV[5], ARGV[a + 8])
+  add_decision(ARGV[a + 8])
   return 1
 end
 local taken = {}
 for i = 1, n do
   taken[i] = take(i, KEYS[2 * i + 3], KEYS[2 * i + 4], 9 * i - 3)
 end
+write_gathered(KEYS[1], KEYS[2], KEYS[4], ARGV[5])
+for _, q in ipairs(quarantined) do remove(q[1], q[2], q[3]) end
 if #deleted > 0 then redis.call('DEL', unpack(deleted)) end
 if #removed > 0 then redis.call('HDEL', KEYS[3], unpack(removed)) end
-write_intents(KEYS[1], KEYS[2])
 return taken
 """
 
@@ -208,7 +218,7 @@ return taken
 # Removes an orphan entry only if its socket still has no record and the entry is unchanged:
 # a guest that connected meanwhile keeps it. Its intent, if any step is left, and its decision
 # record in the same step.
-TAKE_ORPHAN = CHECK_TYPES + _WRITE_DECISION + _GATHERED_INTENTS + """
+TAKE_ORPHAN = CHECK_TYPES + _WRITE_DECISION + _GATHERED_WRITES + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'hash', KEYS[3], 'zset', KEYS[4], 'stream')
 if refused then return refused end
 local n = (#ARGV - 2) / 6
@@ -228,15 +238,15 @@ local function take(i, a)
   gone[ARGV[a]] = true
   removed[#removed + 1] = ARGV[a]
   add_intent(ARGV[a + 2], ARGV[a + 3])
-  write_decision(KEYS[4], ARGV[2], ARGV[a + 5])
+  add_decision(ARGV[a + 5])
   return 1
 end
 local taken = {}
 for i = 1, n do
   taken[i] = take(i, 6 * i - 3)
 end
+write_gathered(KEYS[2], KEYS[3], KEYS[4], ARGV[2])
 if #removed > 0 then redis.call('HDEL', KEYS[1], unpack(removed)) end
-write_intents(KEYS[2], KEYS[3])
 return taken
 """
 

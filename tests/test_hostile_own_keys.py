@@ -14,7 +14,7 @@ from reaper.store.events import decision
 from reaper.core.intents import guest_intent
 from reaper.store.client import redis_now
 from support.cli import invoke
-from sweep_helpers import keys_of
+from sweep_helpers import intents, keys_of
 
 # Values of every JSON shape, for every field; which one a field may hold is reaper's business.
 SHAPES = {
@@ -161,6 +161,19 @@ def test_an_events_key_of_another_type_is_one_line_and_exit_2(cli_env, r, kind):
         assert result.stdout == ""
         [line] = result.stderr.splitlines()
         assert keys_of(r).events in line and f"holds a {kind}" in line and "stream" in line
+
+
+def test_an_audit_trail_that_takes_no_more_entries_stops_a_run_with_one_line_and_exit_2(cli_env, r, world):
+    """An entry added by hand with the highest id: XADD refuses every decision record after it, so
+    the sweep takes nobody (its scripts write decision records first) and says why."""
+    world.guest(1, age=7200)
+    r.xadd(keys_of(r).events, {"decision": "{}"}, id="18446744073709551615-18446744073709551615")
+
+    result = run(["run", "--once", "--force"], cli_env)
+
+    assert result.exit_code == 2, result.output
+    assert "last possible entry id" in result.stderr and "events.max_len = 0" in result.stderr
+    assert world.records() == {"sock1"} and intents(r) == {}
 
 
 def make_key(r, key: str, kind: str) -> None:

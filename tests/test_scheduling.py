@@ -9,6 +9,7 @@ from datetime import datetime
 
 import httpx
 import pytest
+import redis
 
 from reaper.app import daemon
 from reaper.core.counters import Counters
@@ -165,6 +166,20 @@ def test_a_failing_job_is_logged_with_its_traceback_counted_and_run_again(schedu
 
     assert wait_for(lambda: counters.get("job_failed.cleanup") >= 3, timeout=30)
     assert logs.at("ERROR", "Job cleanup failed: RuntimeError: broken on purpose")
+
+
+def test_a_redis_error_reaper_knows_is_said_in_reaper_s_words(scheduled, logs):
+    counters = Counters()
+
+    def full():  # what XADD answers once reaper's audit trail has used its last entry id
+        raise redis.ResponseError("The stream has exhausted the last possible ID, unable to add more items "
+                                  "script: 3a887f8fed480356ab51c16c07c3db3f17a66dd8, on @user_script:14.")
+
+    scheduled({CLEANUP: full}, {CLEANUP: 0.02}, {CLEANUP}, counters)
+
+    assert wait_for(lambda: counters.get("job_failed.cleanup") >= 2, timeout=30)
+    assert logs.at("ERROR", "Job cleanup failed: AuditTrailFull: redis: reaper's audit trail stream")
+    assert logs.at("ERROR", "runs in a row")  # said again without its traceback, in the same words
 
 
 # -- the wall clock steps: the jobs go on ----------------------------------------------------------

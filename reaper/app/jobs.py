@@ -94,6 +94,7 @@ class Job:
 
     def _failed(self, exc: Exception) -> None:
         said, now, seen = logger.bind(job=self.id), self.clock(), fingerprint(exc)
+        meaning = explain(exc) or exc  # a Redis error reaper knows is said in reaper's words
         if self._streak is None or self._streak.seen != seen:
             self._streak = Streak(seen)
         streak = self._streak
@@ -101,10 +102,10 @@ class Job:
         if streak.traced_at is not None and now - streak.traced_at < TRACEBACK_EVERY_S:
             said.bind(error=logs.error_fields(exc), repeats=streak.runs).error(
                 "Job {} failed: {}: {} (the same failure {} runs in a row; its traceback is with the first)",
-                self.id, type(exc).__name__, exc, streak.runs)
+                self.id, type(meaning).__name__, meaning, streak.runs)
             return
         streak.traced_at = now
-        said.opt(exception=exc).error("Job {} failed: {}: {}", self.id, type(exc).__name__, exc)
+        said.opt(exception=exc).error("Job {} failed: {}: {}", self.id, type(meaning).__name__, meaning)
 
     def _missed(self, runs: int) -> None:
         self.counters.add(f"job_missed.{self.id}", runs)

@@ -2,7 +2,8 @@
 
     ReaperError
     ├── ConfigError            bad configuration: exit 2, before anything is touched
-    │   └── WrongKeyType       a key reaper writes holds another Redis type: nothing touched
+    │   ├── WrongKeyType       a key reaper writes holds another Redis type: nothing touched
+    │   └── AuditTrailFull     the audit trail stream has used its last entry id
     ├── RedisUnavailable       Redis cannot be reached: exit 3
     │   └── RedisRefused       Redis answers but refuses writes (READONLY, OOM, NOPERM...)
     └── StepError              a cascade step failed
@@ -48,6 +49,21 @@ class WrongKeyType(ConfigError):
         ReaperError.__init__(self, message)
         self.key, self.value, self.expected = "redis.reaper_prefix", key, wanted
         self.redis_key, self.found, self.wanted = key, found, wanted
+
+
+class AuditTrailFull(ConfigError):
+    """The audit trail stream has used the last possible entry id (someone added an entry with the
+    highest id by hand), so XADD refuses every decision record. The take scripts write theirs
+    before anything else (reaper/store/scripts.py), so a sweep on a single Redis stops before it
+    reaps anyone."""
+
+    def __init__(self):
+        ReaperError.__init__(self, (
+            "redis: reaper's audit trail stream (<reaper_prefix>events, which `reaper events` reads) "
+            "has used the last possible entry id, so it takes no more decision records and no guest is "
+            "reaped without one; delete that stream (only the audit trail is lost) or set "
+            "events.max_len = 0 to write none"))
+        self.key, self.value, self.expected = "events.max_len", None, "a stream that takes new entries"
 
 
 class RedisUnavailable(ReaperError):

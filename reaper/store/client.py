@@ -18,7 +18,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from reaper.store import cluster
 from reaper.core.config import Config, RedisConfig, split_host_port
-from reaper.core.errors import ConfigError, ReaperError, RedisRefused, RedisUnavailable, WrongKeyType
+from reaper.core.errors import AuditTrailFull, ConfigError, ReaperError, RedisRefused, RedisUnavailable, WrongKeyType
 from reaper.core.keys import Keys
 from reaper.core.names import decode_name
 from reaper.store.packer import CLIENT_OPTIONS
@@ -45,6 +45,7 @@ _PIPELINE_HEAD = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: "
 # lease and the pause switch are left out: their readers take a key of another type for "held by
 # someone else" and "paused", and wait it out.
 CHECKED = ("online", "intents", "due", "dead", "state", "events")
+_STREAM_FULL = "The stream has exhausted the last possible ID"  # XADD's refusal
 _WRONG_TYPE = re.compile(r"^WRONGTYPE (?P<key>.+) holds a (?P<found>\w+), not a (?P<wanted>\w+)$", re.S)
 
 
@@ -238,13 +239,16 @@ def require_types(client: redis.Redis, keys: Keys, names: tuple[str, ...] = CHEC
 
 def explain(exc: Exception) -> ReaperError | None:
     """What a Redis error means to reaper: WrongKeyType when a script refused a key of another type
-    (scripts.CHECK_TYPES), RedisRefused when Redis refuses writes; None for anything else."""
+    (scripts.CHECK_TYPES), AuditTrailFull when the only stream reaper adds to refused an entry,
+    RedisRefused when Redis refuses writes; None for anything else."""
     if not isinstance(exc, redis.ResponseError):
         return None
     text = _PIPELINE_HEAD.sub("", _SCRIPT_TRAIL.sub("", str(exc)))
     wrong = _WRONG_TYPE.match(text)
     if wrong:
         return WrongKeyType(wrong["key"], wrong["found"], wrong["wanted"])
+    if text.startswith(_STREAM_FULL):
+        return AuditTrailFull()
     if text.startswith("WRONGTYPE "):  # a command's own: it does not say which key
         return WrongKeyType(None, None, None, text)
     code = REFUSED_CLASSES.get(type(exc))

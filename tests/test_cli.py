@@ -254,6 +254,18 @@ def test_check_fails_on_keys_of_another_type_naming_each(env, r):
     assert statuses(result.stdout)["redis"][0] == "OK"  # Redis itself answers
 
 
+def test_check_fails_on_an_audit_trail_that_takes_no_more_entries(env, r):
+    r.xadd(keys_of(r).events, {"decision": "{}"}, id="18446744073709551615-18446744073709551615")
+
+    result = invoke(["check"], env)
+
+    assert result.exit_code == 1
+    status, detail = statuses(result.stdout)["keys"]
+    assert status == "FAIL" and f"{keys_of(r).events} has used the last possible entry id" in detail
+    r.delete(keys_of(r).events)  # what the line says to do
+    assert statuses(invoke(["check"], env).stdout)["keys"][0] == "OK"
+
+
 def test_check_takes_reapers_own_keys_as_they_are_written(env, r, ctx_factory, world):
     world.guest(1, age=3600)  # reaped: an intent, its due time, a decision record
     ctx = ctx_factory(auth_service__base_url="http://127.0.0.1:9")  # the DELETE fails: a retry

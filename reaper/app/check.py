@@ -17,7 +17,7 @@ from reaper.core.keys import Keys
 from reaper.app.purge import COLD
 from reaper.cascade.services import AuthService, GuestStore, UserService
 from reaper.signaling.servers import SignalingCluster
-from reaper.store.client import REDIS_DOWN, connect, describe_connection, key_type, ping, redis_now
+from reaper.store.client import REDIS_DOWN, connect, describe_connection, key_type, ping, redis_now, stream_full
 
 OK, FAIL, WARN, OFF = "OK", "FAIL", "WARN", "disabled"
 Clock = Callable[[], float]
@@ -130,13 +130,18 @@ def check_clock(config: Config, client: redis.Redis) -> list[Line]:
 
 def check_key_types(config: Config, client: redis.Redis, clock: Clock = time.monotonic) -> Line:
     """users:online and reaper's own keys, each of the type reaper reads it as: one of another
-    type makes every sweep (or cascade, or the lease) fail on it."""
-    expected = Keys.from_config(config.redis).expected_types()
-    tried, watch = f"TYPE {' '.join(expected)}", _Stopwatch(clock)
+    type makes every sweep (or cascade, or the lease) fail on it; and the audit trail taking
+    entries (AuditTrailFull)."""
+    keys = Keys.from_config(config.redis)
+    expected = keys.expected_types()
+    tried, watch = f"TYPE {' '.join(expected)}; XINFO STREAM {keys.events}", _Stopwatch(clock)
     found = {key: key_type(client, key) for key in expected}
+    full = config.events.max_len > 0 and stream_full(client, keys.events)
     latency_s = watch.read()
     wrong = [f"{key} holds a {found[key]}, not a {kind}" for key, kind in expected.items()
              if found[key] not in (kind, "none")]
+    wrong += [f"{keys.events} has used the last possible entry id and takes no more decision records "
+              "(delete it: only the audit trail is lost)"] if full else []
     if wrong:
         error = "; ".join(wrong) + (" (another writer, or a redis.online_key / redis.reaper_prefix "
                                     "naming someone else's keys)")

@@ -204,6 +204,18 @@ def key_type(client: redis.Redis, key: str) -> str:
     return found.decode() if isinstance(found, bytes) else found
 
 
+# The highest stream id: once a stream's last id is this, XADD refuses every entry (AuditTrailFull).
+LAST_STREAM_ID = b"18446744073709551615-18446744073709551615"
+
+
+def stream_full(client: redis.Redis, key: str) -> bool:
+    """Has the stream ``key`` used its last possible id? False when it is absent or no stream."""
+    if key_type(client, key) != "stream":
+        return False
+    last = client.xinfo_stream(key).get("last-generated-id")
+    return (last.encode() if isinstance(last, str) else last) == LAST_STREAM_ID
+
+
 def require_hash(client: redis.Redis, key: str, setting: str) -> None:
     """ConfigError unless ``key`` is a hash or absent. users:online is the signaling service's
     hash; another type means ``setting`` names the wrong key (or a writer broke it), and every

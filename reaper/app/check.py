@@ -136,7 +136,7 @@ def check_key_types(config: Config, client: redis.Redis, clock: Clock = time.mon
     expected = keys.expected_types()
     tried, watch = f"TYPE {' '.join(expected)}; XINFO STREAM {keys.events}", _Stopwatch(clock)
     found = {key: key_type(client, key) for key in expected}
-    full = config.events.max_len > 0 and stream_full(client, keys.events)
+    full = config.events.max_len > 0 and found[keys.events] == "stream" and stream_full(client, keys.events)
     latency_s = watch.read()
     wrong = [f"{key} holds a {found[key]}, not a {kind}" for key, kind in expected.items()
              if found[key] not in (kind, "none")]

@@ -209,9 +209,7 @@ LAST_STREAM_ID = b"18446744073709551615-18446744073709551615"
 
 
 def stream_full(client: redis.Redis, key: str) -> bool:
-    """Has the stream ``key`` used its last possible id? False when it is absent or no stream."""
-    if key_type(client, key) != "stream":
-        return False
+    """Has the stream ``key`` (a stream: the caller knows its type) used its last possible id?"""
     last = client.xinfo_stream(key).get("last-generated-id")
     return (last.encode() if isinstance(last, str) else last) == LAST_STREAM_ID
 

@@ -114,7 +114,8 @@ def run(config_path, once, dry_run, force, pending_ok, metrics_file, pushgateway
 
     Exit codes: 0 done; 1 some cascade steps wait for retry (with --once --pending-ok: 0 unless
     a retention call failed too); 2 configuration error (or a key reaper writes holds another
-    Redis type); 3 Redis unreachable or refusing writes."""
+    Redis type, or its audit trail takes no more entries); 3 Redis unreachable or refusing
+    writes."""
     outlets = lastrun.Outlets(metrics_file, pushgateway, push_instance)
     if not once and (outlets or pending_ok):
         raise click.UsageError("--pending-ok, --metrics-file and --pushgateway are for --once; the "

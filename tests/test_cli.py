@@ -11,6 +11,7 @@ import pymongo.errors
 import pytest
 
 from reaper.store import pause as pausing
+from reaper.store.client import stream_full
 from reaper.core.config import SECTIONS, as_masked_dict, load_config
 from support.redis_proc import find_free_port
 from support.cli import invoke
@@ -264,6 +265,15 @@ def test_check_fails_on_an_audit_trail_that_takes_no_more_entries(env, r):
     assert status == "FAIL" and f"{keys_of(r).events} has used the last possible entry id" in detail
     r.delete(keys_of(r).events)  # what the line says to do
     assert statuses(invoke(["check"], env).stdout)["keys"][0] == "OK"
+
+
+def test_a_stream_replaced_or_deleted_after_its_type_was_read_is_not_full(r):
+    r.set("was-a-stream", "x")
+    r.xadd("a-stream", {"a": "b"})
+
+    assert not stream_full(r, "was-a-stream") and not stream_full(r, "gone") and not stream_full(r, "a-stream")
+    r.xadd("a-stream", {"a": "b"}, id="18446744073709551615-18446744073709551615")
+    assert stream_full(r, "a-stream")
 
 
 def test_check_takes_reapers_own_keys_as_they_are_written(env, r, ctx_factory, world):

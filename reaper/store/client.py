@@ -209,8 +209,12 @@ LAST_STREAM_ID = b"18446744073709551615-18446744073709551615"
 
 
 def stream_full(client: redis.Redis, key: str) -> bool:
-    """Has the stream ``key`` (a stream: the caller knows its type) used its last possible id?"""
-    last = client.xinfo_stream(key).get("last-generated-id")
+    """Has the stream ``key`` (a stream: the caller knows its type) used its last possible id?
+    False when it is no stream by now (replaced since its TYPE was read)."""
+    try:
+        last = client.xinfo_stream(key).get("last-generated-id")
+    except redis.ResponseError:  # WRONGTYPE, or gone: "no such key"
+        return False
     return (last.encode() if isinstance(last, str) else last) == LAST_STREAM_ID
 
 

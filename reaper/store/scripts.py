@@ -98,12 +98,12 @@ local function remove(key, quarantine, a)
     redis.call('DEL', key)
   end
 end
--- take(key, quarantine, a) for each record: its two keys from KEYS[first_key], its arguments
+-- take(key, quarantine, a, i) for each record i: its two keys from KEYS[first_key], its arguments
 -- from ARGV[first_arg], per_record of them each.
 local function take_each(take, first_key, first_arg, per_record)
   local taken = {}
   for i = 1, (#KEYS - first_key + 1) / 2 do
-    taken[i] = take(KEYS[first_key + 2 * i - 2], KEYS[first_key + 2 * i - 1], first_arg + per_record * (i - 1))
+    taken[i] = take(KEYS[first_key + 2 * i - 2], KEYS[first_key + 2 * i - 1], first_arg + per_record * (i - 1), i)
   end
   return taken
 end
@@ -140,8 +140,8 @@ return taken
 # same; anything less clear goes back to the sweep (2), which takes it the long way (and writes
 # its decision record itself).
 # The batch's GETs and HGETs are one MGET and one HMGET, its DELs, HDELs, HSETs and ZADDs one call
-# each at the end; only the XADDs stay one a guest: a Redis alone spends ~10 % less on a guest,
-# one writing an AOF (as a replica's feed) ~20 % less (bench/README.md).
+# each at the end; only the XADDs stay one a guest: Redis spends ~10 % less on a guest, ~20 % with
+# intents and an AOF (as a replica's feed) to write (bench/README.md).
 TAKE_GUEST = _UNCHANGED + _GATHERED_WRITES + """
 local refused = wrong_type(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'stream')
 if refused then return refused end
@@ -180,7 +180,7 @@ local function ours(user, socket)
   if ok and type(entry) == 'table' and entry.socketId == socket then return 'remove' end
   return nil
 end
-local function take(i, key, quarantine, a)
+local function take(key, quarantine, a, i)
   if not still_there(i, key, a) then return 0 end
   local user, entry = ARGV[a + 6], 'absent'
   if user ~= '' then
@@ -198,10 +198,7 @@ local function take(i, key, quarantine, a)
   add_decision(ARGV[a + 8])
   return 1
 end
-local taken = {}
-for i = 1, n do
-  taken[i] = take(i, KEYS[2 * i + 3], KEYS[2 * i + 4], 9 * i - 3)
-end
+local taken = take_each(take, 5, 6, 9)
 write_gathered(KEYS[1], KEYS[2], KEYS[4], ARGV[5])
 for _, q in ipairs(quarantined) do remove(q[1], q[2], q[3]) end
 if #deleted > 0 then redis.call('DEL', unpack(deleted)) end

@@ -183,7 +183,7 @@ class ClusterTakes(Takes):
     def __init__(self, client, keys: Keys, config: Config, intents: IntentText, *args):
         super().__init__(client, keys, config, intents, *args)
         self.now = intents.now
-        self._cluster = cluster.ClusterTakes(client, keys, self.online, config.cascade.claim_timeout_s,
+        self._cluster = cluster.ClusterTakes(client, keys, config.cascade.claim_timeout_s,
                                              self.seams.before_cluster_keys_taken)
 
     def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None], prepared: object) -> list[bool]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 
 from .redis_proc import RedisProcess, find_free_port
 from .standin import wait_for
@@ -68,6 +69,28 @@ class RedisClusterProcess:
 
     def node_clients(self) -> list[redis.Redis]:
         return [node.client() for node in self.nodes]
+
+    def node_of(self, key: bytes) -> ClusterNodeProcess:
+        """The primary serving ``key``'s slot now (asked of the cluster, not of a client's map)."""
+        with self.nodes[0].client() as client:
+            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= key_slot(key) <= end:
+                    return next(n for n in self.nodes if n.port == int(primary[1]))
+        raise AssertionError(f"no node serves the slot of {key!r}")
+
+    def move_slot_of(self, key: bytes, to: ClusterNodeProcess) -> None:
+        """Reshard ``key``'s slot, its keys with it, to ``to``, as `redis-cli --cluster reshard`
+        does: IMPORTING, MIGRATING, MIGRATE, then SETSLOT NODE on every primary."""
+        slot, source = key_slot(key), self.node_of(key)
+        with source.client() as src, to.client() as dst:
+            source_id, target_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (src, dst))
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while names := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", to.host, to.port, "", 0, 5000, "KEYS", *names)
+        for node in [to, source] + [n for n in self.nodes if n not in (to, source)]:
+            with node.client() as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
     def flushall(self) -> None:
         for node in self.nodes:

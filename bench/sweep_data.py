@@ -94,20 +94,33 @@ def _bulk(*parts: bytes) -> bytes:
 
 def _commands(n: int, fraction: float, registered: int, now: float):
     """RESP chunks: SET ... EX per guest, HSET users:online with FIELDS_PER_HSET fields each."""
+    chunk = []
+    for _, command in each_command(n, fraction, registered, now):
+        chunk.append(command)
+        if len(chunk) > GUESTS_PER_CHUNK:
+            yield b"".join(chunk)
+            chunk = []
+    yield b"".join(chunk)
+
+
+def each_command(n: int, fraction: float, registered: int, now: float):
+    """(the key it writes, RESP) of each command of the fill, in order: a cluster's fill sends
+    each to the node serving its key."""
     rec, guest_entry, user_entry = _record_template(), _entry_template(True), _entry_template(False)
     beats = {False: iso(now - LIVE_AGE_S), True: iso(now - STALE_AGE_S)}
-    ttl = str(TTL_S).encode()
+    ttl, online = str(TTL_S).encode(), ONLINE.encode()
     for start in range(0, n, GUESTS_PER_CHUNK):
-        sets, fields = [], []
+        fields = []
         for i in range(start, min(n, start + GUESTS_PER_CHUNK)):
             sid, uid = socket_id(i), user_id(i)
             value = rec.fill({"sid": sid, "uid": uid, "hb": beats[is_stale(i, fraction)], "tail": uid[-4:]})
-            sets.append(_bulk(b"SET", (CONN + sid).encode(), value.encode(), b"EX", ttl))
+            key = (CONN + sid).encode()
+            yield key, _bulk(b"SET", key, value.encode(), b"EX", ttl)
             fields.append((uid, guest_entry.fill({"uid": uid, "sid": sid})))
-        yield b"".join(sets) + _hsets(fields)
+        yield online, _hsets(fields)
     users = [(f"user_{j:08x}", user_entry.fill({"uid": f"user_{j:08x}", "sid": f"reg{j:010d}"}))
              for j in range(registered)]
-    yield _hsets(users)
+    yield online, _hsets(users)
 
 
 def _hsets(fields: list[tuple[str, str]]) -> bytes:

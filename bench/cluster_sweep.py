@@ -112,16 +112,12 @@ def main(argv=None) -> int:
     args.registered = max(10, args.guests // 100)
     print(f"reaper from {bench.compile_reaper(args.reaper_path)}, byte-compiled", flush=True)
     rounds = []
-    with RedisProcess() as single:
-        server = RedisClusterProcess().start()
-        try:
-            for round_ in range(1, args.repeat + 1):
-                rounds.append(one_round(single, server, args))
-                print(f"  round {round_}: " + "; ".join(
-                    f"{kind} {r['wall_s']:.2f} s, CPU {r['cpu_s']:.2f} s, Redis CPU {r['redis_cpu_s']:.2f} s, "
-                    f"{r['rss_mb']:.0f} MB, reaped {r['reaped']}" for kind, r in rounds[-1].items()), flush=True)
-        finally:
-            server.stop()
+    with RedisProcess() as single, RedisClusterProcess() as server:
+        for round_ in range(1, args.repeat + 1):
+            rounds.append(one_round(single, server, args))
+            print(f"  round {round_}: " + "; ".join(
+                f"{kind} {r['wall_s']:.2f} s, CPU {r['cpu_s']:.2f} s, Redis CPU {r['redis_cpu_s']:.2f} s, "
+                f"{r['rss_mb']:.0f} MB, reaped {r['reaped']}" for kind, r in rounds[-1].items()), flush=True)
     print(f"\nN = {args.guests:,} guests, {args.stale:.0%} stale; median of {args.repeat}")
     for kind in ("single", "cluster"):
         medians = {column: statistics.median(r[kind][column] for r in rounds)

@@ -35,10 +35,8 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A real Redis Cluster of three primaries, started once when a test first needs it."""
-    cluster = RedisClusterProcess(tmp_path_factory.mktemp("cluster"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    with RedisClusterProcess(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
 
 
 def pytest_generate_tests(metafunc):

@@ -22,10 +22,8 @@ HOSTILE = [b"..", b"cleanup-all", b"a\r\nDEL x", b"nul\x00byte", b"\xff\xfe not 
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory):
-    server = RedisClusterProcess(tmp_path_factory.mktemp("own-cluster"))
-    server.start()
-    yield server
-    server.stop()
+    with RedisClusterProcess(tmp_path_factory.mktemp("own-cluster")) as server:
+        yield server
 
 
 @pytest.fixture

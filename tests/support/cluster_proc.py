@@ -97,6 +97,12 @@ class RedisClusterProcess:
             with node.client() as client:
                 client.flushall()
 
+    def __enter__(self) -> "RedisClusterProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -89,7 +89,7 @@ def each_on_its_node(client: RedisCluster, commands: list[tuple[str | bytes, tup
     then stay held (scripts.TAKE_ONE says why that is harmless). redis-py's cluster client would
     send such a write again, and a take run twice answers "changed" the second time."""
     by_node: dict[str, list[int]] = {}
-    nodes, owners = {}, client.nodes_manager.slots_cache  # slot -> [primary, replicas...]
+    nodes, owners = {}, getattr(client.nodes_manager, "slots_cache", {})  # slot -> [primary, replicas...]
     for i, (key, _) in enumerate(commands):
         slot = key_slot(encode_name(key) if isinstance(key, str) else key)
         served = owners.get(slot)  # read without the manager's lock: a stale map only redirects

@@ -15,7 +15,6 @@ share this machine's cores with reaper: a real cluster has a host each.
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,16 +43,11 @@ def fill_cluster(server: RedisClusterProcess, args) -> None:
         for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
             node = next(n for n in server.nodes if n.port == int(primary[1]))
             owner.update(dict.fromkeys(range(start, end + 1), node))
-    pipes = {node.port: subprocess.Popen(["redis-cli", "-h", node.host, "-p", str(node.port), "--pipe"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for node in server.nodes}
+    pipes = {node.port: data.RedisPipe(node) for node in server.nodes}
     for key, command in data.each_command(args.guests, args.stale, args.registered, now):
-        pipes[owner[key_slot(key)].port].stdin.write(command)
+        pipes[owner[key_slot(key)].port].write(command)
     for pipe in pipes.values():
-        pipe.stdin.close()
-        output = pipe.stdout.read().decode(errors="replace")
-        if pipe.wait() != 0 or "errors: 0," not in output:
-            raise RuntimeError(f"redis-cli --pipe failed: {output}")
+        pipe.close()
     keys = sum(node.dbsize() for node in server.node_clients())
     if keys != args.guests + 1:
         raise RuntimeError(f"cluster fill: {keys} keys, want {args.guests + 1}")
@@ -87,11 +81,10 @@ def run_reaper(url: str, cpu_of, args) -> dict:
 
 def one_round(single: RedisProcess, server: RedisClusterProcess, args) -> dict:
     client = single.client(socket_timeout=120)
-    data.fill(single, client, args.guests, args.stale, args.registered)
+    dataset = data.fill(single, client, args.guests, args.stale, args.registered)
     results = {"single": run_reaper(single.url, lambda: bench.redis_cpu_s(client), args)}
     left = data.leftovers(client, args.guests, args.stale)
-    results["single"]["reaped"] = "all" if left.all_reaped(data.Dataset(
-        args.guests, len(data.stale_indices(args.guests, args.stale)), args.registered, 0)) else "NOT ALL"
+    results["single"]["reaped"] = "all" if left.all_reaped(dataset) else "NOT ALL"
     client.flushall()
     client.close()
     fill_cluster(server, args)

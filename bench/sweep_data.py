@@ -137,21 +137,34 @@ def fill(redis_proc, client, n: int, fraction: float, registered: int) -> Datase
     """FLUSHALL, then write the dataset through `redis-cli --pipe`; raises if Redis reported errors."""
     client.flushall()
     now = redis_now(client)
-    pipe = subprocess.Popen(["redis-cli", "-h", redis_proc.host, "-p", str(redis_proc.port), "--pipe"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pipe = RedisPipe(redis_proc)
     for chunk in _commands(n, fraction, registered, now):
-        pipe.stdin.write(chunk)
-    pipe.stdin.close()
-    output = pipe.stdout.read().decode(errors="replace")
-    pipe.wait()
-    if pipe.returncode != 0 or "errors: 0," not in output:
-        raise RuntimeError(f"redis-cli --pipe failed: {output}")
+        pipe.write(chunk)
+    pipe.close()
     expected = n + 1  # the guest keys and users:online
     if client.dbsize() != expected or client.hlen(ONLINE) != n + registered:
         raise RuntimeError(f"fill: dbsize {client.dbsize()} (want {expected}), "
                            f"hlen {client.hlen(ONLINE)} (want {n + registered})")
     sample = client.get(CONN + socket_id(0))
     return Dataset(n, len(stale_indices(n, fraction)), registered, len(sample))
+
+
+class RedisPipe:
+    """`redis-cli --pipe` into one server: RESP written in, and on close() a RuntimeError if
+    Redis reported an error."""
+
+    def __init__(self, server):
+        self._proc = subprocess.Popen(["redis-cli", "-h", server.host, "-p", str(server.port), "--pipe"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def write(self, resp: bytes) -> None:
+        self._proc.stdin.write(resp)
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        output = self._proc.stdout.read().decode(errors="replace")
+        if self._proc.wait() != 0 or "errors: 0," not in output:
+            raise RuntimeError(f"redis-cli --pipe failed: {output}")
 
 
 @dataclass(frozen=True)

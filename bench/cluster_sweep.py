@@ -54,7 +54,8 @@ def fill_cluster(server: RedisClusterProcess, args) -> None:
 
 
 def reaped_on_cluster(server: RedisClusterProcess, args) -> str:
-    """"all" when every stale guest's record and entry went and every live one's stayed."""
+    """As data.leftovers says it of a single Redis: "all" when every stale guest's record and
+    entry went and everyone else's stayed."""
     client = cluster.connect(server.url, {"socket_timeout": 60})
     try:
         stale = set(data.stale_indices(args.guests, args.stale))
@@ -62,8 +63,11 @@ def reaped_on_cluster(server: RedisClusterProcess, args) -> str:
         found = [found for start in range(0, len(names), 5000)
                  for found in cluster.exist_each(client, names[start:start + 5000])]
         records_right = all(bool(one) != (i in stale) for i, one in enumerate(found))
+        users = [data.user_id(i) for i in sorted(stale)]
+        stale_entries = sum(value is not None for start in range(0, len(users), 5000)
+                            for value in client.hmget(data.ONLINE, users[start:start + 5000]))
         online = client.hlen(data.ONLINE) == args.guests - len(stale) + args.registered
-        return "all" if records_right and online else "NOT ALL"
+        return "all" if records_right and stale_entries == 0 and online else "NOT ALL"
     finally:
         client.close()
 

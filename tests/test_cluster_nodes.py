@@ -168,6 +168,21 @@ def test_orphans_on_a_cluster_are_removed_once_and_only_unchanged(own_cluster, c
     assert client.hget(keys.intents, "guest:guest_1") is None
 
 
+def test_orphans_whose_online_list_moved_since_are_left_for_the_next_sweep(own_cluster, client):
+    keys = _keys()
+    client.hset(keys.online, "guest_1", b'{"socketId":"s1"}')
+    orphan = OrphanTake("guest_1", b'{"socketId":"s1"}', f"{CONN}s1", "guest:guest_1", '{"steps":["auth"]}')
+    takes = cluster.ClusterTakes(client, keys, HOLD_S)
+    takes.orphans(1000.0, 2000.0, [OrphanTake("guest_0", b"-", None)])  # scripts loaded, the map read
+    online = keys.online.encode()
+    own_cluster.move_slot_of(online, next(n for n in own_cluster.nodes if n is not own_cluster.node_of(online)))
+
+    # "MOVED": REMOVE_ENTRY did not run, so the entry stays and its held intent goes.
+    assert takes.orphans(1000.0, 2000.0, [orphan]) == [False]
+    assert client.hget(keys.online, "guest_1") == b'{"socketId":"s1"}'
+    assert client.hget(keys.intents, "guest:guest_1") is None
+
+
 def test_a_node_that_lost_the_scripts_gets_them_again(own_cluster, client):
     name = f"{CONN}forgetful".encode()
     client.set(name, b"stale")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from reaper.app.cli import GC_YOUNG_THRESHOLD
 from reaper.core.config import MongoConfig, ServiceConfig
 from reaper.core.errors import PermanentError
 from reaper.cascade.services import AuthService, GuestStore, UserService
@@ -33,6 +34,24 @@ def test_run_once_loads_only_what_its_targets_need(cli_env, r, world, tmp_path, 
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"LOADED {loaded!r}" in run.stdout
     assert "Reaped guest_1" in run.stderr
+    assert world.records() == set()
+
+
+def test_a_run_collects_garbage_less_often_than_cpython_by_default(cli_env, r, world, tmp_path):
+    """The young generation's threshold is raised before anything runs (app/cli.py says why)."""
+    world.guest(1, age=600)
+    probe = ("import atexit, gc\n"
+             "atexit.register(lambda: print('THRESHOLD', gc.get_threshold()[0]))\n"
+             "from reaper.app.cli import main\n"
+             "main()\n")
+    env = {**os.environ, **cli_env, "REAPER_AUTH_SERVICE_BASE_URL": "", "REAPER_USER_SERVICE_BASE_URL": "",
+           "REAPER_MONGO_URI": ""}
+    run = subprocess.run([sys.executable, "-c", probe, "run", "--once"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"THRESHOLD {GC_YOUNG_THRESHOLD}" in run.stdout
+    assert GC_YOUNG_THRESHOLD > 700  # CPython's own
     assert world.records() == set()
 
 

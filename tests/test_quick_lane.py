@@ -2,6 +2,7 @@
 then judge_page): on any page, both lanes together reach exactly the verdicts the careful way
 reaches alone. Pure: values and ``now`` in, no Redis."""
 
+import hashlib
 import json
 import random
 from collections import Counter
@@ -12,6 +13,7 @@ from reaper.core import reasons
 from reaper.core.names import decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, parse_json_record
 from reaper.core.staleness import Policy
+from reaper.sweep.budget import HeldBack, HeldRecords
 from reaper.sweep.judging import Judged, PageJudge, judge_page
 from support.guests import iso, record
 from support.keys import KEYS
@@ -180,3 +182,37 @@ def test_a_malformed_record_still_names_its_user_and_socket():
 
     assert all(type(d.record) is Malformed for d in judged.doomed)
     assert sorted(judged.socket_ids()) == ["bad", "s2"] and judged.user_ids() == ["guest_2"]
+
+
+# -- held back: the second look takes a stale record as the first pass read it ------------------
+
+def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it():
+    """HeldBack keeps a stale record's timestamps and its value's SHA-1; PageJudge.held rebuilds
+    the same verdict (the same Redis time), witnessed by that digest instead of the value."""
+    rng = random.Random(3)
+    sockets = [f"s{n}" for n in range(40)] + ["..", "cleanup-all", "a\x00b", "x" * 4096, "\udcff"]
+    names = [name(s) for s in sockets]
+    values = [value(n, iso(NOW - rng.choice([200, 900, 86_400])), iso(NOW - rng.choice([10, 250, 4000])))
+              for n in range(len(sockets))]
+    first, _ = both_lanes(names, values)
+    held = HeldBack()
+    for doomed in first.doomed:
+        held.record(doomed.record)
+
+    again = PageJudge(NOW, POLICY, "string", PREFIX).held(held.stale, 0, len(held.stale))
+
+    assert len(first.doomed) > 10 and len(held.stale) == len(first.doomed)
+    assert [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in again.doomed] == \
+        [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in first.doomed]
+    raw = dict(zip(map(decode_name, names), values))
+    assert [d.record.witness for d in again.doomed] == \
+        [(b"", hashlib.sha1(raw[d.record.key]).hexdigest()) for d in first.doomed]
+
+
+@pytest.mark.parametrize("heartbeat, pong", [(NOW - 10, NOW - 10), (NOW + 3600, NOW + 3600)], ids=["live", "future"])
+def test_a_held_back_record_that_is_not_stale_now_is_not_taken(heartbeat, pong):
+    """Never so by the first pass's own verdict; if it were, the record would be left alone."""
+    held = HeldRecords()
+    held.add(GuestRecord(PREFIX + "s1", "s1", "guest_1", heartbeat, pong, (b"{}", b"")))
+
+    assert PageJudge(NOW, POLICY, "string", PREFIX).held(held, 0, 1).doomed == []

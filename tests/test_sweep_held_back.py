@@ -9,9 +9,9 @@ import pytest
 import reaper.sweep.budget
 from reaper.store import cluster
 from reaper.store import scripts
-from reaper.core.records import OnlineEntry
+from reaper.core.records import GuestRecord, Malformed, OnlineEntry
 from reaper.sweep.budget import HeldBack
-from support.guests import record
+from support.guests import World, record
 from support.keys import KEYS
 from sweep_helpers import (add_guests, after_each_load, assert_deletable_intents, assert_intents_consistent,
                            intents, reasons_of, with_seams)
@@ -79,11 +79,65 @@ def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, m
     assert logs.at("INFO", "more than 5 held back; a second full pass")
 
 
+@pytest.mark.parametrize("record_format, by_digest", [("json", True), ("hash", False)])
+def test_held_back_stale_records_are_taken_as_read_without_reading_them_again(ctx_factory, r, record_format,
+                                                                              by_digest):
+    """A stale string record is held with its timestamps and its value's SHA-1, and taken
+    against that digest; a hash (rare) is held by name and read again."""
+    world = World(r, record_format)
+    add_guests(world, live=40, stale=25)
+    seen, fetched_in_second_look = [], []
+
+    def second_look(held):
+        seen.append(held)
+
+    def fetched(names):
+        if seen:
+            fetched_in_second_look.extend(names)
+
+    report = with_seams(ctx_factory(redis__record_format=record_format, **GUARD), before_second_look=second_look,
+                        before_page_fetched=fetched).sweep()
+
+    [held] = seen
+    assert (len(held.stale), len(held.records)) == ((15, 0) if by_digest else (0, 15))
+    assert len(held.stale.digests) == 20 * len(held.stale)  # the values are not kept: 20 bytes each instead
+    assert len(fetched_in_second_look) == (0 if by_digest else 15)
+    assert report.reaped == {"heartbeat_timeout": 25} and report.skipped_live == 0
+    assert len(world.records()) == 40 and len(world.online()) == 40
+    assert_deletable_intents(r, 25)
+
+
+@pytest.mark.parametrize("becomes", ["a list", "a hash", "gone", "the same, written again"])
+def test_a_held_back_record_is_compared_with_what_was_read_when_taken(ctx_factory, world, r, becomes):
+    add_guests(world, live=40, stale=25)
+    changed = []
+
+    def change_first(held):
+        key = held.stale.keys[0]
+        raw = r.get(key)
+        {"a list": lambda: (r.delete(key), r.rpush(key, raw)),
+         "a hash": lambda: (r.delete(key), r.hset(key, "lastHeartbeat", raw)),
+         "gone": lambda: r.delete(key),
+         "the same, written again": lambda: r.set(key, raw)}[becomes]()
+        changed.append(key)
+
+    report = with_seams(ctx_factory(**GUARD), before_second_look=change_first).sweep()
+
+    [key] = changed
+    if becomes == "the same, written again":  # still what was read, still stale: taken
+        assert report.reaped == {"heartbeat_timeout": 25} and not r.exists(key)
+    else:
+        assert report.reaped == {"heartbeat_timeout": 24} and report.skipped_live == 1
+        assert r.type(key).decode() == {"a list": "list", "a hash": "hash", "gone": "none"}[becomes]
+    assert report.quarantined == 0
+    assert_intents_consistent(r)
+
+
 def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r):
     add_guests(world, live=40, stale=25)
 
     def guest_beats_first(held):
-        socket_id = held.records[0][len("guest_connection:"):]
+        socket_id = held.stale.keys[0][len("guest_connection:"):]
         user_id = "guest_" + socket_id[len("sock"):]
         world.write_record(socket_id, record(socket_id, user_id, world.now))  # heartbeat again
         revived.append((user_id, socket_id))
@@ -98,13 +152,13 @@ def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r):
     assert_deletable_intents(r, 24)
 
 
-def test_a_held_back_record_rewritten_after_its_second_read_is_kept(ctx_factory, world, r):
+def test_a_held_back_record_rewritten_before_the_second_look_takes_it_is_kept(ctx_factory, world, r):
     add_guests(world, live=40, stale=25)
     rewritten = []
     first_pass = _scans(r, 1)  # batches: one per primary scanned
 
     def rewrite_in_second_look(loaded, n):
-        if n == first_pass + 1:  # the second look's read
+        if n == first_pass + 1:  # the second look's records, before they are taken
             rec = next(x for x in loaded if x is not None)
             world.write_record(rec.socket_id, record(rec.socket_id, rec.user_id, world.now - 600,
                                                      roomId="moved"))
@@ -183,6 +237,14 @@ def test_mass_expiry_still_holds_everything_back(ctx_factory, world, r):
 
 # -- HeldBack: the memory bound ----------------------------------------------------------------
 
+def _stale(n: int) -> GuestRecord:
+    return GuestRecord(KEYS.connection(f"sock{n}"), f"sock{n}", f"guest_{n}", 1.0, 2.0, (b'{"userId": "..."}', b""))
+
+
+def _malformed(n: int) -> Malformed:
+    return Malformed(KEYS.connection(f"sock{n}"), f"sock{n}", "not JSON", "string", witness=(b"{", b""))
+
+
 def _entry(n: int, socket: bool) -> OnlineEntry:
     return OnlineEntry(f"guest_{n}", b"{}", True, f"sock{n}" if socket else None)
 
@@ -200,7 +262,7 @@ def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, 
     held = HeldBack()
 
     for n in range(records):
-        held.record(KEYS.connection(f"sock{n}"))
+        held.record(_stale(n) if n % 2 else _malformed(n))
     for n in range(orphans):
         held.entry(_entry(n, socket=True))
     for n in range(socketless):
@@ -208,8 +270,9 @@ def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, 
 
     assert held.overflowed is overflowed
     if overflowed:  # forgotten at once: the second look will be a full pass
-        assert (held.records, held.orphans, held.socketless) == ([], [], [])
+        assert (len(held.stale), held.records, held.orphans, held.socketless) == (0, [], [], [])
         assert len(held) == 0
     else:
-        assert (len(held.records), len(held.orphans), len(held.socketless)) == (records, orphans, socketless)
+        assert (len(held.stale), len(held.records)) == (records // 2, records - records // 2)
+        assert (len(held.orphans), len(held.socketless)) == (orphans, socketless)
         assert held.orphans == [f"guest_{n}" for n in range(orphans)]  # userIds only, for entries

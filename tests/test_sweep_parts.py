@@ -1,13 +1,15 @@
 """The sweep's parts on their own, without Redis: judging (records and ``now`` in, typed verdicts
 out), the budget, and the listeners that turn events into counts."""
 
+import hashlib
+
 import pytest
 
 from reaper.core import reasons
 from reaper.core.records import GuestRecord, Malformed
 from reaper.core.staleness import Policy, Verdict
 from reaper.store.events import decision
-from reaper.sweep.budget import Budget
+from reaper.sweep.budget import Budget, HeldRecords
 from reaper.sweep.judging import Doomed, judge_page
 from reaper.sweep.report import SweepReport
 from reaper.sweep.reporting import Broadcast, Counts, SweepEvents
@@ -70,13 +72,33 @@ def test_reaped_ids_that_are_no_guests_are_counted_apart():
     assert report.reaped == {reasons.ORPHAN: 2} and report.not_a_guest_id == 1
 
 
-def test_the_budget_holds_back_by_name_and_takes_back_refused_places():
-    budget = Budget(2)
+@pytest.mark.parametrize("records_are_strings", [True, False])
+def test_the_budget_holds_back_and_takes_back_refused_places(records_are_strings):
+    budget = Budget(2, records_are_strings)
     doomed = [Doomed(rec(n, age=400), "heartbeat_timeout", "x") for n in range(4)]
 
     chosen = budget.records_within(doomed)
     budget.give_back(1)  # one take was refused: its place is free again
 
     assert chosen == doomed[:2] and budget.deferred == 2
-    assert budget.held.records == [KEYS.connection("s2"), KEYS.connection("s3")]
+    held = budget.held
+    if records_are_strings:  # what taking them needs: their timestamps and their values' SHA-1
+        assert held.records == [] and held.stale.keys == [KEYS.connection("s2"), KEYS.connection("s3")]
+        assert [row[4] for row in held.stale.rows(0, 2)] == [hashlib.sha1(d.record.witness[0]).hexdigest()
+                                                             for d in doomed[2:]]
+    else:  # hashes: by name, read again
+        assert len(held.stale) == 0 and held.records == [KEYS.connection("s2"), KEYS.connection("s3")]
     assert budget.claim() and not budget.claim()
+
+
+def test_held_records_give_back_each_row_as_added_and_no_value():
+    held, records = HeldRecords(), [rec(n, age=400 + n) for n in range(5)]
+    for n, record in enumerate(records):
+        record.witness = (b"value %d" % n, b"")
+        held.add(record)
+
+    rows = list(held.rows(1, 99))  # a page past the end ends at the end
+
+    assert rows == [(r.key, r.user_id, r.last_heartbeat, r.last_pong, hashlib.sha1(b"value %d" % n).hexdigest())
+                    for n, r in enumerate(records) if n >= 1]
+    assert list(held.rows(5, 10)) == [] and len(held.digests) == 5 * HeldRecords.DIGEST_BYTES

@@ -5,12 +5,15 @@ be decided as if the guests of the batch came one call at a time, in order: a ke
 in the batch is gone (SCAN may name a key twice, HSCAN an entry), an entry removed earlier is
 absent, and what one guest writes is what a call of its own writes."""
 
+import hashlib
 import json
 import random
 
 import pytest
 import redis
 
+from reaper.store import scripts
+from reaper.core.keys import QUARANTINE_TTL_S
 from reaper.store.sweep_scripts import GuestOutcome, OrphanTake, RecordTake, TakeGuests, TakeOrphans, TakeRecords
 from support.guests import CONN, ONLINE, record
 from support.keys import KEYS
@@ -162,6 +165,48 @@ def test_an_audit_trail_that_takes_no_more_entries_stops_a_batch_before_anything
     assert _contents(r) == before
 
 
+# A held-back record's witness is the SHA-1 of the value read (reaper/sweep/budget.py HeldRecord).
+WITNESSES = {
+    "its digest": lambda raw: hashlib.sha1(raw).hexdigest(),
+    "its digest in capitals": lambda raw: hashlib.sha1(raw).hexdigest().upper(),
+    "its digest cut short": lambda raw: hashlib.sha1(raw).hexdigest()[:39],
+    "another value's digest": lambda raw: hashlib.sha1(raw + b"x").hexdigest(),
+    "the value itself": lambda raw: raw,
+    "a digest of nothing": lambda raw: hashlib.sha1(b"").hexdigest(),
+}
+NOW = {
+    "as read": lambda r, key, raw: None,
+    "one byte longer": lambda r, key, raw: r.set(key, raw + b" "),
+    "gone": lambda r, key, raw: r.delete(key),
+    "a list": lambda r, key, raw: (r.delete(key), r.rpush(key, raw)),
+    "a hash": lambda r, key, raw: (r.delete(key), r.hset(key, "lastHeartbeat", raw)),
+}
+
+
+@pytest.mark.parametrize("script", ["TAKE_GUEST", "TAKE_RECORD", "TAKE_ONE"])
+@pytest.mark.parametrize("now", list(NOW))
+@pytest.mark.parametrize("witness", list(WITNESSES))
+def test_a_record_witnessed_by_a_digest_is_taken_only_while_it_holds_what_was_read(r, script, now, witness):
+    raw = _write_guest(r, "s1", "guest_1")
+    r.hset(ONLINE, "guest_1", _entry("guest_1", "s1"))
+    NOW[now](r, CONN + "s1", raw)
+    take = RecordTake(CONN + "s1", KEYS.quarantine(CONN + "s1"), False, "string", (b"", WITNESSES[witness](raw)),
+                      user_id="guest_1", socket_id="s1", decision='{"n":1}')
+    before = _contents(r)
+
+    taken = {"TAKE_GUEST": lambda: _take(r, [take]) == [GuestOutcome.TAKEN],
+             "TAKE_RECORD": lambda: _take_records(r, [take]) == [True],
+             "TAKE_ONE": lambda: r.register_script(scripts.TAKE_ONE)(
+                 keys=[take.key, take.quarantine], args=["", QUARANTINE_TTL_S, "string", *take.take_one_argv()]) == 1}[script]()
+
+    expected = (now, witness) == ("as read", "its digest")
+    assert taken is expected
+    if expected:
+        assert not r.exists(CONN + "s1")
+    else:  # left exactly as it was: no removal, no entry gone, no decision record
+        assert _contents(r) == before
+
+
 # -- scenario -------------------------------------------------------------------------------
 
 
@@ -179,7 +224,7 @@ def _scenario(rng: random.Random):
         seen = rng.choice(["list", "hash"]) if quarantined else "string"
         intent = rng.random() < 0.5
         takes.append(RecordTake(CONN + socket, KEYS.quarantine(CONN + socket), quarantined, seen,
-                                (b"" if quarantined else raw, b""), f"guest:{user}" if intent and user else "",
+                                _witness(rng, raw, quarantined), f"guest:{user}" if intent and user else "",
                                 json.dumps({"id": user, "steps": ["auth"]}) if intent and user else "",
                                 user, socket, json.dumps({"user_id": user}) if rng.random() < 0.7 else ""))
         plan.append((socket, seen, raw, rng.choice(["as read"] * 4 + ["changed", "gone", "other type"])))
@@ -202,6 +247,14 @@ def _scenario(rng: random.Random):
             if value is not None:
                 client.hset(ONLINE, user, value)
     return takes, writes
+
+
+def _witness(rng: random.Random, raw: bytes, quarantined: bool) -> tuple:
+    """What the sweep read: nothing but the type (a key to quarantine), the value, or, for a
+    record held back for the second look, the value's SHA-1."""
+    if quarantined:
+        return b"", b""
+    return rng.choice([(raw, b""), (b"", hashlib.sha1(raw).hexdigest())])
 
 
 def _orphan_scenario(rng: random.Random):

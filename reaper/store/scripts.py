@@ -70,18 +70,26 @@ end
 # ARGV[3] = Redis type of a record in the configured format ("string" or "hash")
 # ARGV[4] = the events cap (MAXLEN ~)
 # then for record i, ARGV[7i-2 .. 7i+4]: "delete" | "quarantine", Redis type the sweep saw,
-#   string value read (or lastHeartbeat of a hash), lastPongReceived of a hash,
+#   string value read (or lastHeartbeat of a hash), lastPongReceived of a hash (or the SHA-1 of
+#   the string value read, when the value is ''),
 #   cascade id ("" for none), intent JSON, decision record JSON ("" for none)
 # Returns one 1 (taken) or 0 (left alone) per record.
 # Takes each record away only if it still holds what the sweep read, and records its cascade in
 # the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
 # Of a key of another type the sweep read only the type, so only the type is compared.
+# A string record's witness is the value read; for one the budget held back for the second look
+# (reaper/sweep/budget.py) it is '' and the SHA-1 of the value read, in hex: reaper keeps 20 bytes
+# a held guest instead of its record, and takes it without reading it again.
 _UNCHANGED = CHECK_TYPES + _WRITE_DECISION + """
+local function holds_read(value, a)
+  if ARGV[a + 3] == '' then return value == ARGV[a + 2] end
+  return type(value) == 'string' and redis.sha1hex(value) == ARGV[a + 3]
+end
 local function unchanged(key, a)
   local seen = ARGV[a + 1]
   if seen == 'string' and ARGV[3] == 'string' then
     -- GET answers an error, not the value read, for a key that is no string any more
-    return redis.pcall('GET', key) == ARGV[a + 2]
+    return holds_read(redis.pcall('GET', key), a)
   end
   if redis.call('TYPE', key).ok ~= seen then return false end
   if seen == 'hash' and ARGV[3] == 'hash' then
@@ -169,7 +177,7 @@ local gone, deleted, quarantined, removed = {}, {}, {}, {}
 local function still_there(i, key, a)
   if gone[key] then return false end
   -- MGET answers nil, never the value read, for a key that is no string any more
-  if ARGV[a + 1] == 'string' and ARGV[3] == 'string' then return values[i] == ARGV[a + 2] end
+  if ARGV[a + 1] == 'string' and ARGV[3] == 'string' then return holds_read(values[i], a) end
   return unchanged(key, a)
 end
 local function ours(user, socket)
@@ -400,6 +408,7 @@ return redis.call('DEL', KEYS[1])
 # KEYS[1] = guest_connection:{socketId}   KEYS[2] = its quarantine key (same slot)
 # ARGV[1] unused   ARGV[2] = quarantine TTL (s)   ARGV[3] = configured type (as TAKE_RECORD's)
 #   ARGV[4 .. 7]: "delete" | "quarantine", type seen, value (or lastHeartbeat), lastPongReceived
+#   (or the value's SHA-1)
 # Returns 1 (taken) or 0 (left alone): TAKE_RECORD for one record, without the intent.
 TAKE_ONE = _UNCHANGED + """
 if not unchanged(KEYS[1], 4) then return 0 end

@@ -1,21 +1,59 @@
 """The mass-expiry budget of one pass: how many removals it may still claim, and what it held
-back (by name) for the second look once the totals show no mass expiry."""
+back for the second look once the totals show no mass expiry: a stale record with what taking
+it needs (HeldRecord), anything else by name."""
 
+import hashlib
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from reaper.core.records import OnlineEntry
+from reaper.core.records import GuestRecord, OnlineEntry
 
-# Names of records and entries held back by the budget, remembered for the second look: about
-# 100 bytes each, so at most ~20 MB. A sweep holding back more runs a second full pass instead.
+# Records and entries held back by the budget, remembered for the second look: about 200 bytes
+# each (HeldRecords; a name ~100), so at most ~40 MB. A sweep holding back more runs a second
+# full pass instead.
 MAX_HELD = 200_000
+
+
+class HeldRecords:
+    """Stale string records held back, with what the second look needs to take them without
+    reading them again: their timestamps (judged again against the same Redis time, they give
+    the same verdicts) and the SHA-1 of the value read, their takes' witness (store/scripts.py,
+    _UNCHANGED): a record that changed since is left alone, as one read again and found live
+    would be. In columns, no object a record: ~200 bytes each, not the record's ~900."""
+
+    DIGEST_BYTES = 20  # a SHA-1
+
+    def __init__(self):
+        self.keys: list[str] = []
+        self.user_ids: list[str] = []
+        self.heartbeats, self.pongs = array("d"), array("d")
+        self.digests = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, record: GuestRecord) -> None:
+        self.keys.append(record.key)
+        self.user_ids.append(record.user_id)
+        self.heartbeats.append(record.last_heartbeat)
+        self.pongs.append(record.last_pong)
+        self.digests += hashlib.sha1(record.witness[0]).digest()
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[str, str, float, float, str]]:
+        """Records start..stop-1: key, userId, lastHeartbeat, lastPongReceived, digest in hex."""
+        stop, size = min(stop, len(self)), self.DIGEST_BYTES
+        digests = (self.digests[at:at + size].hex() for at in range(start * size, stop * size, size))
+        return zip(self.keys[start:stop], self.user_ids[start:stop], self.heartbeats[start:stop],
+                   self.pongs[start:stop], digests)
 
 
 class Budget:
     """At most ``limit`` removals (None: no limit); a removal the scripts refused gives its place back."""
 
-    def __init__(self, limit: int | None):
+    def __init__(self, limit: int | None, records_are_strings: bool = True):
         self.limit, self.claimed, self.deferred = limit, 0, 0
-        self.held = HeldBack()
+        self.held = HeldBack(by_digest=records_are_strings)
 
     @property
     def waits_for_answers(self) -> bool:
@@ -39,7 +77,7 @@ class Budget:
             if self.claim():
                 chosen.append(one)
             else:
-                self.held.record(one.record.key)
+                self.held.record(one.record)
         return chosen
 
     def entries_within(self, entries: list[OnlineEntry]) -> list[OnlineEntry]:
@@ -54,19 +92,28 @@ class Budget:
 
 @dataclass
 class HeldBack:
-    """What the budget held back in a first pass, by name, for the second look."""
+    """What the budget held back in a first pass, for the second look."""
 
-    records: list[str] = field(default_factory=list)  # guest_connection keys
+    stale: HeldRecords = field(default_factory=HeldRecords)  # stale string records, taken as read
+    records: list[str] = field(default_factory=list)  # guest_connection keys of the others, read again
     orphans: list[str] = field(default_factory=list)  # userIds of entries naming a socket
     socketless: list[OnlineEntry] = field(default_factory=list)  # already held by the orphan pass
     overflowed: bool = False  # more than MAX_HELD: forgotten, the second look is a full pass
+    by_digest: bool = True  # records are strings: a stale one is held by its value's SHA-1
 
     def __len__(self) -> int:
-        return len(self.records) + len(self.orphans) + len(self.socketless)
+        return len(self.stale) + len(self.records) + len(self.orphans) + len(self.socketless)
 
-    def record(self, key: str) -> None:
-        if self._room():
-            self.records.append(key)
+    def record(self, record) -> None:
+        """A doomed record (GuestRecord or Malformed). A stale string record is kept with its
+        timestamps and its value's SHA-1 (HeldRecords); a malformed one, or a hash, by name:
+        they are rare, and read again."""
+        if not self._room():
+            return
+        if self.by_digest and type(record) is GuestRecord and type(record.witness[0]) is bytes:
+            self.stale.add(record)
+        else:
+            self.records.append(record.key)
 
     def entry(self, entry: OnlineEntry) -> None:
         if self._room():
@@ -76,5 +123,5 @@ class HeldBack:
     def _room(self) -> bool:
         if not self.overflowed and len(self) >= MAX_HELD:
             self.overflowed = True
-            self.records, self.orphans, self.socketless = [], [], []
+            self.stale, self.records, self.orphans, self.socketless = HeldRecords(), [], [], []
         return not self.overflowed

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from reaper.core import guest_ids, reasons
 from reaper.core.names import ERRORS, decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, read_written
+from reaper.sweep.budget import HeldRecords
 from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge, live_user_of
 
 
@@ -110,6 +111,20 @@ class PageJudge:
         key = decode_name(name)
         record = GuestRecord(key, key[self.prefix_chars:], user_id, heartbeat, pong, (raw, b""))
         return Doomed(record, verdict.reason, verdict)
+
+    def held(self, held: HeldRecords, start: int, stop: int) -> Judged:
+        """Stale records the budget held back (those from ``start`` to ``stop``), doomed as the
+        first pass doomed them (the same timestamps against the same Redis time: the same
+        verdicts), each witnessed by the SHA-1 of the value read (store/scripts.py, _UNCHANGED)."""
+        found = Judged()
+        now, policy, cut, doomed = self.now, self.policy, self.prefix_chars, found.doomed
+        for key, user_id, heartbeat, pong, digest in held.rows(start, stop):
+            verdict = judge(heartbeat, pong, now, policy)
+            if verdict.reason is None or verdict.reason is reasons.MALFORMED:
+                continue  # not as it was held (never so by the first pass's verdict): not taken
+            record = GuestRecord(key, key[cut:], user_id, heartbeat, pong, (b"", digest))
+            doomed.append(Doomed(record, verdict.reason, verdict))
+        return found
 
     def careful(self, records: list, found: Judged | None = None) -> Judged:
         """judge_page, into ``found`` (what the quick lane judged of the same page)."""

@@ -29,6 +29,7 @@ class Pass:
         """The second look at what a first pass held back, in the first pass's order."""
         self._steps(lambda: self.orphans.again(held.orphans),
                     lambda: self.records.again(held.records),
+                    lambda: self.records.take_as_read(held.stale),
                     lambda: self.orphans.reap(held.socketless),
                     self.orphans.entries_of_unowned)
 

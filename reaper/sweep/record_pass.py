@@ -8,6 +8,7 @@ from reaper.core.live_users import LiveUsers, LiveUsersBoard
 from reaper.core.salted_filter import SaltedFilter
 from reaper.store.events import decision
 from reaper.core.records import Malformed
+from reaper.sweep.budget import HeldRecords
 from reaper.sweep.judging import Doomed, Judged, PageJudge
 from reaper.sweep.pass_state import PassState
 from reaper.sweep.reading import RecordPage, RecordPages
@@ -38,6 +39,18 @@ class RecordPass:
     def again(self, keys: list[str]) -> None:
         """Records held back, read and judged again: one that moved on is live now, and kept."""
         self._judge_all(self.pages.named(keys), scanned=False)
+
+    def take_as_read(self, held: HeldRecords) -> None:
+        """Stale records held back, taken as the first pass read them, without reading them
+        again: each take compares the record with the SHA-1 of the value read, so one that
+        moved on since (a guest back, or anything else written) is kept."""
+        for start in range(0, len(held), self.pages.count):
+            judged = self.judge.held(held, start, start + self.pages.count)
+            self.state.seams.records_loaded([d.record for d in judged.doomed])
+            self._judge_page(judged)
+            self.state.events.on_progress()
+            if self.state.stopped():
+                return
 
     def _judge_all(self, pages: Iterator[RecordPage], scanned: bool) -> None:
         events = self.state.events

@@ -24,11 +24,12 @@ the long way: the intent starts with the online step, which the sweep then does 
 intent (scripts.SETTLE_ONLINE): one with no step left is deleted, so no cascade runs only to find
 its work done. A sweep removes at most
 ``mass_reap_per_sweep`` records and entries (quarantines included) before it knows the
-totals; the rest are held back (remembered by name). When the totals show no mass expiry,
-a second look takes what was held back: records are read and judged again and entries
-looked up again, so a guest that came back meanwhile is kept. Beyond MAX_HELD names the
-second look is a second full pass instead. Memory: a few batches, the socketless entries and
-the held-back names.
+totals; the rest are held back (budget.py). When the totals show no mass expiry, a second
+look takes what was held back: a stale record as it was read, its take compared with the
+SHA-1 of the value read (only its timestamps and that digest are kept); any other record read
+and judged again; entries looked up again. So a guest that came back meanwhile is kept. Beyond
+MAX_HELD the second look is a second full pass instead. Memory: a few batches, the socketless
+entries and what is held back (~300 bytes a guest).
 
 With [notify] (reaper/signaling/notify.py), each batch of dead guests is first asked about
 (ask_before_reap: a guest whose socket is still attached is kept, and takes no place of the

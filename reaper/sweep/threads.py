@@ -6,6 +6,8 @@ page's MGET with the next SCAN (store.scan_and_read), or two batches of takes (s
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from reaper.core.gil import quick_switches
+
 
 class OneBehind:
     """Redis calls answered while the next batch is judged: the call for batch i runs in a
@@ -15,6 +17,7 @@ class OneBehind:
     def __init__(self):
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="reaper-one-behind")
         self._pending: tuple[Future, Callable] | None = None
+        quick_switches.hold()  # the worker gets the GIL back soon after each reply (core/gil.py)
 
     def submit(self, call: Callable, then: Callable) -> None:
         """Start ``call``; ``then(its answer)`` runs here once the next call has started."""
@@ -30,4 +33,7 @@ class OneBehind:
 
     def close(self) -> None:
         """Wait for the call in flight; its answer is dropped only when we are failing anyway."""
-        self._worker.shutdown(wait=True)
+        try:
+            self._worker.shutdown(wait=True)
+        finally:
+            quick_switches.release()

@@ -2,8 +2,10 @@
 
 Guest i has socket ``sk{i:010d}_AAAB`` and user ``guest_{i:08x}``; registered user j is ``user_{j:08x}``.
 Stale guests are spread evenly through the key space (every 1/stale-th guest), stale by heartbeat
-(``STALE_AGE_S`` old); the others beat ``LIVE_AGE_S`` ago. Records carry a long TTL so that nothing
-expires while the benchmark runs: expiry is not what is measured.
+(``STALE_AGE_S`` old); the others beat ``LIVE_AGE_S`` ago. Either way the heartbeats are spread over
+``BEAT_SPREAD_MS`` milliseconds, one apart, as a signaling server's heartbeats fall over its
+interval: a million guests share ~25,000 timestamps, not one. Records carry a long TTL so that
+nothing expires while the benchmark runs: expiry is not what is measured.
 """
 
 import json
@@ -23,6 +25,7 @@ ONLINE = "users:online"
 TTL_S = 86_400
 LIVE_AGE_S = 5
 STALE_AGE_S = 2 * 3600
+BEAT_SPREAD_MS = 25_000  # the signaling service's heartbeat interval, at its clock's resolution
 # The reaper and the naive loop judge with these, so that a live guest (5 s old at the fill) is
 # still live when a slow run reaches it minutes later, and a stale one (2 h old) is stale.
 CONNECTION_TIMEOUT = "1h"
@@ -107,13 +110,15 @@ def each_command(n: int, fraction: float, registered: int, now: float):
     """(the key it writes, RESP) of each command of the fill, in order: a cluster's fill sends
     each to the node serving its key."""
     rec, guest_entry, user_entry = _record_template(), _entry_template(True), _entry_template(False)
-    beats = {False: iso(now - LIVE_AGE_S), True: iso(now - STALE_AGE_S)}
+    beats = {stale: [iso(now - age - ms / 1000) for ms in range(BEAT_SPREAD_MS)]
+             for stale, age in ((False, LIVE_AGE_S), (True, STALE_AGE_S))}
     ttl, online = str(TTL_S).encode(), ONLINE.encode()
     for start in range(0, n, GUESTS_PER_CHUNK):
         fields = []
         for i in range(start, min(n, start + GUESTS_PER_CHUNK)):
             sid, uid = socket_id(i), user_id(i)
-            value = rec.fill({"sid": sid, "uid": uid, "hb": beats[is_stale(i, fraction)], "tail": uid[-4:]})
+            beat = beats[is_stale(i, fraction)][i * 7919 % BEAT_SPREAD_MS]  # neighbours beat at unrelated times
+            value = rec.fill({"sid": sid, "uid": uid, "hb": beat, "tail": uid[-4:]})
             key = (CONN + sid).encode()
             yield key, _bulk(b"SET", key, value.encode(), b"EX", ttl)
             fields.append((uid, guest_entry.fill({"uid": uid, "sid": sid})))

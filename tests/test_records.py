@@ -1,12 +1,14 @@
 """Parsing what the signaling service writes (docs/design.md, the data read): timestamps, records, users:online entries."""
 
 import json
+from datetime import datetime
 
 import pytest
 
+from reaper.core import records
 from reaper.core.records import (
     GuestRecord, Malformed, OnlineEntry, entry_belongs_to, parse_hash_record, parse_json_record,
-    parse_online_entry, parse_timestamp,
+    parse_online_entry, parse_timestamp, read_written,
 )
 from support.keys import KEYS
 
@@ -255,3 +257,36 @@ def test_parse_online_entry(user_id, raw, prefix, is_guest, socket_id):
 def test_entry_belongs_to(is_guest, entry_socket, reaped_socket, belongs):
     entry = OnlineEntry("someone", b"{}", is_guest, entry_socket)
     assert entry_belongs_to(entry, reaped_socket) is belongs
+
+
+# -- heartbeat texts read once, remembered (records._offset_iso) ----------------------------------
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+# Read in the quick lane (epoch seconds), or left to the careful way (None).
+ISO_TEXTS = {"2026-12-07T08:03:12.345Z": _epoch("2026-12-07T08:03:12.345+00:00"),
+             "2026-12-07T10:03:12.345+02:00": _epoch("2026-12-07T08:03:12.345+00:00"),
+             "9999-12-31T23:59:59Z": _epoch("9999-12-31T23:59:59+00:00"),
+             # CPython's fromisoformat stops at a NUL: the time before it, read so by both lanes
+             "2026-12-07T08:03:12.345Z\x00": _epoch("2026-12-07T08:03:12.345+00:00"),
+             "2026-12-07T08:03:12.345": None,  # no offset
+             "2026-12-07T08:03:99.999Z": None, "1969-12-31T23:59:59Z": None, "": None, "x" * 10_000: None,
+             "\udcff": None, "12345": None, "2026-13-01T00:00:00Z": None}
+
+
+@pytest.mark.parametrize("text", list(ISO_TEXTS))
+def test_a_heartbeat_text_read_again_reads_as_it_did_the_first_time(text):
+    raw = json.dumps({"userId": "guest_1", "lastHeartbeat": text, "lastPongReceived": text}).encode()
+
+    first, again = read_written(raw), read_written(raw)
+
+    assert first == again == (None if ISO_TEXTS[text] is None else ("guest_1", ISO_TEXTS[text], ISO_TEXTS[text]))
+
+
+def test_the_heartbeat_texts_remembered_are_bounded():
+    for n in range(records._READ_ISO_MAX + 100):
+        read_written(json.dumps({"userId": "guest_1", "lastHeartbeat": f"2026-12-07T08:03:12.{n:06d}Z"}).encode())
+
+    assert 0 < len(records._READ_ISO) <= records._READ_ISO_MAX

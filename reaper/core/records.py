@@ -224,9 +224,31 @@ def _written(user_id: object, beat_text: object, pong_text: object) -> tuple[str
     return None
 
 
+# Heartbeat texts already read, and what they said. A sweep reads each one many times over: the
+# signaling servers stamp a million guests' beats with some 25,000 distinct milliseconds of
+# their interval. A look-up costs ~0.05 µs against ~0.3 µs to parse; the memo is emptied when
+# full, so it holds at most ~5 MB.
+_READ_ISO: dict[str, float | None] = {}
+_READ_ISO_MAX = 50_000
+
+
 def _offset_iso(value: object) -> float | None:
     """Epoch seconds of ISO text with an offset ("...Z"), within range; None for anything else."""
-    if type(value) is not str or value[4:5] != "-":
+    if type(value) is not str:
+        return None
+    try:
+        return _READ_ISO[value]
+    except KeyError:
+        pass
+    seconds = _parse_offset_iso(value)
+    if len(_READ_ISO) >= _READ_ISO_MAX:
+        _READ_ISO.clear()
+    _READ_ISO[value] = seconds
+    return seconds
+
+
+def _parse_offset_iso(value: str) -> float | None:
+    if value[4:5] != "-":
         return None
     try:
         parsed = datetime.fromisoformat(value)

@@ -1,6 +1,6 @@
 """The mass-expiry budget of one pass: how many removals it may still claim, and what it held
 back for the second look once the totals show no mass expiry: a stale record with what taking
-it needs (HeldRecord), anything else by name."""
+it needs (HeldRecords), anything else by name."""
 
 import hashlib
 from array import array

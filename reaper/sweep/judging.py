@@ -10,7 +10,9 @@ and judges every record written as the signaling service writes it (records.read
 loop, keeping of a live one only its userId, socket and age: no object per record, for the nine
 in ten a sweep finds live. Everything else (gone, another type, a record read_written does not
 take, a timestamp in the future) goes the careful way: parsed into a GuestRecord or Malformed
-(reaper/core/records.py) and judged by ``judge_page``. Tests hold both lanes to the same verdicts."""
+(reaper/core/records.py) and judged by ``judge_page``. Tests hold both lanes to the same verdicts.
+The second look dooms a stale record the budget held back again from what was kept of it
+(``PageJudge.held``): the same timestamps, the same Redis time, the same verdict."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +20,8 @@ from dataclasses import dataclass, field
 from reaper.core import guest_ids, reasons
 from reaper.core.names import ERRORS, decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, read_written
-from reaper.sweep.budget import HeldRecords
 from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge, live_user_of
+from reaper.sweep.budget import HeldRecords
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,8 @@ class SweepSetup:
         intents = IntentText(self.irreversible, self.now, config.redis.guest_id_prefix)
         takes = (DryRunTakes if dry_run else self.kind.takes)(
             self.client, self.keys, config, intents, due, turn, self.seams, self._before_take(asking))
-        state = PassState(self.now, turn, self.stopping, Budget(budget, config.redis.record_type == "string"), events, self.seams, takes, asking,
+        budget_of_pass = Budget(budget, records_are_strings=config.redis.record_type == "string")
+        state = PassState(self.now, turn, self.stopping, budget_of_pass, events, self.seams, takes, asking,
                           self.kind, self.skip_orphans)
         reading = (self.client, self.keys, config.redis, turn, self.stopping, self.seams)
         board = self.gate.liveness.board if self.gate is not None else None

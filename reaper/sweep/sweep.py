@@ -29,7 +29,7 @@ look takes what was held back: a stale record as it was read, its take compared 
 SHA-1 of the value read (only its timestamps and that digest are kept); any other record read
 and judged again; entries looked up again. So a guest that came back meanwhile is kept. Beyond
 MAX_HELD the second look is a second full pass instead. Memory: a few batches, the socketless
-entries and what is held back (~300 bytes a guest).
+entries and what is held back (~200 bytes a guest).
 
 With [notify] (reaper/signaling/notify.py), each batch of dead guests is first asked about
 (ask_before_reap: a guest whose socket is still attached is kept, and takes no place of the

@@ -10,7 +10,7 @@ import reaper.sweep.budget
 from reaper.store import cluster
 from reaper.store import scripts
 from reaper.core.records import GuestRecord, Malformed, OnlineEntry
-from reaper.sweep.budget import HeldBack
+from reaper.sweep.budget import HeldBack, HeldRecords
 from support.guests import World, record
 from support.keys import KEYS
 from sweep_helpers import (add_guests, after_each_load, assert_deletable_intents, assert_intents_consistent,
@@ -208,6 +208,24 @@ def test_a_held_back_socketless_orphan_whose_entry_changed_is_kept(ctx_factory, 
     assert report.skipped_live == 1
     assert report.reaped == {"heartbeat_timeout": 10, "orphan": 14}
     assert_intents_consistent(r)
+
+
+def test_a_held_back_record_of_a_huge_value_is_read_again_not_hashed_in_redis(ctx_factory, world, r):
+    """Redis would hash a value inside the take's script: past HeldRecords.MAX_VALUE_BYTES a
+    stale record is held by name, read again and taken as any record read is."""
+    add_guests(world, live=40, stale=24)
+    huge = record("huge", "guest_huge", world.now - 600, padding="x" * HeldRecords.MAX_VALUE_BYTES)
+    world.write_record("huge", huge)
+    world.entry("guest_huge", "huge")
+    seen = []
+
+    report = with_seams(ctx_factory(**dict(GUARD, safety__mass_reap_per_sweep=0)), before_second_look=seen.append).sweep()
+
+    [held] = seen
+    assert held.records == [KEYS.connection("huge")] and len(held.stale) == 24
+    assert report.reaped == {"heartbeat_timeout": 25}
+    assert "huge" not in world.records() and "guest_huge" not in world.online()
+    assert_deletable_intents(r, 25)
 
 
 def test_held_back_malformed_records_are_quarantined_and_their_entries_reaped(ctx_factory, world, r):

@@ -102,3 +102,13 @@ def test_held_records_give_back_each_row_as_added_and_no_value():
     assert rows == [(r.key, r.user_id, r.last_heartbeat, r.last_pong, hashlib.sha1(b"value %d" % n).hexdigest())
                     for n, r in enumerate(records) if n >= 1]
     assert list(held.rows(5, 10)) == [] and len(held.digests) == 5 * HeldRecords.DIGEST_BYTES
+
+
+@pytest.mark.parametrize("size, by_digest", [(HeldRecords.MAX_VALUE_BYTES, True), (HeldRecords.MAX_VALUE_BYTES + 1, False)])
+def test_a_stale_record_of_a_huge_value_is_held_by_name(size, by_digest):
+    budget, record = Budget(0), rec(1, age=400)
+    record.witness = (b"x" * size, b"")
+
+    budget.records_within([Doomed(record, "heartbeat_timeout", "x")])
+
+    assert (len(budget.held.stale), budget.held.records) == ((1, []) if by_digest else (0, [record.key]))

@@ -23,6 +23,9 @@ class HeldRecords:
     would be. In columns, no object a record: ~200 bytes each, not the record's ~900."""
 
     DIGEST_BYTES = 20  # a SHA-1
+    # A value beyond this is held by name instead: Redis would hash it inside the take's script
+    # (~1.5 ms a megabyte), while a record as the signaling service writes it is ~400 bytes.
+    MAX_VALUE_BYTES = 16_384
 
     def __init__(self):
         self.keys: list[str] = []
@@ -106,11 +109,13 @@ class HeldBack:
 
     def record(self, record) -> None:
         """A doomed record (GuestRecord or Malformed). A stale string record is kept with its
-        timestamps and its value's SHA-1 (HeldRecords); a malformed one, or a hash, by name:
-        they are rare, and read again."""
+        timestamps and its value's SHA-1 (HeldRecords); a malformed one, a hash or a huge value,
+        by name: they are rare, and read again."""
         if not self._room():
             return
-        if self.by_digest and type(record) is GuestRecord and type(record.witness[0]) is bytes:
+        value = record.witness[0]
+        if self.by_digest and type(record) is GuestRecord and type(value) is bytes \
+                and len(value) <= HeldRecords.MAX_VALUE_BYTES:
             self.stale.add(record)
         else:
             self.records.append(record.key)

@@ -7,9 +7,16 @@ import threading
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from reaper.core.gil import SWITCH_S
+from reaper.core.keys import Keys
+from reaper.signaling.notify import SweepNotify
 from reaper.store.client import read_ahead, scan_and_read
+from reaper.sweep.redis_kinds import kind_of
+from reaper.sweep.seams import Seams, SweepClock
+from reaper.sweep.setup import SweepSetup
 from reaper.sweep.threads import OneBehind
 from support.guests import CONN
 from sweep_helpers import assert_intents_consistent, intents, stop_at_batch, with_seams
@@ -169,18 +176,23 @@ def _fill(r, guests: int, others: int) -> None:
     pipe.execute()
 
 
+ALONE = pytest.mark.parametrize("alone", [False, True], ids=["one-request", "ahead"])
+
+
+@ALONE
 @pytest.mark.parametrize("count", [7, 500, 2500])
-def test_scan_and_read_gives_every_record_with_its_own_value(r, count):
+def test_scan_and_read_gives_every_record_with_its_own_value(r, count, alone):
     """Pages of any size (2500: more than one MGET a page), pages with no guest in them."""
     _fill(r, guests=3500, others=3000)
     seen = {}
-    for names, values in scan_and_read(r, CONN + "*", count, "string", lambda names: None):
+    for names, values in scan_and_read(r, CONN + "*", count, "string", lambda names: None, alone):
         assert len(names) == len(values) > 0
         seen.update(zip(names, values))
     assert seen == {f"{CONN}s{n}".encode(): f"v{n}".encode() for n in range(3500)}
 
 
-def test_scan_and_read_runs_the_hook_before_each_page_s_values_are_read(r):
+@ALONE
+def test_scan_and_read_runs_the_hook_before_each_page_s_values_are_read(r, alone):
     _fill(r, guests=300, others=0)
     hooked = []
 
@@ -188,14 +200,89 @@ def test_scan_and_read_runs_the_hook_before_each_page_s_values_are_read(r):
         hooked.append(list(names))
         r.delete(names[0])
 
-    pages = list(scan_and_read(r, CONN + "*", 50, "string", remove_the_first))
+    pages = list(scan_and_read(r, CONN + "*", 50, "string", remove_the_first, alone))
     assert [names for names, _ in pages] == hooked
     assert all(values[0] is None and None not in values[1:] for _, values in pages)
 
 
-def test_scan_and_read_of_an_empty_keyspace_gives_nothing_and_runs_no_hook(r):
+@ALONE
+def test_scan_and_read_of_an_empty_keyspace_gives_nothing_and_runs_no_hook(r, alone):
     calls = []
-    assert list(scan_and_read(r, CONN + "*", 100, "string", calls.append)) == [] and calls == []
+    assert list(scan_and_read(r, CONN + "*", 100, "string", calls.append, alone)) == [] and calls == []
+
+
+# -- alone: the next page's request in Redis before this page's answer is read (store/scan_ahead.py)
+
+def test_alone_the_next_page_is_asked_for_before_this_page_is_handed_out(r):
+    _fill(r, guests=300, others=0)
+    events = []
+
+    for alone in (False, True):
+        events.append(alone)
+        for names, _ in scan_and_read(r, CONN + "*", 50, "string", lambda names: events.append("ask"), alone):
+            events.append("page")
+
+    one_request, ahead = events[1:events.index(True)], events[events.index(True) + 1:]
+    assert one_request[:3] == ["ask", "page", "ask"]  # each page asked for once the one before is out
+    assert ahead[:3] == ["ask", "ask", "page"]  # page 2 asked for before page 1 is handed out
+    assert one_request.count("page") == ahead.count("page") == one_request.count("ask") == ahead.count("ask")
+
+
+@pytest.mark.parametrize("names", [[b"..", b"cleanup-all", b"a\r\nb", b"nul\x00", b"\xff\xfe not utf-8", b"x" * 4096]],
+                         ids=["hostile"])
+def test_alone_hostile_names_and_values_come_back_as_stored(r, names):
+    stored = {CONN.encode() + name: b"\x00\xff" + name * 3 for name in names}
+    for key, value in stored.items():
+        r.set(key, value)
+    r.rpush(CONN + "a list", "x")  # another type: MGET answers nil for it
+
+    pages = list(scan_and_read(r, CONN + "*", 2, "string", lambda names: None, alone=True))
+
+    found = {name: value for page, values in pages for name, value in zip(page, values)}
+    assert found == {**stored, (CONN + "a list").encode(): None}
+
+
+def test_alone_a_connection_lost_mid_scan_is_taken_up_again_and_every_page_comes(r):
+    """The requests not answered yet are sent again on a new connection (the client's Retry)."""
+    _fill(r, guests=2000, others=0)
+    killed = []
+
+    def kill_our_connection(names):
+        if len(killed) < 2:
+            killed.append(r.client_kill_filter(_type="normal", skipme=True))
+
+    seen = {}
+    for names, values in scan_and_read(r, CONN + "*", 100, "string", kill_our_connection, alone=True):
+        seen.update(zip(names, values))
+
+    assert killed and all(n >= 1 for n in killed)
+    assert seen == {f"{CONN}s{n}".encode(): f"v{n}".encode() for n in range(2000)}
+
+
+def test_alone_without_retries_a_lost_connection_is_raised_and_not_pooled(redis_server):
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, retry=Retry(NoBackoff(), 0))
+    _fill(client, guests=500, others=0)
+    watcher = redis.Redis(host=redis_server.host, port=redis_server.port)
+
+    with pytest.raises(redis.ConnectionError):
+        for _ in scan_and_read(client, CONN + "*", 50, "string",
+                               lambda names: watcher.client_kill_filter(_type="normal", skipme=True), alone=True):
+            pass
+
+    assert client.ping() and len(client.connection_pool._in_use_connections) == 0
+    watcher.close(), client.close()
+
+
+def test_alone_a_reader_stopped_half_way_leaves_no_answer_in_a_pooled_connection(r):
+    _fill(r, guests=1000, others=0)
+    pages = scan_and_read(r, CONN + "*", 50, "string", lambda names: None, alone=True)
+    next(pages)  # the next page's request is in flight now
+
+    pages.close()
+
+    pooled = r.connection_pool._available_connections
+    assert [c for c in pooled if c._sock is not None and c.can_read(timeout=0.5)] == []  # no answer waits in one
+    assert r.get(f"{CONN}s1") == b"v1" and r.ping() is True
 
 
 def test_scan_and_read_of_hash_records_gives_names_only_and_runs_the_hook(r):
@@ -227,3 +314,23 @@ def test_the_gil_changes_hands_quickly_while_a_reader_or_a_write_behind_runs_and
 
     assert seen == [1, pytest.approx(SWITCH_S)]
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize("budget, dry_run, asking, alone", [
+    (0, False, False, True),  # the default first pass: nobody taken before the totals
+    (0, True, False, True),
+    (None, True, False, True),  # a dry run takes nobody, whatever its budget
+    (5, False, False, False),  # mass_reap_per_sweep: some taken as the pages come
+    (None, False, False, False),  # --force, or the second full pass
+    (0, False, True, False),  # socket.io asked about each page's dead guests, holding the turn
+])
+def test_records_are_asked_for_ahead_only_by_a_pass_that_sends_redis_nothing_else(r, make_config, budget,
+                                                                                  dry_run, asking, alone):
+    config = make_config(safety__dry_run=dry_run)
+    keys = Keys.from_config(config.redis)
+    notify = SweepNotify(None, asking=asking, fencing=False) if asking else None
+    setup = SweepSetup(r, config, keys, [], 1.8e9, kind_of(r, keys), SweepClock.at(1.8e9), Seams(), notify=notify)
+
+    one, _, _ = setup.open_pass(budget, set())
+
+    assert one.records.pages.alone is alone

@@ -22,6 +22,7 @@ from reaper.core.gil import quick_switches
 from reaper.core.keys import Keys
 from reaper.core.names import decode_name
 from reaper.store.packer import CLIENT_OPTIONS
+from reaper.store.scan_ahead import ScanAhead
 from reaper.core.records import Malformed, parse_hash_record, parse_json_record
 
 # A cluster that lost a node answers CLUSTERDOWN, or redis-py finds no node for a slot.
@@ -308,14 +309,20 @@ def scan_batches(client: redis.Redis, pattern: str, count: int) -> Iterator[list
 
 
 def scan_and_read(client: redis.Redis, pattern: str, count: int, record_format: str,
-                  before_read: Callable[[list[bytes]], None]) -> Iterator[tuple[list[bytes], list | None]]:
+                  before_read: Callable[[list[bytes]], None],
+                  alone: bool = False) -> Iterator[tuple[list[bytes], list | None]]:
     """Pages of key names matching ``pattern`` with what read_values gives for them.
     ``before_read(names)`` runs before a page's values are asked for. JSON records on a single
-    Redis take one round trip a page: each page's MGETs go out with the next page's SCAN."""
+    Redis take one round trip a page: each page's MGETs go out with the next page's SCAN; and
+    ``alone`` (nothing else of the caller's talks to Redis meanwhile), before the page before
+    is read (store/scan_ahead.py)."""
     if record_format == "hash" or cluster.is_cluster(client):
         for names in scan_batches(client, pattern, count):
             before_read(names)
             yield names, read_values(client, names, record_format)
+        return
+    if alone:
+        yield from ScanAhead(client, pattern, count, MGET_BATCH, before_read).pages()
         return
     yield from _scan_with_mget(client, pattern, count, before_read)
 

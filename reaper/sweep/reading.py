@@ -28,15 +28,17 @@ class RecordPages:
     judging reads quickly where it can (judging.PageJudge), and ``careful`` parses the rest."""
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: RedisConfig, turn: AbstractContextManager,
-                 stopping: threading.Event | None, seams: Seams):
+                 stopping: threading.Event | None, seams: Seams, alone: bool = False):
         self.client, self.keys, self.format = client, keys, settings.record_format
         self.count, self.turn, self.stopping, self.seams = settings.scan_count, turn, stopping, seams
+        self.alone = alone  # nothing else of the pass talks to Redis while the records are read
 
     def scanned(self) -> Iterator[RecordPage]:
         """Every record, by SCAN (each key at least once). JSON records on a single Redis: each
-        page's MGET goes out with the next SCAN, one round trip a page."""
+        page's MGET goes out with the next SCAN, one round trip a page; ``alone``, the next
+        page's request before this page's answer is read (store/scan_ahead.py)."""
         return self._pages(store.scan_and_read(self.client, self.keys.connection_pattern, self.count,
-                                               self.format, self.seams.before_page_fetched))
+                                               self.format, self.seams.before_page_fetched, self.alone))
 
     def named(self, keys: list[str]) -> Iterator[RecordPage]:
         """The records of ``keys`` (held back by a first pass), read again."""

@@ -65,7 +65,11 @@ class SweepSetup:
         board = self.gate.liveness.board if self.gate is not None else None
         judge = PageJudge(self.now, Policy.from_config(config.timing), config.redis.record_type,
                           self.keys.connection_prefix)
-        records = RecordPass(state, RecordPages(*reading), judge, board,
+        # A pass that takes nobody as it goes and asks socket.io nothing sends Redis nothing else
+        # while it reads the records: the pages may be asked for ahead of their answers.
+        takes_nobody = budget == 0 or dry_run
+        alone = takes_nobody and not (self.notify is not None and self.notify.asking)
+        records = RecordPass(state, RecordPages(*reading, alone=alone), judge, board,
                              lambda: self.client.hlen(self.keys.online), self.clock.monotonic)
         return Pass(state, records, OrphanPass(state, OnlinePages(*reading))), state, report
 

@@ -43,7 +43,10 @@ million): an entry naming one had its record, so Redis answers no EXISTS for it.
 entries then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
 each call, so other clients of Redis never wait behind more than ~3 ms of ours: one command,
 a page's MGET sent with the next SCAN (a round trip saved a page), or two batches of takes
-(store/windowed.py: Redis runs the next while Python reads the last one's answer).
+(store/windowed.py: Redis runs the next while Python reads the last one's answer). A pass that
+takes nobody as it goes and asks socket.io nothing (the default first pass) sends Redis nothing
+but the record pages meanwhile: each page's request leaves before the page before is read
+(store/scan_ahead.py), still one page's request in Redis at a time.
 """
 
 import threading

@@ -1,7 +1,8 @@
 """The sweep's helper that keeps Redis and Python busy at once: answers handled one call behind
 (the read-ahead of pages is store.read_ahead). Every thread takes the sweep's turn for each
 Redis call, so other clients of Redis never wait behind more than ~3 ms of ours: one command, a
-page's MGET with the next SCAN (store.scan_and_read), or two batches of takes (store/windowed.py)."""
+page's MGET with the next SCAN (store.scan_and_read; store/scan_ahead.py, when nothing else is
+sent), or two batches of takes (store/windowed.py)."""
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor

@@ -4,6 +4,7 @@ or reading on after a stop."""
 
 import sys
 import threading
+import time
 
 import pytest
 import redis
@@ -334,3 +335,22 @@ def test_records_are_asked_for_ahead_only_by_a_pass_that_sends_redis_nothing_els
     one, _, _ = setup.open_pass(budget, set())
 
     assert one.records.pages.alone is alone
+
+
+def test_alone_a_health_check_due_mid_scan_does_not_read_a_page_s_answer(r, redis_server):
+    """redis-py PINGs a connection idle past health_check_interval before its next command; with
+    answers still on their way that PING would read one of them. Mid-scan, no health check."""
+    _fill(r, guests=1500, others=0)
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, health_check_interval=0.001)
+
+    def outlast_the_interval(names):  # the page's request goes out with a check due
+        due = time.monotonic() + 0.002
+        while time.monotonic() < due:
+            pass
+
+    seen = {}
+    for names, values in scan_and_read(client, CONN + "*", 100, "string", outlast_the_interval, alone=True):
+        seen.update(zip(names, values))
+
+    assert seen == {f"{CONN}s{n}".encode(): f"v{n}".encode() for n in range(1500)}
+    client.close()

@@ -71,7 +71,8 @@ class ScanAhead:
         self._unanswered.extend(commands)
         if self._conn is not None and commands:
             try:
-                self._conn.send_packed_command(self._conn.pack_commands(commands))
+                # No health check: its PING would read an answer of ours still on its way.
+                self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
             except (redis.ConnectionError, redis.TimeoutError):
                 self._drop()  # sent again with the others once a read finds no connection
 
@@ -82,7 +83,7 @@ class ScanAhead:
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
             if self._unanswered:
-                self._conn.send_packed_command(self._conn.pack_commands(list(self._unanswered)))
+                self._conn.send_packed_command(self._conn.pack_commands(list(self._unanswered)), check_health=False)
         answer = self._conn.read_response()
         self._unanswered.popleft()
         return answer

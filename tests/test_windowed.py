@@ -3,6 +3,8 @@ its answer comes back in order; a script missing from Redis's cache is loaded an
 refused sent again, once; an error stops the sending and is raised; and whatever is raised, the
 connection pool is left with no answer in flight."""
 
+import time
+
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -146,3 +148,26 @@ def test_items_in_batches_get_one_answer_each_in_order(r):
     assert windowed.call_in_batches(script, items, 5, arguments) == [item.encode() for item in items]
     assert sizes == [5, 5, 5, 5, 3]
     assert windowed.call_in_batches(script, [], 5, arguments) == [] and sizes == [5, 5, 5, 5, 3]
+
+
+class _SlowToMake(list):
+    """Calls whose arguments take 2 ms each to make, as a slow caller's would."""
+
+    def __getitem__(self, i):
+        due = time.monotonic() + 0.002
+        while time.monotonic() < due:
+            pass
+        return super().__getitem__(i)
+
+
+def test_a_health_check_due_with_a_call_in_flight_does_not_read_its_answer(r, redis_server):
+    """redis-py PINGs a connection idle past health_check_interval before its next command; with a
+    call's answer still on its way that PING would read it, and each answer after would go to the
+    call after. While a call is in flight, no health check."""
+    r.script_load(COUNTING)
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, health_check_interval=0.001)
+    script = client.register_script(COUNTING)
+
+    assert windowed.call_all(script, _SlowToMake(calls(12))) == answers(12)
+    assert r.get("runs") == b"12"
+    client.close()

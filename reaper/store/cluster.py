@@ -22,6 +22,7 @@ from reaper.core.errors import RedisUnavailable
 from reaper.core.keys import QUARANTINE_TTL_S, Keys
 from reaper.core.names import encode_name
 from reaper.store.packer import CLIENT_OPTIONS
+from reaper.store.presence import remove_entry_args
 from reaper.store.sweep_scripts import OrphanTake, RecordTake
 
 
@@ -206,12 +207,11 @@ class ClusterTakes:
         """Each orphan's entry, compare-and-removed, if its socket still has no record."""
         named = [(i, o.record_key) for i, o in enumerate(orphans) if o.record_key]
         back = {i for (i, _), found in zip(named, exist_each(self.client, [n for _, n in named])) if found}
-        entries = [(o.user_id, o.raw) for i, o in enumerate(orphans) if i not in back]
-        batches = [entries[start:start + scripts.ENTRY_BATCH] for start in range(0, len(entries), scripts.ENTRY_BATCH)]
+        calls = remove_entry_args([(o.user_id, o.raw) for i, o in enumerate(orphans) if i not in back])
         online = self.keys.online
-        replies = self._run_each(scripts.REMOVE_ENTRY, [(online, (1, online, *(v for pair in batch for v in pair)))
-                                                        for batch in batches])
-        answers = iter([one == 1 for batch, reply in zip(batches, replies) for one in (reply or [0] * len(batch))])
+        replies = self._run_each(scripts.REMOVE_ENTRY, [(online, (1, online, *args)) for args in calls])
+        # None: users:online's slot was elsewhere, nothing run (each entry left, as changed)
+        answers = iter([one == 1 for args, reply in zip(calls, replies) for one in (reply or [0] * (len(args) // 2))])
         return [i not in back and next(answers) for i in range(len(orphans))]
 
     def _run_each(self, text: str, commands: list[tuple[str, tuple]]) -> list:

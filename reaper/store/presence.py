@@ -29,7 +29,12 @@ class OnlineList:
     def remove_unchanged(self, entries: list[tuple[str, bytes]]) -> list[bool]:
         """Remove each (userId, value read) entry that still holds that value; True where removed."""
         removed = []
-        for start in range(0, len(entries), scripts.ENTRY_BATCH):
-            args = [value for pair in entries[start:start + scripts.ENTRY_BATCH] for value in pair]
+        for args in remove_entry_args(entries):
             removed += [result == 1 for result in self._remove_entry(keys=[self.keys.online], args=args)]
         return removed
+
+
+def remove_entry_args(entries: list[tuple[str, bytes]]) -> list[list]:
+    """REMOVE_ENTRY's ARGV for (userId, value read) entries: a call of ENTRY_BATCH entries at most."""
+    return [[value for pair in entries[start:start + scripts.ENTRY_BATCH] for value in pair]
+            for start in range(0, len(entries), scripts.ENTRY_BATCH)]

@@ -9,6 +9,8 @@ from collections import Counter
 
 import pytest
 
+import reaper.sweep.budget
+
 from reaper.core import reasons
 from reaper.core.names import decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, parse_json_record
@@ -186,9 +188,13 @@ def test_a_malformed_record_still_names_its_user_and_socket():
 
 # -- held back: the second look takes a stale record as the first pass read it ------------------
 
-def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it():
-    """HeldBack keeps a stale record's timestamps and its value's SHA-1; PageJudge.held rebuilds
-    the same verdict (the same Redis time), witnessed by that digest instead of the value."""
+@pytest.mark.parametrize("allowance, values_kept", [(None, "all"), (0, "none"), (3000, "some")])
+def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it(monkeypatch, allowance, values_kept):
+    """HeldBack keeps a stale record's timestamps and the value read, or past MAX_HELD_VALUES_BYTES
+    its SHA-1; PageJudge.held rebuilds the same verdict (the same Redis time), witnessed by that
+    value or digest."""
+    if allowance is not None:
+        monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD_VALUES_BYTES", allowance)
     rng = random.Random(3)
     sockets = [f"s{n}" for n in range(40)] + ["..", "cleanup-all", "a\x00b", "x" * 4096, "\udcff"]
     names = [name(s) for s in sockets]
@@ -201,12 +207,15 @@ def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it():
 
     again = PageJudge(NOW, POLICY, "string", PREFIX).held(held.stale, 0, len(held.stale))
 
+    kept = len(held.stale.values)
     assert len(first.doomed) > 10 and len(held.stale) == len(first.doomed)
+    assert {"all": kept == len(held.stale), "none": kept == 0, "some": 0 < kept < len(held.stale)}[values_kept]
     assert [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in again.doomed] == \
         [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in first.doomed]
     raw = dict(zip(map(decode_name, names), values))
     assert [d.record.witness for d in again.doomed] == \
-        [(b"", hashlib.sha1(raw[d.record.key]).hexdigest()) for d in first.doomed]
+        [(raw[d.record.key], b"") if n < kept else (b"", hashlib.sha1(raw[d.record.key]).hexdigest())
+         for n, d in enumerate(first.doomed)]
 
 
 @pytest.mark.parametrize("heartbeat, pong", [(NOW - 10, NOW - 10), (NOW + 3600, NOW + 3600)], ids=["live", "future"])

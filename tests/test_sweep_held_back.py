@@ -21,6 +21,15 @@ pytestmark = pytest.mark.cluster_too  # the same scenarios on a Redis Cluster
 GUARD = dict(safety__mass_expiry_min=50, safety__max_reap_fraction=0.5, safety__mass_reap_per_sweep=10)
 
 
+@pytest.fixture(params=["values", "digests"])
+def kept(request, monkeypatch) -> str:
+    """What a held stale record keeps as its take's witness: the value read, or (past the
+    values' allowance, here from the first) the value's SHA-1."""
+    if request.param == "digests":
+        monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD_VALUES_BYTES", 0)
+    return request.param
+
+
 def _commands(client) -> list[str]:
     """Names of the commands ``client`` sends from now on, from any thread, pipelines aside
     (on a cluster, also those sent to each primary's own client: SCAN)."""
@@ -79,11 +88,11 @@ def test_beyond_max_held_the_second_look_is_a_full_pass(ctx_factory, world, r, m
     assert logs.at("INFO", "more than 5 held back; a second full pass")
 
 
-@pytest.mark.parametrize("record_format, by_digest", [("json", True), ("hash", False)])
+@pytest.mark.parametrize("record_format, as_read", [("json", True), ("hash", False)])
 def test_held_back_stale_records_are_taken_as_read_without_reading_them_again(ctx_factory, r, record_format,
-                                                                              by_digest):
-    """A stale string record is held with its timestamps and its value's SHA-1, and taken
-    against that digest; a hash (rare) is held by name and read again."""
+                                                                              as_read, kept):
+    """A stale string record is held with its timestamps and the value read (or its SHA-1), and
+    taken against it; a hash (rare) is held by name and read again."""
     world = World(r, record_format)
     add_guests(world, live=40, stale=25)
     seen, fetched_in_second_look = [], []
@@ -99,16 +108,19 @@ def test_held_back_stale_records_are_taken_as_read_without_reading_them_again(ct
                         before_page_fetched=fetched).sweep()
 
     [held] = seen
-    assert (len(held.stale), len(held.records)) == ((15, 0) if by_digest else (0, 15))
-    assert len(held.stale.digests) == 20 * len(held.stale)  # the values are not kept: 20 bytes each instead
-    assert len(fetched_in_second_look) == (0 if by_digest else 15)
+    assert (len(held.stale), len(held.records)) == ((15, 0) if as_read else (0, 15))
+    if kept == "digests":  # the values are not kept: 20 bytes each instead
+        assert held.stale.values == [] and len(held.stale.digests) == 20 * len(held.stale)
+    else:
+        assert len(held.stale.values) == len(held.stale) and held.stale.digests == b""
+    assert len(fetched_in_second_look) == (0 if as_read else 15)
     assert report.reaped == {"heartbeat_timeout": 25} and report.skipped_live == 0
     assert len(world.records()) == 40 and len(world.online()) == 40
     assert_deletable_intents(r, 25)
 
 
 @pytest.mark.parametrize("becomes", ["a list", "a hash", "gone", "the same, written again"])
-def test_a_held_back_record_is_compared_with_what_was_read_when_taken(ctx_factory, world, r, becomes):
+def test_a_held_back_record_is_compared_with_what_was_read_when_taken(ctx_factory, world, r, becomes, kept):
     add_guests(world, live=40, stale=25)
     changed = []
 
@@ -133,7 +145,29 @@ def test_a_held_back_record_is_compared_with_what_was_read_when_taken(ctx_factor
     assert_intents_consistent(r)
 
 
-def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r):
+def test_held_back_records_kept_as_values_then_as_digests_are_each_compared_with_what_was_read(
+        ctx_factory, world, r, monkeypatch):
+    """The values' allowance spent part way: the first held records keep their values, the rest
+    digests. A record of each kind rewritten before the second look is kept; the others are taken."""
+    monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD_VALUES_BYTES", 1000)  # two or three records
+    add_guests(world, live=40, stale=25)
+    rewritten = []
+
+    def rewrite_one_of_each(held):
+        assert held.stale.values and held.stale.digests
+        for key in (held.stale.keys[0], held.stale.keys[-1]):
+            r.set(key, r.get(key) + b" ")  # one byte more: no longer what was read
+            rewritten.append(key)
+
+    report = with_seams(ctx_factory(**GUARD), before_second_look=rewrite_one_of_each).sweep()
+
+    assert report.reaped == {"heartbeat_timeout": 23} and report.skipped_live == 2
+    assert all(r.exists(key) for key in rewritten)
+    assert len(world.records()) == 42
+    assert_intents_consistent(r)
+
+
+def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r, kept):
     add_guests(world, live=40, stale=25)
 
     def guest_beats_first(held):
@@ -152,7 +186,7 @@ def test_a_held_back_guest_that_came_back_is_kept(ctx_factory, world, r):
     assert_deletable_intents(r, 24)
 
 
-def test_a_held_back_record_rewritten_before_the_second_look_takes_it_is_kept(ctx_factory, world, r):
+def test_a_held_back_record_rewritten_before_the_second_look_takes_it_is_kept(ctx_factory, world, r, kept):
     add_guests(world, live=40, stale=25)
     rewritten = []
     first_pass = _scans(r, 1)  # batches: one per primary scanned

@@ -5,6 +5,7 @@ import hashlib
 
 import pytest
 
+import reaper.sweep.budget
 from reaper.core import reasons
 from reaper.core.records import GuestRecord, Malformed
 from reaper.core.staleness import Policy, Verdict
@@ -82,16 +83,15 @@ def test_the_budget_holds_back_and_takes_back_refused_places(records_are_strings
 
     assert chosen == doomed[:2] and budget.deferred == 2
     held = budget.held
-    if records_are_strings:  # what taking them needs: their timestamps and their values' SHA-1
+    if records_are_strings:  # what taking them needs: their timestamps and the values read
         assert held.records == [] and held.stale.keys == [KEYS.connection("s2"), KEYS.connection("s3")]
-        assert [row[4] for row in held.stale.rows(0, 2)] == [hashlib.sha1(d.record.witness[0]).hexdigest()
-                                                             for d in doomed[2:]]
+        assert [row[4] for row in held.stale.rows(0, 2)] == [d.record.witness for d in doomed[2:]]
     else:  # hashes: by name, read again
         assert len(held.stale) == 0 and held.records == [KEYS.connection("s2"), KEYS.connection("s3")]
     assert budget.claim() and not budget.claim()
 
 
-def test_held_records_give_back_each_row_as_added_and_no_value():
+def test_held_records_give_back_each_row_as_added_with_the_value_read():
     held, records = HeldRecords(), [rec(n, age=400 + n) for n in range(5)]
     for n, record in enumerate(records):
         record.witness = (b"value %d" % n, b"")
@@ -99,16 +99,35 @@ def test_held_records_give_back_each_row_as_added_and_no_value():
 
     rows = list(held.rows(1, 99))  # a page past the end ends at the end
 
-    assert rows == [(r.key, r.user_id, r.last_heartbeat, r.last_pong, hashlib.sha1(b"value %d" % n).hexdigest())
+    assert rows == [(r.key, r.user_id, r.last_heartbeat, r.last_pong, (b"value %d" % n, b""))
                     for n, r in enumerate(records) if n >= 1]
-    assert list(held.rows(5, 10)) == [] and len(held.digests) == 5 * HeldRecords.DIGEST_BYTES
+    assert rows[0][4][0] is records[1].witness[0]  # the very bytes MGET answered: no copy
+    assert list(held.rows(5, 10)) == [] and held.digests == b"" and held.values_bytes == 5 * 7
 
 
-@pytest.mark.parametrize("size, by_digest", [(HeldRecords.MAX_VALUE_BYTES, True), (HeldRecords.MAX_VALUE_BYTES + 1, False)])
-def test_a_stale_record_of_a_huge_value_is_held_by_name(size, by_digest):
+def test_held_records_keep_digests_once_the_values_allowance_is_spent(monkeypatch):
+    """Past MAX_HELD_VALUES_BYTES a record keeps its value's SHA-1 (20 bytes), and so does every
+    record after it, a small one too: the values are the first records', the digests the rest's."""
+    monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD_VALUES_BYTES", 20)
+    held, values = HeldRecords(), [b"a" * 8, b"b" * 12, b"c" * 9, b"d", b"e" * 30]
+    records = [rec(n, age=400 + n) for n in range(len(values))]
+    for record, value in zip(records, values):
+        record.witness = (value, b"")
+        held.add(record)
+
+    witnesses = [(values[0], b""), (values[1], b"")] + [(b"", hashlib.sha1(v).hexdigest()) for v in values[2:]]
+    assert [row[4] for row in held.rows(0, 5)] == witnesses
+    for start, stop in [(0, 1), (1, 3), (2, 4), (3, 99), (5, 6)]:  # pages across the boundary and past the end
+        assert list(held.rows(start, stop)) == [
+            (r.key, r.user_id, r.last_heartbeat, r.last_pong, w) for r, w in zip(records, witnesses)][start:stop]
+    assert held.values == values[:2] and len(held.digests) == 3 * HeldRecords.DIGEST_BYTES
+
+
+@pytest.mark.parametrize("size, as_read", [(HeldRecords.MAX_VALUE_BYTES, True), (HeldRecords.MAX_VALUE_BYTES + 1, False)])
+def test_a_stale_record_of_a_huge_value_is_held_by_name(size, as_read):
     budget, record = Budget(0), rec(1, age=400)
     record.witness = (b"x" * size, b"")
 
     budget.records_within([Doomed(record, "heartbeat_timeout", "x")])
 
-    assert (len(budget.held.stale), budget.held.records) == ((1, []) if by_digest else (0, [record.key]))
+    assert (len(budget.held.stale), budget.held.records) == ((1, []) if as_read else (0, [record.key]))

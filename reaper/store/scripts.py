@@ -78,8 +78,9 @@ end
 # the same step: a guest whose heartbeat moved on keeps its record, and no removal lacks its intent.
 # Of a key of another type the sweep read only the type, so only the type is compared.
 # A string record's witness is the value read; for one the budget held back for the second look
-# (reaper/sweep/budget.py) it is '' and the SHA-1 of the value read, in hex: reaper keeps 20 bytes
-# a held guest instead of its record, and takes it without reading it again.
+# past its values' allowance (reaper/sweep/budget.py) it is '' and the SHA-1 of the value read,
+# in hex: reaper keeps 20 bytes a held guest instead of its record, and takes it without reading
+# it again. Comparing the value is cheaper for Redis: hashing 400 bytes costs ~2 µs here.
 _UNCHANGED = CHECK_TYPES + _WRITE_DECISION + """
 local function holds_read(value, a)
   if ARGV[a + 3] == '' then return value == ARGV[a + 2] end

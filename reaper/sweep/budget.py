@@ -10,17 +10,22 @@ from dataclasses import dataclass, field
 from reaper.core.records import GuestRecord, OnlineEntry
 
 # Records and entries held back by the budget, remembered for the second look: about 200 bytes
-# each (HeldRecords; a name ~100), so at most ~40 MB. A sweep holding back more runs a second
-# full pass instead.
+# each (HeldRecords; a name ~100), so at most ~40 MB, plus the values kept as read (below). A sweep
+# holding back more runs a second full pass instead.
 MAX_HELD = 200_000
+# The values of held stale records kept as read, in all: Redis compares a kept value as two
+# strings, where for a digest it hashes the record inside the take's script (~2 µs for 400
+# bytes, a sixth of a take's cost). Past this, the SHA-1 of the value: 20 bytes each.
+MAX_HELD_VALUES_BYTES = 32 * 1024 * 1024
 
 
 class HeldRecords:
     """Stale string records held back, with what the second look needs to take them without
     reading them again: their timestamps (judged again against the same Redis time, they give
-    the same verdicts) and the SHA-1 of the value read, their takes' witness (store/scripts.py,
-    _UNCHANGED): a record that changed since is left alone, as one read again and found live
-    would be. In columns, no object a record: ~200 bytes each, not the record's ~900."""
+    the same verdicts) and their takes' witness (store/scripts.py, _UNCHANGED): the value read
+    itself, the very object MGET answered, while MAX_HELD_VALUES_BYTES allow; then the SHA-1 of
+    the value read. A record that changed since is left alone, as one read again and found live
+    would be. In columns, no object a record."""
 
     DIGEST_BYTES = 20  # a SHA-1
     # A value beyond this is held by name instead: Redis would hash it inside the take's script
@@ -31,7 +36,9 @@ class HeldRecords:
         self.keys: list[str] = []
         self.user_ids: list[str] = []
         self.heartbeats, self.pongs = array("d"), array("d")
-        self.digests = bytearray()
+        self.values: list[bytes] = []  # the first records' values, as read
+        self.values_bytes = 0
+        self.digests = bytearray()  # the SHA-1 of the values of the records after them
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -41,14 +48,23 @@ class HeldRecords:
         self.user_ids.append(record.user_id)
         self.heartbeats.append(record.last_heartbeat)
         self.pongs.append(record.last_pong)
-        self.digests += hashlib.sha1(record.witness[0]).digest()
+        value = record.witness[0]
+        # Once one is digested, every later one is too: values are the first records', digests the rest's.
+        if not self.digests and self.values_bytes + len(value) <= MAX_HELD_VALUES_BYTES:
+            self.values.append(value)
+            self.values_bytes += len(value)
+        else:
+            self.digests += hashlib.sha1(value).digest()
 
-    def rows(self, start: int, stop: int) -> Iterator[tuple[str, str, float, float, str]]:
-        """Records start..stop-1: key, userId, lastHeartbeat, lastPongReceived, digest in hex."""
-        stop, size = min(stop, len(self)), self.DIGEST_BYTES
-        digests = (self.digests[at:at + size].hex() for at in range(start * size, stop * size, size))
+    def rows(self, start: int, stop: int) -> Iterator[tuple[str, str, float, float, tuple]]:
+        """Records start..stop-1: key, userId, lastHeartbeat, lastPongReceived and the take's
+        witness, (value read, b"") or (b"", SHA-1 of the value read in hex)."""
+        stop, kept, size = min(stop, len(self)), len(self.values), self.DIGEST_BYTES
+        witnesses = [(value, b"") for value in self.values[start:stop]]
+        witnesses += [(b"", self.digests[at:at + size].hex())
+                      for at in range(max(start - kept, 0) * size, max(stop - kept, 0) * size, size)]
         return zip(self.keys[start:stop], self.user_ids[start:stop], self.heartbeats[start:stop],
-                   self.pongs[start:stop], digests)
+                   self.pongs[start:stop], witnesses)
 
 
 class Budget:
@@ -56,7 +72,7 @@ class Budget:
 
     def __init__(self, limit: int | None, records_are_strings: bool = True):
         self.limit, self.claimed, self.deferred = limit, 0, 0
-        self.held = HeldBack(by_digest=records_are_strings)
+        self.held = HeldBack(as_read=records_are_strings)
 
     @property
     def waits_for_answers(self) -> bool:
@@ -102,19 +118,19 @@ class HeldBack:
     orphans: list[str] = field(default_factory=list)  # userIds of entries naming a socket
     socketless: list[OnlineEntry] = field(default_factory=list)  # already held by the orphan pass
     overflowed: bool = False  # more than MAX_HELD: forgotten, the second look is a full pass
-    by_digest: bool = True  # records are strings: a stale one is held by its value's SHA-1
+    as_read: bool = True  # records are strings: a stale one is held in HeldRecords, taken as read
 
     def __len__(self) -> int:
         return len(self.stale) + len(self.records) + len(self.orphans) + len(self.socketless)
 
     def record(self, record) -> None:
         """A doomed record (GuestRecord or Malformed). A stale string record is kept with its
-        timestamps and its value's SHA-1 (HeldRecords); a malformed one, a hash or a huge value,
-        by name: they are rare, and read again."""
+        timestamps and its value or the value's SHA-1 (HeldRecords); a malformed one, a hash or a
+        huge value, by name: they are rare, and read again."""
         if not self._room():
             return
         value = record.witness[0]
-        if self.by_digest and type(record) is GuestRecord and type(value) is bytes \
+        if self.as_read and type(record) is GuestRecord and type(value) is bytes \
                 and len(value) <= HeldRecords.MAX_VALUE_BYTES:
             self.stale.add(record)
         else:

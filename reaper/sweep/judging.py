@@ -117,14 +117,14 @@ class PageJudge:
     def held(self, held: HeldRecords, start: int, stop: int) -> Judged:
         """Stale records the budget held back (those from ``start`` to ``stop``), doomed as the
         first pass doomed them (the same timestamps against the same Redis time: the same
-        verdicts), each witnessed by the SHA-1 of the value read (store/scripts.py, _UNCHANGED)."""
+        verdicts), each witnessed by the value read or its SHA-1 (store/scripts.py, _UNCHANGED)."""
         found = Judged()
         now, policy, cut, doomed = self.now, self.policy, self.prefix_chars, found.doomed
-        for key, user_id, heartbeat, pong, digest in held.rows(start, stop):
+        for key, user_id, heartbeat, pong, witness in held.rows(start, stop):
             verdict = judge(heartbeat, pong, now, policy)
             if verdict.reason is None or verdict.reason is reasons.MALFORMED:
                 continue  # not as it was held (never so by the first pass's verdict): not taken
-            record = GuestRecord(key, key[cut:], user_id, heartbeat, pong, (b"", digest))
+            record = GuestRecord(key, key[cut:], user_id, heartbeat, pong, witness)
             doomed.append(Doomed(record, verdict.reason, verdict))
         return found
 

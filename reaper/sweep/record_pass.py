@@ -42,7 +42,7 @@ class RecordPass:
 
     def take_as_read(self, held: HeldRecords) -> None:
         """Stale records held back, taken as the first pass read them, without reading them
-        again: each take compares the record with the SHA-1 of the value read, so one that
+        again: each take compares the record with the value read (or its SHA-1), so one that
         moved on since (a guest back, or anything else written) is kept."""
         for start in range(0, len(held), self.pages.count):
             judged = self.judge.held(held, start, start + self.pages.count)

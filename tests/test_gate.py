@@ -61,6 +61,15 @@ def test_odd_guest_ids_become_one_fully_escaped_segment(user_id, segment):
     assert "/" not in segment and segment not in (".", "..")
 
 
+@pytest.mark.parametrize("user_id, is_guest", [
+    ("guest_" + "a" * (guest_ids.MAX_BYTES - 6), True), ("guest_" + "a" * (guest_ids.MAX_BYTES - 5), False),
+    ("guest_" + "é" * ((guest_ids.MAX_BYTES - 6) // 2), True),  # bytes, not characters, are counted
+    ("guest_" + "é" * ((guest_ids.MAX_BYTES - 6) // 2) + "a", False),
+    ("guest_" + "\udcff" * (guest_ids.MAX_BYTES - 5), False)])  # a byte each, no UTF-8
+def test_a_guest_id_is_at_most_max_bytes_long_in_utf8(user_id, is_guest):
+    assert (guest_ids.problem(user_id, "guest_") is None) is is_guest
+
+
 def test_a_name_that_is_no_utf8_goes_out_as_its_bytes():
     name = b"guest_\xff2".decode("utf-8", "surrogateescape")
     assert guest_ids.problem(name, "guest_") is None and guest_ids.path_segment(name) == "guest_%FF2"

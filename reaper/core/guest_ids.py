@@ -14,6 +14,7 @@ NOT_A_GUEST_ID = "not_a_guest_id"  # the reason such an id is counted and logged
 # The auth-service's own routes under /auth/guest/: never a guest's name, whatever the prefix.
 RESERVED = frozenset({"cleanup", "cleanup-all", "health"})
 MAX_BYTES = 256  # far longer than any id a signaling server makes (guest_6f1c2a9e)
+_TOO_LONG = f"longer than {MAX_BYTES} bytes"
 # Control, format (bidi overrides, zero-width) and line/paragraph separators: a name with one
 # of these could not be logged or routed as it reads.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
@@ -29,10 +30,12 @@ def problem(user_id: object, prefix: str) -> str | None:
         return "names a route, not a guest"
     if "/" in user_id or "\\" in user_id:
         return "has a path separator"
-    if len(encode_name(user_id)) > MAX_BYTES:
-        return f"longer than {MAX_BYTES} bytes"
-    if user_id.isascii():  # the usual case, checked in C: printable ASCII is 0x20-0x7e
+    if user_id.isascii():  # the usual case, checked in C: a byte a character; printable is 0x20-0x7e
+        if len(user_id) > MAX_BYTES:
+            return _TOO_LONG
         return None if user_id.isprintable() else "has a control character"
+    if len(encode_name(user_id)) > MAX_BYTES:
+        return _TOO_LONG
     if any(_unsafe(ch) for ch in user_id):  # Cc covers the C0 and C1 controls and DEL
         return "has a control or format character"
     return None

@@ -14,6 +14,7 @@ from redis.retry import Retry
 from reaper.core.gil import SWITCH_S
 from reaper.core.keys import Keys
 from reaper.signaling.notify import SweepNotify
+from reaper.store import mget
 from reaper.store.client import read_ahead, scan_and_read
 from reaper.sweep.redis_kinds import kind_of
 from reaper.sweep.seams import Seams, SweepClock
@@ -175,6 +176,16 @@ def _fill(r, guests: int, others: int) -> None:
     for n in range(others):  # keys SCAN walks past: some pages hold no guest at all
         pipe.set(f"other:{n}", "x")
     pipe.execute()
+
+
+@pytest.mark.parametrize("count", [0, 1, mget.BATCH - 1, mget.BATCH, mget.BATCH + 1, 3 * mget.BATCH + 7])
+def test_mget_batches_are_every_name_once_in_order_none_over_the_batch(count):
+    names = [b"k%d" % n for n in range(count)]
+
+    batches = mget.batches(names)
+
+    assert [name for batch in batches for name in batch] == names
+    assert all(0 < len(batch) <= mget.BATCH for batch in batches) and len(batches) == mget.calls(count)
 
 
 ALONE = pytest.mark.parametrize("alone", [False, True], ids=["one-request", "ahead"])

@@ -22,6 +22,7 @@ from reaper.core.gil import quick_switches
 from reaper.core.keys import Keys
 from reaper.core.names import decode_name
 from reaper.store.packer import CLIENT_OPTIONS
+from reaper.store import mget
 from reaper.store.scan_ahead import ScanAhead
 from reaper.core.records import Malformed, parse_hash_record, parse_json_record
 
@@ -29,7 +30,6 @@ from reaper.core.records import Malformed, parse_hash_record, parse_json_record
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
               redis.exceptions.RedisClusterException)
 T = TypeVar("T")
-MGET_BATCH = 1000
 _END = object()
 MASTER_CHECK_S = 1.0  # how often a sentinel client re-asks where the master is
 TARGET_NODES = 10  # a cluster's primaries named by describe_target, at most
@@ -322,7 +322,7 @@ def scan_and_read(client: redis.Redis, pattern: str, count: int, record_format: 
             yield names, read_values(client, names, record_format)
         return
     if alone:
-        yield from ScanAhead(client, pattern, count, MGET_BATCH, before_read).pages()
+        yield from ScanAhead(client, pattern, count, before_read).pages()
         return
     yield from _scan_with_mget(client, pattern, count, before_read)
 
@@ -334,8 +334,8 @@ def _scan_with_mget(client: redis.Redis, pattern: str, count: int,
         if names:
             before_read(names)
         pipe = client.pipeline(transaction=False)
-        for start in range(0, len(names), MGET_BATCH):
-            pipe.mget(names[start:start + MGET_BATCH])
+        for keys in mget.batches(names):
+            pipe.mget(keys)
         if cursor != 0:
             pipe.scan(cursor, match=pattern, count=count)
         answers = pipe.execute() if len(pipe) else []
@@ -419,12 +419,10 @@ def _unblock(ahead: queue.Queue) -> None:
 
 def read_values(client: redis.Redis, names: list[bytes], record_format: str) -> list | None:
     """What load_records reads first, for reading ahead: the MGET of JSON records, in MGETs of
-    MGET_BATCH keys at most (~400 KB of records, a millisecond or so of Redis each). None for
-    hashes, which load_records reads itself."""
+    mget.BATCH keys at most. None for hashes, which load_records reads itself."""
     if not names or record_format == "hash":
         return None
-    return [value for start in range(0, len(names), MGET_BATCH)
-            for value in _mget(client, names[start:start + MGET_BATCH])]
+    return [value for keys in mget.batches(names) for value in _mget(client, keys)]
 
 
 def _mget(client: redis.Redis, names: list[bytes]) -> list:

@@ -19,11 +19,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from reaper.store import mget
+
 
 class ScanAhead:
-    def __init__(self, client: redis.Redis, pattern: str, count: int, mget_batch: int,
-                 before_read: Callable[[list[bytes]], None]):
-        self.client, self.pattern, self.count, self.mget_batch = client, pattern, count, mget_batch
+    def __init__(self, client: redis.Redis, pattern: str, count: int, before_read: Callable[[list[bytes]], None]):
+        self.client, self.pattern, self.count = client, pattern, count
         self.before_read = before_read
         self._retry = client.get_retry() or Retry(NoBackoff(), 0)
         self._unanswered: deque = deque()  # commands sent whose answers are not read yet, in order
@@ -41,7 +42,7 @@ class ScanAhead:
                 if not last:  # the SCAN of this page's request: the next page, asked for at once
                     cursor, names = self._scanned()
                     self._ask(cursor, names)
-                values = [value for _ in range(0, len(page), self.mget_batch) for value in self._read()]
+                values = [value for _ in range(mget.calls(len(page))) for value in self._read()]
                 if page:
                     yield page, values
                 if last:
@@ -58,7 +59,7 @@ class ScanAhead:
         if names:
             self.before_read(names)
         self._send(([self._scan(cursor)] if cursor != 0 else [])
-                   + [("MGET", *names[start:start + self.mget_batch]) for start in range(0, len(names), self.mget_batch)])
+                   + [("MGET", *keys) for keys in mget.batches(names)])
 
     def _scan(self, cursor: int) -> tuple:
         return "SCAN", cursor, "MATCH", self.pattern, "COUNT", self.count

@@ -16,6 +16,7 @@ from reaper.core.keys import Keys
 from reaper.signaling.notify import SweepNotify
 from reaper.store import mget
 from reaper.store.client import read_ahead, scan_and_read
+from reaper.sweep.reading import RecordPages
 from reaper.sweep.redis_kinds import kind_of
 from reaper.sweep.seams import Seams, SweepClock
 from reaper.sweep.setup import SweepSetup
@@ -308,24 +309,49 @@ def test_scan_and_read_of_hash_records_gives_names_only_and_runs_the_hook(r):
     assert sorted(n for names, _ in pages for n in names) == sorted(f"{CONN}h{n}".encode() for n in range(120))
 
 
-def test_the_gil_changes_hands_quickly_while_a_reader_or_a_write_behind_runs_and_as_before_after():
+def test_the_gil_changes_hands_quickly_while_a_reader_or_a_take_runs_and_as_before_after():
     """core/gil.py: the waiting thread gets the GIL back soon after each reply; the interval set
     before is restored by the last one out, nested or not, and after a failure too."""
     before = sys.getswitchinterval()
     assert before > SWITCH_S  # CPython's 5 ms: what this test would not see otherwise
-    behind = OneBehind()
+    behind, running, release = OneBehind(), threading.Event(), threading.Event()
     pages = read_ahead(iter([1, 2]))
-    seen = [next(pages), sys.getswitchinterval()]  # both running
+    seen = [next(pages), sys.getswitchinterval()]  # the reader running
 
+    def take():
+        running.set()
+        assert release.wait(timeout=10)
+        return sys.getswitchinterval()
+
+    behind.submit(take, seen.append)
+    assert running.wait(timeout=10)
     pages.close()
-    assert sys.getswitchinterval() == pytest.approx(SWITCH_S)  # the write-behind still runs
-    behind.submit(lambda: 1 / 0, lambda answer: None)
+    assert sys.getswitchinterval() == pytest.approx(SWITCH_S)  # the take still runs
+    release.set()
+    behind.submit(lambda: 1 / 0, lambda answer: None)  # hands over the first call's answer
     with pytest.raises(ZeroDivisionError):
         behind.flush()
+    assert sys.getswitchinterval() == before  # no call running: the usual interval, the worker idle
     behind.close()
 
-    assert seen == [1, pytest.approx(SWITCH_S)]
+    assert seen == [1, pytest.approx(SWITCH_S), pytest.approx(SWITCH_S)]
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["one-request", "ahead"])
+def test_record_pages_are_read_with_quick_switches_unless_asked_for_ahead(r, make_config, alone):
+    """Pages asked for ahead keep Redis busy however late the reader gets the GIL: the usual
+    interval then, and no wake-ups for nothing (core/gil.py)."""
+    _fill(r, guests=30, others=0)
+    config = make_config()
+    pages = RecordPages(r, Keys.from_config(config.redis), config.redis, threading.Lock(), None, Seams(),
+                        alone=alone).scanned()
+
+    next(pages)
+    during = sys.getswitchinterval()
+    pages.close()
+
+    assert during == pytest.approx(sys.getswitchinterval() if alone else SWITCH_S)
 
 
 @pytest.mark.parametrize("budget, dry_run, asking, alone", [

@@ -357,19 +357,21 @@ def hscan_batches(client: redis.Redis, key: str, count: int) -> Iterator[list[tu
 
 
 def read_ahead(batches: Iterator[T], stopping: threading.Event | None = None,
-               turn: AbstractContextManager | None = None) -> Iterator[T]:
+               turn: AbstractContextManager | None = None, quick: bool = True) -> Iterator[T]:
     """``batches``, each produced by a thread while the caller works on the one before: Redis
     reads the next batch while Python judges this one. One batch ahead at most; the thread
     stops when the caller stops iterating or ``stopping`` is set, and its errors are raised here.
 
     The thread produces each batch holding ``turn``: a caller that holds it too for its own
     Redis calls never has the reader's call and its own waiting in Redis at once, so other
-    clients of Redis wait behind one of them at most, as they would for a single-threaded sweep."""
+    clients of Redis wait behind one of them at most, as they would for a single-threaded sweep.
+    ``quick``: the GIL changes hands quickly while the reader runs (core/gil.py)."""
     ahead: queue.Queue = queue.Queue(maxsize=1)
     done = threading.Event()
     reader = threading.Thread(target=_produce, name="reaper-read-ahead", daemon=True,
                               args=(batches, ahead, done, stopping, turn or nullcontext()))
-    with quick_switches:  # the reader gets the GIL back soon after each reply (core/gil.py)
+    # quick: the reader gets the GIL back soon after each reply (core/gil.py)
+    with quick_switches if quick else nullcontext():
         reader.start()
         try:
             while True:

@@ -23,6 +23,7 @@ class RecordPage:
     values: list | None  # MGET's answer for each name (None: gone or another type); None for hashes
 
 
+
 class RecordPages:
     """guest_connection:* records, read one page ahead of the judging: raw values, which the
     judging reads quickly where it can (judging.PageJudge), and ``careful`` parses the rest."""
@@ -37,8 +38,10 @@ class RecordPages:
         """Every record, by SCAN (each key at least once). JSON records on a single Redis: each
         page's MGET goes out with the next SCAN, one round trip a page; ``alone``, the next
         page's request before this page's answer is read (store/scan_ahead.py)."""
+        # Pages asked for ahead keep Redis busy however late the reader gets the GIL (core/gil.py).
         return self._pages(store.scan_and_read(self.client, self.keys.connection_pattern, self.count,
-                                               self.format, self.seams.before_page_fetched, self.alone))
+                                               self.format, self.seams.before_page_fetched, self.alone),
+                           quick=not self.alone)
 
     def named(self, keys: list[str]) -> Iterator[RecordPage]:
         """The records of ``keys`` (held back by a first pass), read again."""
@@ -53,8 +56,8 @@ class RecordPages:
         records = store.load_records(self.client, self.keys, names, self.format, values) if names else []
         return [record for record in records if record is not None]
 
-    def _pages(self, fetched: Iterator[tuple[list[bytes], list | None]]) -> Iterator[RecordPage]:
-        with closing(store.read_ahead(fetched, self.stopping, self.turn)) as read:
+    def _pages(self, fetched: Iterator[tuple[list[bytes], list | None]], quick: bool = True) -> Iterator[RecordPage]:
+        with closing(store.read_ahead(fetched, self.stopping, self.turn, quick=quick)) as read:
             for names, values in read:
                 yield RecordPage(names, values)
 

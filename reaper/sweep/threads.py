@@ -18,13 +18,18 @@ class OneBehind:
     def __init__(self):
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="reaper-one-behind")
         self._pending: tuple[Future, Callable] | None = None
-        quick_switches.hold()  # the worker gets the GIL back soon after each reply (core/gil.py)
 
     def submit(self, call: Callable, then: Callable) -> None:
         """Start ``call``; ``then(its answer)`` runs here once the next call has started."""
-        started = self._worker.submit(call)
+        started = self._worker.submit(self._quickly, call)
         self.flush()
         self._pending = (started, then)
+
+    @staticmethod
+    def _quickly(call: Callable):
+        # While a call runs, its thread gets the GIL back soon after each reply (core/gil.py).
+        with quick_switches:
+            return call()
 
     def flush(self) -> None:
         if self._pending is not None:
@@ -34,7 +39,4 @@ class OneBehind:
 
     def close(self) -> None:
         """Wait for the call in flight; its answer is dropped only when we are failing anyway."""
-        try:
-            self._worker.shutdown(wait=True)
-        finally:
-            quick_switches.release()
+        self._worker.shutdown(wait=True)

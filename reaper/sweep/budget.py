@@ -25,7 +25,7 @@ class HeldRecords:
     the same verdicts) and their takes' witness (store/scripts.py, _UNCHANGED): the value read
     itself, the very object MGET answered, while MAX_HELD_VALUES_BYTES allow; then the SHA-1 of
     the value read. A record that changed since is left alone, as one read again and found live
-    would be. In columns, no object a record."""
+    would be. In columns: no object is made for a record."""
 
     DIGEST_BYTES = 20  # a SHA-1
     # A value beyond this is held by name instead: Redis would hash it inside the take's script

@@ -23,7 +23,6 @@ class RecordPage:
     values: list | None  # MGET's answer for each name (None: gone or another type); None for hashes
 
 
-
 class RecordPages:
     """guest_connection:* records, read one page ahead of the judging: raw values, which the
     judging reads quickly where it can (judging.PageJudge), and ``careful`` parses the rest."""

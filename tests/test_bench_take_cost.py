@@ -1,6 +1,7 @@
 """bench/take_cost.py measures what it says: every guest of every call taken, the cost read from
 Redis's own counters, and a script that takes nobody refused rather than timed."""
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -27,3 +28,18 @@ def test_a_script_that_takes_nobody_is_refused_not_timed(tmp_path):
     for kind in ("guest", "orphan"):
         with pytest.raises(SystemExit, match="not taken"):
             take_cost.main(["--kind", kind, "--script", str(lazy), "--guests", "150", "--rounds", "1"])
+
+
+@pytest.mark.parametrize("witness", ["value", "digest"])
+def test_records_are_compared_with_the_value_or_its_digest_and_every_one_taken(capsys, witness):
+    assert take_cost.main(["--witness", witness, "--guests", "250", "--rounds", "1"]) == 0
+
+    out = capsys.readouterr().out
+    assert f"compared by {witness}" in out.splitlines()[0]
+    assert all(float(line.split()[4]) > 0 for line in out.splitlines()[1:])
+
+
+def test_a_digest_witness_is_the_sha1_of_the_value_read():
+    [(_, args)] = take_cost.calls([b"record 0"], "guest", False, "digest")
+
+    assert args[7:9] == [b"", hashlib.sha1(b"record 0").hexdigest()]

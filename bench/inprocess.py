@@ -1,0 +1,176 @@
+"""Variants of reaper measured against each other in one process, on one private Redis, each run on
+a fresh fill, the variants alternated round after round: on a host whose speed drifts within
+minutes, the one comparison that still says something about the code.
+
+    python bench/inprocess.py --guests 300000 --rounds 8 \\
+        --variant values= --variant digests=reaper.sweep.budget:MAX_HELD_VALUES_BYTES=0
+    python bench/inprocess.py --guests 1000000 --rounds 4 --variant now= \\
+        --variant default-gil=reaper.core.gil:SWITCH_S=0.005 --variant quick-always=switchinterval=0.0001
+
+A variant is NAME=SETTINGS, SETTINGS comma-separated, each ``module:NAME=literal`` (a module
+constant set for the variant's runs and put back after) or ``switchinterval=SECONDS`` (the
+interpreter's switch interval for the run). Each run is `reaper run --once` in this process,
+downstream services off, as bench/sweep.py runs it; the sweep's two phases are timed (wall, this
+process's CPU) and, for the second look, Redis's own CPU (INFO cpu) and the EVALSHA time it
+counted (INFO commandstats). Prints every run and the median of each column per variant.
+"""
+
+import argparse
+import ast
+import gc
+import importlib
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "tests"))
+sys.path.insert(0, str(BENCH))
+
+import sweep as bench  # noqa: E402
+import sweep_data as data  # noqa: E402
+from support.redis_proc import RedisProcess  # noqa: E402
+
+from reaper.app import cli  # noqa: E402
+from reaper.sweep import sweep as sweeping  # noqa: E402
+
+COLUMNS = ("wall", "cpu", "first_wall", "first_cpu", "second_wall", "second_cpu", "second_redis_cpu",
+           "second_evalsha")
+
+
+def parse_variant(text: str) -> tuple[str, list[tuple[str, str, object]]]:
+    """NAME=module:ATTR=literal,... -> (NAME, [(module, attr, value)]); module "" for switchinterval."""
+    name, _, settings = text.partition("=")
+    if not name:
+        raise argparse.ArgumentTypeError(f"a variant needs a name: {text!r}")
+    parsed = []
+    for setting in filter(None, settings.split(",")):
+        target, _, literal = setting.partition("=")
+        module, _, attr = target.rpartition(":")
+        if target != "switchinterval" and not (module and attr):
+            raise argparse.ArgumentTypeError(f"not module:NAME=value nor switchinterval=s: {setting!r}")
+        try:
+            value = ast.literal_eval(literal)
+        except (ValueError, SyntaxError) as exc:
+            raise argparse.ArgumentTypeError(f"not a Python literal in {setting!r}: {exc}") from None
+        if module and not hasattr(_module(module, setting), attr):
+            raise argparse.ArgumentTypeError(f"{module} has no {attr}: {setting!r}")
+        parsed.append((module, attr, value))
+    return name, parsed
+
+
+def _module(name: str, setting: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise argparse.ArgumentTypeError(f"no module {name}: {setting!r}") from None
+
+
+@contextmanager
+def applied(settings: list[tuple[str, str, object]]):
+    saved_interval, undo = sys.getswitchinterval(), []
+    try:
+        for module, attr, value in settings:
+            if not module:
+                sys.setswitchinterval(value)
+                continue
+            where = importlib.import_module(module)
+            undo.append((where, attr, getattr(where, attr)))
+            setattr(where, attr, value)
+        yield
+    finally:
+        for where, attr, value in reversed(undo):
+            setattr(where, attr, value)
+        sys.setswitchinterval(saved_interval)
+
+
+class Phases:
+    """The sweep's first pass and second look, timed by wrapping the functions that run them
+    while ``installed``."""
+
+    def __init__(self):
+        self.figures: dict[str, float] = {}
+        self._first, self._second = sweeping._first_pass, sweeping._second_look
+
+    @contextmanager
+    def installed(self):
+        sweeping._first_pass, sweeping._second_look = self._timed_first, self._timed_second
+        try:
+            yield self
+        finally:
+            sweeping._first_pass, sweeping._second_look = self._first, self._second
+
+    def _timed_first(self, *args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return self._first(*args)
+        finally:
+            self.figures.update(first_wall=time.perf_counter() - wall, first_cpu=time.process_time() - cpu)
+
+    def _timed_second(self, setup, *args):
+        client = setup.client
+        client.config_resetstat()
+        redis_cpu, wall, cpu = bench.redis_cpu_s(client), time.perf_counter(), time.process_time()
+        self._second(setup, *args)
+        self.figures.update(second_wall=time.perf_counter() - wall, second_cpu=time.process_time() - cpu,
+                            second_redis_cpu=bench.redis_cpu_s(client) - redis_cpu,
+                            second_evalsha=client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0) / 1e6)
+
+
+@contextmanager
+def reaper_settings(redis_url: str):
+    """reaper's environment as bench/sweep.py sets it, and its collector's threshold as its main()
+    sets it; both put back after."""
+    environ, threshold = dict(os.environ), gc.get_threshold()
+    os.environ.update({k: v for k, v in bench.reaper_env(redis_url).items() if k.startswith("REAPER_")})
+    os.environ["REAPER_LOG_LEVEL"] = "WARNING"  # a line a run, not the sweep's INFO
+    gc.set_threshold(cli.GC_YOUNG_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        gc.set_threshold(*threshold)
+
+
+def run_once(phases: Phases) -> dict[str, float]:
+    phases.figures = dict.fromkeys(COLUMNS[2:], 0.0)  # a run with no second look leaves zeros
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        cli.cli.main(["run", "--once"], prog_name="reaper", standalone_mode=False)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise SystemExit(f"reaper run --once exited {exit_.code}") from None
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, **phases.figures}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--guests", type=int, default=300_000)
+    parser.add_argument("--stale", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--variant", type=parse_variant, action="append", required=True,
+                        help="NAME=SETTINGS (repeat; at least two to compare)")
+    args = parser.parse_args(argv)
+    results = {name: [] for name, _ in args.variant}
+    with RedisProcess() as redis_proc, Phases().installed() as phases, reaper_settings(redis_proc.url):
+        client = redis_proc.client(socket_timeout=120)
+        for round_ in range(args.rounds):
+            for name, settings in args.variant if round_ % 2 == 0 else args.variant[::-1]:
+                data.fill(redis_proc, client, args.guests, args.stale, max(10, args.guests // 100))
+                with applied(settings):
+                    results[name].append(run_once(phases))
+                print(f"round {round_ + 1} {name:14} " + " ".join(f"{results[name][-1][c]:7.3f}" for c in COLUMNS),
+                      flush=True)
+    print(f"\nmedians, s ({args.guests:,} guests, {args.stale:.0%} stale, {args.rounds} rounds):")
+    print(f"{'variant':14} " + " ".join(f"{c:>16}" for c in COLUMNS))
+    for name, runs in results.items():
+        print(f"{name:14} " + " ".join(f"{statistics.median(r[c] for r in runs):16.3f}" for c in COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""bench/inprocess.py measures what it says: every variant in every round, each with its settings
+and only then, the sweep's phases timed, and the process left as it was found."""
+
+import gc
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import inprocess  # noqa: E402
+from support.logs import restore_logging  # noqa: E402,F401 - autouse: the run configures logging as the CLI does
+import reaper.sweep.budget  # noqa: E402
+from reaper.sweep import sweep as sweeping  # noqa: E402
+
+
+def test_each_variant_runs_with_its_settings_and_the_process_is_left_as_found(capsys):
+    first_pass, environ, threshold = sweeping._first_pass, dict(os.environ), gc.get_threshold()
+    allowance, interval = reaper.sweep.budget.MAX_HELD_VALUES_BYTES, sys.getswitchinterval()
+
+    assert inprocess.main(["--guests", "600", "--rounds", "2", "--variant", "values=",
+                           "--variant", "digests=reaper.sweep.budget:MAX_HELD_VALUES_BYTES=0,switchinterval=0.002"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line.split() for line in lines if line.startswith("round ")]
+    assert [(r[1], r[2]) for r in runs] == [("1", "values"), ("1", "digests"), ("2", "digests"), ("2", "values")]
+    assert all(float(figure) > 0 for run in runs for figure in run[3:])  # a second look each: 60 of 600 stale
+    medians = lines[lines.index(next(line for line in lines if line.startswith("variant"))) + 1:]
+    assert [line.split()[0] for line in medians] == ["values", "digests"]
+    assert (sweeping._first_pass, dict(os.environ), gc.get_threshold()) == (first_pass, environ, threshold)
+    assert (reaper.sweep.budget.MAX_HELD_VALUES_BYTES, sys.getswitchinterval()) == (allowance, interval)
+
+
+def test_a_setting_applies_only_to_its_variant_s_runs():
+    settings = [("reaper.sweep.budget", "MAX_HELD_VALUES_BYTES", 7), ("", "", 0.002)]
+    before = (reaper.sweep.budget.MAX_HELD_VALUES_BYTES, sys.getswitchinterval())
+
+    with inprocess.applied(settings):
+        during = (reaper.sweep.budget.MAX_HELD_VALUES_BYTES, sys.getswitchinterval())
+
+    assert during == (7, pytest.approx(0.002))
+    assert (reaper.sweep.budget.MAX_HELD_VALUES_BYTES, sys.getswitchinterval()) == before
+
+
+@pytest.mark.parametrize("variant, problem", [
+    ("=reaper.core.gil:SWITCH_S=1", "needs a name"), ("x=SWITCH_S=1", "not module:NAME=value"),
+    ("x=reaper.nope:X=1", "no module reaper.nope"), ("x=reaper.core.gil:NOPE=1", "has no NOPE"),
+    ("x=reaper.core.gil:SWITCH_S=__import__('os')", "not a Python literal"),
+    ("x=switchinterval=fast", "not a Python literal")])
+def test_a_variant_that_cannot_be_applied_is_refused_before_any_run(capsys, variant, problem):
+    with pytest.raises(SystemExit) as exit_:
+        inprocess.main(["--variant", variant])
+
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err

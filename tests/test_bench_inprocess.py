@@ -54,3 +54,28 @@ def test_a_variant_that_cannot_be_applied_is_refused_before_any_run(capsys, vari
         inprocess.main(["--variant", variant])
 
     assert exit_.value.code == 2 and problem in capsys.readouterr().err
+
+
+
+def test_a_run_that_raises_is_not_timed_and_the_process_is_left_as_found(capsys):
+    first_pass, environ, allowance = sweeping._first_pass, dict(os.environ), reaper.sweep.budget.MAX_HELD_VALUES_BYTES
+
+    with pytest.raises(TypeError):  # a setting reaper cannot use: its error, as raised
+        inprocess.main(["--guests", "200", "--rounds", "1", "--variant", "broken=reaper.sweep.budget:MAX_HELD_VALUES_BYTES='x'"])
+
+    assert "medians" not in capsys.readouterr().out
+    assert (sweeping._first_pass, dict(os.environ), reaper.sweep.budget.MAX_HELD_VALUES_BYTES) == \
+        (first_pass, environ, allowance)
+
+
+@pytest.mark.parametrize("how", ["returned", "raised"])
+def test_a_run_that_exits_with_an_error_code_stops_the_measuring(monkeypatch, capsys, how):
+    def exits(*args, **kwargs):
+        if how == "raised":
+            raise SystemExit(3)
+        return 3
+
+    monkeypatch.setattr(inprocess.cli.cli, "main", exits)
+    with pytest.raises(SystemExit, match="exited 3"):
+        inprocess.main(["--guests", "50", "--rounds", "1", "--variant", "any="])
+    assert "medians" not in capsys.readouterr().out

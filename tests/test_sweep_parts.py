@@ -109,7 +109,7 @@ def test_held_records_keep_digests_once_the_values_allowance_is_spent(monkeypatc
     """Past MAX_HELD_VALUES_BYTES a record keeps its value's SHA-1 (20 bytes), and so does every
     record after it, a small one too: the values are the first records', the digests the rest's."""
     monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD_VALUES_BYTES", 20)
-    held, values = HeldRecords(), [b"a" * 8, b"b" * 12, b"c" * 9, b"d", b"e" * 30]
+    held, values = HeldRecords(), [b"a" * 8, b"b" * 10, b"c" * 9, b"d", b"e" * 30]  # "d" would still fit
     records = [rec(n, age=400 + n) for n in range(len(values))]
     for record, value in zip(records, values):
         record.witness = (value, b"")

@@ -15,14 +15,13 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from reaper.store import cluster
+from reaper.store import cluster, mget
 from reaper.core.config import Config, RedisConfig, split_host_port
 from reaper.core.errors import AuditTrailFull, ConfigError, ReaperError, RedisRefused, RedisUnavailable, WrongKeyType
 from reaper.core.gil import quick_switches
 from reaper.core.keys import Keys
 from reaper.core.names import decode_name
 from reaper.store.packer import CLIENT_OPTIONS
-from reaper.store import mget
 from reaper.store.scan_ahead import ScanAhead
 from reaper.core.records import Malformed, parse_hash_record, parse_json_record
 

@@ -189,12 +189,27 @@ local function still_there(i, key, a)
   if ARGV[a + 1] == 'string' and ARGV[3] == 'string' then return holds_read(values[i], a) end
   return unchanged(key, a)
 end
+-- An entry with no backslash (so no escape: each quote opens or closes a string) naming
+-- "socketId" once, as this socket, says what cjson would say, or it is JSON the sweep reads as
+-- naming no socket (a nested socketId, broken JSON), and so its guest's too: found without
+-- decoding it, which costs Redis ~2.5 us an entry. Anything else is decoded.
+local BACKSLASH = string.char(92)
+local function names_socket(value, socket)
+  if not string.find(value, BACKSLASH, 1, true) then
+    local at = string.find(value, '"socketId"', 1, true)
+    if at and not string.find(value, '"socketId"', at + 1, true) then
+      local named = '"socketId":"' .. socket .. '"'
+      if string.sub(value, at, at + #named - 1) == named then return true end
+    end
+  end
+  local ok, entry = pcall(cjson.decode, value)
+  return ok and type(entry) == 'table' and entry.socketId == socket
+end
 local function ours(user, socket)
   local value = entries[user]
   if not value then return 'absent' end
   if string.sub(user, 1, #prefix) ~= prefix then return nil end
-  local ok, entry = pcall(cjson.decode, value)
-  if ok and type(entry) == 'table' and entry.socketId == socket then return 'remove' end
+  if names_socket(value, socket) then return 'remove' end
   return nil
 end
 local function take(key, quarantine, a, i)

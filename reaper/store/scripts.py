@@ -30,8 +30,8 @@ end
 # The take scripts of a single Redis add each taken guest's decision record to the audit trail in
 # the step that takes it, so no guest is reaped without one, whenever reaper stops ('' for none:
 # no audit trail, or the guest names no userId). ``stream`` and ``cap``: the caller's key and cap.
-# One XTRIM a call, not MAXLEN on each XADD: nothing sees the stream between the two, and a
-# sweep's takes cost Redis ~5 % less (bench/README.md, the eighth step).
+# One XTRIM a call, not MAXLEN on each XADD: nothing sees the stream between the two, and Redis
+# reads and checks the cap once a call instead of once a guest.
 _WRITE_DECISIONS = """
 local function write_decisions(stream, cap, texts, first)
   local added = 0
@@ -192,7 +192,8 @@ end
 -- An entry with no backslash (so no escape: each quote opens or closes a string) naming
 -- "socketId" once, as this socket, says what cjson would say, or it is JSON the sweep reads as
 -- naming no socket (a nested socketId, broken JSON), and so its guest's too: found without
--- decoding it, which costs Redis ~2.5 us an entry. Anything else is decoded.
+-- decoding it, a take costs Redis ~12 % less (bench/README.md, the eighth step). Anything
+-- else is decoded.
 local BACKSLASH = string.char(92)
 local function names_socket(value, socket)
   if not string.find(value, BACKSLASH, 1, true) then

@@ -192,7 +192,7 @@ end
 -- An entry with no backslash (so no escape: each quote opens or closes a string) naming
 -- "socketId" once, as this socket, says what cjson would say, or it is JSON the sweep reads as
 -- naming no socket (a nested socketId, broken JSON), and so its guest's too: found without
--- decoding it, a take costs Redis ~12 % less (bench/README.md, the eighth step). Anything
+-- decoding it, a take costs Redis 5-10 % less (bench/README.md, the eighth step). Anything
 -- else is decoded.
 local BACKSLASH = string.char(92)
 local function names_socket(value, socket)

@@ -167,10 +167,10 @@ def test_a_reaper_run_holds_at_most_cap_connections_under_a_flood(launch, varian
         assert wait_for(sampled, timeout=20, interval=0.05), f"{flood.closed()} of {n} let go"
         wait_for(lambda: sampled() and len(samples) > 40, timeout=20, interval=0.05)
         assert answers(address)
-    # CAP held, and for a moment two more may be open (seen once in CI: 33): the newcomer the
-    # accept loop is deciding about, and one given back by its worker and being closed (the place
-    # goes back before the socket closes: reaper/ops/server.py shutdown_request).
-    assert max(held for held, _, _ in samples) <= CAP + 2, samples
+    # CAP held, and for a moment one more: the newcomer the accept loop is deciding about. A
+    # place is free only once its socket is closed (reaper/ops/server.py shutdown_request): when
+    # it went back first, workers the CPU left between the two kept more open (33 seen in CI).
+    assert max(held for held, _, _ in samples) <= CAP + 1, samples
     assert max(held for held, _, _ in samples) >= CAP // 2, samples  # the flood did reach it
     # Beside the endpoint's own, the scheduler's pool and the HTTP clients may grow a little.
     slack = 16

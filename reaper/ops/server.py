@@ -182,12 +182,15 @@ class _Server(HTTPServer):
             _cut(self.admission.overdue(time.monotonic()), f"past its {self.admission.deadline_s:g}s deadline")
 
     def shutdown_request(self, request: socket.socket) -> None:
-        # The place is given back before the socket is closed: a socket still held is still open,
-        # so cutting one (under the same lock) never touches a descriptor reused since.
+        # The place is given back and the socket closed under one lock: a socket still held is
+        # still open, so cutting one (under the same lock) never touches a descriptor reused
+        # since; and a place is free only once its socket is gone, so however late a worker gets
+        # the CPU back, no more than ``cap`` connections are open besides the newcomer being
+        # decided. Neither call waits (no SO_LINGER).
         with self.changed:
             self.admission.give_back(request)
+            super().shutdown_request(request)
             self.changed.notify_all()
-        super().shutdown_request(request)
 
     def server_close(self) -> None:
         with self.changed:

@@ -6,9 +6,9 @@ or ``dead_letter``.
 Records go to the stream ``<reaper_prefix>events`` as one JSON field each, capped near
 ``events.max_len`` (XTRIM MAXLEN ~ after each call's XADDs, which trims whole radix-tree nodes:
 cheap, and never below the cap). Entry ids are Redis's own clock, the clock every sweep judges
-by, so ``--since`` is measured on it too. Building and showing records is pure; ``EventStream`` does the I/O: one
-script call per batch, where a pipeline of XADDs would cost the sweep three times as much
-(redis-py packs every field of every XADD).
+by, so ``--since`` is measured on it too. Building and showing records is pure; ``EventStream``
+does the I/O: one script call per batch, where a pipeline of XADDs would cost the sweep three
+times as much (redis-py packs every field of every XADD).
 """
 
 import json

@@ -113,12 +113,12 @@ def interleaved(texts: list[str], n: int, witness: str = "value") -> list[list[f
         for call, start in enumerate(range(0, len(stale), scripts.TAKE_BATCH)):
             turn, at = divmod(call, len(texts))
             which = at if turn % 2 == 0 else len(texts) - 1 - at
-            keys, args = _guest_batch(sockets[start:start + scripts.TAKE_BATCH], users[start:start + scripts.TAKE_BATCH],
-                                      raws[start:start + scripts.TAKE_BATCH], witness)
+            batch = slice(start, start + scripts.TAKE_BATCH)
+            keys, args = _guest_batch(sockets[batch], users[batch], raws[batch], witness)
             before = _evalsha_usec(client)
             if any(one != 1 for one in takes[which](keys=keys, args=args)):
                 raise SystemExit("a guest was not taken: the script or the data is not what this expects")
-            costs[which].append((_evalsha_usec(client) - before) / len(raws[start:start + scripts.TAKE_BATCH]))
+            costs[which].append((_evalsha_usec(client) - before) / len(raws[batch]))
         return costs
 
 

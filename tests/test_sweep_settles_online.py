@@ -288,6 +288,8 @@ ENTRIES = {
     "ours with spaces": ("guest_1", b'{"socketId" : "sock"}'),
     "socketId a value, then ours": ("guest_1", b'{"n":"socketId","socketId":"sock"}'),
     "socketId a value, then another": ("guest_1", b'{"n":"socketId","socketId":"other"}'),
+    "ours, then a megabyte": ("guest_1", b'{"socketId":"sock","n":"' + b"x" * 2**20 + b'"}'),
+    "a megabyte, then another": ("guest_1", b'{"n":"' + b"x" * 2**20 + b'","socketId":"other"}'),
     "no prefix, isGuest": ("vip_1", b'{"socketId":"sock","isGuest":true}'),
     "no prefix, isGuest, hex number (cjson only)": ("vip_1", b'{"socketId":"sock","isGuest":true,"n":0x10}'),
     "registered, names its socket": ("member_1", b'{"socketId":"sock","isGuest":false}'),

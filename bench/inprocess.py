@@ -32,6 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 import sweep as bench  # noqa: E402
 import sweep_data as data  # noqa: E402
+import take_cost  # noqa: E402
 from support.redis_proc import RedisProcess  # noqa: E402
 
 from reaper.app import cli  # noqa: E402
@@ -117,7 +118,7 @@ class Phases:
         self._second(setup, *args)
         self.figures.update(second_wall=time.perf_counter() - wall, second_cpu=time.process_time() - cpu,
                             second_redis_cpu=bench.redis_cpu_s(client) - redis_cpu,
-                            second_evalsha=client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0) / 1e6)
+                            second_evalsha=take_cost.evalsha_usec(client) / 1e6)
 
 
 @contextmanager

@@ -92,7 +92,7 @@ def usec_a_guest(text: str, kind: str, n: int, with_intent: bool, aof: bool, wit
         answers = windowed.call_all(script, batches)
         if any(one != 1 for answer in answers for one in answer):
             raise SystemExit("a guest was not taken: the script or the data is not what this expects")
-        return client.info("commandstats")["cmdstat_evalsha"]["usec"] / n
+        return evalsha_usec(client) / n
     finally:
         server.stop()
 
@@ -115,10 +115,10 @@ def interleaved(texts: list[str], n: int, witness: str = "value") -> list[list[f
             which = at if turn % 2 == 0 else len(texts) - 1 - at
             batch = slice(start, start + scripts.TAKE_BATCH)
             keys, args = _guest_batch(sockets[batch], users[batch], raws[batch], witness)
-            before = _evalsha_usec(client)
+            before = evalsha_usec(client)
             if any(one != 1 for one in takes[which](keys=keys, args=args)):
                 raise SystemExit("a guest was not taken: the script or the data is not what this expects")
-            costs[which].append((_evalsha_usec(client) - before) / len(raws[batch]))
+            costs[which].append((evalsha_usec(client) - before) / len(raws[batch]))
         return costs
 
 
@@ -138,7 +138,9 @@ def _add_guest(keys: list, args: list, socket: str, user: str, raw: bytes, witne
     args += ["delete", "string", *read, intent_id, intent, user, socket, DECISION]
 
 
-def _evalsha_usec(client: redis.Redis) -> int:
+def evalsha_usec(client: redis.Redis) -> int:
+    """Redis's own time in EVALSHA since its stats were last reset, in µs: the scripts with
+    every command they call (0 before the first)."""
     return client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)
 
 

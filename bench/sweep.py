@@ -262,13 +262,19 @@ def compile_reaper(reaper_path: str | None) -> Path:
     return Path(where)
 
 
+def py_spy() -> str:
+    """py-spy beside this interpreter (a venv's bin/, not on PATH unless activated), else PATH's."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else "py-spy"
+
+
 def reaper_cmd(profile: str | None, profile_out: str | None, *flags: str) -> list[str]:
     base = [sys.executable, "-m", "reaper", "run", "--once", *flags]
     if profile == "py-spy":  # waiting counts too: where the wall time goes
-        return ["py-spy", "record", "--idle", "--format", "raw", "--rate", "200", "-o", profile_out,
+        return [py_spy(), "record", "--idle", "--format", "raw", "--rate", "200", "-o", profile_out,
                 "--", *base]
     if profile == "py-spy-cpu":  # on-CPU samples only, per thread: where the process CPU goes
-        return ["py-spy", "record", "--threads", "--format", "raw", "--rate", "200", "-o", profile_out,
+        return [py_spy(), "record", "--threads", "--format", "raw", "--rate", "200", "-o", profile_out,
                 "--", *base]
     if profile == "cprofile":
         return [sys.executable, "-m", "cProfile", "-o", profile_out, *base[1:]]

@@ -13,7 +13,7 @@ from reaper.core.intents import Intent, guest_intent, purge_intent
 from reaper.core.records import (GuestRecord, Malformed, _carefully, _parse_entry_carefully, _parse_json_carefully,
                                  _well_formed, loads, online_sockets, parse_json_record, parse_online_entry,
                                  parse_timestamp)
-from reaper.core.names import decode_name
+from reaper.core.names import decode_name, encode_name
 from reaper.core.staleness import Policy, judge, missed_pings
 from support.keys import KEYS
 
@@ -184,17 +184,19 @@ def test_an_entry_msgspec_decodes_is_read_as_json_loads_and_the_rules_read_it(ra
     assert parse_online_entry(user_id, raw, "guest_") == _parse_entry_carefully(user_id, raw, "guest_")
 
 
+@pytest.mark.parametrize("connection", ["guest_connection:", "gäst:", "", "\udcff:"])
 @pytest.mark.parametrize("prefix", ["guest_", "gäst_", ""])
-def test_a_page_sorted_after_the_records_reads_each_entry_as_parse_online_entry(prefix):
+def test_a_page_sorted_after_the_records_reads_each_entry_as_parse_online_entry(prefix, connection):
     names = [b"guest_1", b"user_1", "gäst_1".encode(), b"g\xe4st_1", b"guest_\xff", b"", b"..", b"\xff"]
     page = [(name, raw) for name in names for raw in ENTRIES]
 
-    sorted_page = online_sockets(page, prefix)
+    sorted_page = online_sockets(page, prefix, connection)
 
     parsed = [(name, raw, parse_online_entry(decode_name(name), raw, prefix)) for name, raw in page]
     assert sorted_page.registered == sum(not entry.is_guest for _, _, entry in parsed)
     assert sorted_page.socketless == sum(entry.is_guest and not entry.socket_id for _, _, entry in parsed)
-    assert sorted_page.named == [(name, raw, entry.socket_id) for name, raw, entry in parsed
+    # Each with the key its socket's record has in Redis, as SCAN would give it.
+    assert sorted_page.named == [(name, raw, encode_name(connection + entry.socket_id)) for name, raw, entry in parsed
                                  if entry.is_guest and entry.socket_id]
 
 

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 import reaper.sweep.budget
+import reaper.sweep.judging
 
 from reaper.core import reasons
 from reaper.core.names import decode_name, encode_name
@@ -56,8 +57,7 @@ def verdicts(judged: Judged) -> dict:
                          for d in judged.doomed),
         "malformed": sorted(m.key for m in judged.malformed),
         "readable": judged.readable, "responsive": judged.responsive, "stale": Counter(judged.stale),
-        "ages": sorted(judged.fresh_ages), "live": sorted(judged.live), "sockets": sorted(judged.sockets),
-        "user_ids": sorted(judged.user_ids()), "socket_ids": sorted(judged.socket_ids()),
+        "ages": sorted(judged.fresh_ages), "live": sorted(judged.live), "user_ids": sorted(judged.user_ids()),
     }
 
 
@@ -69,7 +69,7 @@ def test_a_page_as_the_signaling_service_writes_it_is_judged_in_the_quick_lane()
     judged, others = both_lanes(names, values)
 
     assert others == []
-    assert sorted(judged.live) == ["guest_1", "guest_4"] and sorted(judged.sockets) == ["s1", "s4"]
+    assert sorted(judged.live) == ["guest_1", "guest_4"]
     assert sorted((d.record.socket_id, d.reason) for d in judged.doomed) == [
         ("s2", reasons.HEARTBEAT_TIMEOUT), ("s3", reasons.PING_TIMEOUT)]
     assert all(type(d.record) is GuestRecord and d.record.witness == (values[int(d.record.socket_id[1]) - 1], b"")
@@ -139,20 +139,110 @@ EDGES = [0.0, 1.0, 185.0, 184.999999, 185.000001, 185.0000004, 185.0000006, 60.0
          -304.999999, 9e9, -9e9]
 
 
-def test_ages_at_every_threshold_reach_the_same_verdict_in_both_lanes():
-    rng = random.Random(14)
+def edge_page(seed: int = 14, size: int = 1500) -> tuple[list[bytes], list[bytes]]:
+    """Records whose ages fall at and around every threshold, many sharing a heartbeat text."""
+    rng = random.Random(seed)
     ages = EDGES + [rng.uniform(-400, 400) for _ in range(400)]
     values, names = [], []
-    for n in range(1500):
+    for n in range(size):
         beat = NOW - rng.choice(ages)
         pong = beat if rng.random() < 0.4 else NOW - rng.choice(ages)
         values.append(json.dumps(record(f"s{n}", f"guest_{n}", _iso_us(beat), _iso_us(pong))).encode())
         names.append(name(f"s{n}"))
+    return names, values
+
+
+def test_ages_at_every_threshold_reach_the_same_verdict_in_both_lanes():
+    names, values = edge_page()
 
     judged, others = both_lanes(names, values)
 
     assert verdicts(judged) == verdicts(careful_only(names, values))
     assert len(others) < len(values) // 2  # the quick lane judged most of them
+
+
+# -- heartbeat texts a judge remembers as fresh -----------------------------------------------
+
+def test_a_page_judged_again_by_the_same_judge_reaches_the_same_verdicts():
+    """The second time every fresh text is remembered: the verdicts, ages and counts are the
+    careful way's still."""
+    names, values = edge_page(seed=15)
+    judge = PageJudge(NOW, POLICY, "string", PREFIX)
+
+    for _ in range(2):
+        judged, others = judge.quick(names, values)
+        careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
+                   for i in others]
+        assert verdicts(judge.careful(careful, judged)) == verdicts(careful_only(names, values))
+
+
+def test_what_a_judge_remembers_is_bounded_and_the_verdicts_hold_when_it_forgets(monkeypatch):
+    monkeypatch.setattr(reaper.sweep.judging, "FRESH_TEXTS_MAX", 3)
+    names, values = edge_page(seed=16)
+    judge = PageJudge(NOW, POLICY, "string", PREFIX)
+
+    for _ in range(2):
+        judged, others = judge.quick(names, values)
+        careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
+                   for i in others]
+        assert verdicts(judge.careful(careful, judged)) == verdicts(careful_only(names, values))
+        assert judge.remembered <= 3
+
+
+FRESH = iso(NOW - 10)
+# Each written with the heartbeat text a fresh record made the judge remember, but otherwise
+# not as the signaling service writes it, or with another pong: each is judged on its own.
+BESIDE_A_REMEMBERED_TEXT = {
+    "empty userId": json.dumps(record("s", "", FRESH)).encode(),
+    "no userId": json.dumps({"lastHeartbeat": FRESH, "lastPongReceived": FRESH}).encode(),
+    "null userId": json.dumps({"userId": None, "lastHeartbeat": FRESH, "lastPongReceived": FRESH}).encode(),
+    "numeric userId": json.dumps(record("s", "x", FRESH, userId=7)).encode(),
+    "non-ASCII userId": json.dumps(record("s", "guest_é", FRESH)).encode(),
+    "lone surrogate userId": b'{"userId":"\\ud800","lastHeartbeat":"%s","lastPongReceived":"%s"}' % (
+        FRESH.encode(), FRESH.encode()),
+    "no pong": json.dumps({"userId": "guest_8", "lastHeartbeat": FRESH}).encode(),
+    "null pong": json.dumps({"userId": "guest_9", "lastHeartbeat": FRESH, "lastPongReceived": None}).encode(),
+    "an old pong": value(10, FRESH, iso(NOW - 900)),
+    "a pong an hour ahead": value(11, FRESH, iso(NOW + 3600)),
+    "the same instant, other text": value(12, FRESH, FRESH.replace("Z", "+00:00")),
+    "the text with a space": value(13, FRESH + " ", FRESH + " "),
+    "the text as a number": json.dumps(record("s", "guest_14", 5, lastHeartbeat=5, lastPongReceived=5)).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BESIDE_A_REMEMBERED_TEXT))
+def test_a_remembered_text_says_nothing_of_a_record_otherwise_unlike(case):
+    values = [value(1, FRESH), BESIDE_A_REMEMBERED_TEXT[case], value(3, FRESH)]
+    names = [name("s1"), name("odd"), name("s3")]
+    judge = PageJudge(NOW, POLICY, "string", PREFIX)
+    judge.quick(names[:1], values[:1])
+    assert judge.remembered == 1
+
+    judged, others = judge.quick(names, values)
+    careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
+               for i in others]
+
+    assert verdicts(judge.careful(careful, judged)) == verdicts(careful_only(names, values))
+
+
+def test_a_text_remembered_against_one_now_is_judged_again_against_another():
+    fresh_then = [value(1, iso(NOW - 10))]
+    PageJudge(NOW, POLICY, "string", PREFIX).quick([name("s1")], fresh_then)
+
+    judged, _ = PageJudge(NOW + 900, POLICY, "string", PREFIX).quick([name("s1")], fresh_then)
+
+    assert judged.live == [] and [d.reason for d in judged.doomed] == [reasons.HEARTBEAT_TIMEOUT]
+
+
+def test_only_live_and_responsive_texts_are_remembered():
+    late = iso(NOW - 130)  # two pings missed: live, not responsive
+    judge = PageJudge(NOW, POLICY, "string", PREFIX)
+
+    judged, _ = judge.quick([name("s1"), name("s2"), name("s3")],
+                            [value(1, late), value(2, iso(NOW - 900)), value(3, iso(NOW - 10), iso(NOW - 20))])
+
+    assert judged.live == ["guest_1", "guest_3"] and judged.responsive == 1
+    assert judge.remembered == 0
 
 
 def _iso_us(seconds: float) -> str:
@@ -171,7 +261,7 @@ def test_hostile_socket_names_come_back_as_the_careful_way_reads_them(socket_id)
 
     judged, _ = PageJudge(NOW, POLICY, "string", PREFIX).quick([key_bytes, key_bytes], values)
 
-    assert judged.sockets == [socket_id]
+    assert judged.live == ["guest_1"]
     [doomed] = judged.doomed
     assert doomed.record.socket_id == socket_id and encode_name(doomed.record.key) == key_bytes
 
@@ -183,7 +273,7 @@ def test_a_malformed_record_still_names_its_user_and_socket():
     judged, _ = both_lanes(names, values)
 
     assert all(type(d.record) is Malformed for d in judged.doomed)
-    assert sorted(judged.socket_ids()) == ["bad", "s2"] and judged.user_ids() == ["guest_2"]
+    assert sorted(d.record.socket_id for d in judged.doomed) == ["bad", "s2"] and judged.user_ids() == ["guest_2"]
 
 
 # -- held back: the second look takes a stale record as the first pass read it ------------------

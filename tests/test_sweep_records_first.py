@@ -3,6 +3,7 @@ pass remembers the sockets it saw, and the online pass after it looks up only en
 another. The result is the sequential sweep's, except for guest entries naming no socket: those
 wait for the next sweep, which runs sequentially because this one saw them."""
 
+import json
 import threading
 
 import pytest
@@ -202,3 +203,53 @@ def test_a_record_gone_after_the_records_were_read_leaves_its_entry_to_the_next_
 
     assert second.reaped == {"orphan": 1} and reasons_of(r) == {"guest_3": "orphan"}
     assert "guest_3" not in world.online()
+
+
+HOSTILE_SOCKETS = ["..", "cleanup-all", "a\x00b", "\u00e9t\u00e9", "x" * 4096, "sp ace", "*", "\\", "\u2028"]
+
+
+@pytest.mark.cluster_too
+def test_entries_are_matched_to_the_record_keys_the_scan_showed_byte_for_byte(ctx_factory, world, r,
+                                                                                records_first):
+    """The record pass remembers key names as Redis gave them; an entry's socketId is matched by
+    its key's bytes: a live guest under any of these names is not looked up, an entry naming a
+    like socket without a record is, and is reaped."""
+    add_guests(world, live=4, stale=0)
+    for n, socket_id in enumerate(HOSTILE_SOCKETS):
+        world.write_record(socket_id, record(socket_id, f"guest_h{n}", world.now - 5))
+        world.entry(f"guest_h{n}", socket_id)
+        world.entry(f"guest_o{n}", socket_id + "\u00e9")  # no record: an orphan
+    r.set(KEYS.connection_prefix.encode() + b"\xff\xfe", json.dumps(record("raw", "guest_raw", world.now - 5)))
+    world.entry("guest_latin", "\u00ff\u00fe")  # the text those bytes are not, as UTF-8: no record
+    looked_up = []
+    ctx = with_seams(ctx_factory(redis__scan_count=5), before_exist_check=looked_up.extend)
+
+    report = ctx.sweep(force=True)
+
+    orphans = [s + "\u00e9" for s in HOSTILE_SOCKETS] + ["\u00ff\u00fe"]
+    assert report.records_first
+    assert sorted(looked_up) == sorted(KEYS.connection(s) for s in orphans)
+    assert report.reaped == {"orphan": len(orphans)} and report.skipped_live == 0
+    assert {f"guest_h{n}" for n in range(len(HOSTILE_SOCKETS))} <= set(world.online())
+    assert not {f"guest_o{n}" for n in range(len(HOSTILE_SOCKETS))} & set(world.online())
+    assert_intents_consistent(r)
+
+
+def test_a_record_gone_between_scan_and_its_read_leaves_its_entry_to_the_next_sweep(ctx_factory, world, r,
+                                                                                   records_first):
+    """A key SCAN showed counts as seen, read or not: its entry is an orphan one sweep later."""
+    add_guests(world, live=10, stale=0)
+    gone = []
+
+    def disconnects_once(names):  # the guest's record expires before its page is read
+        if not gone:
+            gone.append(r.delete(KEYS.connection("sock4")))
+
+    first = with_seams(ctx_factory(), before_page_fetched=disconnects_once).sweep(force=True)
+    assert first.records_first and gone == [1]
+    assert first.reaped == {} and first.total == 9 and "guest_4" in world.online()
+
+    second = ctx_factory().sweep(force=True)
+
+    assert second.reaped == {"orphan": 1} and reasons_of(r) == {"guest_4": "orphan"}
+    assert "guest_4" not in world.online()

@@ -62,7 +62,7 @@ class OnlineEntry:
     socket_id: str | None
 
 
-class _Written(msgspec.Struct):
+class Written(msgspec.Struct):
     """The fields reaper reads, as the signaling service writes them (every other field is
     skipped unread). A value of any other type fails the decode, and the record goes the
     careful way, which says what is wrong."""
@@ -79,11 +79,12 @@ class _Entry(msgspec.Struct):
 
 # msgspec decodes straight into these in C, about six times as fast as json.loads and a dict
 # (bench/README.md). What it accepts, json.loads reads the same (duplicate keys: the last wins);
-# what it refuses goes to json.loads, so the rules for anything unusual are json's and ours.
-_decode_written = msgspec.json.Decoder(_Written).decode
+# what it refuses (raising one of REFUSED) goes to json.loads, so the rules for anything unusual
+# are json's and ours. The sweep's quick lane calls decode_written in its own loop.
+decode_written = msgspec.json.Decoder(Written).decode
 _decode_entry = msgspec.json.Decoder(_Entry).decode
 # ValidationError (a wrong type) is a DecodeError; RecursionError: nested deeper than it goes.
-_Refused = (msgspec.DecodeError, RecursionError)
+REFUSED = (msgspec.DecodeError, RecursionError)
 
 
 def loads(raw: bytes) -> object:
@@ -167,9 +168,14 @@ def read_written(raw: bytes) -> tuple[str, float, float] | None:
     by msgspec; None for anything else, which the careful way reads (and says what is wrong).
     The sweep's quick lane (reaper/sweep/judging.py) and parse_json_record both read by it."""
     try:
-        written = _decode_written(raw)
-    except _Refused:
+        written = decode_written(raw)
+    except REFUSED:
         return None
+    return fields_of(written)
+
+
+def fields_of(written: Written) -> tuple[str, float, float] | None:
+    """read_written's answer for a decoded record."""
     return _written(written.userId, written.lastHeartbeat, written.lastPongReceived)
 
 
@@ -305,7 +311,7 @@ def _guest_and_socket(raw: bytes, prefixed: bool) -> tuple[bool, str | None] | N
     """(a guest's?, the socket it names) of an entry msgspec reads; None when it refuses it."""
     try:
         entry = _decode_entry(raw)
-    except _Refused:
+    except REFUSED:
         return None
     socket_id = entry.socketId
     return entry.isGuest is True or prefixed, socket_id if socket_id and is_text(socket_id) else None
@@ -317,28 +323,33 @@ class OnlineSockets:
 
     registered: int = 0  # entries of users that are no guests
     socketless: int = 0  # guest entries naming no socket
-    named: list = field(default_factory=list)  # (field, value, socketId) of every other guest entry
+    named: list = field(default_factory=list)  # (field, value, its socket's record key) of every other guest entry
 
 
-def online_sockets(page: list[tuple[bytes, bytes]], guest_id_prefix: str) -> OnlineSockets:
+def online_sockets(page: list[tuple[bytes, bytes]], guest_id_prefix: str, connection_prefix: str) -> OnlineSockets:
     """Each entry of ``page`` (field and value as Redis gave them) read as parse_online_entry
-    reads it, without an OnlineEntry for each: this runs for every entry of a big list."""
+    reads it, without an OnlineEntry for each: this runs for every entry of a big list. Each
+    entry naming a socket comes with the name of that socket's record as Redis holds it (the
+    prefix's bytes and the socket's UTF-8: a socketId read here is Unicode text)."""
     prefix = encode_name(guest_id_prefix)  # the bytes a field holding a guest's id starts with
+    connection = encode_name(connection_prefix)
     sockets = OnlineSockets()
-    named = sockets.named
+    named, decode = sockets.named, _decode_entry
+    registered = socketless = 0
     for name, raw in page:
-        quick = _guest_and_socket(raw, name.startswith(prefix))
-        if quick is None:
+        try:  # _guest_and_socket inlined
+            entry = decode(raw)
+            guest, socket_id = entry.isGuest is True or name.startswith(prefix), entry.socketId
+        except REFUSED:
             careful = _parse_entry_carefully(decode_name(name), raw, guest_id_prefix)
             guest, socket_id = careful.is_guest, careful.socket_id
-        else:
-            guest, socket_id = quick
         if not guest:
-            sockets.registered += 1
-        elif not socket_id:
-            sockets.socketless += 1
+            registered += 1
+        elif not socket_id or not (socket_id.isascii() or is_text(socket_id)):
+            socketless += 1
         else:
-            named.append((name, raw, socket_id))
+            named.append((name, raw, connection + socket_id.encode()))
+    sockets.registered, sockets.socketless = registered, socketless
     return sockets
 
 

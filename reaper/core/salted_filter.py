@@ -1,4 +1,4 @@
-"""A set of strings that answers "maybe in it" or "surely not", in a few bits each. Pure.
+"""A set of names (str or bytes) that answers "maybe in it" or "surely not", in a few bits each. Pure.
 
 A salted Bloom filter on rbloom (Rust: a Python loop over a bit array costs ~300 ns a string,
 and a sweep adds or asks about two or three million of them): 32 bits and three probes per
@@ -36,13 +36,13 @@ class SaltedFilter:
     def size_bytes(self) -> int:
         return self._bloom.size_in_bits // 8
 
-    def add_all(self, items: list[str]) -> None:
+    def add_all(self, items: list[str] | list[bytes]) -> None:
         self._bloom.update(zip(repeat(self._salt), items))
         self.count += len(items)
 
-    def __contains__(self, item: str) -> bool:
+    def __contains__(self, item: str | bytes) -> bool:
         return (self._salt, item) in self._bloom
 
-    def surely_not_in(self, items: list[str]) -> list[str]:
+    def surely_not_in(self, items: list[str] | list[bytes]) -> list:
         """Those of ``items`` never added (a few that were not may be left out: false positives)."""
         return [item for _, item in filterfalse(self._bloom.__contains__, zip(repeat(self._salt), items))]

@@ -7,8 +7,10 @@ malformed. Malformed records whose userId and timestamps read as fresh still mak
 
 Two lanes, one set of rules. The quick lane (``PageJudge.quick``) takes the raw values of a page
 and judges every record written as the signaling service writes it (records.read_written) in one
-loop, keeping of a live one only its userId, socket and age: no object per record, for the nine
-in ten a sweep finds live. Everything else (gone, another type, a record read_written does not
+loop, keeping of a live one only its userId and age: no object per record, for the nine in ten a
+sweep finds live. A heartbeat text that made a record (its pong the same text) live and
+responsive does so for every record written with it, against the same ``now``: the judge
+remembers such texts, and judges each only once. Everything else (gone, another type, a record read_written does not
 take, a timestamp in the future) goes the careful way: parsed into a GuestRecord or Malformed
 (reaper/core/records.py) and judged by ``judge_page``. Tests hold both lanes to the same verdicts.
 The second look dooms a stale record the budget held back again from what was kept of it
@@ -18,10 +20,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from reaper.core import guest_ids, reasons
-from reaper.core.names import ERRORS, decode_name, encode_name
-from reaper.core.records import GuestRecord, Malformed, read_written
+from reaper.core.names import decode_name
+from reaper.core.records import REFUSED, GuestRecord, Malformed, decode_written, fields_of
 from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge, live_user_of
 from reaper.sweep.budget import HeldRecords
+
+
+# What the quick lane hands to the careful way undecoded: what msgspec refuses (b"" too), and
+# None (MGET's nil: gone, or another type), which it refuses with a TypeError. Either way the
+# careful way says what it is.
+_UNREAD = (*REFUSED, TypeError)
+FRESH_TEXTS_MAX = 50_000  # heartbeat texts a PageJudge remembers as fresh (~7 MB at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +58,10 @@ class Judged:
     stale: Counter = field(default_factory=Counter)
     fresh_ages: list[float] = field(default_factory=list)  # heartbeat ages of live records (clock skew)
     live: list[str] = field(default_factory=list)  # userIds with a live record
-    sockets: list[str] = field(default_factory=list)  # socketIds of the live records (the doomed: in their records)
 
     def user_ids(self) -> list[str]:
         """The userId of every record judged (live, stale or malformed), where it has one."""
         return self.live + [d.record.user_id for d in self.doomed if d.record.user_id]
-
-    def socket_ids(self) -> list[str]:
-        """The socket of every record judged."""
-        return self.sockets + [d.record.socket_id for d in self.doomed]
 
 
 class PageJudge:
@@ -65,7 +69,10 @@ class PageJudge:
 
     def __init__(self, now: float, policy: Policy, record_type: str, connection_prefix: str):
         self.now, self.policy, self.record_type = now, policy, record_type
-        self.prefix_chars, self.prefix_bytes = len(connection_prefix), len(encode_name(connection_prefix))
+        self.prefix_chars = len(connection_prefix)
+        # Heartbeat texts of live, responsive records (pong text the same), and their ages: a
+        # sweep meets each many times (bench/sweep_data.py: ~25,000 texts a million records).
+        self._fresh: dict[str, float] = {}
 
     def quick(self, names: list[bytes], values: list | None) -> tuple[Judged, list[int]]:
         """The records of ``values`` (MGET's answers for ``names``; None: hashes, read otherwise)
@@ -74,13 +81,30 @@ class PageJudge:
         if values is None:
             return Judged(), list(range(len(names)))
         found, others = Judged(), []
-        live, sockets, ages, doomed, stale = found.live, found.sockets, found.fresh_ages, found.doomed, found.stale
-        now, policy, cut = self.now, self.policy, self.prefix_bytes
+        live, ages, doomed, stale = found.live, found.fresh_ages, found.doomed, found.stale
+        now, policy, fresh = self.now, self.policy, self._fresh
         beat_future, pong_future, limit = policy.heartbeat_future_us, policy.pong_future_us, policy.heartbeat_limit_us
         interval, most, skew = policy.ping_interval_us, policy.max_missed_pings, policy.clock_skew_s
+        fresh_age, decode = fresh.get, decode_written
         readable = responsive = 0
         for i, raw in enumerate(values):
-            fields = read_written(raw) if raw else None
+            try:
+                written = decode(raw)
+            except _UNREAD:
+                others.append(i)
+                continue
+            beat_text = written.lastHeartbeat
+            one_write = beat_text == written.lastPongReceived  # one write set both: the usual record
+            if one_write:
+                age = fresh_age(beat_text)
+                user_id = written.userId
+                if age is not None and user_id and user_id.isascii():  # as read_written takes it
+                    live.append(user_id)
+                    ages.append(age)
+                    readable += 1
+                    responsive += 1
+                    continue
+            fields = fields_of(written)
             if fields is None:
                 others.append(i)
                 continue
@@ -91,10 +115,12 @@ class PageJudge:
             missed = silent_us // interval if silent_us > 0 else 0  # max(0, ...) without the call
             if beat_future <= age_us <= limit and silent_us >= pong_future and missed < most:
                 readable += 1
-                responsive += missed < RESPONSIVE_BELOW_MISSED
                 live.append(user_id)
                 ages.append(now - heartbeat)
-                sockets.append(names[i][cut:].decode("utf-8", ERRORS))  # as decode_name reads it
+                if missed < RESPONSIVE_BELOW_MISSED:
+                    responsive += 1
+                    if one_write:
+                        self._remember_fresh(beat_text, ages[-1])
                 continue
             verdict = judge(heartbeat, pong, now, policy)
             if verdict.reason is reasons.MALFORMED:  # a timestamp in the future: said the careful way
@@ -106,6 +132,18 @@ class PageJudge:
             doomed.append(self._stale(names[i], raw, user_id, heartbeat, pong, verdict))
         found.readable, found.responsive = readable, responsive
         return found, others
+
+    @property
+    def remembered(self) -> int:
+        """Heartbeat texts remembered as fresh."""
+        return len(self._fresh)
+
+    def _remember_fresh(self, beat_text: str, age: float) -> None:
+        """A heartbeat text whose record (its pong text the same) is live and responsive: so is
+        every other record written with it, against this ``now``. Emptied when full."""
+        if len(self._fresh) >= FRESH_TEXTS_MAX:
+            self._fresh.clear()
+        self._fresh[beat_text] = age
 
     def _stale(self, name: bytes, raw: bytes, user_id: str, heartbeat: float, pong: float,
                verdict: Verdict) -> Doomed:
@@ -138,7 +176,6 @@ def judge_page(records: list, now: float, policy: Policy, record_type: str, foun
     ``found`` when given. One loop with its names at hand: it runs for every record it is handed."""
     found = Judged() if found is None else found
     doomed, malformed, live, ages, stale = found.doomed, found.malformed, found.live, found.fresh_ages, found.stale
-    sockets = found.sockets
     readable = responsive = 0
     for record in records:
         if type(record) is Malformed:
@@ -159,7 +196,6 @@ def judge_page(records: list, now: float, policy: Policy, record_type: str, foun
         if verdict.reason is None:
             ages.append(verdict.heartbeat_age_s)
             live.append(record.user_id)
-            sockets.append(record.socket_id)
         else:
             stale[verdict.reason] += 1
             doomed.append(Doomed(record, verdict.reason, verdict))

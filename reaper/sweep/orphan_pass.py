@@ -39,15 +39,16 @@ class OrphanPass:
         had its record then (or went with it), so only the others are looked up. An entry naming
         no socket is counted, not reaped: records judged before it was read may name its user.
         The next sweep runs in order because this one saw it."""
-        state, prefix = self.state, self.pages.prefix
+        state, prefix, connection = self.state, self.pages.prefix, self.pages.keys.connection_prefix
         with closing(self.pages.unparsed()) as pages:
             for page in pages:
-                sockets = online_sockets(page, prefix)
+                sockets = online_sockets(page, prefix, connection)
                 state.events.on_registered(sockets.registered)
                 state.events.on_socketless(sockets.socketless)
-                unseen = set(seen.surely_not_in([socket_id for _, _, socket_id in sockets.named]))
+                # The record pass remembered key names as SCAN gave them: each entry's record key, as bytes.
+                unseen = set(seen.surely_not_in([key for _, _, key in sockets.named]))
                 entries = [parse_online_entry(decode_name(name), raw, prefix)
-                           for name, raw, socket_id in sockets.named if socket_id in unseen]
+                           for name, raw, key in sockets.named if key in unseen]
                 state.seams.online_page_read(entries)
                 self.with_socket(entries)
                 state.events.on_progress()

@@ -46,7 +46,7 @@ class Pass:
                 state.interrupted = True
 
     def _records_then_online(self, expected: int) -> None:
-        """The records, remembering every socket they were read under; then users:online, where
+        """The records, remembering every key SCAN showed; then users:online, where
         only entries naming a socket not seen are looked up: on a big list, one EXISTS for the
         few that may be orphans instead of one for every guest."""
         seen = SaltedFilter(expected)

@@ -25,7 +25,8 @@ class RecordPass:
         self.seen: SaltedFilter | None = None
 
     def run(self, seen: SaltedFilter | None = None) -> None:
-        """Every record; with ``seen``, the socket of each record read goes into it."""
+        """Every record; with ``seen``, the name of each key SCAN showed goes into it (one gone
+        before it was read too: its entry then waits for the next sweep, like a false positive)."""
         self.seen = seen
         if self.board is not None:
             # Sized by the last pass, or by the online list on the first: an undersized filter
@@ -58,6 +59,8 @@ class RecordPass:
             for page in pages:
                 if scanned:
                     events.on_page_read(len(page.names))
+                if self.seen is not None:
+                    self.seen.add_all(page.names)
                 self._judge_page(self._judged(page))
                 events.on_progress()
                 if self.state.stopped():
@@ -79,8 +82,6 @@ class RecordPass:
         self.state.events.on_judged(judged)
         if self.live is not None:
             self.live.add_all(judged.live)
-        if self.seen is not None:
-            self.seen.add_all(judged.socket_ids())
         if judged.doomed:
             self._take(self.state.budget.records_within(self.state.asking.unattached_records(judged.doomed)))
 

@@ -38,8 +38,8 @@ budget), then fenced right before its removal. Without it, neither costs anythin
 Redis works while Python judges (a sweep is about half each): one thread reads the next
 batch (store.read_ahead) and another runs the Redis calls of the batch before (threads.OneBehind),
 whose answers are handled in order. With a big users:online read after the records, the
-sockets the records showed are remembered in a salted filter (core/salted_filter.py, 4 MB a
-million): an entry naming one had its record, so Redis answers no EXISTS for it. Socketless
+record keys SCAN showed are remembered in a salted filter (core/salted_filter.py, 4 MB a
+million): an entry naming one's socket had its record, so Redis answers no EXISTS for it. Socketless
 entries then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
 each call, so other clients of Redis never wait behind more than ~3 ms of ours: one command,
 a page's MGET sent with the next SCAN (a round trip saved a page), or two batches of takes

@@ -269,18 +269,48 @@ def floor(url: str, parser_name: str = "stdlib", reader: str = "pipelined",
 
 
 def floor_counts(client, parser: Parser, judging: Judging, pipelined: bool = True) -> FloorCounts:
-    counts, seen, unowned = FloorCounts(), set(), set()
     seconds, micros = client.time()
-    now = seconds + micros / 1e6
-    limit = judging.connection_timeout_s + judging.clock_skew_s
-    beat_future = now + judging.max_future_s
-    pong_future = now + judging.max_future_s + judging.clock_skew_s
-    interval, missed = judging.ping_interval_s, judging.max_missed_pings
-    pong_now = now - judging.clock_skew_s
-    add = seen.add
+    floor = FloorJudge(parser, judging, seconds + micros / 1e6)
+    counts = floor.counts
     reading = _PipelinedPages(client) if pipelined else _SerialPages(client)
     for keys, values in reading.records():
-        for key, parsed in zip(keys, parser.records(values)):
+        floor.records(keys, values)
+    counts.records = counts.live + counts.stale + counts.malformed
+    for fields, values in reading.entries():
+        maybe = floor.entries(fields, values)
+        if maybe:  # on the client's own connection: the reader's may have a page in flight
+            pipe = client.pipeline(transaction=False)
+            for key in maybe:
+                pipe.exists(key)
+            counts.orphans += sum(not found for found in pipe.execute())
+            counts.exists_sent += len(maybe)
+    counts.socketless = len(floor.socketless)
+    if floor.socketless:  # their users' records: read the userIds again (only when there are such entries)
+        owned = set()
+        for _, values in _SerialPages(client).records():
+            owned.update(p[0].encode() for p in parser.records(values) if p and p[0])
+        counts.orphans += len(floor.socketless - owned)
+    return counts
+
+
+class FloorJudge:
+    """The floor's work on a page, no Redis: records parsed and judged, their keys remembered;
+    entries parsed, and those that may be orphans named (bench/judge_cost.py times these alone)."""
+
+    def __init__(self, parser: Parser, judging: Judging, now: float):
+        self.parser, self.judging, self.now = parser, judging, now
+        self.counts, self.seen, self.unowned, self.socketless = FloorCounts(), set(), set(), set()
+        self.prefix = judging.guest_id_prefix.encode()
+
+    def records(self, keys: list, values: list) -> None:
+        counts, judging, now, unowned = self.counts, self.judging, self.now, self.unowned
+        limit = judging.connection_timeout_s + judging.clock_skew_s
+        beat_future = now + judging.max_future_s
+        pong_future = now + judging.max_future_s + judging.clock_skew_s
+        interval, missed = judging.ping_interval_s, judging.max_missed_pings
+        pong_now = now - judging.clock_skew_s
+        add = self.seen.add
+        for key, parsed in zip(keys, self.parser.records(values)):
             if parsed is None:  # gone since SCAN
                 continue
             add(key)
@@ -295,15 +325,15 @@ def floor_counts(client, parser: Parser, judging: Judging, pipelined: bool = Tru
                 counts.stale += 1
             else:
                 counts.live += 1
-    counts.records = counts.live + counts.stale + counts.malformed
-    prefix, socketless = judging.guest_id_prefix.encode(), set()
-    for fields, values in reading.entries():
-        maybe = []
-        for field, (is_guest, socket_id) in zip(fields, parser.entries(fields, values, prefix)):
+
+    def entries(self, fields: list, values: list) -> list:
+        """The record keys to look up: entries naming a socket the records did not show."""
+        counts, seen, unowned, maybe = self.counts, self.seen, self.unowned, []
+        for field, (is_guest, socket_id) in zip(fields, self.parser.entries(fields, values, self.prefix)):
             if not is_guest:
                 counts.registered += 1
             elif socket_id is None:
-                socketless.add(field)
+                self.socketless.add(field)
             else:
                 key = CONN + socket_id.encode("utf-8", "surrogatepass")
                 if key in unowned:
@@ -311,19 +341,7 @@ def floor_counts(client, parser: Parser, judging: Judging, pipelined: bool = Tru
                 elif key not in seen:
                     maybe.append(key)
         counts.entries += len(fields)
-        if maybe:  # on the client's own connection: the reader's may have a page in flight
-            pipe = client.pipeline(transaction=False)
-            for key in maybe:
-                pipe.exists(key)
-            counts.orphans += sum(not found for found in pipe.execute())
-            counts.exists_sent += len(maybe)
-    counts.socketless = len(socketless)
-    if socketless:  # their users' records: read the userIds again (only when there are such entries)
-        owned = set()
-        for _, values in _SerialPages(client).records():
-            owned.update(p[0].encode() for p in parser.records(values) if p and p[0])
-        counts.orphans += len(socketless - owned)
-    return counts
+        return maybe
 
 
 def _scan(client):

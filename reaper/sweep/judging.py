@@ -86,7 +86,7 @@ class PageJudge:
         beat_future, pong_future, limit = policy.heartbeat_future_us, policy.pong_future_us, policy.heartbeat_limit_us
         interval, most, skew = policy.ping_interval_us, policy.max_missed_pings, policy.clock_skew_s
         fresh_age, decode = fresh.get, decode_written
-        readable = responsive = 0
+        unresponsive = stale_responsive = 0  # counted where they are rare
         for i, raw in enumerate(values):
             try:
                 written = decode(raw)
@@ -101,8 +101,6 @@ class PageJudge:
                 if age is not None and user_id and user_id.isascii():  # as read_written takes it
                     live.append(user_id)
                     ages.append(age)
-                    readable += 1
-                    responsive += 1
                     continue
             fields = fields_of(written)
             if fields is None:
@@ -114,23 +112,23 @@ class PageJudge:
             silent_us = round((now - pong - skew) * 1_000_000)
             missed = silent_us // interval if silent_us > 0 else 0  # max(0, ...) without the call
             if beat_future <= age_us <= limit and silent_us >= pong_future and missed < most:
-                readable += 1
                 live.append(user_id)
                 ages.append(now - heartbeat)
-                if missed < RESPONSIVE_BELOW_MISSED:
-                    responsive += 1
-                    if one_write:
-                        self._remember_fresh(beat_text, ages[-1])
+                if missed >= RESPONSIVE_BELOW_MISSED:
+                    unresponsive += 1
+                elif one_write:
+                    self._remember_fresh(beat_text, ages[-1])
                 continue
             verdict = judge(heartbeat, pong, now, policy)
             if verdict.reason is reasons.MALFORMED:  # a timestamp in the future: said the careful way
                 others.append(i)
                 continue
-            readable += 1
-            responsive += verdict.responsive
+            stale_responsive += verdict.responsive
             stale[verdict.reason] += 1
             doomed.append(self._stale(names[i], raw, user_id, heartbeat, pong, verdict))
-        found.readable, found.responsive = readable, responsive
+        # Counted once at the end, not a record at a time: every record here is live or stale.
+        found.readable = len(live) + len(doomed)
+        found.responsive = len(live) - unresponsive + stale_responsive
         return found, others
 
     @property

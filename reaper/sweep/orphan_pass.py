@@ -20,6 +20,13 @@ from reaper.sweep.reading import OnlinePages
 MAX_SOCKETLESS = 100_000  # entries without socketId held per sweep; they are rare in practice
 
 
+def not_seen(named: list[tuple[bytes, bytes, bytes]], seen: SaltedFilter) -> list[tuple[bytes, bytes]]:
+    """(field, value) of the entries in ``named`` (records.online_sockets) whose record key the
+    record pass surely did not see: it remembered key names as SCAN gave them."""
+    unseen = set(seen.surely_not_in([key for _, _, key in named]))
+    return [(name, raw) for name, raw, key in named if key in unseen]
+
+
 class OrphanPass:
     def __init__(self, state: PassState, pages: OnlinePages):
         self.state, self.pages = state, pages
@@ -45,10 +52,8 @@ class OrphanPass:
                 sockets = online_sockets(page, prefix, connection)
                 state.events.on_registered(sockets.registered)
                 state.events.on_socketless(sockets.socketless)
-                # The record pass remembered key names as SCAN gave them: each entry's record key, as bytes.
-                unseen = set(seen.surely_not_in([key for _, _, key in sockets.named]))
                 entries = [parse_online_entry(decode_name(name), raw, prefix)
-                           for name, raw, key in sockets.named if key in unseen]
+                           for name, raw in not_seen(sockets.named, seen)]
                 state.seams.online_page_read(entries)
                 self.with_socket(entries)
                 state.events.on_progress()

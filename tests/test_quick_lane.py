@@ -35,8 +35,9 @@ def value(n: int, heartbeat, pong=None, **extra) -> bytes:
     return json.dumps(record(f"s{n}", f"guest_{n}", heartbeat, pong, **extra)).encode()
 
 
-def both_lanes(names: list[bytes], values: list) -> tuple[Judged, list[int]]:
-    judge = PageJudge(NOW, POLICY, "string", PREFIX)
+def both_lanes(names: list[bytes], values: list, judge: PageJudge | None = None) -> tuple[Judged, list[int]]:
+    """The quick lane, then the careful way for what it hands on (by a new judge, or ``judge``)."""
+    judge = judge or PageJudge(NOW, POLICY, "string", PREFIX)
     judged, others = judge.quick(names, values)
     careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
                for i in others if values[i] is not None]
@@ -170,10 +171,8 @@ def test_a_page_judged_again_by_the_same_judge_reaches_the_same_verdicts():
     judge = PageJudge(NOW, POLICY, "string", PREFIX)
 
     for _ in range(2):
-        judged, others = judge.quick(names, values)
-        careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
-                   for i in others]
-        assert verdicts(judge.careful(careful, judged)) == verdicts(careful_only(names, values))
+        judged, _ = both_lanes(names, values, judge)
+        assert verdicts(judged) == verdicts(careful_only(names, values))
 
 
 def test_what_a_judge_remembers_is_bounded_and_the_verdicts_hold_when_it_forgets(monkeypatch):
@@ -182,10 +181,8 @@ def test_what_a_judge_remembers_is_bounded_and_the_verdicts_hold_when_it_forgets
     judge = PageJudge(NOW, POLICY, "string", PREFIX)
 
     for _ in range(2):
-        judged, others = judge.quick(names, values)
-        careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
-                   for i in others]
-        assert verdicts(judge.careful(careful, judged)) == verdicts(careful_only(names, values))
+        judged, _ = both_lanes(names, values, judge)
+        assert verdicts(judged) == verdicts(careful_only(names, values))
         assert judge.remembered <= 3
 
 
@@ -218,11 +215,9 @@ def test_a_remembered_text_says_nothing_of_a_record_otherwise_unlike(case):
     judge.quick(names[:1], values[:1])
     assert judge.remembered == 1
 
-    judged, others = judge.quick(names, values)
-    careful = [parse_json_record(decode_name(names[i]), decode_name(names[i])[len(PREFIX):], values[i])
-               for i in others]
+    judged, _ = both_lanes(names, values, judge)
 
-    assert verdicts(judge.careful(careful, judged)) == verdicts(careful_only(names, values))
+    assert verdicts(judged) == verdicts(careful_only(names, values))
 
 
 def test_a_text_remembered_against_one_now_is_judged_again_against_another():

@@ -6,8 +6,8 @@ floor's, no Redis (the sweep benchmark's floor row, bench/sweep_workloads.py, wi
 
 The records and entries are the sweep benchmark's (bench/sweep_data.py: seed-shaped, 10 % stale,
 a million guests sharing ~25,000 heartbeat texts), in pages of 1000 as SCAN and HSCAN give them.
-Per record, the floor parses (the fastest parser installed, as its row does) and judges, and
-remembers each key in a set; reaper does what its record pass's main thread does with a page
+Per record, the floor parses (msgspec: the parser its row measures fastest on this data, and a
+dependency of reaper's) and judges, and remembers each key in a set; reaper does what its record pass's main thread does with a page
 (reaper/sweep/record_pass.py): the quick lane of a judge made for the run (a sweep's first pass
 starts with one), the careful way for what it hands on, the live users and the key names into
 their salted filters, the fresh ages into the skew. Per entry, the floor parses it and looks its
@@ -61,8 +61,7 @@ def dataset(guests: int, now: float) -> tuple[list, list]:
 
 class Floor:
     def __init__(self, now: float):
-        self.parser = workloads.available_parsers().get("msgspec") or workloads.OrjsonParser()
-        self.judge = workloads.FloorJudge(self.parser, workloads.Judging(), now)
+        self.judge = workloads.FloorJudge(workloads.MsgspecParser(), workloads.Judging(), now)
 
     def records(self, pages) -> tuple[int, int]:
         for names, values in pages:

@@ -345,7 +345,7 @@ def online_sockets(page: list[tuple[bytes, bytes]], guest_id_prefix: str, connec
             guest, socket_id = careful.is_guest, careful.socket_id
         if not guest:
             registered += 1
-        elif not socket_id or not (socket_id.isascii() or is_text(socket_id)):
+        elif not socket_id or not is_text(socket_id):
             socketless += 1
         else:
             named.append((name, raw, connection + socket_id.encode()))

@@ -10,9 +10,10 @@ and judges every record written as the signaling service writes it (records.read
 loop, keeping of a live one only its userId and age: no object per record, for the nine in ten a
 sweep finds live. A heartbeat text that made a record (its pong the same text) live and
 responsive does so for every record written with it, against the same ``now``: the judge
-remembers such texts, and judges each only once. Everything else (gone, another type, a record read_written does not
-take, a timestamp in the future) goes the careful way: parsed into a GuestRecord or Malformed
-(reaper/core/records.py) and judged by ``judge_page``. Tests hold both lanes to the same verdicts.
+remembers such texts, and judges each only once. Everything else (gone, another type, a record
+read_written does not take, a timestamp in the future) goes the careful way: parsed into a
+GuestRecord or Malformed (reaper/core/records.py) and judged by ``judge_page``. Tests hold both
+lanes to the same verdicts.
 The second look dooms a stale record the budget held back again from what was kept of it
 (``PageJudge.held``): the same timestamps, the same Redis time, the same verdict."""
 

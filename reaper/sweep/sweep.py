@@ -39,8 +39,8 @@ Redis works while Python judges (a sweep is about half each): one thread reads t
 batch (store.read_ahead) and another runs the Redis calls of the batch before (threads.OneBehind),
 whose answers are handled in order. With a big users:online read after the records, the
 record keys SCAN showed are remembered in a salted filter (core/salted_filter.py, 4 MB a
-million): an entry naming one's socket had its record, so Redis answers no EXISTS for it. Socketless
-entries then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
+million): an entry naming the socket of one had its record, so Redis answers no EXISTS for it.
+Socketless entries then wait for the next sweep, which runs the passes in order. Every thread holds ``turn`` for
 each call, so other clients of Redis never wait behind more than ~3 ms of ours: one command,
 a page's MGET sent with the next SCAN (a round trip saved a page), or two batches of takes
 (store/windowed.py: Redis runs the next while Python reads the last one's answer). A pass that

@@ -338,20 +338,28 @@ def test_the_gil_changes_hands_quickly_while_a_reader_or_a_take_runs_and_as_befo
     assert sys.getswitchinterval() == before
 
 
-@pytest.mark.parametrize("alone", [False, True], ids=["one-request", "ahead"])
-def test_record_pages_are_read_with_quick_switches_unless_asked_for_ahead(r, make_config, alone):
-    """Pages asked for ahead keep Redis busy however late the reader gets the GIL: the usual
-    interval then, and no wake-ups for nothing (core/gil.py)."""
+@pytest.mark.parametrize("alone, record_format", [(False, "json"), (True, "json"), (True, "hash")],
+                         ids=["one-request", "ahead", "hash"])
+def test_record_pages_asked_for_ahead_are_read_by_the_judging_thread(r, make_config, alone, record_format):
+    """Pages asked for ahead keep Redis busy while the judging thread works: that thread reads
+    them, at the usual interval (no reader, no wake-ups for nothing: core/gil.py). Pages asked
+    for one at a time are read ahead by a thread that gets the GIL back quickly."""
     _fill(r, guests=30, others=0)
-    config = make_config()
-    pages = RecordPages(r, Keys.from_config(config.redis), config.redis, threading.Lock(), None, Seams(),
+    config = make_config(redis__record_format=record_format)
+    fetched_by = []
+    seams = Seams(before_page_fetched=lambda names: fetched_by.append(threading.current_thread().name))
+    pages = RecordPages(r, Keys.from_config(config.redis), config.redis, threading.Lock(), None, seams,
                         alone=alone).scanned()
 
     next(pages)
-    during = sys.getswitchinterval()
+    during, readers = sys.getswitchinterval(), [t.name for t in _readers()]
     pages.close()
 
-    assert during == pytest.approx(sys.getswitchinterval() if alone else SWITCH_S)
+    ahead = alone and record_format == "json"
+    assert fetched_by and set(fetched_by) == {threading.current_thread().name if ahead else "reaper-read-ahead"}
+    assert readers == ([] if ahead else ["reaper-read-ahead"])
+    assert during == pytest.approx(SWITCH_S if not alone else sys.getswitchinterval())
+    assert _readers() == []
 
 
 @pytest.mark.parametrize("budget, dry_run, asking, alone", [

@@ -36,11 +36,24 @@ class RecordPages:
     def scanned(self) -> Iterator[RecordPage]:
         """Every record, by SCAN (each key at least once). JSON records on a single Redis: each
         page's MGET goes out with the next SCAN, one round trip a page; ``alone``, the next
-        page's request before this page's answer is read (store/scan_ahead.py)."""
-        # Pages asked for ahead keep Redis busy however late the reader gets the GIL (core/gil.py).
-        return self._pages(store.scan_and_read(self.client, self.keys.connection_pattern, self.count,
-                                               self.format, self.seams.before_page_fetched, self.alone),
-                           quick=not self.alone)
+        page's request before this page's answer is read (store/scan_ahead.py), and then by the
+        caller's own thread: Redis reads the next page while it judges this one, and a reader
+        thread would add only hand-overs of the GIL (bench/README.md, the ninth step)."""
+        pages = store.scan_and_read(self.client, self.keys.connection_pattern, self.count,
+                                    self.format, self.seams.before_page_fetched, self.alone)
+        if store.asks_ahead(self.client, self.format, self.alone):
+            return self._read_here(pages)
+        return self._pages(pages, quick=not self.alone)
+
+    def _read_here(self, fetched: Iterator[tuple[list[bytes], list]]) -> Iterator[RecordPage]:
+        """Each page read in this thread, holding ``turn`` as store.read_ahead's thread would."""
+        with closing(fetched):
+            while True:
+                with self.turn:
+                    page = next(fetched, None)
+                if page is None:
+                    return
+                yield RecordPage(*page)
 
     def named(self, keys: list[str]) -> Iterator[RecordPage]:
         """The records of ``keys`` (held back by a first pass), read again."""

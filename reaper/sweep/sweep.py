@@ -46,7 +46,9 @@ a page's MGET sent with the next SCAN (a round trip saved a page), or two batche
 (store/windowed.py: Redis runs the next while Python reads the last one's answer). A pass that
 takes nobody as it goes and asks socket.io nothing (the default first pass) sends Redis nothing
 but the record pages meanwhile: each page's request leaves before the page before is read
-(store/scan_ahead.py), still one page's request in Redis at a time.
+(store/scan_ahead.py), still one page's request in Redis at a time, and the judging thread
+reads them itself: Redis works on the next page while it judges, with no reader thread to
+hand the GIL to (reading.RecordPages).
 """
 
 import threading

@@ -95,7 +95,10 @@ def test_a_caller_that_fails_leaves_no_reader_behind():
 
 # -- in a sweep ---------------------------------------------------------------------------------
 
-def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r):
+# force: the records read by a reader thread while the pass takes as it goes; not forced (the
+# default first pass, nobody taken before the totals): asked for ahead, read by the judging thread.
+@pytest.mark.parametrize("force", [True, False], ids=["reader-thread", "judging-thread"])
+def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_factory, world, r, force):
     for n in range(30):
         world.guest(n, age=600 if n % 3 == 0 else 5)
     calls, fetched = [], set()
@@ -109,28 +112,32 @@ def test_redis_failing_mid_sweep_raises_redis_error_and_leaves_no_reader(ctx_fac
     ctx = with_seams(ctx_factory(redis__scan_count=5), before_page_fetched=fails_on_the_third_batch)
 
     with pytest.raises(redis.ConnectionError):
-        ctx.sweep(force=True)
+        ctx.sweep(force=force)
 
     assert _readers() == []
     assert_intents_consistent(r)
     taken = {f"sock{n}" for n in range(30)} - world.records()
     stale = {f"sock{n}" for n in range(0, 30, 3)}
     assert 0 < len(fetched) < 30
-    assert taken == stale & fetched  # the stale guests of the batches before the failure, and no more
+    # the stale guests of the batches before the failure, and no more; none before the totals
+    assert taken == (stale & fetched if force else set())
     assert {i["socket_id"] for i in intents(r).values()} == taken
+    assert ctx.client.ping() and ctx.client.dbsize() > 0  # no connection left holding an answer
 
 
-def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r):
+@pytest.mark.parametrize("force", [True, False], ids=["reader-thread", "judging-thread"])
+def test_an_interrupted_sweep_leaves_no_reader(ctx_factory, world, r, force):
     for n in range(40):
-        world.guest(n, age=600)
+        world.guest(n, age=600 if n % 4 == 0 else 5)
     ctx = ctx_factory(redis__scan_count=5)
     loads = stop_at_batch(ctx, 2)
 
-    report = ctx.sweep(force=True)
+    report = ctx.sweep(force=force)
 
     assert report.interrupted and len(loads) == 2
     assert _readers() == []
     assert_intents_consistent(r)
+    assert ctx.client.ping() and ctx.client.dbsize() >= 30
 
 
 @pytest.mark.parametrize("failing", ["before_records_taken", "before_exist_check"])

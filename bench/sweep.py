@@ -335,7 +335,22 @@ def sweep_mode(redis_proc: RedisProcess, client, args) -> list[Row]:
                 if "reaper" in args.rows:
                     dataset = fill(redis_proc, client, args)
             else:
-                rows.append(reaper_row(redis_proc, client, args, dataset, round_))
+                rows += reaper_rows(redis_proc, client, args, dataset, round_)
+    return rows
+
+
+def reaper_rows(redis_proc, client, args, dataset, round_: int) -> list[Row]:
+    """The reaper row and, with --against-path, the other reaper's, each on a fresh fill (a run
+    reaps), turn about: this checkout's first in odd rounds, the other's in even ones, so that a
+    host drifting within the round favours neither."""
+    which = [("reaper", args.reaper_path)] + ([("against", args.against_path)] if args.against_path else [])
+    if round_ % 2 == 0:
+        which.reverse()
+    rows = []
+    for i, (name, path) in enumerate(which):
+        if i:
+            dataset = fill(redis_proc, client, args)
+        rows.append(reaper_row(redis_proc, client, args, dataset, round_, name, path))
     return rows
 
 
@@ -399,19 +414,19 @@ def naive_row(redis_proc, client, dataset, args, round_: int = 1) -> Row:
                      round=round_, work_cpu_s=figures.get("work_cpu_s"))
 
 
-def reaper_row(redis_proc, client, args, dataset, round_: int = 1) -> Row:
+def reaper_row(redis_proc, client, args, dataset, round_: int = 1, name: str = "reaper",
+               path: str | None = None) -> Row:
     with tempfile.TemporaryDirectory(prefix="reaper-bench-") as cwd:  # no stray ./reaper.toml
         run, ping = measured(redis_proc, reaper_cmd(args.profile, args.profile_out),
-                             env=reaper_env(redis_proc.url, reaper_path=args.reaper_path,
-                                            extra=args.reaper_env), cwd=cwd)
+                             env=reaper_env(redis_proc.url, reaper_path=path, extra=args.reaper_env), cwd=cwd)
     if args.reaper_log:
         Path(args.reaper_log).write_text(run.output)
     match = SWEEP_LINE.search(run.output)
     left = data.leftovers(client, dataset.guests, args.stale)
     pending = client.hlen("reaper:cascade:intents")
     note = f"exit {run.returncode}; intents left {pending}" + (" [profiled]" if args.profile else "")
-    print(f"  reaper done in {run.wall_s:.1f}s", flush=True)
-    return child_row("reaper", run, ping, float(match.group(2)) if match else None,
+    print(f"  {name} done in {run.wall_s:.1f}s", flush=True)
+    return child_row(name, run, ping, float(match.group(2)) if match else None,
                      reaped=reaped_text(left, dataset), note=note, round=round_)
 
 
@@ -445,7 +460,7 @@ def _values(rows: list[Row], column: str) -> list[float]:
 def print_medians(rows: list[Row]) -> None:
     """Median (min-max) of each column over the rounds, per row."""
     print("\nmedian (min-max) over the rounds:")
-    for name in ROW_ORDER:
+    for name in ROW_ORDER + ("against",):
         mine = [row for row in rows if row.name == name]
         if not mine:
             continue
@@ -460,14 +475,15 @@ def print_targets(rows: list[Row]) -> None:
     rounds = sorted({row.round for row in rows if row.name != "idle"})
     print()
     limit = TARGETS["reaper/floor"]
-    pairs = [(by[("reaper", n)], by[("floor", n)]) for n in rounds if ("reaper", n) in by and ("floor", n) in by]
-    for label, column in (("wall", "wall_s"), ("work", "work_s"), ("process CPU", "cpu_s"),
-                          ("Redis CPU", "redis_cpu_s")):
-        ratios = [getattr(r, column) / getattr(f, column) for r, f in pairs
-                  if getattr(r, column) and getattr(f, column)]
-        if ratios:
-            verdict = "" if column == "work_s" else ("  met" if statistics.median(ratios) <= limit else "  NOT MET")
-            print(f"reaper/floor {label:<12} {_summary(ratios)}   target <= {limit}{verdict}")
+    for name in ("reaper", "against"):  # against (--against-path): the other reaper, for comparison
+        pairs = [(by[(name, n)], by[("floor", n)]) for n in rounds if (name, n) in by and ("floor", n) in by]
+        for label, column in (("wall", "wall_s"), ("work", "work_s"), ("process CPU", "cpu_s"),
+                              ("Redis CPU", "redis_cpu_s")):
+            ratios = [getattr(r, column) / getattr(f, column) for r, f in pairs
+                      if getattr(r, column) and getattr(f, column)]
+            if ratios:
+                verdict = "" if column == "work_s" else ("  met" if statistics.median(ratios) <= limit else "  NOT MET")
+                print(f"{name + '/floor ' + label:<24} {_summary(ratios)}   target <= {limit}{verdict}")
     for other in ("floor_serial", "floor_stdlib"):
         pairs = [(by[(other, n)], by[("floor", n)]) for n in rounds if (other, n) in by and ("floor", n) in by]
         if pairs:
@@ -637,6 +653,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile-out", default="/tmp/reaper-profile.txt")
     parser.add_argument("--reaper-path", help="import reaper from this directory instead of the "
                         "installed one (PYTHONPATH of the reaper run)")
+    parser.add_argument("--against-path", metavar="DIR", help="another copy of the package (e.g. a git "
+                        "worktree of an older commit) run beside this one in every round, turn about, each on "
+                        "a fresh fill: row 'against', with its own ratios to the same floor")
     parser.add_argument("--reaper-env", action="append", default=[], metavar="REAPER_X_Y=VALUE",
                         help="extra environment for the reaper run (repeatable)")
     parser.add_argument("--reaper-log", help="write the reaper run's output here")
@@ -656,6 +675,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     print(f"reaper from {compile_reaper(args.reaper_path)}, byte-compiled", flush=True)
+    if args.against_path:
+        print(f"against: reaper from {compile_reaper(args.against_path)}, byte-compiled", flush=True)
     with RedisProcess() as redis_proc:
         client = redis_proc.client(socket_timeout=120)
         print(f"private redis-server on port {redis_proc.port}", flush=True)

@@ -483,7 +483,7 @@ def print_targets(rows: list[Row]) -> None:
                       if getattr(r, column) and getattr(f, column)]
             if ratios:
                 verdict = "" if column == "work_s" else ("  met" if statistics.median(ratios) <= limit else "  NOT MET")
-                print(f"{name + '/floor ' + label:<24} {_summary(ratios)}   target <= {limit}{verdict}")
+                print(f"{name + '/floor ' + label:<25} {_summary(ratios)}   target <= {limit}{verdict}")
     for other in ("floor_serial", "floor_stdlib"):
         pairs = [(by[(other, n)], by[("floor", n)]) for n in rounds if (other, n) in by and ("floor", n) in by]
         if pairs:

@@ -166,7 +166,8 @@ def parse_json_record(key: str, socket_id: str, raw: bytes | None) -> GuestRecor
 def read_written(raw: bytes) -> tuple[str, float, float] | None:
     """(userId, heartbeat, pong) of a record as the signaling service writes it, read in one go
     by msgspec; None for anything else, which the careful way reads (and says what is wrong).
-    The sweep's quick lane (reaper/sweep/judging.py) and parse_json_record both read by it."""
+    parse_json_record reads by it; the sweep's quick lane (reaper/sweep/judging.py) does the same
+    in its own loop (decode_written, then fields_of)."""
     try:
         written = decode_written(raw)
     except REFUSED:

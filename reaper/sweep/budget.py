@@ -15,7 +15,8 @@ from reaper.core.records import GuestRecord, OnlineEntry
 MAX_HELD = 200_000
 # The values of held stale records kept as read, in all: Redis compares a kept value as two
 # strings, where for a digest it hashes the record inside the take's script (~2 µs for 400
-# bytes, a sixth of a take's cost; 3-4 µs a take at a million guests). Past this, the SHA-1 of the value: 20 bytes each. 8 MB keeps
+# bytes, a sixth of a take's cost; 3-4 µs a take at a million guests). Past this, the SHA-1 of
+# the value: 20 bytes each. 8 MB keeps
 # ~21,000 records as the signaling service writes them (a sweep's usual catch is far fewer)
 # and reaper's memory nearly flat in a big sweep: at 1M guests with 100,000 held, 91 MB of RSS
 # against 81 with digests only and 118 with 32 MB of values.

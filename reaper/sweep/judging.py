@@ -83,10 +83,10 @@ class PageJudge:
             return Judged(), list(range(len(names)))
         found, others = Judged(), []
         live, ages, doomed, stale = found.live, found.fresh_ages, found.doomed, found.stale
-        now, policy, fresh = self.now, self.policy, self._fresh
+        now, policy = self.now, self.policy
         beat_future, pong_future, limit = policy.heartbeat_future_us, policy.pong_future_us, policy.heartbeat_limit_us
         interval, most, skew = policy.ping_interval_us, policy.max_missed_pings, policy.clock_skew_s
-        fresh_age, decode = fresh.get, decode_written
+        fresh_age, decode = self._fresh.get, decode_written
         unresponsive = stale_responsive = 0  # counted where they are rare
         for i, raw in enumerate(values):
             try:

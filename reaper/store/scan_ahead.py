@@ -1,10 +1,11 @@
-"""Pages of JSON records read with the next page's request already in Redis: while reaper reads
-the answer to page i (a sweep's largest replies, ~400 KB), Redis scans and reads page i+1.
+"""Pages of JSON records read with the next page's request already in Redis: while the caller
+works on page i, Redis reads page i+1's values and scans on.
 
-One connection, each request SCAN (the next cursor) then MGET (this page's keys): the SCAN's small
-answer, read first, says what to ask next before the MGET's is read. Redis so works while the
-reading thread takes in the last answer and waits for the GIL (measured at 1M guests: the record
-and online passes ~0.5 s shorter than one request at a time, the same CPU on both sides).
+One connection, each request MGET (this page's keys) then SCAN (the next page): Redis reads the
+keys its last SCAN just walked, still in its caches (the SCAN first costs Redis ~20 % more a MGET
+at a million records). The request for page i+1 leaves before page i is handed out, so Redis
+works while the caller judges, and reaper waits for no round trip a page (measured at 1M guests:
+the record and online passes ~0.5 s shorter than one request at a time).
 
 Used only while nothing else of the sweep talks to Redis (store.scan_and_read's ``alone``): then
 Redis holds one page's request of ours at a time, as with one request at a time. A lost
@@ -36,17 +37,18 @@ class ScanAhead:
         try:
             self._send([self._scan(0)])
             cursor, names = self._scanned()
-            self._ask(cursor, names)
+            page = None
             while True:
-                page, last = names, cursor == 0
-                if not last:  # the SCAN of this page's request: the next page, asked for at once
-                    cursor, names = self._scanned()
-                    self._ask(cursor, names)
-                values = [value for _ in range(mget.calls(len(page))) for value in self._read()]
-                if page:
-                    yield page, values
-                if last:
+                self._ask(cursor, names)  # this page's values, then the next page's names
+                if page:  # handed over once Redis has the next request
+                    yield page
+                values = [value for _ in range(mget.calls(len(names))) for value in self._read()]
+                page = (names, values) if names else None
+                if cursor == 0:
                     break
+                cursor, names = self._scanned()
+            if page:
+                yield page
         except BaseException:
             self._drop()
             raise
@@ -55,11 +57,13 @@ class ScanAhead:
                 pool.release(self._conn)
 
     def _ask(self, cursor: int, names: list[bytes]) -> None:
-        """The request for ``names``' values and, unless the scan is done, the page after them."""
+        """The request for ``names``' values and, unless the scan is done, the page after them.
+        MGET first: Redis reads the keys its last SCAN just walked, still in its caches (the
+        other order costs Redis ~20 % more a MGET at a million records, bench/README.md)."""
         if names:
             self.before_read(names)
-        self._send(([self._scan(cursor)] if cursor != 0 else [])
-                   + [("MGET", *keys) for keys in mget.batches(names)])
+        self._send([("MGET", *keys) for keys in mget.batches(names)]
+                   + ([self._scan(cursor)] if cursor != 0 else []))
 
     def _scan(self, cursor: int) -> tuple:
         return "SCAN", cursor, "MATCH", self.pattern, "COUNT", self.count

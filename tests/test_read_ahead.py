@@ -16,12 +16,13 @@ from reaper.core.keys import Keys
 from reaper.signaling.notify import SweepNotify
 from reaper.store import mget
 from reaper.store.client import read_ahead, scan_and_read
-from reaper.sweep.reading import RecordPages
+from reaper.store.scan_ahead import hscan_ahead
+from reaper.sweep.reading import OnlinePages, RecordPages
 from reaper.sweep.redis_kinds import kind_of
 from reaper.sweep.seams import Seams, SweepClock
 from reaper.sweep.setup import SweepSetup
 from reaper.sweep.threads import OneBehind
-from support.guests import CONN
+from support.guests import CONN, ONLINE
 from sweep_helpers import assert_intents_consistent, intents, stop_at_batch, with_seams
 
 
@@ -412,7 +413,7 @@ def test_records_are_asked_for_ahead_only_by_a_pass_that_sends_redis_nothing_els
 
     one, _, _ = setup.open_pass(budget, set())
 
-    assert one.records.pages.alone is alone
+    assert one.records.pages.alone is alone and one.orphans.pages.alone is alone
 
 
 def test_alone_a_health_check_due_mid_scan_does_not_read_a_page_s_answer(r, redis_server):
@@ -432,3 +433,114 @@ def test_alone_a_health_check_due_mid_scan_does_not_read_a_page_s_answer(r, redi
 
     assert seen == {f"{CONN}s{n}".encode(): f"v{n}".encode() for n in range(1500)}
     client.close()
+
+
+# -- users:online read ahead (store/scan_ahead.hscan_ahead) ------------------------------------
+
+HOSTILE_FIELDS = [b"..", b"cleanup-all", b"a\r\nb", b"nul\x00", b"\xff\xfe not utf-8", b"x" * 4096, b"", b" "]
+
+
+def _fill_online(r, entries: int) -> dict[bytes, bytes]:
+    stored = {b"guest_%d" % n: b'{"socketId":"s%d"}' % n for n in range(entries)}
+    stored.update({field: b"\x00\xff" + field * 2 for field in HOSTILE_FIELDS})
+    pipe = r.pipeline(transaction=False)
+    for field, value in stored.items():
+        pipe.hset(ONLINE, field, value)
+    pipe.execute()
+    return stored
+
+
+def _all_fields(pages) -> dict[bytes, bytes]:
+    found = {}
+    for page in pages:
+        assert page and all(type(pair) is tuple and len(pair) == 2 for pair in page)
+        found.update(page)
+    return found
+
+
+def test_hscan_ahead_gives_every_field_as_stored_hostile_ones_too(r):
+    stored = _fill_online(r, 2500)
+
+    assert _all_fields(hscan_ahead(r, ONLINE, 100)) == stored
+
+
+def test_hscan_ahead_of_a_missing_hash_gives_nothing(r):
+    assert list(hscan_ahead(r, ONLINE, 100)) == []
+
+
+def test_hscan_ahead_asks_for_the_next_page_before_handing_out_this_one(r):
+    _fill_online(r, 600)
+    r.config_resetstat()
+    asked = []
+
+    for _ in hscan_ahead(r, ONLINE, 100):
+        asked.append(r.info("commandstats")["cmdstat_hscan"]["calls"])
+
+    assert len(asked) > 3
+    assert asked[:-1] == list(range(2, len(asked) + 1))  # page i out: HSCAN i+1 already run (or on its way)
+
+
+def test_hscan_ahead_of_another_type_raises_wrongtype_and_pools_no_answer(r):
+    r.set(ONLINE, "a string")
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        list(hscan_ahead(r, ONLINE, 100))
+
+    assert r.ping() is True and r.get(ONLINE) == b"a string"
+
+
+def test_hscan_ahead_a_connection_lost_mid_scan_is_taken_up_again(r):
+    stored = _fill_online(r, 2000)
+    killed, found = [], {}
+
+    for page in hscan_ahead(r, ONLINE, 100):
+        found.update(page)
+        if len(killed) < 3:  # the next page's request on its way on the connection killed (or
+            # answered already, and the next one lost): none right after a loss, a new one later
+            killed.append(r.client_kill_filter(_type="normal", skipme=True))
+
+    assert len(killed) == 3 and killed[0] == 1 and sum(killed) >= 2
+    assert found == stored
+
+
+def test_hscan_ahead_without_retries_a_lost_connection_is_raised_and_not_pooled(redis_server):
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, retry=Retry(NoBackoff(), 0))
+    _fill_online(client, 500)
+    watcher = redis.Redis(host=redis_server.host, port=redis_server.port)
+
+    with pytest.raises(redis.ConnectionError):
+        for _ in hscan_ahead(client, ONLINE, 50):
+            watcher.client_kill_filter(_type="normal", skipme=True)
+
+    assert client.ping() and len(client.connection_pool._in_use_connections) == 0
+    client.delete(ONLINE)
+    watcher.close(), client.close()
+
+
+def test_hscan_ahead_stopped_half_way_leaves_no_answer_in_a_pooled_connection(r):
+    _fill_online(r, 1000)
+    pages = hscan_ahead(r, ONLINE, 50)
+    next(pages)  # the next page's request is in flight now
+
+    pages.close()
+
+    pooled = r.connection_pool._available_connections
+    assert [c for c in pooled if c._sock is not None and c.can_read(timeout=0.5)] == []
+    assert r.hget(ONLINE, "guest_1") == b'{"socketId":"s1"}' and r.ping() is True
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["reader-thread", "ahead"])
+def test_online_pages_of_a_pass_alone_are_read_by_the_judging_thread(r, make_config, alone):
+    """As the records: a pass that sends Redis nothing else reads users:online ahead in its own
+    thread; any other pass has a reader thread. Every entry comes either way."""
+    stored = _fill_online(r, 1000)
+    config = make_config(redis__scan_count=100)  # pages enough that a reader is still at work after the first
+    pages = OnlinePages(r, Keys.from_config(config.redis), config.redis, threading.Lock(), None, Seams(),
+                        alone=alone).unparsed()
+
+    found = dict(next(pages))
+    readers = [t.name for t in _readers()]
+    found.update(_all_fields(pages))
+
+    assert readers == ([] if alone else ["reaper-read-ahead"])
+    assert found == stored and _readers() == []

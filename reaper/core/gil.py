@@ -6,8 +6,8 @@ waiting thread needs the GIL back to handle it and send the next call; at Python
 changes hands every 5 ms, so the judging held it that long while Redis sat idle. Each hand-over
 costs both threads a wake-up, though, so the interval is short only while it pays: while a take
 call runs (OneBehind, per call) and while a reader reads one request at a time; not while the
-record pages are asked for ahead (store/scan_ahead.py), whose next request is in Redis already
-(those the judging thread reads itself, with no reader at all: sweep/reading.py).
+record or users:online pages are asked for ahead (store/scan_ahead.py), whose next request is
+in Redis already (those the judging thread reads itself, with no reader at all: sweep/reading.py).
 Measured at 1M guests, in one process on one fill, 4 runs each alternated: held for the whole
 sweep (as before), 13.8 s wall and 12.7 s CPU; never, 12.8 s and 10.3 s; as now, 12.1 s and
 10.6 s, the second look's takes the quickest of the three (3.0 s, against 3.6 and 3.8).

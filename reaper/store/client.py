@@ -320,15 +320,16 @@ def scan_and_read(client: redis.Redis, pattern: str, count: int, record_format: 
             before_read(names)
             yield names, read_values(client, names, record_format)
         return
-    if asks_ahead(client, record_format, alone):
+    if asks_ahead(client, alone, record_format):
         yield from ScanAhead(client, pattern, count, before_read).pages()
         return
     yield from _scan_with_mget(client, pattern, count, before_read)
 
 
-def asks_ahead(client: redis.Redis, record_format: str, alone: bool) -> bool:
-    """Does scan_and_read ask for each page before the page before is read? JSON records on a
-    single Redis, ``alone``: then Redis reads the next page while its caller works on this one."""
+def asks_ahead(client: redis.Redis, alone: bool, record_format: str = "json") -> bool:
+    """Does scan_and_read (or, for users:online, the caller with store/scan_ahead.hscan_ahead) ask
+    for each page before the page before is read? JSON records or a hash's fields on a single
+    Redis, ``alone``: then Redis reads the next page while its caller works on this one."""
     return alone and record_format != "hash" and not cluster.is_cluster(client)
 
 

@@ -23,66 +23,27 @@ from redis.retry import Retry
 from reaper.store import mget
 
 
-class ScanAhead:
-    def __init__(self, client: redis.Redis, pattern: str, count: int, before_read: Callable[[list[bytes]], None]):
-        self.client, self.pattern, self.count = client, pattern, count
-        self.before_read = before_read
+class _Ahead:
+    """One connection of ``client``'s pool, each request sent before the answers to those before it
+    are read; requests not answered yet are sent again on a new connection when one is lost."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
         self._retry = client.get_retry() or Retry(NoBackoff(), 0)
         self._unanswered: deque = deque()  # commands sent whose answers are not read yet, in order
         self._conn = None
 
-    def pages(self) -> Iterator[tuple[list[bytes], list]]:
-        """Every page SCAN gives (each key at least once) with MGET's answer for its keys."""
-        pool = self.client.connection_pool
-        try:
-            self._send([self._scan(0)])
-            cursor, names = self._scanned()
-            page = None
-            while True:
-                self._ask(cursor, names)  # this page's values, then the next page's names
-                if page:  # handed over once Redis has the next request
-                    yield page
-                values = [value for _ in range(mget.calls(len(names))) for value in self._read()]
-                page = (names, values) if names else None
-                if cursor == 0:
-                    break
-                cursor, names = self._scanned()
-            if page:
-                yield page
-        except BaseException:
-            self._drop()
-            raise
-        finally:
-            if self._conn is not None:
-                pool.release(self._conn)
-
-    def _ask(self, cursor: int, names: list[bytes]) -> None:
-        """The request for ``names``' values and, unless the scan is done, the page after them.
-        MGET first: Redis reads the keys its last SCAN just walked, still in its caches (the
-        other order costs Redis ~20 % more a MGET at a million records, bench/README.md)."""
-        if names:
-            self.before_read(names)
-        self._send([("MGET", *keys) for keys in mget.batches(names)]
-                   + ([self._scan(cursor)] if cursor != 0 else []))
-
-    def _scan(self, cursor: int) -> tuple:
-        return "SCAN", cursor, "MATCH", self.pattern, "COUNT", self.count
-
-    def _scanned(self) -> tuple[int, list[bytes]]:
-        cursor, names = self._read()
-        return int(cursor), names
-
-    def _send(self, commands: list[tuple]) -> None:
+    def send(self, commands: list[tuple]) -> None:
         self._unanswered.extend(commands)
         if self._conn is not None and commands:
             try:
                 # No health check: its PING would read an answer of ours still on its way.
                 self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
             except (redis.ConnectionError, redis.TimeoutError):
-                self._drop()  # sent again with the others once a read finds no connection
+                self.drop()  # sent again with the others once a read finds no connection
 
-    def _read(self):
-        return self._retry.call_with_retry(self._read_one, lambda error: self._drop())
+    def read(self):
+        return self._retry.call_with_retry(self._read_one, lambda error: self.drop())
 
     def _read_one(self):
         if self._conn is None:
@@ -93,8 +54,82 @@ class ScanAhead:
         self._unanswered.popleft()
         return answer
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """The connection closed, not pooled: an answer may still be on its way."""
         if self._conn is not None:
             self._conn.disconnect()
             self.client.connection_pool.release(self._conn)
             self._conn = None
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self.client.connection_pool.release(self._conn)
+            self._conn = None
+
+
+class ScanAhead:
+    def __init__(self, client: redis.Redis, pattern: str, count: int, before_read: Callable[[list[bytes]], None]):
+        self.pattern, self.count, self.before_read = pattern, count, before_read
+        self._ahead = _Ahead(client)
+
+    def pages(self) -> Iterator[tuple[list[bytes], list]]:
+        """Every page SCAN gives (each key at least once) with MGET's answer for its keys."""
+        ahead = self._ahead
+        try:
+            ahead.send([self._scan(0)])
+            cursor, names = self._scanned()
+            page = None
+            while True:
+                self._ask(cursor, names)  # this page's values, then the next page's names
+                if page:  # handed over once Redis has the next request
+                    yield page
+                values = [value for _ in range(mget.calls(len(names))) for value in ahead.read()]
+                page = (names, values) if names else None
+                if cursor == 0:
+                    break
+                cursor, names = self._scanned()
+            if page:
+                yield page
+        except BaseException:
+            ahead.drop()
+            raise
+        finally:
+            ahead.release()
+
+    def _ask(self, cursor: int, names: list[bytes]) -> None:
+        """The request for ``names``' values and, unless the scan is done, the page after them.
+        MGET first: Redis reads the keys its last SCAN just walked, still in its caches (the
+        other order costs Redis ~20 % more a MGET at a million records, bench/README.md)."""
+        if names:
+            self.before_read(names)
+        self._ahead.send([("MGET", *keys) for keys in mget.batches(names)]
+                         + ([self._scan(cursor)] if cursor != 0 else []))
+
+    def _scan(self, cursor: int) -> tuple:
+        return "SCAN", cursor, "MATCH", self.pattern, "COUNT", self.count
+
+    def _scanned(self) -> tuple[int, list[bytes]]:
+        cursor, names = self._ahead.read()
+        return int(cursor), names
+
+
+def hscan_ahead(client: redis.Redis, key: str, count: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Every page HSCAN gives of hash ``key`` (each field at least once), as (field, value) pairs,
+    each handed out once the request for the next is in Redis."""
+    ahead = _Ahead(client)
+    try:
+        ahead.send([("HSCAN", key, 0, "COUNT", count)])
+        while True:
+            cursor, flat = ahead.read()
+            cursor = int(cursor)
+            if cursor != 0:
+                ahead.send([("HSCAN", key, cursor, "COUNT", count)])
+            if flat:
+                yield list(zip(flat[0::2], flat[1::2]))
+            if cursor == 0:
+                return
+    except BaseException:
+        ahead.drop()
+        raise
+    finally:
+        ahead.release()

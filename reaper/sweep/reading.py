@@ -1,11 +1,13 @@
 """Reading what the sweep judges, page by page: the guest records (SCAN, then MGET or the hash
-reads, one page ahead in a thread: store.read_ahead) and the users:online entries (HSCAN, or
-HMGET for entries looked up again). Memory: a page or two."""
+reads) and the users:online entries (HSCAN, or HMGET for entries looked up again), one page
+ahead: asked for ahead and read by the judging thread in a pass that sends Redis nothing else
+(store/scan_ahead.py), else read by a thread (store.read_ahead). Memory: a page or two."""
 
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
@@ -14,7 +16,10 @@ from reaper.core.keys import Keys
 from reaper.core.names import decode_name, encode_name
 from reaper.core.records import OnlineEntry, parse_online_entry
 from reaper.store import client as store
+from reaper.store.scan_ahead import hscan_ahead
 from reaper.sweep.seams import Seams
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -41,19 +46,13 @@ class RecordPages:
         thread would add only hand-overs of the GIL (bench/README.md, the ninth step)."""
         pages = store.scan_and_read(self.client, self.keys.connection_pattern, self.count,
                                     self.format, self.seams.before_page_fetched, self.alone)
-        if store.asks_ahead(self.client, self.format, self.alone):
+        if store.asks_ahead(self.client, self.alone, self.format):
             return self._read_here(pages)
         return self._pages(pages, quick=not self.alone)
 
     def _read_here(self, fetched: Iterator[tuple[list[bytes], list]]) -> Iterator[RecordPage]:
-        """Each page read in this thread, holding ``turn`` as store.read_ahead's thread would."""
-        with closing(fetched):
-            while True:
-                with self.turn:
-                    page = next(fetched, None)
-                if page is None:
-                    return
-                yield RecordPage(*page)
+        for names, values in read_holding(self.turn, fetched):
+            yield RecordPage(names, values)
 
     def named(self, keys: list[str]) -> Iterator[RecordPage]:
         """The records of ``keys`` (held back by a first pass), read again."""
@@ -79,13 +78,25 @@ class RecordPages:
             yield names, store.read_values(self.client, names, self.format)
 
 
+def read_holding(turn: AbstractContextManager, fetched: Iterator[T]) -> Iterator[T]:
+    """Each page read in this thread, holding ``turn`` as store.read_ahead's thread would."""
+    with closing(fetched):
+        while True:
+            with turn:
+                page = next(fetched, None)
+            if page is None:
+                return
+            yield page
+
+
 class OnlinePages:
     """users:online entries, parsed: every page by HSCAN (read ahead), or some again by userId."""
 
     def __init__(self, client: redis.Redis, keys: Keys, settings: RedisConfig, turn: AbstractContextManager,
-                 stopping: threading.Event | None, seams: Seams):
+                 stopping: threading.Event | None, seams: Seams, alone: bool = False):
         self.client, self.keys, self.prefix = client, keys, settings.guest_id_prefix
         self.count, self.turn, self.stopping, self.seams = settings.scan_count, turn, stopping, seams
+        self.alone = alone  # the pass takes nobody as it goes and asks socket.io nothing
 
     def all(self) -> Iterator[list[OnlineEntry]]:
         with closing(self.unparsed()) as pages:
@@ -95,7 +106,13 @@ class OnlinePages:
                 yield entries
 
     def unparsed(self) -> Iterator[list[tuple[bytes, bytes]]]:
-        """Every page by HSCAN (read ahead), each entry as Redis gave it: (field, value)."""
+        """Every page by HSCAN, each entry as Redis gave it: (field, value). Read ahead: on a
+        single Redis in a pass that is ``alone``, each page asked for before the page before is
+        handed out and read by the caller's thread (store/scan_ahead.py), as the records are;
+        else by a thread of its own."""
+        if store.asks_ahead(self.client, self.alone):
+            yield from read_holding(self.turn, hscan_ahead(self.client, self.keys.online, self.count))
+            return
         batches = store.hscan_batches(self.client, self.keys.online, self.count)
         with closing(store.read_ahead(batches, self.stopping, self.turn)) as read:
             yield from read

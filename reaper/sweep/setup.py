@@ -71,7 +71,7 @@ class SweepSetup:
         alone = takes_nobody and not (self.notify is not None and self.notify.asking)
         records = RecordPass(state, RecordPages(*reading, alone=alone), judge, board,
                              lambda: self.client.hlen(self.keys.online), self.clock.monotonic)
-        return Pass(state, records, OrphanPass(state, OnlinePages(*reading))), state, report
+        return Pass(state, records, OrphanPass(state, OnlinePages(*reading, alone=alone))), state, report
 
     def _listeners(self, report: SweepReport, turn: threading.Lock, warned: set[str]) -> Broadcast:
         dry_run, prefix = self.config.safety.dry_run, self.config.redis.guest_id_prefix

@@ -48,7 +48,8 @@ takes nobody as it goes and asks socket.io nothing (the default first pass) send
 but the record pages meanwhile: each page's request leaves before the page before is read
 (store/scan_ahead.py), still one page's request in Redis at a time, and the judging thread
 reads them itself: Redis works on the next page while it judges, with no reader thread to
-hand the GIL to (reading.RecordPages).
+hand the GIL to (reading.RecordPages). The users:online pages read after the records go the
+same way (reading.OnlinePages), beside the EXISTS of entries naming a socket not seen.
 """
 
 import threading

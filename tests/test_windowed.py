@@ -150,6 +150,43 @@ def test_items_in_batches_get_one_answer_each_in_order(r):
     assert windowed.call_in_batches(script, [], 5, arguments) == [] and sizes == [5, 5, 5, 5, 3]
 
 
+PER_ITEM = "redis.call('INCR', KEYS[1]) return ARGV"  # counts itself, one answer per item
+
+
+def test_each_call_s_arguments_are_made_when_it_is_about_to_be_sent(r):
+    """Made while Redis runs the calls before, not all before the first is sent: the caller's
+    next call then reaches a Redis that has not sat waiting for it."""
+    script = r.register_script(PER_ITEM)
+    watcher = other_client(r)
+    runs_when_made = []
+
+    def arguments(batch):
+        runs_when_made.append(int(watcher.get("runs") or 0))
+        return ["runs"], batch
+
+    answered = windowed.call_in_batches(script, [f"a{n}" for n in range(8)], 1, arguments)
+
+    assert answered == answers(8)
+    assert runs_when_made[0] == 0
+    assert all(runs >= i - 1 for i, runs in enumerate(runs_when_made) if i >= 2)  # call i-2 answered first
+
+
+def test_calls_sent_again_after_a_lost_connection_are_not_made_again(r, monkeypatch):
+    script = r.register_script(PER_ITEM)
+    made = []
+
+    def arguments(batch):
+        made.append(batch[0])
+        return ["runs"], batch
+
+    kill_after_the_second_answer(r, monkeypatch)
+    items = [f"a{n}" for n in range(12)]
+
+    assert windowed.call_in_batches(script, items, 1, arguments) == answers(12)
+    assert made == items  # each made once, the resent ones too
+    assert 12 <= int(r.get("runs")) <= 14
+
+
 class _SlowToMake(list):
     """Calls whose arguments take 2 ms each to make, as a slow caller's would."""
 

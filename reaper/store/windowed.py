@@ -11,7 +11,7 @@ compare before they take: a guest taken once is "changed" the second time). What
 the connection is dropped rather than pooled: an answer may still be on its way."""
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 from redis.commands.core import Script
@@ -23,12 +23,31 @@ _UNANSWERED = object()
 def call_in_batches(script: Script, items: list, size: int,
                     arguments: Callable[[list], tuple[list, list]]) -> list:
     """One answer per item of ``items``, whose script answers one per item of its batch: calls
-    of ``size`` items at most, each call's KEYS and ARGV made by ``arguments(batch)``."""
-    calls = [arguments(items[start:start + size]) for start in range(0, len(items), size)]
+    of ``size`` items at most, each call's KEYS and ARGV made by ``arguments(batch)`` when it is
+    about to be sent, while Redis runs the call before (made all first, Redis would wait for
+    them between one caller's calls and the next's: ~2 ms a thousand guests)."""
+    calls = _MadeWhenSent([items[start:start + size] for start in range(0, len(items), size)], arguments)
     return [one for answer in call_all(script, calls) for one in answer]
 
 
-def call_all(script: Script, calls: list[tuple[list, list]]) -> list:
+class _MadeWhenSent(Sequence):
+    """Calls' (keys, args), each made on first use and kept (a call may be sent again)."""
+
+    def __init__(self, batches: list[list], arguments: Callable[[list], tuple[list, list]]):
+        self.batches, self.arguments = batches, arguments
+        self.made: dict[int, tuple[list, list]] = {}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[list, list]:
+        made = self.made.get(i)
+        if made is None:
+            made = self.made[i] = self.arguments(self.batches[i])
+        return made
+
+
+def call_all(script: Script, calls: Sequence[tuple[list, list]]) -> list:
     """Each call's answer, in the order of ``calls`` (each a (keys, args) pair)."""
     client = script.registered_client
     window = _Window(script, calls)
@@ -39,7 +58,7 @@ def call_all(script: Script, calls: list[tuple[list, list]]) -> list:
 
 
 class _Window:
-    def __init__(self, script: Script, calls: list[tuple[list, list]]):
+    def __init__(self, script: Script, calls: Sequence[tuple[list, list]]):
         self.script, self.calls = script, calls
         self.answers: list = [_UNANSWERED] * len(calls)
         self.reloaded = False  # the script is loaded once at most

@@ -16,7 +16,6 @@ record key up in its set; reaper sorts the page (records.online_sockets) and ask
 verdicts are checked to agree (live, stale, entries to look up), or nothing is printed.
 """
 
-import argparse
 import statistics
 import sys
 import time
@@ -119,12 +118,7 @@ def measure(guests: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--guests", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args(argv)
-    if args.guests < 1 or args.rounds < 1:
-        parser.error("--guests and --rounds must be at least 1")
+    args = sweep_data.guests_and_rounds(argv, __doc__, 200_000, 6)
     costs = measure(args.guests, args.rounds)
     print(f"{args.guests:,} guests, {args.rounds} rounds alternated; median µs (min-max)")
     print(f"{'side':8s} {'a record':>22s} {'an entry':>22s}")

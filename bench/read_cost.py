@@ -10,7 +10,6 @@ own CPU (INFO cpu) and its time in SCAN and MGET (INFO commandstats) are printed
 medians; each side checks it read every record. Nothing is judged: this is Redis's side alone.
 """
 
-import argparse
 import statistics
 import sys
 import time
@@ -57,12 +56,7 @@ def read_all(client, reader, guests: int) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--guests", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.guests < 1 or args.rounds < 1:
-        parser.error("--guests and --rounds must be at least 1")
+    args = data.guests_and_rounds(argv, __doc__, 100_000, 3)
     runs: dict[str, list[dict]] = {name: [] for name in READERS}
     with RedisProcess() as server:
         client = server.client(socket_timeout=120)

@@ -8,6 +8,7 @@ interval: a million guests share ~25,000 timestamps, not one. Records carry a lo
 nothing expires while the benchmark runs: expiry is not what is measured.
 """
 
+import argparse
 import json
 import re
 import subprocess
@@ -34,6 +35,17 @@ CONNECTION_TIMEOUT_S = 3600
 GUESTS_PER_CHUNK = 10_000
 FIELDS_PER_HSET = 1_000
 _MARK = re.compile(r"@@(\w+)@@")
+
+
+def guests_and_rounds(argv, description: str, guests: int, rounds: int) -> argparse.Namespace:
+    """--guests and --rounds of a benchmark that measures two sides in turn on one fill; each at least 1."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--guests", type=int, default=guests)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args(argv)
+    if args.guests < 1 or args.rounds < 1:
+        parser.error("--guests and --rounds must be at least 1")
+    return args
 
 
 def socket_id(i: int) -> str:

@@ -1,16 +1,18 @@
-"""Pages of JSON records read with the next page's request already in Redis: while the caller
-works on page i, Redis reads page i+1's values and scans on.
+"""Pages of JSON records, or of a hash's fields (users:online), read with the next page's request
+already in Redis: while the caller works on page i, Redis reads page i+1 and scans on.
 
-One connection, each request MGET (this page's keys) then SCAN (the next page): Redis reads the
-keys its last SCAN just walked, still in its caches (the SCAN first costs Redis ~20 % more a MGET
-at a million records). The request for page i+1 leaves before page i is handed out, so Redis
-works while the caller judges, and reaper waits for no round trip a page (measured at 1M guests:
-the record and online passes ~0.5 s shorter than one request at a time).
+One connection. For records each request is MGET (this page's keys) then SCAN (the next page):
+Redis reads the keys its last SCAN just walked, still in its caches (the SCAN first costs Redis
+~20 % more a MGET at a million records); for a hash, the next HSCAN. The request for page i+1
+leaves before page i is handed out, so Redis works while the caller judges, and reaper waits for
+no round trip a page (measured at 1M guests: the record and online passes ~0.5 s shorter than
+one request at a time).
 
-Used only while nothing else of the sweep talks to Redis (store.scan_and_read's ``alone``): then
-Redis holds one page's request of ours at a time, as with one request at a time. A lost
+Used only in a pass that sends Redis nothing else meanwhile (store.asks_ahead's ``alone``; with
+users:online, but the EXISTS of entries naming a socket the records did not show): then Redis
+holds one page's request of ours at a time, as with one request at a time. A lost
 connection is retried as the client retries any command (its ``Retry``): on a new connection the
-requests not answered yet are sent again (SCAN and MGET only read). Whatever is raised, the
+requests not answered yet are sent again (SCAN, MGET and HSCAN only read). Whatever is raised, the
 connection is dropped rather than pooled: an answer may still be on its way."""
 
 from collections import deque

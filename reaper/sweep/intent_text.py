@@ -12,6 +12,8 @@ class IntentText:
         """The guest's intent as written; "" when it has no step left, and then none is written:
         the sweep leaves no cascade with nothing to do, and no removal without its intent while
         a step is left."""
+        if not remove_entry and not self.irreversible:  # the services off: nothing to ask of the id
+            return ""
         irreversible = self.irreversible if is_guest_id(user_id, self.prefix) else []
         if not remove_entry and not irreversible:
             return ""

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 import reaper.sweep.redis_kinds
+from reaper.core import reasons
 from support.guests import ONLINE, record
 from sweep_helpers import add_guests, assert_intents_consistent, reasons_of, stop_at_batch, with_seams
 from support.keys import KEYS
@@ -115,7 +116,10 @@ def test_a_dry_run_leaves_no_state(ctx_factory, world, r, records_first):
     assert report.socketless_seen == 1 and r.hget(STATE, "socketless_entries") is None
 
 
-def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, records_first):
+# force: the online pages read by a reader thread while the pass takes as it goes; not forced (the
+# default first pass, nobody taken before the totals): asked for ahead, read by the judging thread.
+@pytest.mark.parametrize("force", [True, False], ids=["reader-thread", "ahead"])
+def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, records_first, force):
     add_guests(world, live=20, stale=5, orphans=3)
     pages = []
 
@@ -127,11 +131,33 @@ def test_a_failing_online_page_is_raised_by_the_sweep(ctx_factory, world, r, rec
     ctx = with_seams(ctx_factory(redis__scan_count=4), online_page_read=fails_on_the_second_page)
 
     with pytest.raises(redis.ConnectionError, match="reset by peer"):
-        ctx.sweep(force=True)
+        ctx.sweep(force=force)
 
     assert _threads() == []
     assert_intents_consistent(r)
-    assert len(world.online()) == 28 - (5 - len({f"sock{n}" for n in range(21, 26)} & world.records()))
+    taken = 5 - len({f"sock{n}" for n in range(21, 26)} & world.records())
+    assert len(world.online()) == 28 - taken and (taken > 0) is force  # nobody taken before the totals
+    assert r.ping() is True and r.hlen(ONLINE) == 28 - taken  # no answer left in a pooled connection
+
+
+@pytest.mark.parametrize("force", [True, False], ids=["reader-thread", "ahead"])
+def test_a_stop_during_the_online_pass_ends_the_sweep_there(ctx_factory, world, r, records_first, force):
+    add_guests(world, live=30, stale=10, orphans=5)
+    ctx = ctx_factory(redis__scan_count=4)
+    pages = []
+
+    def stop_on_the_second_page(entries):
+        pages.append(len(entries))
+        if len(pages) == 2:
+            ctx.stopping.set()
+
+    report = with_seams(ctx, online_page_read=stop_on_the_second_page).sweep(force=force)
+
+    assert report.interrupted and len(pages) == 2  # no page read after the stop
+    assert _threads() == []
+    assert_intents_consistent(r)
+    records_taken = sum(n for reason, n in report.reaped.items() if reason != reasons.ORPHAN)
+    assert (records_taken > 0) is force and len(world.records()) == 40 - records_taken  # nobody before the totals
 
 
 def test_a_stop_during_the_record_pass_stops_both(ctx_factory, world, r, records_first):

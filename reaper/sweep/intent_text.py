@@ -12,9 +12,9 @@ class IntentText:
         """The guest's intent as written; "" when it has no step left, and then none is written:
         the sweep leaves no cascade with nothing to do, and no removal without its intent while
         a step is left."""
-        if not remove_entry and not self.irreversible:  # the services off: nothing to ask of the id
-            return ""
-        irreversible = self.irreversible if is_guest_id(user_id, self.prefix) else []
+        irreversible = self.irreversible  # none (the services off): nothing to ask of the id
+        if irreversible and not is_guest_id(user_id, self.prefix):
+            irreversible = []
         if not remove_entry and not irreversible:
             return ""
         return guest_intent(user_id, socket_id, reason, self.now, remove_entry, irreversible).to_json()

@@ -9,7 +9,7 @@ import pytest
 
 from reaper.core.keys import QUARANTINE_TTL_S
 from reaper.sweep.reporting import AuditTrail
-from reaper.store.sweep_scripts import GuestOutcome, RecordTake, TakeGuests
+from reaper.store.sweep_scripts import GuestOutcome, GuestRow, RecordTake, TakeGuests
 from support.guests import CONN
 from sweep_helpers import keys_of
 
@@ -18,11 +18,11 @@ def trail(r) -> list[dict]:
     return [json.loads(raw[b"decision"]) for _, raw in r.xrange(keys_of(r).events)]
 
 
-def take_of(r, socket_id: str, user_id: str, decision: str, witness: bytes | None = None) -> RecordTake:
+def take_of(r, socket_id: str, user_id: str, decision: str, witness: bytes | None = None) -> GuestRow:
     key = CONN + socket_id
     value = r.get(key) if witness is None else witness
     return RecordTake(key, keys_of(r).quarantine(key), False, "string", (value, b""), "", "",
-                      user_id, socket_id, decision)
+                      user_id, socket_id, decision).guest_row()
 
 
 def test_a_taken_guest_has_its_decision_record_from_the_take_itself(r, world):

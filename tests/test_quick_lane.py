@@ -290,15 +290,15 @@ def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it(monkeypa
     for doomed in first.doomed:
         held.record(doomed.record)
 
-    again = PageJudge(NOW, POLICY, "string", PREFIX).held(held.stale, 0, len(held.stale))
+    again = PageJudge(NOW, POLICY, "string", PREFIX).held(held.stale, 0, len(held.stale)).as_doomed()
 
     kept = len(held.stale.values)
     assert len(first.doomed) > 10 and len(held.stale) == len(first.doomed)
     assert {"all": kept == len(held.stale), "none": kept == 0, "some": 0 < kept < len(held.stale)}[values_kept]
-    assert [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in again.doomed] == \
+    assert [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in again] == \
         [(d.record.key, d.record.socket_id, d.record.user_id, d.reason, d.witness) for d in first.doomed]
     raw = dict(zip(map(decode_name, names), values))
-    assert [d.record.witness for d in again.doomed] == \
+    assert [d.record.witness for d in again] == \
         [(raw[d.record.key], b"") if n < kept else (b"", hashlib.sha1(raw[d.record.key]).hexdigest())
          for n, d in enumerate(first.doomed)]
 
@@ -309,4 +309,4 @@ def test_a_held_back_record_that_is_not_stale_now_is_not_taken(heartbeat, pong):
     held = HeldRecords()
     held.add(GuestRecord(PREFIX + "s1", "s1", "guest_1", heartbeat, pong, (b"{}", b"")))
 
-    assert PageJudge(NOW, POLICY, "string", PREFIX).held(held, 0, 1).doomed == []
+    assert PageJudge(NOW, POLICY, "string", PREFIX).held(held, 0, 1).as_doomed() == []

@@ -309,7 +309,7 @@ def _guest_take(socket: str, user: str, raw: bytes, decision: str = "") -> Recor
 
 
 def _take(client, takes: list[RecordTake]) -> list[GuestOutcome]:
-    return TakeGuests(client, KEYS, PREFIX, 1000).take_all(DUE, "string", takes)
+    return TakeGuests(client, KEYS, PREFIX, 1000).take_all(DUE, "string", [take.guest_row() for take in takes])
 
 
 def _contents(client) -> dict:

@@ -6,6 +6,7 @@ TakeGuests and TakeOrphans, which batch themselves and keep two calls in Redis a
 
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import repeat
 
 import redis
 
@@ -39,9 +40,28 @@ class RecordTake:
         """TAKE_RECORD's per-record arguments but the decision (the first six of TAKE_GUEST's)."""
         return *self.take_one_argv(), self.intent_id, self.intent
 
+    def guest_row(self) -> "GuestRow":
+        """This take as TAKE_GUEST sends it."""
+        return (self.key, self.quarantine), (*self.record_argv(), self.user_id, self.socket_id, self.decision)
+
     @property
     def held_intent(self) -> tuple[str, str] | None:
         return (self.intent_id, self.intent) if self.intent_id else None
+
+
+# One guest of a TAKE_GUEST call: its two KEYS and its nine ARGV (scripts.TAKE_GUEST), as a
+# RecordTake gives them (guest_row) or as rows_to_delete makes them from columns.
+GuestRow = tuple[tuple[str, str], tuple]
+
+
+def rows_to_delete(keys: list[str], quarantines: list[str], seen_type: str, witnesses: list[tuple],
+                   intent_ids: list[str], intents: list[str], user_ids: list[str], socket_ids: list[str],
+                   decisions: list[str]) -> list[GuestRow]:
+    """TAKE_GUEST's rows for records to delete (none quarantined), one entry a guest in each
+    column: RecordTake(...).guest_row() for each, without the RecordTake (the second look's)."""
+    firsts, seconds = [w[0] for w in witnesses], [w[1] for w in witnesses]
+    return list(zip(zip(keys, quarantines), zip(repeat("delete"), repeat(seen_type), firsts, seconds, intent_ids,
+                                                 intents, user_ids, socket_ids, decisions)))
 
 
 @dataclass(slots=True)
@@ -111,19 +131,19 @@ class TakeGuests:
         self.keys, self.prefix, self.events_cap = keys, guest_id_prefix, events_cap
         self._script = client.register_script(scripts.TAKE_GUEST)
 
-    def take_all(self, due: float, format_type: str, takes: list[RecordTake]) -> list[GuestOutcome]:
+    def take_all(self, due: float, format_type: str, rows: list[GuestRow]) -> list[GuestOutcome]:
         """Any number, in batches of scripts.TAKE_BATCH kept two deep (store/windowed.py)."""
-        answers = windowed.call_in_batches(self._script, takes, scripts.TAKE_BATCH,
+        answers = windowed.call_in_batches(self._script, rows, scripts.TAKE_BATCH,
                                            lambda batch: self.arguments(due, format_type, batch))
         return [_OUTCOMES[outcome] for outcome in answers]
 
-    def arguments(self, due: float, format_type: str, takes: list[RecordTake]) -> tuple[list, list]:
+    def arguments(self, due: float, format_type: str, rows: list[GuestRow]) -> tuple[list, list]:
         """KEYS and ARGV of one call, for one batch."""
         keys = [self.keys.intents, self.keys.due, self.keys.online, self.keys.events]
         args = [due, QUARANTINE_TTL_S, format_type, self.prefix, self.events_cap]
-        for take in takes:
-            keys += (take.key, take.quarantine)
-            args += (*take.record_argv(), take.user_id, take.socket_id, take.decision)
+        for names, values in rows:
+            keys += names
+            args += values
         return keys, args
 
 

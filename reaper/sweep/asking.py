@@ -15,6 +15,11 @@ class Asking:
     def __init__(self, notify: SweepNotify | None, turn: threading.Lock, now: float, events: SweepEvents):
         self.notify, self.turn, self.now, self.events = notify, turn, now, events
 
+    @property
+    def asks(self) -> bool:
+        """Does a take wait for socket.io's answer first? (Fencing needs no answer.)"""
+        return self.notify is not None and self.notify.asking
+
     def unattached_records(self, doomed: list[Doomed]) -> list[Doomed]:
         """Stale records whose socket is still attached are kept. Malformed ones are not asked
         about: they are moved aside whatever socket.io says (docs/design.md, the cascade.4)."""
@@ -45,7 +50,7 @@ class Asking:
                 self.notify.fence(guests, self.now)
 
     def _attached(self, socket_ids: list[str]) -> set[str]:
-        if self.notify is None or not (self.notify.asking and socket_ids):
+        if not (self.asks and socket_ids):
             return set()
         with self.turn:  # the answers are waited for holding it: Redis serves nothing of ours meanwhile
             return self.notify.attached(socket_ids)

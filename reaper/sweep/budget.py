@@ -93,8 +93,16 @@ class Budget:
     def give_back(self, refused: int) -> None:
         self.claimed -= refused
 
+    def claim_all(self, count: int) -> None:
+        """Places for ``count`` removals, of a budget without a limit (the second look's)."""
+        assert self.limit is None, "a limited budget claims one at a time"
+        self.claimed += count
+
     def records_within(self, doomed: list) -> list:
         """Those the budget allows, in order; the others are held back for the second look."""
+        if self.limit is None:
+            self.claim_all(len(doomed))
+            return doomed
         chosen = []
         for one in doomed:
             if self.claim():

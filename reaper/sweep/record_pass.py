@@ -9,9 +9,10 @@ from reaper.core.salted_filter import SaltedFilter
 from reaper.store.events import decision
 from reaper.core.records import Malformed
 from reaper.sweep.budget import HeldRecords
-from reaper.sweep.judging import Doomed, Judged, PageJudge
+from reaper.sweep.judging import Doomed, HeldDoomed, Judged, PageJudge
 from reaper.sweep.pass_state import PassState
 from reaper.sweep.reading import RecordPage, RecordPages
+from reaper.sweep.reporting import ReapedAsRead
 
 
 class RecordPass:
@@ -44,14 +45,44 @@ class RecordPass:
     def take_as_read(self, held: HeldRecords) -> None:
         """Stale records held back, taken as the first pass read them, without reading them
         again: each take compares the record with the value read (or its SHA-1), so one that
-        moved on since (a guest back, or anything else written) is kept."""
+        moved on since (a guest back, or anything else written) is kept. On a single Redis,
+        asking socket.io nothing, from their columns: no object a guest (_take_columns)."""
+        state = self.state
+        in_columns = state.takes.takes_as_read and not state.asking.asks and not state.budget.waits_for_answers
         for start in range(0, len(held), self.pages.count):
-            judged = self.judge.held(held, start, start + self.pages.count)
-            self.state.seams.records_loaded([d.record for d in judged.doomed])
-            self._judge_page(judged)
-            self.state.events.on_progress()
-            if self.state.stopped():
+            doomed = self.judge.held(held, start, start + self.pages.count)
+            if in_columns:
+                self._take_columns(doomed)
+            else:
+                judged = Judged(doomed=doomed.as_doomed())
+                state.seams.records_loaded([d.record for d in judged.doomed])
+                self._judge_page(judged)
+            state.events.on_progress()
+            if state.stopped():
                 return
+
+    def _take_columns(self, held: HeldDoomed) -> None:
+        """What _judge_page does with held records, from their columns. The first pass counted
+        them (on_judged would add nothing); none is live or malformed; socket.io is not asked
+        about them, and the second look's budget has no limit."""
+        state = self.state
+        if state.seams.hooked("records_loaded"):
+            state.seams.records_loaded([d.record for d in held.as_doomed()])
+        socketless = state.socketless
+        if socketless:  # a user with a record has no socketless orphan entry
+            for user_id in held.user_ids:
+                socketless.pop(user_id, None)
+        if not len(held):
+            return
+        state.budget.claim_all(len(held))
+        take = state.takes.prepare_as_read(held, state.now)  # the arguments made here, the takes below
+        state.behind.submit(take, lambda taken: self._taken_as_read(held, taken))
+
+    def _taken_as_read(self, held: HeldDoomed, taken: list[bool]) -> None:
+        state, users = self.state, held.user_ids
+        named = [i for i, ok in enumerate(taken) if ok and users[i]]  # a record naming no userId has no decision
+        state.events.on_reaped_as_read(ReapedAsRead(held, named, state.now, state.takes.audits))
+        state.refused(taken)
 
     def _judge_all(self, pages: Iterator[RecordPage], scanned: bool) -> None:
         events = self.state.events

@@ -3,6 +3,8 @@ audit trail (reaper/store/events.py), the gate's note of ids that are no guest's
 line. The passes call ``SweepEvents``; they neither count nor log themselves."""
 
 import threading
+from collections import Counter
+from dataclasses import dataclass, field
 
 from loguru import logger
 
@@ -10,11 +12,46 @@ from reaper import logs
 from reaper.core.records import Malformed
 from reaper.safety.gate import Gate
 from reaper.store.events import Decision, EventStream
-from reaper.sweep.judging import Judged, is_guest_id
+from reaper.sweep.judging import HeldDoomed, Judged, is_guest_id
 from reaper.sweep.report import SweepReport
 from reaper.terminal import Progress
 
 LOUD_REAPS = 20  # reaped guests logged at INFO per pass; the rest at DEBUG
+
+
+@dataclass(slots=True)
+class ReapedAsRead:
+    """Guests a second look took as read (reaper/sweep/record_pass.py), as the listeners are
+    told of them: in the columns they were taken from, without a Decision each; ``decisions``
+    makes those a listener wants."""
+
+    held: HeldDoomed
+    taken: list[int]  # indexes in ``held`` of the guests taken that name a userId
+    at: float  # the sweep's Redis time
+    audited: bool  # the takes wrote their decision records to the audit trail
+    _not_guests: dict[str, list[str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.taken)
+
+    def reasons(self) -> Counter:
+        verdicts = self.held.verdicts
+        return Counter(verdicts[i].reason for i in self.taken)
+
+    def not_guest_ids(self, prefix: str) -> list[str]:
+        """The userIds taken that may reach no service (asked once for all listeners)."""
+        found = self._not_guests.get(prefix)
+        if found is None:
+            users = self.held.user_ids
+            found = self._not_guests[prefix] = [users[i] for i in self.taken if not is_guest_id(users[i], prefix)]
+        return found
+
+    def decisions(self, stop: int | None = None) -> list[Decision]:
+        """The decision records of the first ``stop`` guests taken (of all: None)."""
+        made = self.held.decisions(self.at, self.taken[:stop])
+        for one in made:
+            one.audited = self.audited
+        return made
 
 
 class SweepEvents:
@@ -30,6 +67,12 @@ class SweepEvents:
     def on_refused(self, count: int) -> None: ...
     def on_kept_attached(self, count: int) -> None: ...
     def on_progress(self) -> None: ...
+
+    def on_reaped_as_read(self, reaped: ReapedAsRead) -> None:
+        """Reaped by a second look, in columns: a listener of on_reaped is handed their decisions,
+        unless it takes the columns itself (a Decision a guest costs more than the rest of it)."""
+        if type(self).on_reaped is not SweepEvents.on_reaped:
+            self.on_reaped(reaped.decisions())
 
 
 class Broadcast(SweepEvents):
@@ -80,6 +123,10 @@ class Counts(SweepEvents):
             self.report.reaped[one.reason] += 1
             self.report.not_a_guest_id += not is_guest_id(one.user_id, self.prefix)
 
+    def on_reaped_as_read(self, reaped: ReapedAsRead) -> None:
+        self.report.reaped.update(reaped.reasons())
+        self.report.not_a_guest_id += len(reaped.not_guest_ids(self.prefix))
+
     def on_quarantined(self, count: int) -> None:
         self.report.quarantined += count
 
@@ -121,6 +168,14 @@ class LogLines(SweepEvents):
             ).log(level, "Reaped {} (socket {}): {}, {}{}", one.user_id, one.socket_id or "-",
                   one.reason, one.detail, " [dry run]" if self.dry_run else "")
 
+    def on_reaped_as_read(self, reaped: ReapedAsRead) -> None:
+        if logs.writes("DEBUG"):
+            self.on_reaped(reaped.decisions())
+            return
+        shown = reaped.decisions(max(0, LOUD_REAPS - self.reaped))  # past LOUD_REAPS nothing is written
+        self.on_reaped(shown)
+        self.reaped += len(reaped) - len(shown)
+
 
 class AuditTrail(SweepEvents):
     """Each reaped guest's decision record, one round trip per batch (none in a dry run), unless
@@ -133,6 +188,10 @@ class AuditTrail(SweepEvents):
         if decisions and not self.dry_run:  # those a take wrote already are skipped
             self.audit.write([d for d in decisions if not d.audited], self.turn)
 
+    def on_reaped_as_read(self, reaped: ReapedAsRead) -> None:
+        if not reaped.audited:
+            self.on_reaped(reaped.decisions())
+
 
 class GateNotes(SweepEvents):
     """Reaped in Redis by the usual rules, but its id may reach no service: the gate refuses it."""
@@ -144,6 +203,10 @@ class GateNotes(SweepEvents):
         for one in decisions:
             if not is_guest_id(one.user_id, self.prefix):
                 self.gate.refuse_id(one.user_id, "sweep")
+
+    def on_reaped_as_read(self, reaped: ReapedAsRead) -> None:
+        for user_id in reaped.not_guest_ids(self.prefix):
+            self.gate.refuse_id(user_id, "sweep")
 
 
 class ProgressLine(SweepEvents):

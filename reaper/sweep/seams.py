@@ -37,6 +37,11 @@ class Seams:
     # The first pass held guests back (budget.HeldBack) and the second look is about to take them.
     before_second_look: Callable[[object], None] = _nothing
 
+    def hooked(self, name: str) -> bool:
+        """Is a hook given at ``name``? The second look makes the objects a hook is handed (one
+        a guest) only for a hook that is there."""
+        return getattr(self, name) is not _nothing
+
 
 @dataclass(frozen=True)
 class SweepClock:

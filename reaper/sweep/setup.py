@@ -68,7 +68,7 @@ class SweepSetup:
         # A pass that takes nobody as it goes and asks socket.io nothing sends Redis nothing else
         # while it reads the records: the pages may be asked for ahead of their answers.
         takes_nobody = budget == 0 or dry_run
-        alone = takes_nobody and not (self.notify is not None and self.notify.asking)
+        alone = takes_nobody and not asking.asks
         records = RecordPass(state, RecordPages(*reading, alone=alone), judge, board,
                              lambda: self.client.hlen(self.keys.online), self.clock.monotonic)
         return Pass(state, records, OrphanPass(state, OnlinePages(*reading, alone=alone))), state, report

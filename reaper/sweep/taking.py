@@ -17,12 +17,12 @@ from reaper.core.config import Config
 from reaper.core.keys import Keys
 from reaper.core.records import Malformed, OnlineEntry
 from reaper.store import cluster, scripts
-from reaper.store.events import Decision
+from reaper.store.events import Decision, stale_json
 from reaper.store.presence import OnlineList
-from reaper.store.sweep_scripts import (GuestOutcome, OnlineSettle, OrphanTake, RecordTake, SettleOnline,
-                                        TakeGuests, TakeOrphans, TakeRecords)
+from reaper.store.sweep_scripts import (GuestOutcome, GuestRow, OnlineSettle, OrphanTake, RecordTake, SettleOnline,
+                                        TakeGuests, TakeOrphans, TakeRecords, rows_to_delete)
 from reaper.sweep.intent_text import IntentText
-from reaper.sweep.judging import Doomed
+from reaper.sweep.judging import Doomed, HeldDoomed
 from reaper.sweep.seams import Seams
 
 
@@ -35,6 +35,7 @@ class Takes:
 
     writes = True  # False: nothing is written (a dry run)
     audits = False  # True: the take scripts write each taken guest's decision record themselves
+    takes_as_read = False  # True: prepare_as_read takes the second look's held records from their columns
 
     def __init__(self, client, keys: Keys, config: Config, intents: IntentText, due: float,
                  turn: threading.Lock, seams: Seams, before: Callable[[list[tuple]], None]):
@@ -57,6 +58,10 @@ class Takes:
 
     def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> object:
         return None
+
+    def prepare_as_read(self, held: HeldDoomed, now: float) -> Callable[[], list[bool]]:
+        """prepare() for stale records the second look takes as read, from their columns."""
+        raise NotImplementedError
 
     def orphans(self, entries: list[OnlineEntry], decisions: list[Decision]) -> list[bool]:
         self.before([(e.socket_id, e.user_id) for e in entries if e.socket_id])
@@ -138,6 +143,8 @@ class Takes:
 
 
 class SingleRedisTakes(Takes):
+    takes_as_read = True
+
     def __init__(self, client, keys: Keys, config: Config, *args):
         super().__init__(client, keys, config, *args)
         self.audits = config.events.max_len > 0  # 0: no audit trail is written
@@ -145,27 +152,50 @@ class SingleRedisTakes(Takes):
         self._records = TakeRecords(client, keys, config.events.max_len)
         self._orphans = TakeOrphans(client, keys, config.events.max_len)
 
-    def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[RecordTake]:
+    def _prepare(self, doomed: list[Doomed], decisions: list[Decision | None]) -> list[GuestRow]:
         """TAKE_GUEST's arguments: each record with its entry, its intent and its decision record."""
-        return [self._record_take(d, self._intent(d, remove_entry=False), entry=True, decision=text)
+        return [self._record_take(d, self._intent(d, remove_entry=False), entry=True, decision=text).guest_row()
                 for d, text in zip(doomed, self._decision_texts(decisions))]
 
     def _take_records(self, doomed: list[Doomed], decisions: list[Decision | None],
-                      prepared: list[RecordTake]) -> list[bool]:
-        outcomes = self._take_with_entries(decisions, prepared)
-        unclear = [i for i, outcome in enumerate(outcomes) if outcome is GuestOutcome.LEFT_TO_SWEEP]
-        for i, ok in zip(unclear, self._take_then_settle([doomed[i] for i in unclear],
-                                                         [decisions[i] for i in unclear])):
-            outcomes[i] = GuestOutcome.TAKEN if ok else GuestOutcome.CHANGED
-        return [outcome is GuestOutcome.TAKEN for outcome in outcomes]
+                      prepared: list[GuestRow]) -> list[bool]:
+        taken = self._take_guests(prepared, lambda left: self._take_then_settle(
+            [doomed[i] for i in left], [decisions[i] for i in left]))
+        self._audited(decisions, [values[-1] for _, values in prepared], taken)
+        return taken
 
-    def _take_with_entries(self, decisions: list[Decision | None], takes: list[RecordTake]) -> list[GuestOutcome]:
+    def prepare_as_read(self, held: HeldDoomed, now: float) -> Callable[[], list[bool]]:
+        """The same takes as prepare()'s, made from the columns: no object a guest. A decision
+        record is written as decision(...).to_json() writes it (store/events.py, stale_json)."""
+        keys, users, verdicts, sockets = held.keys, held.user_ids, held.verdicts, held.socket_ids()
+        texts = ([stale_json(u, s, v, now) if u else "" for u, s, v in zip(users, sockets, verdicts)]
+                 if self.audits else [""] * len(keys))
+        intents = [self.intents.of(u, s, v.reason, remove_entry=False) if u else ""
+                   for u, s, v in zip(users, sockets, verdicts)]
+        rows = rows_to_delete(keys, [self.keys.quarantine(k) for k in keys], self.format_type, held.witnesses,
+                              [self.intents.id_of(u, i) for u, i in zip(users, intents)], intents, users,
+                              sockets, texts)
+
+        def take() -> list[bool]:
+            self.before([(s, u) for s, u in zip(sockets, users) if u])
+            if self.seams.hooked("before_records_taken"):
+                self.seams.before_records_taken(held.as_doomed())
+            return self._take_guests(rows, lambda left: self._take_then_settle(held.as_doomed(left),
+                                                                               held.decisions(now, left)))
+        return take
+
+    def _take_guests(self, rows: list[GuestRow], long_way: Callable[[list[int]], list[bool]]) -> list[bool]:
         """Each record, its users:online entry and its decision record in one step (TAKE_GUEST),
-        so the intent needs no online step and no reaped guest lacks its record in the trail."""
+        so the intent needs no online step and no reaped guest lacks its record in the trail.
+        Those whose entry only the sweep can judge go ``long_way`` (handed their indexes)."""
         with self.turn:  # two batches in Redis at a time, at most (store/windowed.py)
-            outcomes = self._guests.take_all(self.due, self.format_type, takes)
-        self._audited(decisions, [take.decision for take in takes], [o is GuestOutcome.TAKEN for o in outcomes])
-        return outcomes
+            outcomes = self._guests.take_all(self.due, self.format_type, rows)
+        taken = [outcome is GuestOutcome.TAKEN for outcome in outcomes]
+        unclear = [i for i, outcome in enumerate(outcomes) if outcome is GuestOutcome.LEFT_TO_SWEEP]
+        if unclear:
+            for i, ok in zip(unclear, long_way(unclear)):
+                taken[i] = ok
+        return taken
 
     def _take_long_way(self, takes: list[RecordTake]) -> list[bool]:
         return self._in_batches(takes, scripts.TAKE_BATCH,

@@ -89,7 +89,7 @@ class Decision:
 
 def stale_json(user_id: str, socket_id: str | None, seen: Verdict, now: float) -> str:
     """``decision(user_id, socket_id, seen.reason, seen, now).to_json()`` without the Decision:
-    the second look writes one for each of up to 200,000 held guests (reaper/sweep/as_read.py)."""
+    the second look writes one for each of up to 200,000 held guests (sweep/taking.py, prepare_as_read)."""
     return _json_of(_Wire(REAPED, user_id, socket_id or None, seen.reason, now, round(seen.heartbeat_age_s, 3),
                           int(seen.missed_pings)))
 

@@ -180,7 +180,7 @@ class PageJudge:
 @dataclass(slots=True)
 class HeldDoomed:
     """Stale records the budget held back, doomed again: in columns, one entry a record, so the
-    second look takes up to 200,000 of them without an object each (reaper/sweep/as_read.py).
+    second look takes up to 200,000 of them without an object each (record_pass.py, _take_columns).
     ``as_doomed`` makes the objects the careful way hands on, where they are wanted."""
 
     prefix_chars: int  # of a record key before its socketId

@@ -27,7 +27,7 @@ its work done. A sweep removes at most
 totals; the rest are held back (budget.py). When the totals show no mass expiry, a second
 look takes what was held back: a stale record as it was read, its take compared with the
 value read (only its timestamps and that value are kept; past 8 MB of values, the value's
-SHA-1); any other record read and judged again; entries looked up again. So a guest that came
+SHA-1), on a single Redis straight from those columns (record_pass.py); any other record read and judged again; entries looked up again. So a guest that came
 back meanwhile is kept. Beyond MAX_HELD the second look is a second full pass instead. Memory: a
 few batches, the socketless entries and what is held back (~200 bytes a guest, and the values).
 

@@ -43,5 +43,11 @@ class PassState:
         self.budget.give_back(refused)
         self.events.on_refused(refused)
 
+    def have_records(self, user_ids: list[str]) -> None:
+        """These users have a record: none of their entries is a socketless orphan."""
+        if self.socketless:
+            for user_id in user_ids:
+                self.socketless.pop(user_id, None)
+
     def socketless_entries(self) -> list[OnlineEntry]:
         return [OnlineEntry(u, raw, True, None) for u, raw in self.socketless.items()]

@@ -68,10 +68,7 @@ class RecordPass:
         state = self.state
         if state.seams.hooked("records_loaded"):
             state.seams.records_loaded([d.record for d in held.as_doomed()])
-        socketless = state.socketless
-        if socketless:  # a user with a record has no socketless orphan entry
-            for user_id in held.user_ids:
-                socketless.pop(user_id, None)
+        state.have_records(held.user_ids)
         if not len(held):
             return
         state.budget.claim_all(len(held))
@@ -106,10 +103,8 @@ class RecordPass:
         return self.judge.careful(careful, judged)
 
     def _judge_page(self, judged: Judged) -> None:
-        socketless = self.state.socketless
-        if socketless:  # a user with a record has no socketless orphan entry
-            for user_id in judged.user_ids():
-                socketless.pop(user_id, None)
+        if self.state.socketless:  # user_ids() makes a list: only when there is something to forget
+            self.state.have_records(judged.user_ids())
         self.state.events.on_judged(judged)
         if self.live is not None:
             self.live.add_all(judged.live)

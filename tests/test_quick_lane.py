@@ -15,7 +15,7 @@ import reaper.sweep.judging
 from reaper.core import reasons
 from reaper.core.names import decode_name, encode_name
 from reaper.core.records import GuestRecord, Malformed, parse_json_record
-from reaper.core.staleness import Policy
+from reaper.core.staleness import Policy, Verdict
 from reaper.sweep.budget import HeldBack, HeldRecords
 from reaper.sweep.judging import Judged, PageJudge, judge_page
 from support.guests import iso, record
@@ -275,8 +275,8 @@ def test_a_malformed_record_still_names_its_user_and_socket():
 
 @pytest.mark.parametrize("allowance, values_kept", [(None, "all"), (0, "none"), (3000, "some")])
 def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it(monkeypatch, allowance, values_kept):
-    """HeldBack keeps a stale record's timestamps and the value read, or past MAX_HELD_VALUES_BYTES
-    its SHA-1; PageJudge.held rebuilds the same verdict (the same Redis time), witnessed by that
+    """HeldBack keeps a stale record's timestamps, its verdict and the value read, or past
+    MAX_HELD_VALUES_BYTES its SHA-1; a chunk of them gives back the same Doomed, witnessed by that
     value or digest."""
     if allowance is not None:
         monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD_VALUES_BYTES", allowance)
@@ -288,9 +288,9 @@ def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it(monkeypa
     first, _ = both_lanes(names, values)
     held = HeldBack()
     for doomed in first.doomed:
-        held.record(doomed.record)
+        held.record(doomed.record, doomed.witness)
 
-    again = PageJudge(NOW, POLICY, "string", PREFIX).held(held.stale, 0, len(held.stale)).as_doomed()
+    again = held.stale.chunk(0, len(held.stale), len(PREFIX)).as_doomed()
 
     kept = len(held.stale.values)
     assert len(first.doomed) > 10 and len(held.stale) == len(first.doomed)
@@ -303,10 +303,12 @@ def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it(monkeypa
          for n, d in enumerate(first.doomed)]
 
 
-@pytest.mark.parametrize("heartbeat, pong", [(NOW - 10, NOW - 10), (NOW + 3600, NOW + 3600)], ids=["live", "future"])
-def test_a_held_back_record_that_is_not_stale_now_is_not_taken(heartbeat, pong):
-    """Never so by the first pass's own verdict; if it were, the record would be left alone."""
+@pytest.mark.parametrize("reason", [None, reasons.MALFORMED], ids=["live", "future"])
+def test_held_records_refuse_a_verdict_that_is_not_stale(reason):
+    """Only a stale verdict is held to be taken as read (the budget holds only doomed records;
+    a timestamp in the future makes one malformed, held by name): anything else is refused."""
     held = HeldRecords()
-    held.add(GuestRecord(PREFIX + "s1", "s1", "guest_1", heartbeat, pong, (b"{}", b"")))
 
-    assert PageJudge(NOW, POLICY, "string", PREFIX).held(held, 0, 1).as_doomed() == []
+    with pytest.raises(ValueError, match="not a stale verdict"):
+        held.add(GuestRecord(PREFIX + "s1", "s1", "guest_1", NOW - 10, NOW - 10, (b"{}", b"")), Verdict(reason, 10.0, 0))
+    assert len(held) == 0 and held.reasons == [] and held.values == []

@@ -9,7 +9,9 @@ import pytest
 import reaper.sweep.budget
 from reaper.store import cluster
 from reaper.store import scripts
+from reaper.core import reasons
 from reaper.core.records import GuestRecord, Malformed, OnlineEntry
+from reaper.core.staleness import Verdict
 from reaper.sweep.budget import HeldBack, HeldRecords
 from support.guests import World, record
 from support.keys import KEYS
@@ -289,12 +291,13 @@ def test_mass_expiry_still_holds_everything_back(ctx_factory, world, r):
 
 # -- HeldBack: the memory bound ----------------------------------------------------------------
 
-def _stale(n: int) -> GuestRecord:
-    return GuestRecord(KEYS.connection(f"sock{n}"), f"sock{n}", f"guest_{n}", 1.0, 2.0, (b'{"userId": "..."}', b""))
+def _stale(n: int) -> tuple[GuestRecord, Verdict]:
+    return (GuestRecord(KEYS.connection(f"sock{n}"), f"sock{n}", f"guest_{n}", 1.0, 2.0, (b'{"userId": "..."}', b"")),
+            Verdict(reasons.HEARTBEAT_TIMEOUT, 600.0, 20))
 
 
-def _malformed(n: int) -> Malformed:
-    return Malformed(KEYS.connection(f"sock{n}"), f"sock{n}", "not JSON", "string", witness=(b"{", b""))
+def _malformed(n: int) -> tuple[Malformed, str]:
+    return Malformed(KEYS.connection(f"sock{n}"), f"sock{n}", "not JSON", "string", witness=(b"{", b"")), "not JSON"
 
 
 def _entry(n: int, socket: bool) -> OnlineEntry:
@@ -314,7 +317,7 @@ def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, 
     held = HeldBack()
 
     for n in range(records):
-        held.record(_stale(n) if n % 2 else _malformed(n))
+        held.record(*(_stale(n) if n % 2 else _malformed(n)))
     for n in range(orphans):
         held.entry(_entry(n, socket=True))
     for n in range(socketless):

@@ -20,6 +20,9 @@ NOW = 1_800_000_000.0
 POLICY = Policy(connection_timeout_s=180, ping_interval_s=60, max_missed_pings=3, clock_skew_s=5)
 
 
+STALE = Verdict(reasons.HEARTBEAT_TIMEOUT, 400.0, 16)  # what doomed a held record
+
+
 def rec(n: int, age: float, pong_age: float | None = None) -> GuestRecord:
     pong = age if pong_age is None else pong_age
     return GuestRecord(KEYS.connection(f"s{n}"), f"s{n}", f"guest_{n}", NOW - age, NOW - pong)
@@ -76,7 +79,7 @@ def test_reaped_ids_that_are_no_guests_are_counted_apart():
 @pytest.mark.parametrize("records_are_strings", [True, False])
 def test_the_budget_holds_back_and_takes_back_refused_places(records_are_strings):
     budget = Budget(2, records_are_strings)
-    doomed = [Doomed(rec(n, age=400), "heartbeat_timeout", "x") for n in range(4)]
+    doomed = [Doomed(rec(n, age=400), "heartbeat_timeout", STALE) for n in range(4)]
 
     chosen = budget.records_within(doomed)
     budget.give_back(1)  # one take was refused: its place is free again
@@ -95,7 +98,7 @@ def test_held_records_give_back_each_row_as_added_with_the_value_read():
     held, records = HeldRecords(), [rec(n, age=400 + n) for n in range(5)]
     for n, record in enumerate(records):
         record.witness = (b"value %d" % n, b"")
-        held.add(record)
+        held.add(record, STALE)
 
     rows = list(held.rows(1, 99))  # a page past the end ends at the end
 
@@ -113,7 +116,7 @@ def test_held_records_keep_digests_once_the_values_allowance_is_spent(monkeypatc
     records = [rec(n, age=400 + n) for n in range(len(values))]
     for record, value in zip(records, values):
         record.witness = (value, b"")
-        held.add(record)
+        held.add(record, STALE)
 
     witnesses = [(values[0], b""), (values[1], b"")] + [(b"", hashlib.sha1(v).hexdigest()) for v in values[2:]]
     assert [row[4] for row in held.rows(0, 5)] == witnesses
@@ -128,6 +131,6 @@ def test_a_stale_record_of_a_huge_value_is_held_by_name(size, as_read):
     budget, record = Budget(0), rec(1, age=400)
     record.witness = (b"x" * size, b"")
 
-    budget.records_within([Doomed(record, "heartbeat_timeout", "x")])
+    budget.records_within([Doomed(record, "heartbeat_timeout", STALE)])
 
     assert (len(budget.held.stale), budget.held.records) == ((1, []) if as_read else (0, [record.key]))

@@ -13,7 +13,7 @@ from reaper.core import reasons
 from reaper.core.staleness import Verdict
 from reaper.store.events import decision, stale_json
 from reaper.store.sweep_scripts import RecordTake, TakeRecords, rows_to_delete
-from reaper.sweep.judging import HeldDoomed
+from reaper.sweep.budget import HeldDoomed
 from reaper.sweep.report import SweepReport
 from reaper.sweep.reporting import LOUD_REAPS, AuditTrail, Counts, GateNotes, LogLines, ReapedAsRead, SweepEvents
 from reaper.sweep.seams import SweepClock
@@ -41,7 +41,7 @@ HOSTILE_IDS = ["..", "cleanup-all", "guest_a\r\nb", "guest_\x00x", "guest_\"q\\"
                                      Verdict(reasons.HEARTBEAT_TIMEOUT, 1e300, 10**12)])
 def test_a_stale_guests_decision_record_is_written_byte_for_byte_as_the_decision_writes_it(user_id, socket_id,
                                                                                             verdict):
-    assert stale_json(user_id, socket_id, verdict, NOW) == \
+    assert stale_json(user_id, socket_id, verdict.reason, verdict.heartbeat_age_s, verdict.missed_pings, NOW) == \
         decision(user_id, socket_id, verdict.reason, verdict, NOW).to_json()
 
 
@@ -59,22 +59,18 @@ def test_rows_to_delete_are_the_record_takes_rows():
 
 
 def _held(user_ids: list[str]) -> HeldDoomed:
-    held = HeldDoomed(len("guest_connection:"))
-    for n, user_id in enumerate(user_ids):
-        held.keys.append(f"guest_connection:sock{n}")
-        held.user_ids.append(user_id)
-        held.heartbeats.append(NOW - 600)
-        held.pongs.append(NOW - 600)
-        held.witnesses.append((b"{}", b""))
-        held.verdicts.append(Verdict(reasons.HEARTBEAT_TIMEOUT if n % 3 else reasons.PING_TIMEOUT, 600.0 + n, n))
-    return held
+    n = len(user_ids)
+    return HeldDoomed(len("guest_connection:"), [f"guest_connection:sock{i}" for i in range(n)], list(user_ids),
+                      [NOW - 600] * n, [NOW - 600] * n, [(b"{}", b"")] * n,
+                      [reasons.HEARTBEAT_TIMEOUT if i % 3 else reasons.PING_TIMEOUT for i in range(n)],
+                      [600.0 + i for i in range(n)], list(range(n)))
 
 
 def _reaped(user_ids: list[str], audited: bool = True) -> tuple[ReapedAsRead, list]:
     """Every other guest taken (of those naming a userId); and their decisions as the objects' way makes them."""
     held = _held(user_ids)
     taken = [i for i in range(0, len(user_ids), 2) if user_ids[i]]
-    made = [decision(user_ids[i], f"sock{i}", held.verdicts[i].reason, held.verdicts[i], NOW) for i in taken]
+    made = [decision(user_ids[i], f"sock{i}", held.reasons[i], held.verdict(i), NOW) for i in taken]
     for one in made:
         one.audited = audited
     return ReapedAsRead(held, taken, NOW, audited), made

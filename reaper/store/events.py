@@ -87,11 +87,13 @@ class Decision:
         return f"heartbeat age {self.heartbeat_age_s:.0f}s, missed pings {self.missed_pings}"
 
 
-def stale_json(user_id: str, socket_id: str | None, seen: Verdict, now: float) -> str:
-    """``decision(user_id, socket_id, seen.reason, seen, now).to_json()`` without the Decision:
-    the second look writes one for each of up to 200,000 held guests (sweep/taking.py, prepare_as_read)."""
-    return _json_of(_Wire(REAPED, user_id, socket_id or None, seen.reason, now, round(seen.heartbeat_age_s, 3),
-                          int(seen.missed_pings)))
+def stale_json(user_id: str, socket_id: str | None, reason: str, heartbeat_age_s: float, missed_pings: int,
+               now: float) -> str:
+    """``decision(user_id, socket_id, reason, Verdict(reason, heartbeat_age_s, missed_pings),
+    now).to_json()`` without the Decision: the second look writes one for each of up to 200,000
+    held guests (sweep/taking.py, prepare_as_read)."""
+    return _json_of(_Wire(REAPED, user_id, socket_id or None, reason, now, round(heartbeat_age_s, 3),
+                          int(missed_pings)))
 
 
 def _json_of(wire: _Wire) -> str:

@@ -4,10 +4,14 @@ it needs (HeldRecords), anything else by name."""
 
 import hashlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from reaper.core import reasons
 from reaper.core.records import GuestRecord, OnlineEntry
+from reaper.core.staleness import Verdict
+from reaper.store.events import Decision, decision
+from reaper.sweep.judging import Doomed
 
 # Records and entries held back by the budget, remembered for the second look: about 200 bytes
 # each (HeldRecords; a name ~100), so at most ~40 MB, plus the values kept as read (below). A sweep
@@ -25,11 +29,11 @@ MAX_HELD_VALUES_BYTES = 8 * 1024 * 1024
 
 class HeldRecords:
     """Stale string records held back, with what the second look needs to take them without
-    reading them again: their timestamps (judged again against the same Redis time, they give
-    the same verdicts) and their takes' witness (store/scripts.py, _UNCHANGED): the value read
-    itself, the very object MGET answered, while MAX_HELD_VALUES_BYTES allow; then the SHA-1 of
-    the value read. A record that changed since is left alone, as one read again and found live
-    would be. In columns: no object is made for a record."""
+    reading them again: their timestamps, the first pass's verdict (against the same Redis time
+    it would be the same again) and their takes' witness (store/scripts.py, _UNCHANGED): the
+    value read itself, the very object MGET answered, while MAX_HELD_VALUES_BYTES allow; then the
+    SHA-1 of the value read. A record that changed since is left alone, as one read again and
+    found live would be. In columns: no object is made for a record."""
 
     DIGEST_BYTES = 20  # a SHA-1
     # A value beyond this is held by name instead: Redis would hash it inside the take's script
@@ -40,6 +44,8 @@ class HeldRecords:
         self.keys: list[str] = []
         self.user_ids: list[str] = []
         self.heartbeats, self.pongs = array("d"), array("d")
+        self.reasons: list[str] = []  # the verdicts: reasons.HEARTBEAT_TIMEOUT or PING_TIMEOUT,
+        self.ages, self.missed = array("d"), array("q")  # heartbeat ages and missed pings
         self.values: list[bytes] = []  # the first records' values, as read
         self.values_bytes = 0
         self.digests = bytearray()  # the SHA-1 of the values of the records after them
@@ -47,11 +53,16 @@ class HeldRecords:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, record: GuestRecord) -> None:
+    def add(self, record: GuestRecord, verdict: Verdict) -> None:
+        if verdict.reason not in _STALE:  # a guest is taken only for a stale verdict
+            raise ValueError(f"not a stale verdict: {verdict.reason!r}")
         self.keys.append(record.key)
         self.user_ids.append(record.user_id)
         self.heartbeats.append(record.last_heartbeat)
         self.pongs.append(record.last_pong)
+        self.reasons.append(verdict.reason)
+        self.ages.append(verdict.heartbeat_age_s)
+        self.missed.append(verdict.missed_pings)
         value = record.witness[0]
         # Once one is digested, every later one is too: values are the first records', digests the rest's.
         if not self.digests and self.values_bytes + len(value) <= MAX_HELD_VALUES_BYTES:
@@ -63,12 +74,64 @@ class HeldRecords:
     def rows(self, start: int, stop: int) -> Iterator[tuple[str, str, float, float, tuple]]:
         """Records start..stop-1: key, userId, lastHeartbeat, lastPongReceived and the take's
         witness, (value read, b"") or (b"", SHA-1 of the value read in hex)."""
+        return zip(self.keys[start:stop], self.user_ids[start:stop], self.heartbeats[start:stop],
+                   self.pongs[start:stop], self._witnesses(start, stop))
+
+    def chunk(self, start: int, stop: int, prefix_chars: int) -> "HeldDoomed":
+        """Records start..stop-1, doomed as the first pass doomed them, in columns."""
+        return HeldDoomed(prefix_chars, self.keys[start:stop], self.user_ids[start:stop],
+                          self.heartbeats[start:stop], self.pongs[start:stop], self._witnesses(start, stop),
+                          self.reasons[start:stop], self.ages[start:stop], self.missed[start:stop])
+
+    def _witnesses(self, start: int, stop: int) -> list[tuple]:
         stop, kept, size = min(stop, len(self)), len(self.values), self.DIGEST_BYTES
         witnesses = [(value, b"") for value in self.values[start:stop]]
         witnesses += [(b"", self.digests[at:at + size].hex())
                       for at in range(max(start - kept, 0) * size, max(stop - kept, 0) * size, size)]
-        return zip(self.keys[start:stop], self.user_ids[start:stop], self.heartbeats[start:stop],
-                   self.pongs[start:stop], witnesses)
+        return witnesses
+
+
+_STALE = (reasons.HEARTBEAT_TIMEOUT, reasons.PING_TIMEOUT)
+
+
+@dataclass(slots=True)
+class HeldDoomed:
+    """A chunk of the held stale records, as the second look takes them: in columns, one entry a
+    record, so that up to 200,000 go without an object each (record_pass.py, _take_columns).
+    ``as_doomed`` and ``decisions`` make the objects of the careful way, where they are wanted."""
+
+    prefix_chars: int  # of a record key before its socketId
+    keys: list[str]
+    user_ids: list[str]
+    heartbeats: Sequence[float]
+    pongs: Sequence[float]
+    witnesses: list[tuple]
+    reasons: list[str]
+    ages: Sequence[float]
+    missed: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def socket_ids(self) -> list[str]:
+        cut = self.prefix_chars
+        return [key[cut:] for key in self.keys]
+
+    def verdict(self, i: int) -> Verdict:
+        return Verdict(self.reasons[i], self.ages[i], self.missed[i])
+
+    def as_doomed(self, indexes: list[int] | None = None) -> list[Doomed]:
+        """The records (those at ``indexes``, or all) as the careful way dooms them."""
+        cut = self.prefix_chars
+        return [Doomed(GuestRecord(self.keys[i], self.keys[i][cut:], self.user_ids[i], self.heartbeats[i],
+                                   self.pongs[i], self.witnesses[i]), self.reasons[i], self.verdict(i))
+                for i in (range(len(self)) if indexes is None else indexes)]
+
+    def decisions(self, at: float, indexes: list[int]) -> list[Decision | None]:
+        """The decision records of the records at ``indexes`` (None for one naming no userId)."""
+        cut, keys, users = self.prefix_chars, self.keys, self.user_ids
+        return [decision(users[i], keys[i][cut:], self.reasons[i], self.verdict(i), at) if users[i] else None
+                for i in indexes]
 
 
 class Budget:
@@ -108,7 +171,7 @@ class Budget:
             if self.claim():
                 chosen.append(one)
             else:
-                self.held.record(one.record)
+                self.held.record(one.record, one.witness)
         return chosen
 
     def entries_within(self, entries: list[OnlineEntry]) -> list[OnlineEntry]:
@@ -135,16 +198,17 @@ class HeldBack:
     def __len__(self) -> int:
         return len(self.stale) + len(self.records) + len(self.orphans) + len(self.socketless)
 
-    def record(self, record) -> None:
-        """A doomed record (GuestRecord or Malformed). A stale string record is kept with its
-        timestamps and its value or the value's SHA-1 (HeldRecords); a malformed one, a hash or a
-        huge value, by name: they are rare, and read again."""
+    def record(self, record, witness: Verdict | str) -> None:
+        """A doomed record (GuestRecord or Malformed) and what doomed it (Doomed.witness). A stale
+        string record is kept with its timestamps, its verdict and its value or the value's
+        SHA-1 (HeldRecords); a malformed one, a hash or a huge value, by name: they are rare, and
+        read again."""
         if not self._room():
             return
         value = record.witness[0]
         if self.as_read and type(record) is GuestRecord and type(value) is bytes \
-                and len(value) <= HeldRecords.MAX_VALUE_BYTES:
-            self.stale.add(record)
+                and len(value) <= HeldRecords.MAX_VALUE_BYTES and type(witness) is Verdict:
+            self.stale.add(record, witness)
         else:
             self.records.append(record.key)
 

@@ -14,8 +14,7 @@ remembers such texts, and judges each only once. Everything else (gone, another 
 read_written does not take, a timestamp in the future) goes the careful way: parsed into a
 GuestRecord or Malformed (reaper/core/records.py) and judged by ``judge_page``. Tests hold both
 lanes to the same verdicts.
-The second look dooms a stale record the budget held back again from what was kept of it
-(``PageJudge.held``): the same timestamps, the same Redis time, the same verdict."""
+A stale record the budget held back keeps its verdict for the second look (budget.HeldRecords)."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ from reaper.core import guest_ids, reasons
 from reaper.core.names import decode_name
 from reaper.core.records import REFUSED, GuestRecord, Malformed, decode_written, fields_of
 from reaper.core.staleness import RESPONSIVE_BELOW_MISSED, Policy, Verdict, future_problem, judge, live_user_of
-from reaper.store.events import Decision, decision
-from reaper.sweep.budget import HeldRecords
 
 
 # What the quick lane hands to the careful way undecoded: what msgspec refuses (b"" too), and
@@ -152,64 +149,9 @@ class PageJudge:
         record = GuestRecord(key, key[self.prefix_chars:], user_id, heartbeat, pong, (raw, b""))
         return Doomed(record, verdict.reason, verdict)
 
-    def held(self, held: HeldRecords, start: int, stop: int) -> "HeldDoomed":
-        """Stale records the budget held back (those from ``start`` to ``stop``), doomed as the
-        first pass doomed them (the same timestamps against the same Redis time: the same
-        verdicts), each witnessed by the value read or its SHA-1 (store/scripts.py, _UNCHANGED)."""
-        found = HeldDoomed(self.prefix_chars)
-        now, policy = self.now, self.policy
-        keys, users, beats, pongs, witnesses, verdicts = (found.keys, found.user_ids, found.heartbeats,
-                                                          found.pongs, found.witnesses, found.verdicts)
-        for key, user_id, heartbeat, pong, witness in held.rows(start, stop):
-            verdict = judge(heartbeat, pong, now, policy)
-            if verdict.reason is None or verdict.reason is reasons.MALFORMED:
-                continue  # not as it was held (never so by the first pass's verdict): not taken
-            keys.append(key)
-            users.append(user_id)
-            beats.append(heartbeat)
-            pongs.append(pong)
-            witnesses.append(witness)
-            verdicts.append(verdict)
-        return found
-
     def careful(self, records: list, found: Judged | None = None) -> Judged:
         """judge_page, into ``found`` (what the quick lane judged of the same page)."""
         return judge_page(records, self.now, self.policy, self.record_type, found)
-
-
-@dataclass(slots=True)
-class HeldDoomed:
-    """Stale records the budget held back, doomed again: in columns, one entry a record, so the
-    second look takes up to 200,000 of them without an object each (record_pass.py, _take_columns).
-    ``as_doomed`` makes the objects the careful way hands on, where they are wanted."""
-
-    prefix_chars: int  # of a record key before its socketId
-    keys: list[str] = field(default_factory=list)
-    user_ids: list[str] = field(default_factory=list)
-    heartbeats: list[float] = field(default_factory=list)
-    pongs: list[float] = field(default_factory=list)
-    witnesses: list[tuple] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def socket_ids(self) -> list[str]:
-        cut = self.prefix_chars
-        return [key[cut:] for key in self.keys]
-
-    def as_doomed(self, indexes: list[int] | None = None) -> list[Doomed]:
-        """The records (those at ``indexes``, or all) as the careful way dooms them."""
-        cut = self.prefix_chars
-        return [Doomed(GuestRecord(self.keys[i], self.keys[i][cut:], self.user_ids[i], self.heartbeats[i],
-                                   self.pongs[i], self.witnesses[i]), self.verdicts[i].reason, self.verdicts[i])
-                for i in (range(len(self)) if indexes is None else indexes)]
-
-    def decisions(self, at: float, indexes: list[int]) -> list[Decision | None]:
-        """The decision records of the records at ``indexes`` (None for one naming no userId)."""
-        cut, keys, users, verdicts = self.prefix_chars, self.keys, self.user_ids, self.verdicts
-        return [decision(users[i], keys[i][cut:], verdicts[i].reason, verdicts[i], at) if users[i] else None
-                for i in indexes]
 
 
 def judge_page(records: list, now: float, policy: Policy, record_type: str, found: Judged | None = None) -> Judged:

@@ -8,8 +8,8 @@ from reaper.core.live_users import LiveUsers, LiveUsersBoard
 from reaper.core.salted_filter import SaltedFilter
 from reaper.store.events import decision
 from reaper.core.records import Malformed
-from reaper.sweep.budget import HeldRecords
-from reaper.sweep.judging import Doomed, HeldDoomed, Judged, PageJudge
+from reaper.sweep.budget import HeldDoomed, HeldRecords
+from reaper.sweep.judging import Doomed, Judged, PageJudge
 from reaper.sweep.pass_state import PassState
 from reaper.sweep.reading import RecordPage, RecordPages
 from reaper.sweep.reporting import ReapedAsRead
@@ -50,7 +50,7 @@ class RecordPass:
         state = self.state
         in_columns = state.takes.takes_as_read and not state.asking.asks and not state.budget.waits_for_answers
         for start in range(0, len(held), self.pages.count):
-            doomed = self.judge.held(held, start, start + self.pages.count)
+            doomed = held.chunk(start, start + self.pages.count, self.judge.prefix_chars)
             if in_columns:
                 self._take_columns(doomed)
             else:

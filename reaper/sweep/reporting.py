@@ -12,7 +12,8 @@ from reaper import logs
 from reaper.core.records import Malformed
 from reaper.safety.gate import Gate
 from reaper.store.events import Decision, EventStream
-from reaper.sweep.judging import HeldDoomed, Judged, is_guest_id
+from reaper.sweep.budget import HeldDoomed
+from reaper.sweep.judging import Judged, is_guest_id
 from reaper.sweep.report import SweepReport
 from reaper.terminal import Progress
 
@@ -35,8 +36,8 @@ class ReapedAsRead:
         return len(self.taken)
 
     def reasons(self) -> Counter:
-        verdicts = self.held.verdicts
-        return Counter(verdicts[i].reason for i in self.taken)
+        held_reasons = self.held.reasons
+        return Counter(held_reasons[i] for i in self.taken)
 
     def not_guest_ids(self, prefix: str) -> list[str]:
         """The userIds taken that may reach no service (asked once for all listeners)."""

@@ -22,7 +22,8 @@ from reaper.store.presence import OnlineList
 from reaper.store.sweep_scripts import (GuestOutcome, GuestRow, OnlineSettle, OrphanTake, RecordTake, SettleOnline,
                                         TakeGuests, TakeOrphans, TakeRecords, rows_to_delete)
 from reaper.sweep.intent_text import IntentText
-from reaper.sweep.judging import Doomed, HeldDoomed
+from reaper.sweep.budget import HeldDoomed
+from reaper.sweep.judging import Doomed
 from reaper.sweep.seams import Seams
 
 
@@ -167,11 +168,11 @@ class SingleRedisTakes(Takes):
     def prepare_as_read(self, held: HeldDoomed, now: float) -> Callable[[], list[bool]]:
         """The same takes as prepare()'s, made from the columns: no object a guest. A decision
         record is written as decision(...).to_json() writes it (store/events.py, stale_json)."""
-        keys, users, verdicts, sockets = held.keys, held.user_ids, held.verdicts, held.socket_ids()
-        texts = ([stale_json(u, s, v, now) if u else "" for u, s, v in zip(users, sockets, verdicts)]
+        keys, users, why, sockets = held.keys, held.user_ids, held.reasons, held.socket_ids()
+        texts = ([stale_json(u, s, r, age, missed, now) if u else ""
+                  for u, s, r, age, missed in zip(users, sockets, why, held.ages, held.missed)]
                  if self.audits else [""] * len(keys))
-        intents = [self.intents.of(u, s, v.reason, remove_entry=False) if u else ""
-                   for u, s, v in zip(users, sockets, verdicts)]
+        intents = [self.intents.of(u, s, r, remove_entry=False) if u else "" for u, s, r in zip(users, sockets, why)]
         rows = rows_to_delete(keys, [self.keys.quarantine(k) for k in keys], self.format_type, held.witnesses,
                               [self.intents.id_of(u, i) for u, i in zip(users, intents)], intents, users,
                               sockets, texts)

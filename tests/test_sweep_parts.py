@@ -88,10 +88,16 @@ def test_the_budget_holds_back_and_takes_back_refused_places(records_are_strings
     held = budget.held
     if records_are_strings:  # what taking them needs: their timestamps and the values read
         assert held.records == [] and held.stale.keys == [KEYS.connection("s2"), KEYS.connection("s3")]
-        assert [row[4] for row in held.stale.rows(0, 2)] == [d.record.witness for d in doomed[2:]]
+        assert [row[4] for row in _rows(held.stale, 0, 2)] == [d.record.witness for d in doomed[2:]]
     else:  # hashes: by name, read again
         assert len(held.stale) == 0 and held.records == [KEYS.connection("s2"), KEYS.connection("s3")]
     assert budget.claim() and not budget.claim()
+
+
+def _rows(held: HeldRecords, start: int, stop: int) -> list[tuple]:
+    """Held records start..stop-1 as a chunk gives them back: key, userId, timestamps, witness."""
+    return [(d.record.key, d.record.user_id, d.record.last_heartbeat, d.record.last_pong, d.record.witness)
+            for d in held.chunk(start, stop, len(KEYS.connection(""))).as_doomed()]
 
 
 def test_held_records_give_back_each_row_as_added_with_the_value_read():
@@ -100,12 +106,14 @@ def test_held_records_give_back_each_row_as_added_with_the_value_read():
         record.witness = (b"value %d" % n, b"")
         held.add(record, STALE)
 
-    rows = list(held.rows(1, 99))  # a page past the end ends at the end
+    rows = _rows(held, 1, 99)  # a page past the end ends at the end
 
     assert rows == [(r.key, r.user_id, r.last_heartbeat, r.last_pong, (b"value %d" % n, b""))
                     for n, r in enumerate(records) if n >= 1]
     assert rows[0][4][0] is records[1].witness[0]  # the very bytes MGET answered: no copy
-    assert list(held.rows(5, 10)) == [] and held.digests == b"" and held.values_bytes == 5 * 7
+    assert _rows(held, 5, 10) == [] and held.digests == b"" and held.values_bytes == 5 * 7
+    assert [(d.reason, d.witness) for d in held.chunk(0, 5, len(KEYS.connection(""))).as_doomed()] == \
+        [(STALE.reason, STALE)] * 5  # the first pass's verdict, kept
 
 
 def test_held_records_keep_digests_once_the_values_allowance_is_spent(monkeypatch):
@@ -119,9 +127,9 @@ def test_held_records_keep_digests_once_the_values_allowance_is_spent(monkeypatc
         held.add(record, STALE)
 
     witnesses = [(values[0], b""), (values[1], b"")] + [(b"", hashlib.sha1(v).hexdigest()) for v in values[2:]]
-    assert [row[4] for row in held.rows(0, 5)] == witnesses
+    assert [row[4] for row in _rows(held, 0, 5)] == witnesses
     for start, stop in [(0, 1), (1, 3), (2, 4), (3, 99), (5, 6)]:  # pages across the boundary and past the end
-        assert list(held.rows(start, stop)) == [
+        assert _rows(held, start, stop) == [
             (r.key, r.user_id, r.last_heartbeat, r.last_pong, w) for r, w in zip(records, witnesses)][start:stop]
     assert held.values == values[:2] and len(held.digests) == 3 * HeldRecords.DIGEST_BYTES
 

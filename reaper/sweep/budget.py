@@ -4,7 +4,7 @@ it needs (HeldRecords), anything else by name."""
 
 import hashlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reaper.core import reasons
@@ -71,12 +71,6 @@ class HeldRecords:
         else:
             self.digests += hashlib.sha1(value).digest()
 
-    def rows(self, start: int, stop: int) -> Iterator[tuple[str, str, float, float, tuple]]:
-        """Records start..stop-1: key, userId, lastHeartbeat, lastPongReceived and the take's
-        witness, (value read, b"") or (b"", SHA-1 of the value read in hex)."""
-        return zip(self.keys[start:stop], self.user_ids[start:stop], self.heartbeats[start:stop],
-                   self.pongs[start:stop], self._witnesses(start, stop))
-
     def chunk(self, start: int, stop: int, prefix_chars: int) -> "HeldDoomed":
         """Records start..stop-1, doomed as the first pass doomed them, in columns."""
         return HeldDoomed(prefix_chars, self.keys[start:stop], self.user_ids[start:stop],
@@ -84,6 +78,7 @@ class HeldRecords:
                           self.reasons[start:stop], self.ages[start:stop], self.missed[start:stop])
 
     def _witnesses(self, start: int, stop: int) -> list[tuple]:
+        """Each take's witness: (value read, b"") or (b"", SHA-1 of the value read in hex)."""
         stop, kept, size = min(stop, len(self)), len(self.values), self.DIGEST_BYTES
         witnesses = [(value, b"") for value in self.values[start:stop]]
         witnesses += [(b"", self.digests[at:at + size].hex())

@@ -196,13 +196,14 @@ class HeldBack:
     def record(self, record, witness: Verdict | str) -> None:
         """A doomed record (GuestRecord or Malformed) and what doomed it (Doomed.witness). A stale
         string record is kept with its timestamps, its verdict and its value or the value's
-        SHA-1 (HeldRecords); a malformed one, a hash or a huge value, by name: they are rare, and
-        read again."""
+        SHA-1 (HeldRecords); a malformed one, a hash, a huge value or anything else, by name: they
+        are rare, and read and judged again."""
         if not self._room():
             return
         value = record.witness[0]
-        if self.as_read and type(record) is GuestRecord and type(value) is bytes \
-                and len(value) <= HeldRecords.MAX_VALUE_BYTES and type(witness) is Verdict:
+        stale = type(witness) is Verdict and witness.reason in _STALE
+        if self.as_read and stale and type(record) is GuestRecord and type(value) is bytes \
+                and len(value) <= HeldRecords.MAX_VALUE_BYTES:
             self.stale.add(record, witness)
         else:
             self.records.append(record.key)

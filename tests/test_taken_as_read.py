@@ -176,9 +176,9 @@ def test_a_listener_of_decisions_alone_is_handed_them_and_one_of_neither_costs_n
 # -- a whole second look, one way and the other --------------------------------------------------
 
 def _fill(world) -> dict[str, list[str]]:
-    """40 live guests, 12 orphan entries and 25 stale guests, 10 of them with hostile userIds: some with an entry
-    naming another (live) socket of theirs (TAKE_GUEST leaves those to the sweep), some with none;
-    orphans beside."""
+    """40 live guests, 12 orphan entries and 26 stale guests, 10 of them with hostile userIds (some
+    with an entry naming another, live, socket of theirs: TAKE_GUEST leaves those to the sweep;
+    some with none) and one under a key name that is no UTF-8; orphans beside."""
     add_guests(world, live=40, stale=15, orphans=10, socketless=2)  # the orphans come first, and use the budget
     hostile = []
     for n, user_id in enumerate(HOSTILE_IDS):
@@ -190,6 +190,9 @@ def _fill(world) -> dict[str, list[str]]:
         elif n % 3 == 1:
             world.entry(user_id, socket_id)
         hostile.append(user_id)
+    # a key name that is no UTF-8: held as text with surrogates, sent back as the bytes it was read as
+    world.r.set(b"guest_connection:\xff\xfe\x80", json.dumps(record("?", "guest_bytes", world.now - 900)), ex=3600)
+    world.entry("guest_bytes", None)
     return {"hostile": hostile}
 
 
@@ -229,16 +232,18 @@ def test_a_second_look_from_columns_leaves_what_the_objects_way_leaves(ctx_facto
     by_columns = _second_look(ctx_factory, world, r, logs, monkeypatch, in_columns=True)
 
     # every stale record held back (the budget's 10 went to orphans), taken from columns; left to
-    # the sweep by TAKE_GUEST: the 4 hostile ids whose entry names another socket of theirs, and
-    # "cleanup-all", whose entry names its socket but has no guest id prefix
-    assert by_columns["calls"] == [("columns", 25), ("long way", 5)]
-    assert by_objects["calls"] == [("long way", 5)]
+    # the sweep by TAKE_GUEST: the 4 hostile ids whose entry names another socket of theirs,
+    # "cleanup-all", whose entry names its socket but has no guest id prefix, and guest_bytes,
+    # whose entry names no socket
+    assert by_columns["calls"] == [("columns", 26), ("long way", 6)]
+    assert by_objects["calls"] == [("long way", 6)]
     for what in ("report", "redis", "logs"):  # the logs: the gate's warnings too
         assert by_columns[what] == by_objects[what], what
     counts, reaped, not_a_guest, _ = by_columns["report"]
-    assert reaped == {"heartbeat_timeout": 25, "orphan": 12} and not_a_guest > 0
+    assert reaped == {"heartbeat_timeout": 26, "orphan": 12} and not_a_guest > 0
+    assert b"guest_connection:\xff\xfe\x80" not in by_columns["redis"]
     trail = [json.loads(f[b"decision"]) for f in by_columns["redis"][KEYS.events.encode()][1]]
-    assert {one["user_id"] for one in trail} == set(by_columns["hostile"]) | {f"guest_{n}" for n in range(41, 68)}
+    assert {one["user_id"] for one in trail} == set(by_columns["hostile"]) | {f"guest_{n}" for n in range(41, 68)} | {"guest_bytes"}
     online = by_columns["redis"][KEYS.online.encode()][1]
     assert {u: json.loads(online[u.encode()])["socketId"] for n, u in enumerate(by_columns["hostile"]) if n % 3 == 0} \
         == {u: f"another{n}" for n, u in enumerate(by_columns["hostile"]) if n % 3 == 0}

@@ -91,7 +91,9 @@ def test_the_budget_holds_back_and_takes_back_refused_places(records_are_strings
         assert [row[4] for row in _rows(held.stale, 0, 2)] == [d.record.witness for d in doomed[2:]]
     else:  # hashes: by name, read again
         assert len(held.stale) == 0 and held.records == [KEYS.connection("s2"), KEYS.connection("s3")]
-    assert budget.claim() and not budget.claim()
+    more = [Doomed(rec(n, age=400), "heartbeat_timeout", STALE) for n in range(4, 7)]
+    assert budget.records_within(more) == more[:1] and budget.deferred == 4  # the one place given back
+    assert budget.held.count == len(budget.held) == 4
 
 
 def _rows(held: HeldRecords, start: int, stop: int) -> list[tuple]:

@@ -141,13 +141,6 @@ class Budget:
         """A limited budget must know what was refused before it claims again."""
         return self.limit is not None
 
-    def claim(self) -> bool:
-        if self.limit is None or self.claimed < self.limit:
-            self.claimed += 1
-            return True
-        self.deferred += 1
-        return False
-
     def give_back(self, refused: int) -> None:
         self.claimed -= refused
 
@@ -158,25 +151,25 @@ class Budget:
 
     def records_within(self, doomed: list) -> list:
         """Those the budget allows, in order; the others are held back for the second look."""
-        if self.limit is None:
-            self.claim_all(len(doomed))
-            return doomed
-        chosen = []
-        for one in doomed:
-            if self.claim():
-                chosen.append(one)
-            else:
-                self.held.record(one.record, one.witness)
+        chosen, deferred = self._within(doomed)
+        for one in deferred:
+            self.held.record(one.record, one.witness)
         return chosen
 
     def entries_within(self, entries: list[OnlineEntry]) -> list[OnlineEntry]:
-        chosen = []
-        for entry in entries:
-            if self.claim():
-                chosen.append(entry)
-            else:
-                self.held.entry(entry)
+        chosen, deferred = self._within(entries)
+        for entry in deferred:
+            self.held.entry(entry)
         return chosen
+
+    def _within(self, items: list) -> tuple[list, list]:
+        """The items that still have a place (the first ones, in order; each claims it), and the
+        rest, deferred: a page at a time, not a call an item."""
+        room = len(items) if self.limit is None else max(0, self.limit - self.claimed)
+        chosen, deferred = items[:room], items[room:]
+        self.claimed += len(chosen)
+        self.deferred += len(deferred)
+        return chosen, deferred
 
 
 @dataclass
@@ -189,6 +182,7 @@ class HeldBack:
     socketless: list[OnlineEntry] = field(default_factory=list)  # already held by the orphan pass
     overflowed: bool = False  # more than MAX_HELD: forgotten, the second look is a full pass
     as_read: bool = True  # records are strings: a stale one is held in HeldRecords, taken as read
+    count: int = 0  # len(self), counted as they come: it is asked for each of up to MAX_HELD
 
     def __len__(self) -> int:
         return len(self.stale) + len(self.records) + len(self.orphans) + len(self.socketless)
@@ -200,6 +194,7 @@ class HeldBack:
         are rare, and read and judged again."""
         if not self._room():
             return
+        self.count += 1
         value = record.witness[0]
         stale = type(witness) is Verdict and witness.reason in _STALE
         if self.as_read and stale and type(record) is GuestRecord and type(value) is bytes \
@@ -210,11 +205,12 @@ class HeldBack:
 
     def entry(self, entry: OnlineEntry) -> None:
         if self._room():
+            self.count += 1
             (self.orphans.append(entry.user_id) if entry.socket_id
              else self.socketless.append(entry))
 
     def _room(self) -> bool:
-        if not self.overflowed and len(self) >= MAX_HELD:
-            self.overflowed = True
+        if not self.overflowed and self.count >= MAX_HELD:
+            self.overflowed, self.count = True, 0
             self.stale, self.records, self.orphans, self.socketless = HeldRecords(), [], [], []
         return not self.overflowed

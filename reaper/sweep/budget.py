@@ -146,7 +146,7 @@ class Budget:
 
     def claim_all(self, count: int) -> None:
         """Places for ``count`` removals, of a budget without a limit (the second look's)."""
-        assert self.limit is None, "a limited budget claims one at a time"
+        assert self.limit is None, "a limited budget claims through records_within and entries_within"
         self.claimed += count
 
     def records_within(self, doomed: list) -> list:

@@ -62,7 +62,9 @@ class OnlineEntry:
     socket_id: str | None
 
 
-class Written(msgspec.Struct):
+# gc=False: a decoded record holds text and None only, so it can be in no reference cycle, and
+# the garbage collector need not track the million a sweep makes and drops (~4 % of the decode).
+class Written(msgspec.Struct, gc=False):
     """The fields reaper reads, as the signaling service writes them (every other field is
     skipped unread). A value of any other type fails the decode, and the record goes the
     careful way, which says what is wrong."""
@@ -72,7 +74,7 @@ class Written(msgspec.Struct):
     lastPongReceived: str | None = None
 
 
-class _Entry(msgspec.Struct):
+class _Entry(msgspec.Struct, gc=False):
     socketId: str | None = None
     isGuest: bool | None = None
 

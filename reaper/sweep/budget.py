@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reaper.core import reasons
+from reaper.core.names import decode_name
 from reaper.core.records import GuestRecord, OnlineEntry
 from reaper.core.staleness import Verdict
 from reaper.store.events import Decision, decision
@@ -54,22 +55,38 @@ class HeldRecords:
         return len(self.keys)
 
     def add(self, record: GuestRecord, verdict: Verdict) -> None:
-        if verdict.reason not in _STALE:  # a guest is taken only for a stale verdict
-            raise ValueError(f"not a stale verdict: {verdict.reason!r}")
-        self.keys.append(record.key)
-        self.user_ids.append(record.user_id)
-        self.heartbeats.append(record.last_heartbeat)
-        self.pongs.append(record.last_pong)
-        self.reasons.append(verdict.reason)
-        self.ages.append(verdict.heartbeat_age_s)
-        self.missed.append(verdict.missed_pings)
-        value = record.witness[0]
-        # Once one is digested, every later one is too: values are the first records', digests the rest's.
-        if not self.digests and self.values_bytes + len(value) <= MAX_HELD_VALUES_BYTES:
-            self.values.append(value)
-            self.values_bytes += len(value)
-        else:
-            self.digests += hashlib.sha1(value).digest()
+        self.extend([record.key], [record.user_id], [record.last_heartbeat], [record.last_pong], [verdict.reason],
+                    [verdict.heartbeat_age_s], [verdict.missed_pings], [record.witness[0]])
+
+    def extend(self, keys: Sequence[str], user_ids: Sequence[str], heartbeats: Sequence[float],
+               pongs: Sequence[float], verdicts: Sequence[str], ages: Sequence[float], missed: Sequence[int],
+               values: Sequence[bytes]) -> None:
+        """Records, a column each (``verdicts``: their reasons), with their values as read."""
+        if not _STALE.issuperset(verdicts):  # a guest is taken only for a stale verdict
+            raise ValueError(f"not a stale verdict: {sorted(set(verdicts) - _STALE, key=repr)!r}")
+        self.keys += keys
+        self.user_ids += user_ids
+        self.heartbeats.extend(heartbeats)
+        self.pongs.extend(pongs)
+        self.reasons += verdicts
+        self.ages.extend(ages)
+        self.missed.extend(missed)
+        self._witness(values)
+
+    def _witness(self, values: Sequence[bytes]) -> None:
+        """The values kept as read while MAX_HELD_VALUES_BYTES allow; the SHA-1 of each after.
+        Once one is digested, every later one is too: values are the first records', digests the rest's."""
+        kept = 0
+        if not self.digests:
+            for value in values:
+                if self.values_bytes + len(value) > MAX_HELD_VALUES_BYTES:
+                    break
+                self.values_bytes += len(value)
+                kept += 1
+            self.values += values[:kept]
+        if kept < len(values):
+            sha1 = hashlib.sha1
+            self.digests += b"".join([sha1(value).digest() for value in values[kept:]])
 
     def chunk(self, start: int, stop: int, prefix_chars: int) -> "HeldDoomed":
         """Records start..stop-1, doomed as the first pass doomed them, in columns."""
@@ -86,7 +103,7 @@ class HeldRecords:
         return witnesses
 
 
-_STALE = (reasons.HEARTBEAT_TIMEOUT, reasons.PING_TIMEOUT)
+_STALE = frozenset((reasons.HEARTBEAT_TIMEOUT, reasons.PING_TIMEOUT))
 
 
 @dataclass(slots=True)
@@ -149,6 +166,18 @@ class Budget:
         assert self.limit is None, "a limited budget claims through records_within and entries_within"
         self.claimed += count
 
+    @property
+    def full(self) -> bool:
+        """No place left: every stale record of a page is held back (the quick lane's rows may
+        be, with no object made for each: judging.Judged.stale_rows)."""
+        return self.limit is not None and self.claimed >= self.limit
+
+    def hold_rows(self, rows: list[tuple]) -> None:
+        """Stale records of a full budget's page, as the quick lane's rows: held back, as
+        records_within holds back what it has no place for."""
+        self.deferred += len(rows)
+        self.held.stale_rows(rows)
+
     def records_within(self, doomed: list) -> list:
         """Those the budget allows, in order; the others are held back for the second look."""
         chosen, deferred = self._within(doomed)
@@ -192,7 +221,7 @@ class HeldBack:
         string record is kept with its timestamps, its verdict and its value or the value's
         SHA-1 (HeldRecords); a malformed one, a hash, a huge value or anything else, by name: they
         are rare, and read and judged again."""
-        if not self._room():
+        if not self._room(1):
             return
         self.count += 1
         value = record.witness[0]
@@ -203,14 +232,30 @@ class HeldBack:
         else:
             self.records.append(record.key)
 
+    def stale_rows(self, rows: list[tuple]) -> None:
+        """Stale string records as the quick lane lists them (judging.Judged.stale_rows), each
+        held as record() holds it: in columns, or by name when its value is too big to keep."""
+        if not rows or not self._room(len(rows)):
+            return
+        self.count += len(rows)
+        names, values, user_ids, heartbeats, pongs, verdicts, ages, missed = zip(*rows)
+        keys = [decode_name(name) for name in names]
+        columns = (keys, user_ids, heartbeats, pongs, verdicts, ages, missed, values)
+        kept = [self.as_read and len(value) <= HeldRecords.MAX_VALUE_BYTES for value in values]
+        if not all(kept):  # rare: those by name, the others in columns
+            self.records += [key for key, in_columns in zip(keys, kept) if not in_columns]
+            columns = tuple([one for one, in_columns in zip(column, kept) if in_columns] for column in columns)
+        self.stale.extend(*columns)
+
     def entry(self, entry: OnlineEntry) -> None:
-        if self._room():
+        if self._room(1):
             self.count += 1
             (self.orphans.append(entry.user_id) if entry.socket_id
              else self.socketless.append(entry))
 
-    def _room(self) -> bool:
-        if not self.overflowed and self.count >= MAX_HELD:
+    def _room(self, more: int) -> bool:
+        """Is there room for ``more``? Past MAX_HELD everything held is forgotten (``overflowed``)."""
+        if not self.overflowed and self.count + more > MAX_HELD:
             self.overflowed, self.count = True, 0
             self.stale, self.records, self.orphans, self.socketless = HeldRecords(), [], [], []
         return not self.overflowed

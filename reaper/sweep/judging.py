@@ -14,7 +14,10 @@ remembers such texts, and judges each only once. Everything else (gone, another 
 read_written does not take, a timestamp in the future) goes the careful way: parsed into a
 GuestRecord or Malformed (reaper/core/records.py) and judged by ``judge_page``. Tests hold both
 lanes to the same verdicts.
-A stale record the budget held back keeps its verdict for the second look (budget.HeldRecords)."""
+A stale record the budget held back keeps its verdict for the second look (budget.HeldRecords).
+When the budget has no place left for any (the default first pass holds every dead guest until
+the totals are known), the quick lane lists its stale records as rows (``stale_rows``) instead of
+making a GuestRecord and a Doomed of each, and the budget holds them from the rows."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,10 +60,14 @@ class Judged:
     stale: Counter = field(default_factory=Counter)
     fresh_ages: list[float] = field(default_factory=list)  # heartbeat ages of live records (clock skew)
     live: list[str] = field(default_factory=list)  # userIds with a live record
+    # Stale records of the quick lane, when asked for as rows (PageJudge.quick): each
+    # (key name, value, userId, heartbeat, pong, reason, heartbeat age, missed pings).
+    stale_rows: list[tuple] = field(default_factory=list)
 
     def user_ids(self) -> list[str]:
         """The userId of every record judged (live, stale or malformed), where it has one."""
-        return self.live + [d.record.user_id for d in self.doomed if d.record.user_id]
+        return (self.live + [d.record.user_id for d in self.doomed if d.record.user_id]
+                + [row[2] for row in self.stale_rows])  # a row's userId is never empty
 
 
 class PageJudge:
@@ -73,14 +80,16 @@ class PageJudge:
         # sweep meets each many times (bench/sweep_data.py: ~25,000 texts a million records).
         self._fresh: dict[str, float] = {}
 
-    def quick(self, names: list[bytes], values: list | None) -> tuple[Judged, list[int]]:
+    def quick(self, names: list[bytes], values: list | None, stale_as_rows: bool = False) -> tuple[Judged, list[int]]:
         """The records of ``values`` (MGET's answers for ``names``; None: hashes, read otherwise)
         written as the signaling service writes them, judged; and the indexes of the others,
-        for the careful way. One loop with its names at hand: it runs for every record."""
+        for the careful way. ``stale_as_rows``: its stale records go to ``Judged.stale_rows``,
+        not ``doomed``. One loop with its names at hand: it runs for every record."""
         if values is None:
             return Judged(), list(range(len(names)))
         found, others = Judged(), []
         live, ages, doomed, stale = found.live, found.fresh_ages, found.doomed, found.stale
+        rows = found.stale_rows if stale_as_rows else None
         now, policy = self.now, self.policy
         beat_future, pong_future, limit = policy.heartbeat_future_us, policy.pong_future_us, policy.heartbeat_limit_us
         interval, most, skew = policy.ping_interval_us, policy.max_missed_pings, policy.clock_skew_s
@@ -124,9 +133,13 @@ class PageJudge:
                 continue
             stale_responsive += verdict.responsive
             stale[verdict.reason] += 1
-            doomed.append(self._stale(names[i], raw, user_id, heartbeat, pong, verdict))
+            if rows is None:
+                doomed.append(self._stale(names[i], raw, user_id, heartbeat, pong, verdict))
+            else:
+                rows.append((names[i], raw, user_id, heartbeat, pong, verdict.reason, verdict.heartbeat_age_s,
+                             verdict.missed_pings))
         # Counted once at the end, not a record at a time: every record here is live or stale.
-        found.readable = len(live) + len(doomed)
+        found.readable = len(live) + len(doomed) + len(found.stale_rows)
         found.responsive = len(live) - unresponsive + stale_responsive
         return found, others
 

@@ -97,10 +97,16 @@ class RecordPass:
     def _judged(self, page: RecordPage) -> Judged:
         """The quick lane, then the careful way for the rest; the seam sees every record the
         sweep may take, before any is taken."""
-        judged, others = self.judge.quick(page.names, page.values)
+        judged, others = self.judge.quick(page.names, page.values, self._holds_rows())
         careful = self.pages.careful(page, others)
         self.state.seams.records_loaded([d.record for d in judged.doomed] + careful)
         return self.judge.careful(careful, judged)
+
+    def _holds_rows(self) -> bool:
+        """Will the budget hold every stale record of the next page, with nothing to ask or hand
+        on first? Then the quick lane lists them as rows, and no object is made for each."""
+        state = self.state
+        return state.budget.full and not state.asking.asks and not state.seams.hooked("records_loaded")
 
     def _judge_page(self, judged: Judged) -> None:
         if self.state.socketless:  # user_ids() makes a list: only when there is something to forget
@@ -108,6 +114,8 @@ class RecordPass:
         self.state.events.on_judged(judged)
         if self.live is not None:
             self.live.add_all(judged.live)
+        if judged.stale_rows:
+            self.state.budget.hold_rows(judged.stale_rows)
         if judged.doomed:
             self._take(self.state.budget.records_within(self.state.asking.unattached_records(judged.doomed)))
 

@@ -2,11 +2,10 @@
 
 import math
 import random
-import tracemalloc
 
 import pytest
 
-from reaper.core.skew import AGE_SPAN_S, BIN_S, LEAD_SPAN_S, PENDING_MAX, Skew
+from reaper.core.skew import AGE_SPAN_S, BIN_S, LEAD_SPAN_S, Skew
 
 
 def skew_of(*ages: float) -> Skew:
@@ -75,56 +74,3 @@ def test_bin_edges_do_not_lose_records():
     skew = skew_of(*edges)
     assert skew.count == len(edges)
     assert skew.max_lead() == pytest.approx(LEAD_SPAN_S + 1e-9)
-
-
-def binned_one_at_a_time(ages: list[float]) -> tuple[list[int], int, int, float]:
-    """The bins, far counts and least age as a loop over each age gives them (the reference)."""
-    bins, far_ahead, far_behind = [0] * len(Skew().bins), 0, 0
-    for age in ages:
-        i = int((age + LEAD_SPAN_S) * (1 / BIN_S))
-        if 0 < i < len(bins):
-            bins[i] += 1
-        elif age < -LEAD_SPAN_S:
-            far_ahead += 1
-        elif i >= len(bins):
-            far_behind += 1
-        else:
-            bins[0] += 1
-    return bins, far_ahead, far_behind, min(ages)
-
-
-def test_ages_counted_in_pages_bin_as_one_at_a_time_past_the_pending_limit():
-    # Repeated ages (a sweep's fresh records share heartbeat texts), edges, and more distinct
-    # ages than wait unbinned: each is binned once, with how many times it came.
-    rng = random.Random(11)
-    texts = [rng.uniform(-70.0, 320.0) for _ in range(PENDING_MAX + 5_000)]
-    ages = [rng.choice(texts) for _ in range(150_000)] + texts + [-LEAD_SPAN_S, AGE_SPAN_S, 0.0, -0.0]
-    skew = Skew()
-    for start in range(0, len(ages), 1000):
-        skew.add_all(ages[start:start + 1000])
-    bins, far_ahead, far_behind, least = binned_one_at_a_time(ages)
-    assert skew.count == len(ages)
-    assert (skew.bins, skew.far_ahead, skew.far_behind) == (bins, far_ahead, far_behind)
-    assert skew.max_lead() == -least
-    leads = [-a for a in ages]
-    assert nearest_rank(leads, 0.95) <= skew.lead_quantile(0.95) <= nearest_rank(leads, 0.95) + BIN_S
-
-
-def test_ages_read_then_added_again_are_all_counted():
-    skew = skew_of(1.0, 2.0)
-    assert skew.count == 2 and skew.max_lead() == -1.0
-    skew.add_all([-3.0, 2.0])
-    assert skew.count == 4 and skew.max_lead() == 3.0
-
-
-def test_memory_stays_bounded_with_a_million_distinct_ages():
-    skew = Skew()
-    tracemalloc.start()
-    try:
-        for start in range(0, 1_000_000, 1000):
-            skew.add_all([(start + i) * 1e-7 for i in range(1000)])
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert skew.count == 1_000_000
-    assert peak < 16 * 2**20  # the pending ages are binned once PENDING_MAX wait: ~6 MB

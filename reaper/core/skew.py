@@ -5,82 +5,68 @@ when its clock is ahead of Redis. A writer whose clock is behind looks exactly l
 that is a little older, so only a lead can be seen; a lag hides in the heartbeat age.
 
 Pure and bounded: a sweep of a million records adds to fixed bins (10 ms wide, 36,000 of
-them) and keeps one minimum, whatever the number of records. Ages are counted first, in C
-(``collections.Counter``), and binned when read: the fresh records of a sweep share a few
-thousand heartbeat texts (one a millisecond at most), so their ages repeat, and a Python loop
-over each of ~900,000 of them cost a sweep ~0.1 s of CPU.
+them) and keeps one minimum, whatever the number of records. ``add`` runs once per fresh
+record of every sweep, so it is kept to a few operations.
 """
 
 import math
-from collections import Counter
 
 BIN_S = 0.01
 LEAD_SPAN_S = 60.0  # leads beyond this share one bin; the maximum stays exact
 AGE_SPAN_S = 300.0  # ages beyond this share one bin (a fresh record is rarely this old)
 _PER_S = 1 / BIN_S
 _BINS = round((LEAD_SPAN_S + AGE_SPAN_S) * _PER_S)
-PENDING_MAX = 1 << 16  # distinct ages counted before they are binned: ~6 MB at most
 
 
 class Skew:
     """Heartbeat ages (``now - lastHeartbeat``) of fresh records, binned; leads read back."""
 
-    __slots__ = ("bins", "_least_age", "far_ahead", "far_behind", "_pending")
+    __slots__ = ("bins", "least_age", "far_ahead", "far_behind")
 
     def __init__(self):
         self.bins = [0] * _BINS  # bin i: ages in [i * BIN_S - LEAD_SPAN_S, ... + BIN_S)
-        self._least_age = math.inf  # of the ages binned
+        self.least_age = math.inf
         self.far_ahead = 0  # ages below -LEAD_SPAN_S: leads beyond the bins
         self.far_behind = 0  # ages of AGE_SPAN_S or more
-        self._pending = Counter()  # ages not binned yet: how many times each came
 
     def add(self, age_s: float) -> None:
         self.add_all([age_s])
 
     def add_all(self, ages: list[float]) -> None:
-        """Each age, counted: as a sweep hands in the ages of every fresh record of a page."""
-        pending = self._pending
-        pending.update(ages)
-        if len(pending) > PENDING_MAX:
-            self._bin_pending()
-
-    def _bin_pending(self) -> None:
-        """The ages counted so far into the bins, each distinct one once."""
-        bins, least = self.bins, self._least_age
-        for age_s, times in self._pending.items():
+        """Each age, as add() would: one loop with its names at hand, as a sweep hands in the
+        ages of every fresh record of a page."""
+        bins, least = self.bins, self.least_age
+        for age_s in ages:
             i = int((age_s + LEAD_SPAN_S) * _PER_S)
             if 0 < i < _BINS:
-                bins[i] += times
+                bins[i] += 1
             else:
-                self._edge(age_s, i, times)
+                self._edge(age_s, i)
             if age_s < least:
                 least = age_s
-        self._least_age = least
-        self._pending = Counter()
+        self.least_age = least
 
-    def _edge(self, age_s: float, i: int, times: int) -> None:
+    def _edge(self, age_s: float, i: int) -> None:
         if age_s < -LEAD_SPAN_S:
-            self.far_ahead += times
+            self.far_ahead += 1
         elif i >= _BINS:
-            self.far_behind += times
+            self.far_behind += 1
         else:  # int() truncates towards zero: the first bin's own ages land here
-            self.bins[0] += times
+            self.bins[0] += 1
 
     @property
     def count(self) -> int:
-        self._bin_pending()
         return sum(self.bins) + self.far_ahead + self.far_behind
 
     def max_lead(self) -> float | None:
         """The largest lead seen, exactly; None when no record was fresh."""
-        self._bin_pending()
-        return None if self._least_age == math.inf else -self._least_age
+        return None if self.least_age == math.inf else -self.least_age
 
     def lead_quantile(self, q: float) -> float | None:
         """The lead that a fraction ``q`` of fresh records do not exceed, rounded up to a bin
         edge (never above the largest lead seen); None when no record was fresh. Leads beyond
         LEAD_SPAN_S read as LEAD_SPAN_S, lags beyond AGE_SPAN_S as -AGE_SPAN_S (or the maximum)."""
-        count = self.count  # bins what is pending
+        count = self.count
         if not count:
             return None
         # Nearest rank: the ceil(q * count)-th smallest lead is this rank from the largest.

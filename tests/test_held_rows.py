@@ -12,8 +12,8 @@ import pytest
 import reaper.sweep.budget
 from reaper.core import reasons
 from reaper.core.names import decode_name, encode_name
-from reaper.core.records import parse_json_record
-from reaper.core.staleness import Policy
+from reaper.core.records import GuestRecord, parse_json_record
+from reaper.core.staleness import Policy, Verdict
 from reaper.sweep.budget import Budget, HeldBack, HeldRecords
 from reaper.sweep.judging import Judged, PageJudge
 from support.guests import iso, record
@@ -139,6 +139,21 @@ def test_rows_past_max_held_forget_everything_held_as_one_at_a_time_would(monkey
     assert careful > 2 and _columns(by_rows) == _columns(by_objects)
     assert by_rows.overflowed == (stale + careful > limit)
     assert (len(by_rows.stale) == 0) == by_rows.overflowed
+
+
+def test_a_row_whose_value_is_no_bytes_is_held_by_name_as_its_record_would_be():
+    """MGET answers bytes; anything else is read and judged again, never digested nor compared."""
+    rows = [(name, value, f"guest_{n}", NOW - 900, NOW - 900, reasons.HEARTBEAT_TIMEOUT, 900.0, 15)
+            for n, (name, value) in enumerate([(b"guest_connection:a", b"{}"), (b"guest_connection:b", "{}"),
+                                               (b"guest_connection:c", bytearray(b"{}"))])]
+    by_rows, by_objects = HeldBack(), HeldBack()
+
+    by_rows.stale_rows(rows)
+    for row in rows:
+        by_objects.record(GuestRecord(decode_name(row[0]), "", *row[2:5], (row[1], b"")), Verdict(*row[5:]))
+
+    assert _columns(by_rows) == _columns(by_objects)
+    assert by_rows.records == ["guest_connection:b", "guest_connection:c"] and by_rows.stale.keys == ["guest_connection:a"]
 
 
 def test_rows_naming_a_verdict_that_is_not_stale_are_refused_whole():

@@ -241,7 +241,8 @@ class HeldBack:
         names, values, user_ids, heartbeats, pongs, verdicts, ages, missed = zip(*rows)
         keys = [decode_name(name) for name in names]
         columns = (keys, user_ids, heartbeats, pongs, verdicts, ages, missed, values)
-        kept = [self.as_read and len(value) <= HeldRecords.MAX_VALUE_BYTES for value in values]
+        kept = [self.as_read and type(value) is bytes and len(value) <= HeldRecords.MAX_VALUE_BYTES
+                for value in values]
         if not all(kept):  # rare: those by name, the others in columns
             self.records += [key for key, in_columns in zip(keys, kept) if not in_columns]
             columns = tuple([one for one, in_columns in zip(column, kept) if in_columns] for column in columns)

@@ -13,6 +13,14 @@ interpreter's switch interval for the run). Each run is `reaper run --once` in t
 downstream services off, as bench/sweep.py runs it; the sweep's two phases are timed (wall, this
 process's CPU) and, for the second look, Redis's own CPU (INFO cpu) and the EVALSHA time it
 counted (INFO commandstats). Prints every run and the median of each column per variant.
+
+    python bench/inprocess.py --guests 1000000 --rounds 2 --variant now= \
+        --part quick=reaper.sweep.judging:PageJudge.quick --part skew=reaper.core.skew:Skew.add_all
+
+A part is NAME=module:QUALIFIED.NAME, a function or method as its callers look it up: the CPU
+time of the threads that run it (``time.thread_time``) inside it is added up over each run and
+printed as one more column. A profiler's samples of a sweep are skewed by the profiler; a part's
+thread time is what the sweep itself spent there, in the same run as every other part.
 """
 
 import argparse
@@ -20,8 +28,10 @@ import ast
 import gc
 import importlib
 import os
+import inspect
 import statistics
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +71,63 @@ def parse_variant(text: str) -> tuple[str, list[tuple[str, str, object]]]:
             raise argparse.ArgumentTypeError(f"{module} has no {attr}: {setting!r}")
         parsed.append((module, attr, value))
     return name, parsed
+
+
+def parse_part(text: str) -> tuple[str, object, str]:
+    """NAME=module:Qualified.name -> (NAME, the object holding the function, its attribute name)."""
+    name, _, target = text.partition("=")
+    module, _, qualified = target.partition(":")
+    if not (name and module and qualified):
+        raise argparse.ArgumentTypeError(f"not NAME=module:QUALIFIED.NAME: {text!r}")
+    *path, attr = qualified.split(".")
+    owner = _module(module, text)
+    for step in path:
+        owner = getattr(owner, step, None)
+    if not callable(getattr(owner, attr, None)):
+        raise argparse.ArgumentTypeError(f"no function {qualified} in {module}: {text!r}")
+    return name, owner, attr
+
+
+class Parts:
+    """The thread CPU spent inside each part, in whichever thread runs it, while ``installed``.
+    A part called again from inside itself is timed once, at the outermost call."""
+
+    def __init__(self, parts: list[tuple[str, object, str]]):
+        self.parts, self.spent = parts, dict.fromkeys([name for name, _, _ in parts], 0.0)
+        self._depth = threading.local()
+
+    @contextmanager
+    def installed(self):
+        saved = [(owner, attr, inspect.getattr_static(owner, attr)) for _, owner, attr in self.parts]
+        try:
+            for (name, owner, attr), (_, _, found) in zip(self.parts, saved):
+                setattr(owner, attr, self._timed(name, found))
+            yield self
+        finally:
+            for owner, attr, found in reversed(saved):
+                setattr(owner, attr, found)
+
+    def _timed(self, name: str, found):
+        kind = type(found) if isinstance(found, (staticmethod, classmethod)) else None
+        function = found.__func__ if kind else found
+        depth = self._depth
+
+        def timed(*args, **kwargs):
+            outermost = not getattr(depth, name, 0)
+            setattr(depth, name, getattr(depth, name, 0) + 1)
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                setattr(depth, name, getattr(depth, name) - 1)
+                if outermost:
+                    self.spent[name] += time.thread_time() - started
+        return kind(timed) if kind else timed
+
+    def figures(self) -> dict[str, float]:
+        """What each part spent since the last call."""
+        spent, self.spent = self.spent, dict.fromkeys(self.spent, 0.0)
+        return spent
 
 
 def _module(name: str, setting: str):
@@ -137,8 +204,10 @@ def reaper_settings(redis_url: str):
         gc.set_threshold(*threshold)
 
 
-def run_once(phases: Phases) -> dict[str, float]:
+def run_once(phases: Phases, parts: Parts | None = None) -> dict[str, float]:
     phases.figures = dict.fromkeys(COLUMNS[2:], 0.0)  # a run with no second look leaves zeros
+    if parts is not None:
+        parts.figures()  # what a run before spent is not this one's
     wall, cpu = time.perf_counter(), time.process_time()
     try:  # reaper exits by sys.exit; click hands back an exit of its own
         code = cli.cli.main(["run", "--once"], prog_name="reaper", standalone_mode=False)
@@ -146,7 +215,8 @@ def run_once(phases: Phases) -> dict[str, float]:
         code = exit_.code
     if code not in (0, None):
         raise SystemExit(f"reaper run --once exited {code}: not a run to time")
-    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, **phases.figures}
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, **phases.figures,
+            **(parts.figures() if parts is not None else {})}
 
 
 def main(argv=None) -> int:
@@ -156,21 +226,27 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--variant", type=parse_variant, action="append", required=True,
                         help="NAME=SETTINGS (repeat; at least two to compare)")
+    parser.add_argument("--part", type=parse_part, action="append", default=[],
+                        help="NAME=module:QUALIFIED.NAME: the thread CPU spent in it, a column (repeat)")
     args = parser.parse_args(argv)
+    if len({name for name, _, _ in args.part}) < len(args.part):
+        parser.error("two parts of one name")
+    columns = COLUMNS + tuple(name for name, _, _ in args.part)
     results = {name: [] for name, _ in args.variant}
-    with RedisProcess() as redis_proc, Phases().installed() as phases, reaper_settings(redis_proc.url):
+    with RedisProcess() as redis_proc, Phases().installed() as phases, reaper_settings(redis_proc.url), \
+            Parts(args.part).installed() as parts:
         client = redis_proc.client(socket_timeout=120)
         for round_ in range(args.rounds):
             for name, settings in args.variant if round_ % 2 == 0 else args.variant[::-1]:
                 data.fill(redis_proc, client, args.guests, args.stale, max(10, args.guests // 100))
                 with applied(settings):
-                    results[name].append(run_once(phases))
-                print(f"round {round_ + 1} {name:14} " + " ".join(f"{results[name][-1][c]:7.3f}" for c in COLUMNS),
+                    results[name].append(run_once(phases, parts))
+                print(f"round {round_ + 1} {name:14} " + " ".join(f"{results[name][-1][c]:7.3f}" for c in columns),
                       flush=True)
     print(f"\nmedians, s ({args.guests:,} guests, {args.stale:.0%} stale, {args.rounds} rounds):")
-    print(f"{'variant':14} " + " ".join(f"{c:>16}" for c in COLUMNS))
+    print(f"{'variant':14} " + " ".join(f"{c:>16}" for c in columns))
     for name, runs in results.items():
-        print(f"{name:14} " + " ".join(f"{statistics.median(r[c] for r in runs):16.3f}" for c in COLUMNS))
+        print(f"{name:14} " + " ".join(f"{statistics.median(r[c] for r in runs):16.3f}" for c in columns))
     return 0
 
 

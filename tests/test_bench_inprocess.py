@@ -2,8 +2,11 @@
 and only then, the sweep's phases timed, and the process left as it was found."""
 
 import gc
+import inspect
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import inprocess  # noqa: E402
 from support.logs import restore_logging  # noqa: E402,F401 - autouse: the run configures logging as the CLI does
 import reaper.sweep.budget  # noqa: E402
 from reaper.sweep import sweep as sweeping  # noqa: E402
+from reaper.sweep.judging import PageJudge  # noqa: E402
 
 
 def test_each_variant_runs_with_its_settings_and_the_process_is_left_as_found(capsys):
@@ -80,3 +84,71 @@ def test_a_run_that_exits_with_an_error_code_stops_the_measuring(monkeypatch, ca
     with pytest.raises(SystemExit, match="exited 3"):
         inprocess.main(["--guests", "50", "--rounds", "1", "--variant", "any="])
     assert "medians" not in capsys.readouterr().out
+
+
+class _Burner:
+    """Functions that spend a known amount of their thread's CPU."""
+
+    @staticmethod
+    def burn(seconds: float) -> float:
+        started = time.thread_time()
+        while time.thread_time() - started < seconds:
+            pass
+        return seconds
+
+    @classmethod
+    def twice(cls, seconds: float) -> float:
+        return cls.burn(seconds) + cls.burn(seconds)
+
+    def nested(self, depth: int, seconds: float) -> float:
+        return self.burn(seconds) + (self.nested(depth - 1, seconds) if depth else 0.0)
+
+
+def test_a_part_adds_up_its_threads_cpu_once_per_outermost_call_and_is_put_back():
+    burn, twice, nested = (inspect.getattr_static(_Burner, n) for n in ("burn", "twice", "nested"))
+    parts = inprocess.Parts([inprocess.parse_part(f"{n}=test_bench_inprocess:_Burner.{n}")
+                             for n in ("burn", "twice", "nested")])
+
+    with parts.installed():
+        _Burner().nested(2, 0.01)  # three calls deep: its 0.03 s counted once
+        threads = [threading.Thread(target=_Burner.twice, args=(0.02,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        spent = parts.figures()
+        assert parts.figures() == {"burn": 0.0, "twice": 0.0, "nested": 0.0}  # each call's figures once
+
+    assert spent["nested"] == pytest.approx(0.03, abs=0.01)
+    assert spent["twice"] == pytest.approx(0.08, abs=0.02)  # two threads, 0.04 s each
+    assert spent["burn"] == pytest.approx(0.03 + 0.08, abs=0.02)  # inside the others, timed on its own
+    assert (inspect.getattr_static(_Burner, "burn"), inspect.getattr_static(_Burner, "twice"),
+            inspect.getattr_static(_Burner, "nested")) == (burn, twice, nested)
+
+
+@pytest.mark.parametrize("part, problem", [
+    ("quick", "not NAME=module:QUALIFIED.NAME"), ("q=reaper.sweep.judging", "not NAME=module:QUALIFIED.NAME"),
+    ("q=reaper.nope:PageJudge.quick", "no module reaper.nope"),
+    ("q=reaper.sweep.judging:PageJudge.nope", "no function PageJudge.nope"),
+    ("q=reaper.sweep.judging:Nope.quick", "no function Nope.quick"),
+    ("q=reaper.sweep.budget:MAX_HELD", "no function MAX_HELD")])
+def test_a_part_that_names_no_function_is_refused_before_any_run(capsys, part, problem):
+    with pytest.raises(SystemExit) as exit_:
+        inprocess.main(["--variant", "now=", "--part", part])
+
+    assert exit_.value.code == 2 and problem in capsys.readouterr().err
+
+
+def test_each_part_is_a_column_of_every_run(capsys):
+    quick = inspect.getattr_static(PageJudge, "quick")
+
+    assert inprocess.main(["--guests", "20000", "--rounds", "1", "--variant", "now=",
+                           "--part", "quick=reaper.sweep.judging:PageJudge.quick",
+                           "--part", "held=reaper.sweep.budget:Budget.hold_rows"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("variant")).split()
+    [run] = [line.split() for line in lines if line.startswith("round ")]
+    assert header[-2:] == ["quick", "held"] and len(run) == len(header) + 2
+    assert float(run[-2]) > 0 and float(run[-1]) > 0  # 20,000 records judged, 2,000 held as rows
+    assert inspect.getattr_static(PageJudge, "quick") is quick

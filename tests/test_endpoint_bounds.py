@@ -138,12 +138,15 @@ def endpoint_descriptors(pid: int, port: int) -> int:
             continue  # closed meanwhile
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    held = 0
+    # Distinct sockets, not lines: /proc/net/tcp is read in several chunks, and while a flood
+    # opens and closes connections a socket can be listed twice, on both sides of a chunk's end.
+    held = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
-        held += local_port == port and state != LISTEN and inode in inodes
-    return held
+        if local_port == port and state != LISTEN and inode in inodes:
+            held.add(inode)
+    return len(held)
 
 
 LISTEN = "0A"  # in /proc/net/tcp

@@ -10,7 +10,8 @@ Per record, the floor parses (msgspec: the parser its row measures fastest on th
 dependency of reaper's) and judges, and remembers each key in a set; reaper does what its record pass's main thread does with a page
 (reaper/sweep/record_pass.py): the quick lane of a judge made for the run (a sweep's first pass
 starts with one), the careful way for what it hands on, the live users and the key names into
-their salted filters, the fresh ages into the skew. Per entry, the floor parses it and looks its
+their salted filters, the fresh ages into the skew, the stale records held for the second look
+as the default first pass holds them (its budget full from the start: the quick lane's rows). Per entry, the floor parses it and looks its
 record key up in its set; reaper sorts the page (records.online_sockets) and asks its filter
 (orphan_pass.not_seen). The two alternate round by round; medians in µs, and each side's
 verdicts are checked to agree (live, stale, entries to look up), or nothing is printed.
@@ -35,6 +36,7 @@ from reaper.core.records import online_sockets  # noqa: E402
 from reaper.core.salted_filter import SaltedFilter  # noqa: E402
 from reaper.core.skew import Skew  # noqa: E402
 from reaper.core.staleness import Policy  # noqa: E402
+from reaper.sweep.budget import Budget  # noqa: E402
 from reaper.sweep.judging import PageJudge  # noqa: E402
 from reaper.sweep.orphan_pass import not_seen  # noqa: E402
 
@@ -78,17 +80,19 @@ class Reaper:
                         judging.clock_skew_s, judging.max_future_s)
         self.judge = PageJudge(now, policy, "string", CONN)
         self.live, self.seen, self.skew = LiveUsers(guests, 0.0), SaltedFilter(guests), Skew()
+        self.budget = Budget(0)
 
     def records(self, pages) -> tuple[int, int]:
         live = stale = 0
         for names, values in pages:
             self.seen.add_all(names)
-            judged, others = self.judge.quick(names, values)
+            judged, others = self.judge.quick(names, values, stale_as_rows=self.budget.full)
             if others:  # none in this data: what the careful way reads comes from Redis
                 raise SystemExit(f"{len(others)} records the quick lane handed on: not the benchmark's data")
             self.live.add_all(judged.live)
             self.skew.add_all(judged.fresh_ages)
-            live, stale = live + len(judged.live), stale + len(judged.doomed)
+            self.budget.hold_rows(judged.stale_rows)
+            live, stale = live + len(judged.live), stale + len(judged.stale_rows)
         return live, stale
 
     def entries(self, pages) -> int:

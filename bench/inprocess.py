@@ -98,14 +98,16 @@ class Parts:
 
     @contextmanager
     def installed(self):
-        saved = [(owner, attr, inspect.getattr_static(owner, attr)) for _, owner, attr in self.parts]
+        # (owner, attr, what it finds, whether it is the owner's own or inherited)
+        saved = [(owner, attr, inspect.getattr_static(owner, attr), attr in vars(owner))
+                 for _, owner, attr in self.parts]
         try:
-            for (name, owner, attr), (_, _, found) in zip(self.parts, saved):
+            for (name, owner, attr), (_, _, found, _) in zip(self.parts, saved):
                 setattr(owner, attr, self._timed(name, found))
             yield self
         finally:
-            for owner, attr, found in reversed(saved):
-                setattr(owner, attr, found)
+            for owner, attr, found, own in reversed(saved):
+                setattr(owner, attr, found) if own else delattr(owner, attr)
 
     def _timed(self, name: str, found):
         kind = type(found) if isinstance(found, (staticmethod, classmethod)) else None

@@ -126,6 +126,22 @@ def test_a_part_adds_up_its_threads_cpu_once_per_outermost_call_and_is_put_back(
             inspect.getattr_static(_Burner, "nested")) == (burn, twice, nested)
 
 
+class _Heir(_Burner):
+    pass
+
+
+def test_a_part_named_on_a_subclass_times_its_calls_alone_and_leaves_it_inheriting_again():
+    parts = inprocess.Parts([inprocess.parse_part("heir=test_bench_inprocess:_Heir.nested")])
+
+    with parts.installed():
+        _Burner().nested(0, 0.01)  # the parent's, not timed
+        _Heir().nested(0, 0.02)
+        spent = parts.figures()
+
+    assert spent["heir"] == pytest.approx(0.02, abs=0.01)
+    assert "nested" not in vars(_Heir) and _Heir.nested is _Burner.nested
+
+
 @pytest.mark.parametrize("part, problem", [
     ("quick", "not NAME=module:QUALIFIED.NAME"), ("q=reaper.sweep.judging", "not NAME=module:QUALIFIED.NAME"),
     ("q=reaper.nope:PageJudge.quick", "no module reaper.nope"),

@@ -156,6 +156,34 @@ def test_a_row_whose_value_is_no_bytes_is_held_by_name_as_its_record_would_be():
     assert by_rows.records == ["guest_connection:b", "guest_connection:c"] and by_rows.stale.keys == ["guest_connection:a"]
 
 
+@pytest.mark.parametrize("spare", [None, -1, 0], ids=["room", "one short", "exactly"])
+@pytest.mark.parametrize("biggest", [None, 450], ids=["all small", "some too big to keep"])
+def test_a_pages_doomed_records_held_at_once_are_held_as_one_at_a_time(monkeypatch, spare, biggest):
+    """Budget.records_within holds what it has no place for in one go (HeldBack.records_of):
+    malformed records, values too big or no bytes by name, the stale rest in columns, and
+    MAX_HELD passed as one at a time passes it."""
+    if biggest is not None:
+        monkeypatch.setattr(HeldRecords, "MAX_VALUE_BYTES", biggest)
+    doomed = _judged(*_page(10), as_rows=False).doomed
+    doomed.append(type(doomed[0])(GuestRecord("guest_connection:str", "str", "guest_s", NOW - 900, NOW - 900,
+                                              ("{}", b"")), reasons.HEARTBEAT_TIMEOUT, doomed[0].witness))
+    if spare is not None:
+        monkeypatch.setattr(reaper.sweep.budget, "MAX_HELD", len(doomed) + spare)
+    at_once, one_at_a_time, budget = HeldBack(), HeldBack(), Budget(limit=0)
+
+    at_once.records_of([(d.record, d.witness) for d in doomed])
+    for d in doomed:
+        one_at_a_time.record(d.record, d.witness)
+    assert budget.records_within(doomed) == [] and budget.deferred == len(doomed)
+
+    assert _columns(at_once) == _columns(one_at_a_time) == _columns(budget.held)
+    assert at_once.overflowed == (spare == -1)
+    if spare != -1:
+        malformed = [d.record.key for d in doomed if d.reason == reasons.MALFORMED]
+        assert len(malformed) > 3 and set(malformed) | {"guest_connection:str"} <= set(at_once.records)
+        assert len(at_once.stale) > 10
+
+
 def test_rows_naming_a_verdict_that_is_not_stale_are_refused_whole():
     held = HeldRecords()
     verdicts = [reasons.HEARTBEAT_TIMEOUT, None, reasons.MALFORMED]

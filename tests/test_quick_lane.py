@@ -310,7 +310,7 @@ def test_held_records_refuse_a_verdict_that_is_not_stale(reason):
     held = HeldRecords()
 
     with pytest.raises(ValueError, match="not a stale verdict"):
-        held.add(GuestRecord(PREFIX + "s1", "s1", "guest_1", NOW - 10, NOW - 10, (b"{}", b"")), Verdict(reason, 10.0, 0))
+        held.extend([PREFIX + "s1"], ["guest_1"], [NOW - 10], [NOW - 10], [reason], [10.0], [0], [b"{}"])
     assert len(held) == 0 and held.reasons == [] and held.values == []
     back = HeldBack()  # the budget's way in: such a record is held by name, to be read and judged again
     back.record(GuestRecord(PREFIX + "s1", "s1", "guest_1", NOW - 10, NOW - 10, (b"{}", b"")), Verdict(reason, 10.0, 0))

@@ -54,10 +54,6 @@ class HeldRecords:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, record: GuestRecord, verdict: Verdict) -> None:
-        self.extend([record.key], [record.user_id], [record.last_heartbeat], [record.last_pong], [verdict.reason],
-                    [verdict.heartbeat_age_s], [verdict.missed_pings], [record.witness[0]])
-
     def extend(self, keys: Sequence[str], user_ids: Sequence[str], heartbeats: Sequence[float],
                pongs: Sequence[float], verdicts: Sequence[str], ages: Sequence[float], missed: Sequence[int],
                values: Sequence[bytes]) -> None:
@@ -181,8 +177,7 @@ class Budget:
     def records_within(self, doomed: list) -> list:
         """Those the budget allows, in order; the others are held back for the second look."""
         chosen, deferred = self._within(doomed)
-        for one in deferred:
-            self.held.record(one.record, one.witness)
+        self.held.records_of([(one.record, one.witness) for one in deferred])
         return chosen
 
     def entries_within(self, entries: list[OnlineEntry]) -> list[OnlineEntry]:
@@ -221,16 +216,24 @@ class HeldBack:
         string record is kept with its timestamps, its verdict and its value or the value's
         SHA-1 (HeldRecords); a malformed one, a hash, a huge value or anything else, by name: they
         are rare, and read and judged again."""
-        if not self._room(1):
+        self.records_of([(record, witness)])
+
+    def records_of(self, doomed: list[tuple]) -> None:
+        """(record, witness) pairs, each held as record() holds it, in one go."""
+        if not doomed or not self._room(len(doomed)):
             return
-        self.count += 1
-        value = record.witness[0]
-        stale = type(witness) is Verdict and witness.reason in _STALE
-        if self.as_read and stale and type(record) is GuestRecord and type(value) is bytes \
-                and len(value) <= HeldRecords.MAX_VALUE_BYTES:
-            self.stale.add(record, witness)
-        else:
-            self.records.append(record.key)
+        self.count += len(doomed)
+        in_columns = [type(witness) is Verdict and witness.reason in _STALE and type(record) is GuestRecord
+                      and self._keeps(record.witness[0]) for record, witness in doomed]
+        if not all(in_columns):
+            self.records += [record.key for (record, _), kept in zip(doomed, in_columns) if not kept]
+            doomed = [one for one, kept in zip(doomed, in_columns) if kept]
+        if doomed:
+            records, verdicts = zip(*doomed)
+            self.stale.extend([r.key for r in records], [r.user_id for r in records],
+                              [r.last_heartbeat for r in records], [r.last_pong for r in records],
+                              [v.reason for v in verdicts], [v.heartbeat_age_s for v in verdicts],
+                              [v.missed_pings for v in verdicts], [r.witness[0] for r in records])
 
     def stale_rows(self, rows: list[tuple]) -> None:
         """Stale string records as the quick lane lists them (judging.Judged.stale_rows), each
@@ -241,12 +244,16 @@ class HeldBack:
         names, values, user_ids, heartbeats, pongs, verdicts, ages, missed = zip(*rows)
         keys = [decode_name(name) for name in names]
         columns = (keys, user_ids, heartbeats, pongs, verdicts, ages, missed, values)
-        kept = [self.as_read and type(value) is bytes and len(value) <= HeldRecords.MAX_VALUE_BYTES
-                for value in values]
-        if not all(kept):  # rare: those by name, the others in columns
-            self.records += [key for key, in_columns in zip(keys, kept) if not in_columns]
-            columns = tuple([one for one, in_columns in zip(column, kept) if in_columns] for column in columns)
+        in_columns = [self._keeps(value) for value in values]
+        if not all(in_columns):  # rare: those by name, the others in columns
+            self.records += [key for key, kept in zip(keys, in_columns) if not kept]
+            columns = tuple([one for one, kept in zip(column, in_columns) if kept] for column in columns)
         self.stale.extend(*columns)
+
+    def _keeps(self, value: object) -> bool:
+        """Is a stale record with this value held in columns, taken as read? Only a string
+        record's value as MGET gives it (bytes), small enough to compare in the take's script."""
+        return self.as_read and type(value) is bytes and len(value) <= HeldRecords.MAX_VALUE_BYTES
 
     def entry(self, entry: OnlineEntry) -> None:
         if self._room(1):

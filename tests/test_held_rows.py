@@ -88,11 +88,11 @@ def _held_both_ways(names, values) -> tuple[HeldBack, HeldBack]:
     """The page's doomed records held one at a time (the objects' way) and from rows."""
     by_objects, by_rows = HeldBack(), HeldBack()
     for doomed in _judged(names, values, as_rows=False).doomed:
-        by_objects.record(doomed.record, doomed.witness)
+        by_objects.records_of([(doomed.record, doomed.witness)])
     judged = _judged(names, values, as_rows=True)
     by_rows.stale_rows(judged.stale_rows)
     for doomed in judged.doomed:  # the careful way's, after the rows: the objects' order too
-        by_rows.record(doomed.record, doomed.witness)
+        by_rows.records_of([(doomed.record, doomed.witness)])
     return by_objects, by_rows
 
 
@@ -150,7 +150,7 @@ def test_a_row_whose_value_is_no_bytes_is_held_by_name_as_its_record_would_be():
 
     by_rows.stale_rows(rows)
     for row in rows:
-        by_objects.record(GuestRecord(decode_name(row[0]), "", *row[2:5], (row[1], b"")), Verdict(*row[5:]))
+        by_objects.records_of([(GuestRecord(decode_name(row[0]), "", *row[2:5], (row[1], b"")), Verdict(*row[5:]))])
 
     assert _columns(by_rows) == _columns(by_objects)
     assert by_rows.records == ["guest_connection:b", "guest_connection:c"] and by_rows.stale.keys == ["guest_connection:a"]
@@ -173,7 +173,7 @@ def test_a_pages_doomed_records_held_at_once_are_held_as_one_at_a_time(monkeypat
 
     at_once.records_of([(d.record, d.witness) for d in doomed])
     for d in doomed:
-        one_at_a_time.record(d.record, d.witness)
+        one_at_a_time.records_of([(d.record, d.witness)])
     assert budget.records_within(doomed) == [] and budget.deferred == len(doomed)
 
     assert _columns(at_once) == _columns(one_at_a_time) == _columns(budget.held)

@@ -288,7 +288,7 @@ def test_a_held_back_record_is_doomed_again_as_the_first_pass_doomed_it(monkeypa
     first, _ = both_lanes(names, values)
     held = HeldBack()
     for doomed in first.doomed:
-        held.record(doomed.record, doomed.witness)
+        held.records_of([(doomed.record, doomed.witness)])
 
     again = held.stale.chunk(0, len(held.stale), len(PREFIX)).as_doomed()
 
@@ -313,5 +313,6 @@ def test_held_records_refuse_a_verdict_that_is_not_stale(reason):
         held.extend([PREFIX + "s1"], ["guest_1"], [NOW - 10], [NOW - 10], [reason], [10.0], [0], [b"{}"])
     assert len(held) == 0 and held.reasons == [] and held.values == []
     back = HeldBack()  # the budget's way in: such a record is held by name, to be read and judged again
-    back.record(GuestRecord(PREFIX + "s1", "s1", "guest_1", NOW - 10, NOW - 10, (b"{}", b"")), Verdict(reason, 10.0, 0))
+    back.records_of([(GuestRecord(PREFIX + "s1", "s1", "guest_1", NOW - 10, NOW - 10, (b"{}", b"")),
+                      Verdict(reason, 10.0, 0))])
     assert len(back.stale) == 0 and back.records == [PREFIX + "s1"]

@@ -317,7 +317,7 @@ def test_held_back_names_are_bounded(monkeypatch, records, orphans, socketless, 
     held = HeldBack()
 
     for n in range(records):
-        held.record(*(_stale(n) if n % 2 else _malformed(n)))
+        held.records_of([_stale(n) if n % 2 else _malformed(n)])
     for n in range(orphans):
         held.entry(_entry(n, socket=True))
     for n in range(socketless):

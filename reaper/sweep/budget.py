@@ -4,7 +4,7 @@ it needs (HeldRecords), anything else by name."""
 
 import hashlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reaper.core import reasons
@@ -211,23 +211,16 @@ class HeldBack:
     def __len__(self) -> int:
         return len(self.stale) + len(self.records) + len(self.orphans) + len(self.socketless)
 
-    def record(self, record, witness: Verdict | str) -> None:
-        """A doomed record (GuestRecord or Malformed) and what doomed it (Doomed.witness). A stale
-        string record is kept with its timestamps, its verdict and its value or the value's
-        SHA-1 (HeldRecords); a malformed one, a hash, a huge value or anything else, by name: they
-        are rare, and read and judged again."""
-        self.records_of([(record, witness)])
-
     def records_of(self, doomed: list[tuple]) -> None:
-        """(record, witness) pairs, each held as record() holds it, in one go."""
-        if not doomed or not self._room(len(doomed)):
+        """Doomed records (GuestRecord or Malformed), each with what doomed it (Doomed.witness),
+        as (record, witness) pairs. A stale string record is kept with its timestamps, its
+        verdict and its value or the value's SHA-1 (HeldRecords); a malformed one, a hash, a huge
+        value or anything else, by name: they are rare, and read and judged again."""
+        if not self._claim(len(doomed)):
             return
-        self.count += len(doomed)
-        in_columns = [type(witness) is Verdict and witness.reason in _STALE and type(record) is GuestRecord
-                      and self._keeps(record.witness[0]) for record, witness in doomed]
-        if not all(in_columns):
-            self.records += [record.key for (record, _), kept in zip(doomed, in_columns) if not kept]
-            doomed = [one for one, kept in zip(doomed, in_columns) if kept]
+        doomed = self._in_columns(doomed, [
+            type(witness) is Verdict and witness.reason in _STALE and type(record) is GuestRecord
+            and self._keeps(record.witness[0]) for record, witness in doomed], lambda pair: pair[0].key)
         if doomed:
             records, verdicts = zip(*doomed)
             self.stale.extend([r.key for r in records], [r.user_id for r in records],
@@ -237,18 +230,21 @@ class HeldBack:
 
     def stale_rows(self, rows: list[tuple]) -> None:
         """Stale string records as the quick lane lists them (judging.Judged.stale_rows), each
-        held as record() holds it: in columns, or by name when its value is too big to keep."""
-        if not rows or not self._room(len(rows)):
+        held as records_of() holds it: in columns, or by name when its value is not one to keep."""
+        if not self._claim(len(rows)):
             return
-        self.count += len(rows)
-        names, values, user_ids, heartbeats, pongs, verdicts, ages, missed = zip(*rows)
-        keys = [decode_name(name) for name in names]
-        columns = (keys, user_ids, heartbeats, pongs, verdicts, ages, missed, values)
-        in_columns = [self._keeps(value) for value in values]
-        if not all(in_columns):  # rare: those by name, the others in columns
-            self.records += [key for key, kept in zip(keys, in_columns) if not kept]
-            columns = tuple([one for one, kept in zip(column, in_columns) if kept] for column in columns)
-        self.stale.extend(*columns)
+        rows = self._in_columns(rows, [self._keeps(row[1]) for row in rows], lambda row: decode_name(row[0]))
+        if rows:
+            names, values, user_ids, heartbeats, pongs, verdicts, ages, missed = zip(*rows)
+            self.stale.extend([decode_name(name) for name in names], user_ids, heartbeats, pongs, verdicts, ages,
+                              missed, values)
+
+    def _in_columns(self, items: list, kept: list[bool], key_of: Callable[[object], str]) -> list:
+        """The items to hold in columns; the others (rare) are held by name, their keys."""
+        if all(kept):
+            return items
+        self.records += [key_of(item) for item, keep in zip(items, kept) if not keep]
+        return [item for item, keep in zip(items, kept) if keep]
 
     def _keeps(self, value: object) -> bool:
         """Is a stale record with this value held in columns, taken as read? Only a string
@@ -256,14 +252,19 @@ class HeldBack:
         return self.as_read and type(value) is bytes and len(value) <= HeldRecords.MAX_VALUE_BYTES
 
     def entry(self, entry: OnlineEntry) -> None:
-        if self._room(1):
-            self.count += 1
+        if self._claim(1):
             (self.orphans.append(entry.user_id) if entry.socket_id
              else self.socketless.append(entry))
 
-    def _room(self, more: int) -> bool:
-        """Is there room for ``more``? Past MAX_HELD everything held is forgotten (``overflowed``)."""
+    def _claim(self, more: int) -> bool:
+        """Room for ``more`` (none: nothing to hold), counted? Past MAX_HELD everything held is
+        forgotten (``overflowed``), and nothing more is held."""
+        if not more:
+            return False
         if not self.overflowed and self.count + more > MAX_HELD:
             self.overflowed, self.count = True, 0
             self.stale, self.records, self.orphans, self.socketless = HeldRecords(), [], [], []
-        return not self.overflowed
+        if self.overflowed:
+            return False
+        self.count += more
+        return True

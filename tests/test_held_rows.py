@@ -16,6 +16,7 @@ from reaper.core.records import GuestRecord, parse_json_record
 from reaper.core.staleness import Policy, Verdict
 from reaper.sweep.budget import Budget, HeldBack, HeldRecords
 from reaper.sweep.judging import Judged, PageJudge
+from reaper.sweep.seams import SweepClock
 from support.guests import iso, record
 from support.keys import KEYS
 from sweep_helpers import add_guests, assert_intents_consistent, with_seams
@@ -228,6 +229,7 @@ def _sweep(ctx_factory, world, r, logs, monkeypatch, by_rows: bool, live: int = 
     world.r.set(b"guest_connection:\xff\xfe", json.dumps(record("?", "guest_bytes", world.now - 900)), ex=3600)
     world.r.set(KEYS.connection("big"), json.dumps(record("big", "guest_big", world.now - 900, pad="x" * 20_000)))
     ctx = ctx_factory(**GUARD)
+    ctx.sweep_clock = SweepClock(lambda: world.now, monotonic=lambda: 0.0)  # the same ages, so the same log lines
     if not by_rows:  # a hook at records_loaded is handed every record as an object: no rows then
         with_seams(ctx, records_loaded=lambda records: None)
     logs.records.clear()

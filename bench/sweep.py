@@ -15,7 +15,10 @@ second client PINGs Redis every millisecond:
     floor_stdlib  the floor with the standard library's json
     naive         KEYS, then GET per guest, DEL+HDEL per stale guest (the old in-process manager)
     reaper        `python -m reaper run --once`, downstream services off, on a freshly refilled dataset
-Every row: wall, peak RSS, process CPU (user+sys), Redis's own CPU (INFO cpu) and PING latency.
+Every row: wall, peak RSS, process CPU (user+sys), Redis's own CPU (INFO cpu), the part of it
+spent in scripts (INFO commandstats) and PING latency. The PING client's thread runs in the
+real-time class where it may (root), so that its latency is Redis's wait, not its own wait for a
+core of this busy host (--ping-sched other: an ordinary thread).
 Cascade mode fills K stale guests and compares the auth-service DELETEs/s of `reaper run --once
 --force` with a plain pooled httpx loop of the same concurrency, both against bench/fast_standin.py.
 See bench/README.md for what each figure means.
@@ -47,6 +50,13 @@ import sweep_workloads as workloads  # noqa: E402
 from support.redis_proc import RedisProcess  # noqa: E402
 
 PING_PACE_S = 0.001
+# The PING client's thread, SCHED_FIFO at the lowest real-time priority: above the sweep, Redis
+# and this harness, so that on 2 cores with 3 busy processes its PING leaves when it is due and
+# its answer is read when it comes; it sleeps between PINGs, so it starves nothing.
+PING_RT_PRIORITY = 1
+ping_sched = "fifo"  # --ping-sched: "fifo" (real-time where permitted) or "other" (ordinary)
+SCRIPT_COMMANDS = ("cmdstat_eval", "cmdstat_evalsha", "cmdstat_eval_ro", "cmdstat_evalsha_ro",
+                   "cmdstat_fcall", "cmdstat_fcall_ro")
 PEAK_POLL_S = 0.005
 SLOW_US = 1000  # commands slower than 1 ms are counted per run
 WORKLOADS = str(BENCH / "sweep_workloads.py")
@@ -59,11 +69,13 @@ TARGETS = {"reaper/floor": 1.3, "naive/reaper": 30.0, "rss_mb": 150.0, "ping_p99
 # -- measuring ---------------------------------------------------------------------------------
 
 class Pinger:
-    """A second client sending PING in a loop (paced at ~1 ms) while a sweep runs."""
+    """A second client sending PING in a loop (paced at ~1 ms) while a sweep runs, from a thread
+    in the real-time class where it may be (``ping_sched``; ``scheduling`` says what it got)."""
 
     def __init__(self, redis_proc: RedisProcess):
         self.client = redis_proc.client(socket_timeout=60)
         self.samples: list[float] = []
+        self.scheduling = "ordinary thread (--ping-sched other)"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -79,6 +91,8 @@ class Pinger:
         self.client.close()
 
     def _loop(self) -> None:
+        if ping_sched == "fifo":
+            self.scheduling = _real_time_thread()
         while not self._stop.is_set():
             started = time.perf_counter()
             self.client.ping()
@@ -89,7 +103,16 @@ class Pinger:
         ordered = sorted(self.samples) or [0.0]
         pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
         return {"pings": len(self.samples), "p50_ms": pick(0.50), "p99_ms": pick(0.99),
-                "max_ms": ordered[-1] * 1000}
+                "max_ms": ordered[-1] * 1000, "sched": self.scheduling}
+
+
+def _real_time_thread() -> str:
+    """Put the calling thread in SCHED_FIFO; what it got, in words."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(PING_RT_PRIORITY))  # 0: this thread
+    except (AttributeError, OSError) as exc:  # not Linux; not root (EPERM)
+        return f"ordinary thread (real-time refused: {exc})"
+    return f"real-time thread (SCHED_FIFO {PING_RT_PRIORITY})"
 
 
 @dataclass
@@ -125,6 +148,13 @@ def _children_cpu_s() -> float:
     around one child's run is that child's rusage (ru_utime + ru_stime of its wait4)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def scripts_s(client) -> float:
+    """Redis's time in scripts so far (INFO commandstats, EVAL/EVALSHA/FCALL and their read-only
+    forms: each with the commands it calls), in seconds."""
+    stats = client.info("commandstats")
+    return sum(stats.get(name, {}).get("usec", 0) for name in SCRIPT_COMMANDS) / 1e6
 
 
 def redis_cpu_s(client) -> float:
@@ -163,15 +193,17 @@ def _vm_hwm_kb(status_path: str) -> int:
 
 
 def measured(redis_proc: RedisProcess, cmd: list[str], **kw) -> tuple[ChildRun, dict]:
-    """Run ``cmd`` while PINGing; the PING figures, Redis's own slow log and Redis's CPU seconds
-    during the run (the PINGs' share is in every row alike: see the idle row's)."""
+    """Run ``cmd`` while PINGing; the PING figures, Redis's own slow log, Redis's CPU seconds
+    during the run (the PINGs' share is in every row alike: see the idle row's) and its seconds
+    in scripts."""
     with SlowLog(redis_proc) as slow, Pinger(redis_proc) as pinger:
-        redis_before = redis_cpu_s(slow.client)
+        redis_before, scripts_before = redis_cpu_s(slow.client), scripts_s(slow.client)
         run = run_child(cmd, **kw)
         redis_cpu = redis_cpu_s(slow.client) - redis_before
+        in_scripts = scripts_s(slow.client) - scripts_before
     if run.returncode not in (0, 1):
         raise RuntimeError(f"{cmd} exited {run.returncode}:\n{run.output[-3000:]}")
-    return run, {**pinger.stats(), **slow.stats(), "redis_cpu_s": redis_cpu}
+    return run, {**pinger.stats(), **slow.stats(), "redis_cpu_s": redis_cpu, "scripts_s": in_scripts}
 
 
 class SlowLog:
@@ -226,12 +258,13 @@ class Row:
     round: int = 1  # --repeat: which round
     cpu_s: float | None = None  # the process's user+sys CPU, spawn to exit
     redis_cpu_s: float | None = None  # Redis's CPU during the row
+    scripts_s: float | None = None  # Redis's time in scripts during the row (INFO commandstats)
     work_cpu_s: float | None = None  # floor rows: process CPU of the measured loop alone
 
 
 def child_row(name: str, run: ChildRun, ping: dict, work_s: float | None = None, **kw) -> Row:
     return Row(name, run.wall_s, work_s, run.rss_mb, ping, cpu_s=run.cpu_s,
-               redis_cpu_s=ping.get("redis_cpu_s"), **kw)
+               redis_cpu_s=ping.get("redis_cpu_s"), scripts_s=ping.get("scripts_s"), **kw)
 
 def reaper_env(redis_url: str, auth_url: str = "", concurrency: int | None = None,
                reaper_path: str | None = None, extra: dict | None = None) -> dict:
@@ -432,14 +465,15 @@ def reaper_row(redis_proc, client, args, dataset, round_: int = 1, name: str = "
 
 def print_sweep_table(rows: list[Row], args) -> None:
     print(f"\nN = {args.guests:,} guests, {args.stale:.0%} stale, {args.registered:,} registered "
-          f"users; {os.cpu_count()} cores; {_load()}")
-    header = (f"{'row':<16} {'wall s':>7} {'work s':>7} {'CPU s':>6} {'Redis CPU':>9} {'RSS MB':>6} "
-              f"{'PING p50':>8} {'p99':>6} {'max ms':>7} {'slow>1ms':>8} {'slowest':>14}  stale reaped")
+          f"users; {os.cpu_count()} cores; {_load()}; PING client: {rows[0].ping['sched']}")
+    header = (f"{'row':<16} {'wall s':>7} {'work s':>7} {'CPU s':>6} {'Redis CPU':>9} {'scripts':>7} "
+              f"{'RSS MB':>6} {'PING p50':>8} {'p99':>6} {'max ms':>7} {'slow>1ms':>8} {'slowest':>14}  stale reaped")
     print(header + "\n" + "-" * len(header))
     for row in rows:
         name = row.name if args.repeat == 1 or row.name == "idle" else f"{row.name} #{row.round}"
         print(f"{name:<16} {_cell(row.wall_s, 7, 2)} {_cell(row.work_s, 7, 2)} {_cell(row.cpu_s, 6, 2)} "
-              f"{_cell(row.redis_cpu_s, 9, 2)} {_cell(row.rss_mb, 6, 0)} {row.ping['p50_ms']:8.2f} "
+              f"{_cell(row.redis_cpu_s, 9, 2)} {_cell(row.scripts_s, 7, 2)} {_cell(row.rss_mb, 6, 0)} "
+              f"{row.ping['p50_ms']:8.2f} "
               f"{row.ping['p99_ms']:6.2f} {row.ping['max_ms']:7.1f} {row.ping['slow_count']:>8} "
               f"{row.ping['slowest_ms']:5.1f} {row.ping['slowest_cmd']:<8}  {row.reaped}   {row.note}")
     if args.repeat > 1:
@@ -448,7 +482,7 @@ def print_sweep_table(rows: list[Row], args) -> None:
 
 
 COLUMNS = (("wall s", "wall_s"), ("work s", "work_s"), ("CPU s", "cpu_s"),
-           ("Redis CPU s", "redis_cpu_s"), ("RSS MB", "rss_mb"))
+           ("Redis CPU s", "redis_cpu_s"), ("in scripts s", "scripts_s"), ("RSS MB", "rss_mb"))
 
 
 def _values(rows: list[Row], column: str) -> list[float]:
@@ -484,6 +518,11 @@ def print_targets(rows: list[Row]) -> None:
             if ratios:
                 verdict = "" if column == "work_s" else ("  met" if statistics.median(ratios) <= limit else "  NOT MET")
                 print(f"{name + '/floor ' + label:<25} {_summary(ratios)}   target <= {limit}{verdict}")
+        outside = [(r.redis_cpu_s - r.scripts_s) / f.redis_cpu_s for r, f in pairs
+                   if r.redis_cpu_s and r.scripts_s is not None and f.redis_cpu_s]
+        if outside:  # the reads against the floor's: what the takes' scripts leave of Redis CPU
+            print(f"{name + '/floor Redis CPU outside scripts':<25} {_summary(outside)}   (no target: the floor "
+                  f"runs none, so the rest of the ratio is the takes')")
     for other in ("floor_serial", "floor_stdlib"):
         pairs = [(by[(other, n)], by[("floor", n)]) for n in rounds if (other, n) in by and ("floor", n) in by]
         if pairs:
@@ -641,6 +680,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--floor-parser", choices=tuple(workloads.PARSERS),
                         help="the floor row's parser (default: the fastest installed, measured on the data)")
     parser.add_argument("--idle-s", type=float, default=2.0, help="PING baseline duration")
+    parser.add_argument("--ping-sched", choices=("fifo", "other"), default="fifo",
+                        help="the PING client's thread: real-time (SCHED_FIFO, where permitted: root), "
+                             "or an ordinary thread that waits for a core like the rows' processes")
     parser.add_argument("--repeat", type=int, default=1, metavar="K",
                         help="measure every row K times, a round after another (refilled each time), "
                              "and give medians: one round is at the mercy of a drifting machine")
@@ -673,7 +715,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    global ping_sched
     args = parse_args(argv)
+    ping_sched = args.ping_sched
     print(f"reaper from {compile_reaper(args.reaper_path)}, byte-compiled", flush=True)
     if args.against_path:
         print(f"against: reaper from {compile_reaper(args.against_path)}, byte-compiled", flush=True)
